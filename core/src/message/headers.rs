@@ -1,0 +1,437 @@
+//! Typed views of the header fields the core reasons about: Via, CSeq, and the name-addr of
+//! From, To and Contact. Each parser returns `None` for anything that is not well-formed.
+
+use super::{is_token_char, Method};
+
+/// A header or URI parameter: `name` or `name=value` (quotes kept on quoted values).
+pub type Param = (String, Option<String>);
+
+/// Splits `;a=1;b;c="x;y"` into parameters (the leading `;` optional).
+fn parse_params(s: &str) -> Option<Vec<Param>> {
+    let mut params = Vec::new();
+    let s = s.trim_matches([' ', '\t']);
+    if s.is_empty() {
+        return Some(params);
+    }
+    let s = s.strip_prefix(';')?;
+    let mut rest = s;
+    loop {
+        // Find the end of this parameter: the next ';' outside quotes.
+        let mut quoted = false;
+        let mut escaped = false;
+        let mut end = rest.len();
+        for (i, c) in rest.char_indices() {
+            if quoted {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == '"' {
+                    quoted = false;
+                }
+            } else if c == '"' {
+                quoted = true;
+            } else if c == ';' {
+                end = i;
+                break;
+            }
+        }
+        if quoted {
+            return None;
+        }
+        let item = rest[..end].trim_matches([' ', '\t']);
+        let (name, value) = match item.split_once('=') {
+            Some((n, v)) => (
+                n.trim_matches([' ', '\t']),
+                Some(v.trim_matches([' ', '\t'])),
+            ),
+            None => (item, None),
+        };
+        if name.is_empty() || !name.bytes().all(is_token_char) {
+            return None;
+        }
+        if let Some(v) = value {
+            let ok = if v.starts_with('"') {
+                v.len() >= 2 && v.ends_with('"')
+            } else {
+                !v.is_empty() && v.bytes().all(|b| is_token_char(b) || b"[]:".contains(&b))
+            };
+            if !ok {
+                return None;
+            }
+        }
+        params.push((name.to_ascii_lowercase(), value.map(str::to_string)));
+        if end == rest.len() {
+            return Some(params);
+        }
+        rest = &rest[end + 1..];
+    }
+}
+
+fn find_param<'a>(params: &'a [Param], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_deref().unwrap_or(""))
+}
+
+/// The value of parameter `name` in a header value such as `<sip:a@b>;tag=x` or
+/// `SIP/2.0/UDP h;branch=y`. Parameters inside `<...>` are not looked at.
+pub fn header_param<'a>(value: &'a str, name: &str) -> Option<&'a str> {
+    let after = match value.rfind('>') {
+        Some(i) => &value[i + 1..],
+        None => value.find(';').map_or("", |i| &value[i..]),
+    };
+    for item in after.split(';').skip(1) {
+        let (n, v) = item.split_once('=').unwrap_or((item, ""));
+        if n.trim().eq_ignore_ascii_case(name) {
+            return Some(v.trim());
+        }
+    }
+    None
+}
+
+/// A host: a domain name, an IPv4 address or a bracketed IPv6 reference.
+fn is_valid_host(host: &str) -> bool {
+    if let Some(v6) = host.strip_prefix('[') {
+        return v6
+            .strip_suffix(']')
+            .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// Splits `host[:port]`, validating both.
+fn parse_host_port(s: &str) -> Option<(String, Option<u16>)> {
+    let (host, port) = if s.starts_with('[') {
+        let close = s.find(']')?;
+        let (h, rest) = s.split_at(close + 1);
+        match rest.strip_prefix(':') {
+            Some(p) => (h, Some(p)),
+            None if rest.is_empty() => (h, None),
+            None => return None,
+        }
+    } else {
+        match s.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    };
+    if !is_valid_host(host) {
+        return None;
+    }
+    let port = match port {
+        Some(p) => Some(super::parse::parse_decimal(p, 65535)? as u16),
+        None => None,
+    };
+    Some((host.to_ascii_lowercase(), port))
+}
+
+/// One Via header field value (§20.42): `SIP/2.0/UDP host:port;branch=...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Via {
+    /// Upper-cased transport token (UDP, TCP, TLS, SCTP, WS, WSS, ...).
+    pub transport: String,
+    pub host: String,
+    pub port: Option<u16>,
+    pub params: Vec<Param>,
+}
+
+impl Via {
+    pub fn parse(value: &str) -> Option<Via> {
+        let value = value.trim();
+        // sent-protocol = protocol-name SLASH protocol-version SLASH transport, LWS allowed.
+        let mut rest = value;
+        let mut fields = Vec::with_capacity(3);
+        for i in 0..3 {
+            rest = rest.trim_start_matches([' ', '\t']);
+            let end = rest
+                .find(|c: char| !(c.is_ascii() && is_token_char(c as u8)))
+                .unwrap_or(rest.len());
+            let (field, tail) = rest.split_at(end);
+            if field.is_empty() {
+                return None;
+            }
+            fields.push(field);
+            rest = tail;
+            if i < 2 {
+                rest = rest.trim_start_matches([' ', '\t']).strip_prefix('/')?;
+            }
+        }
+        if !fields[0].eq_ignore_ascii_case("SIP") || fields[1] != "2.0" {
+            return None;
+        }
+        let transport = fields[2].to_ascii_uppercase();
+        if !rest.starts_with([' ', '\t']) {
+            return None;
+        }
+        let rest = rest.trim_start_matches([' ', '\t']);
+        let params_at = rest.find(';').unwrap_or(rest.len());
+        let sent_by = rest[..params_at].trim_end_matches([' ', '\t']);
+        // LWS may surround the colon before the port, and nowhere else.
+        let sent_by: Vec<&str> = sent_by
+            .split(':')
+            .map(|p| p.trim_matches([' ', '\t']))
+            .collect();
+        let sent_by = sent_by.join(":");
+        if sent_by.contains([' ', '\t']) {
+            return None;
+        }
+        let (host, port) = parse_host_port(&sent_by)?;
+        let params = parse_params(&rest[params_at..])?;
+        Some(Via {
+            transport,
+            host,
+            port,
+            params,
+        })
+    }
+
+    pub fn param(&self, name: &str) -> Option<&str> {
+        find_param(&self.params, name)
+    }
+
+    pub fn branch(&self) -> Option<&str> {
+        self.param("branch").filter(|b| !b.is_empty())
+    }
+
+    /// `host:port` with the transport's default port filled in, for transaction matching.
+    pub fn sent_by(&self) -> String {
+        let default = if matches!(self.transport.as_str(), "TLS" | "WSS") {
+            5061
+        } else {
+            5060
+        };
+        format!("{}:{}", self.host, self.port.unwrap_or(default))
+    }
+}
+
+/// The CSeq header (§20.16): sequence number and method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CSeq {
+    pub seq: u32,
+    pub method: Method,
+}
+
+impl CSeq {
+    /// Parses `num SP method`; the number must be below 2^31 (§8.1.1.5).
+    pub fn parse(value: &str) -> Option<CSeq> {
+        let mut it = value.split([' ', '\t']).filter(|s| !s.is_empty());
+        let seq = super::parse::parse_decimal(it.next()?, (1u64 << 31) - 1)? as u32;
+        let method = Method::from_token(it.next()?)?;
+        if it.next().is_some() {
+            return None;
+        }
+        Some(CSeq { seq, method })
+    }
+}
+
+/// What kind of URI a string is, once its syntax has been checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UriKind {
+    Sip,
+    Tel,
+    Other,
+}
+
+/// Checks URI syntax: SIP and SIPS URIs through rsip, `tel:` and other absolute URIs by
+/// their generic shape. `None` when the URI is malformed.
+pub(crate) fn check_uri(uri: &str) -> Option<UriKind> {
+    let (scheme, rest) = uri.split_once(':')?;
+    let scheme_ok = scheme
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    if !scheme_ok
+        || rest.is_empty()
+        || uri
+            .bytes()
+            .any(|b| b <= b' ' || b >= 0x7f || b"<>\"".contains(&b))
+    {
+        return None;
+    }
+    if scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips") {
+        let parsed = rsip::Uri::try_from(uri).ok()?;
+        if !is_valid_sip_host(&parsed) {
+            return None;
+        }
+        // rsip accepts a host with trailing garbage; check the part we care about ourselves.
+        let hostport = rest
+            .rsplit_once('@')
+            .map_or(rest, |(_, h)| h)
+            .split([';', '?'])
+            .next()
+            .unwrap_or("");
+        parse_host_port(hostport)?;
+        Some(UriKind::Sip)
+    } else if scheme.eq_ignore_ascii_case("tel") {
+        Some(UriKind::Tel)
+    } else {
+        Some(UriKind::Other)
+    }
+}
+
+fn is_valid_sip_host(uri: &rsip::Uri) -> bool {
+    match uri.host() {
+        rsip::Host::Domain(d) => !d.to_string().is_empty(),
+        rsip::Host::IpAddr(_) => true,
+    }
+}
+
+/// A `name-addr` or `addr-spec` with header parameters (From, To, Contact, Route, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameAddr {
+    /// Display name as written (quotes kept when quoted).
+    pub display: Option<String>,
+    pub uri: String,
+    pub params: Vec<Param>,
+}
+
+impl NameAddr {
+    /// Parses and checks the syntax of the value, including its URI.
+    pub fn parse(value: &str) -> Option<NameAddr> {
+        let v = value.trim_matches([' ', '\t']);
+        let (display, after_display) = if let Some(q) = v.strip_prefix('"') {
+            let mut escaped = false;
+            let mut end = None;
+            for (i, c) in q.char_indices() {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == '"' {
+                    end = Some(i);
+                    break;
+                }
+            }
+            let end = end?;
+            (
+                Some(format!("\"{}\"", &q[..end])),
+                q[end + 1..].trim_start_matches([' ', '\t']),
+            )
+        } else if let Some(lt) = v.find('<') {
+            let d = v[..lt].trim_matches([' ', '\t']);
+            let tokens_ok = d
+                .split([' ', '\t'])
+                .filter(|t| !t.is_empty())
+                .all(|t| t.bytes().all(is_token_char));
+            if !tokens_ok {
+                return None;
+            }
+            ((!d.is_empty()).then(|| d.to_string()), &v[lt..])
+        } else {
+            (None, v)
+        };
+        let (uri, params) = if let Some(inner) = after_display.strip_prefix('<') {
+            let close = inner.find('>')?;
+            (&inner[..close], &inner[close + 1..])
+        } else {
+            if display.is_some() {
+                return None;
+            }
+            // addr-spec: parameters after ';' belong to the header (§20.10); a URI holding
+            // ',', '?' or ';' of its own must be in angle brackets.
+            let end = after_display.find(';').unwrap_or(after_display.len());
+            let uri = &after_display[..end];
+            if uri.contains(['?', ',', ' ', '\t']) {
+                return None;
+            }
+            (uri, &after_display[end..])
+        };
+        check_uri(uri)?;
+        Some(NameAddr {
+            display,
+            uri: uri.to_string(),
+            params: parse_params(params)?,
+        })
+    }
+
+    pub fn param(&self, name: &str) -> Option<&str> {
+        find_param(&self.params, name)
+    }
+
+    pub fn tag(&self) -> Option<&str> {
+        self.param("tag").filter(|t| !t.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn via_forms() {
+        let v =
+            Via::parse("SIP / 2.0 / udp host.Example.com:5062 ;branch=z9hG4bK776;rport").unwrap();
+        assert_eq!(v.transport, "UDP");
+        assert_eq!(v.sent_by(), "host.example.com:5062");
+        assert_eq!(v.branch(), Some("z9hG4bK776"));
+        assert_eq!(v.param("rport"), Some(""));
+        let v6 = Via::parse("SIP/2.0/TLS [2001:db8::9:1];branch=z9hG4bKx").unwrap();
+        assert_eq!(v6.sent_by(), "[2001:db8::9:1]:5061");
+        for bad in [
+            "SIP/2.0/UDP",
+            "SIP/3.0/UDP h",
+            "SIP/2.0/UDP h:99999",
+            "SIP/2.0/UDP h;;branch=x",
+            "SIP/2.0/UDP h j",
+            "SIP/2.0/UDP [::1",
+        ] {
+            assert!(Via::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cseq_forms() {
+        assert_eq!(
+            CSeq::parse("4711 INVITE"),
+            Some(CSeq {
+                seq: 4711,
+                method: Method::Invite
+            })
+        );
+        assert!(CSeq::parse("2147483648 INVITE").is_none());
+        assert!(CSeq::parse("-1 INVITE").is_none());
+        assert!(CSeq::parse("1").is_none());
+        assert!(CSeq::parse("1 INVITE x").is_none());
+    }
+
+    #[test]
+    fn name_addr_forms() {
+        let n = NameAddr::parse(r#""Bob \"B\"" <sip:bob@biloxi.com;lr>;tag=a6c85cf"#).unwrap();
+        assert_eq!(n.tag(), Some("a6c85cf"));
+        assert_eq!(n.uri, "sip:bob@biloxi.com;lr");
+        let n = NameAddr::parse("sip:carol@chicago.com;tag=x").unwrap();
+        assert_eq!(
+            (n.uri.as_str(), n.tag()),
+            ("sip:carol@chicago.com", Some("x"))
+        );
+        let n = NameAddr::parse("Alice Smith<tel:+1-555>").unwrap();
+        assert_eq!(n.display.as_deref(), Some("Alice Smith"));
+        assert!(NameAddr::parse("<http://example.com/x>").is_some());
+        for bad in [
+            r#""unterminated <sip:a@b>"#,
+            "sip:a@b?Route=x",
+            "Bob <sip:a@b",
+            "sip:user@ host",
+            "Bob@x <sip:a@b>",
+            "<sip:>",
+        ] {
+            assert!(NameAddr::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn header_param_ignores_uri_params() {
+        assert_eq!(header_param("<sip:a@b;tag=no>;tag=yes", "tag"), Some("yes"));
+        assert_eq!(header_param("<sip:a@b;tag=no>", "tag"), None);
+        assert_eq!(header_param("sip:a@b;tag=t1", "tag"), Some("t1"));
+    }
+}

@@ -1,0 +1,456 @@
+//! Parsing one SIP message from bytes (RFC 3261 §7 and §18.3).
+//!
+//! The grammar work that rsip 0.4 gets wrong is done here: leading CRLFs, LF-only line ends,
+//! header line folding, whitespace before the colon, compact header names, comma-separated
+//! list headers, and Content-Length framing of the body.
+
+use super::validate::{Action, Rejection, Rule};
+use super::{is_token_char, Header, Headers, Method, Request, Response, SipMessage};
+
+/// Size limits applied while parsing. Defaults suit a public-facing server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest whole message, head and body (bytes). Larger requests get 513.
+    pub max_message_size: usize,
+    /// Largest body (bytes). Larger requests get 413.
+    pub max_body_size: usize,
+    /// Most header field values (after splitting comma lists).
+    pub max_headers: usize,
+    /// Option tags we support; a Require naming another gets 420 (§8.2.2.3).
+    pub supported_extensions: Vec<String>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_size: 64 * 1024,
+            max_body_size: 60 * 1024,
+            max_headers: 256,
+            supported_extensions: Vec::new(),
+        }
+    }
+}
+
+/// Compact forms (§7.3.3 and later RFCs) and the canonical spelling of well-known names.
+fn canonical_name(name: &str) -> Option<&'static str> {
+    const NAMES: &[(&str, &str)] = &[
+        ("i", "Call-ID"),
+        ("m", "Contact"),
+        ("e", "Content-Encoding"),
+        ("l", "Content-Length"),
+        ("c", "Content-Type"),
+        ("f", "From"),
+        ("s", "Subject"),
+        ("k", "Supported"),
+        ("t", "To"),
+        ("v", "Via"),
+        ("o", "Event"),
+        ("r", "Refer-To"),
+        ("b", "Referred-By"),
+        ("u", "Allow-Events"),
+        ("x", "Session-Expires"),
+        ("a", "Accept-Contact"),
+        ("j", "Reject-Contact"),
+        ("d", "Request-Disposition"),
+        ("y", "Identity"),
+        ("Accept", "Accept"),
+        ("Allow", "Allow"),
+        ("Authorization", "Authorization"),
+        ("Call-ID", "Call-ID"),
+        ("Contact", "Contact"),
+        ("Content-Encoding", "Content-Encoding"),
+        ("Content-Length", "Content-Length"),
+        ("Content-Type", "Content-Type"),
+        ("CSeq", "CSeq"),
+        ("Expires", "Expires"),
+        ("From", "From"),
+        ("Max-Forwards", "Max-Forwards"),
+        ("Min-Expires", "Min-Expires"),
+        ("Proxy-Authenticate", "Proxy-Authenticate"),
+        ("Proxy-Authorization", "Proxy-Authorization"),
+        ("Proxy-Require", "Proxy-Require"),
+        ("Record-Route", "Record-Route"),
+        ("Require", "Require"),
+        ("Route", "Route"),
+        ("Session-Expires", "Session-Expires"),
+        ("Supported", "Supported"),
+        ("To", "To"),
+        ("Unsupported", "Unsupported"),
+        ("Via", "Via"),
+        ("WWW-Authenticate", "WWW-Authenticate"),
+    ];
+    NAMES
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| *v)
+}
+
+/// Headers whose values may be comma-separated lists that we keep one value per header.
+fn is_list_header(name: &str) -> bool {
+    ["Via", "Route", "Record-Route", "Contact"]
+        .iter()
+        .any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// Splits a header value at commas that are outside quoted strings and angle brackets.
+pub(crate) fn split_list(value: &str) -> Option<Vec<&str>> {
+    let mut parts = Vec::new();
+    let (mut quoted, mut escaped, mut angle) = (false, false, false);
+    let mut start = 0;
+    for (i, c) in value.char_indices() {
+        if quoted {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                quoted = false;
+            }
+            continue;
+        }
+        match c {
+            '"' => quoted = true,
+            '<' => angle = true,
+            '>' => angle = false,
+            ',' if !angle => {
+                parts.push(value[start..i].trim_matches([' ', '\t']));
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(value[start..].trim_matches([' ', '\t']));
+    if parts.iter().any(|p| p.is_empty()) {
+        return None;
+    }
+    Some(parts)
+}
+
+fn reject(rule: Rule, is_response: bool) -> Rejection {
+    Rejection::new(rule, is_response)
+}
+
+/// Whether the start of `bytes` (after leading CRLFs) looks like a response.
+fn looks_like_response(bytes: &[u8]) -> bool {
+    bytes.len() >= 4 && bytes[..4].eq_ignore_ascii_case(b"SIP/")
+}
+
+/// Skips the CRLFs (or bare LFs) that may precede a start line (§7.5).
+pub(crate) fn skip_leading_crlf(bytes: &[u8]) -> &[u8] {
+    let n = bytes
+        .iter()
+        .take_while(|b| **b == b'\r' || **b == b'\n')
+        .count();
+    &bytes[n..]
+}
+
+/// Finds the end of the header section: returns (head length without the blank line,
+/// offset where the body starts). Accepts CRLF and LF-only line ends.
+pub(crate) fn find_head_end(bytes: &[u8]) -> Option<(usize, usize)> {
+    let mut line_start = 0;
+    while let Some(off) = bytes[line_start..].iter().position(|b| *b == b'\n') {
+        let nl = line_start + off;
+        let line = &bytes[line_start..nl];
+        if line.is_empty() || line == b"\r" {
+            return Some((line_start, nl + 1));
+        }
+        line_start = nl + 1;
+    }
+    None
+}
+
+/// Parses one message received as a datagram (or one frame cut from a stream).
+///
+/// The body is what Content-Length says; bytes past it are discarded (§18.3), and a
+/// Content-Length larger than what arrived is an error. A message without Content-Length
+/// takes the rest of the datagram as its body. The parsed message always carries exactly one
+/// Content-Length, equal to its body's length, so that it serializes and re-parses the same.
+pub fn parse_datagram(bytes: &[u8], limits: &Limits) -> Result<SipMessage, Rejection> {
+    let bytes = skip_leading_crlf(bytes);
+    let is_response = looks_like_response(bytes);
+    if bytes.is_empty() {
+        return Err(Rejection {
+            rule: Rule::Empty,
+            action: Action::Drop,
+        });
+    }
+    if bytes.len() > limits.max_message_size {
+        return Err(reject(Rule::MessageTooLarge, is_response));
+    }
+    let (head_len, body_start) =
+        find_head_end(bytes).ok_or_else(|| reject(Rule::MissingBlankLine, is_response))?;
+    let head = &bytes[..head_len];
+    let raw_body = &bytes[body_start..];
+
+    let head = std::str::from_utf8(head).map_err(|_| reject(Rule::NotUtf8, is_response))?;
+    let head = head.strip_suffix('\n').unwrap_or(head);
+    let head = head.strip_suffix('\r').unwrap_or(head);
+    let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let start_line = lines.next().unwrap_or("");
+    let headers = parse_headers(lines, limits, is_response)?;
+
+    let body = match content_length(&headers, is_response)? {
+        Some(len) if len > raw_body.len() => {
+            return Err(reject(Rule::ContentLengthExceedsBody, is_response))
+        }
+        Some(len) => &raw_body[..len],
+        None => raw_body,
+    };
+    if body.len() > limits.max_body_size {
+        return Err(reject(Rule::BodyTooLarge, is_response));
+    }
+    let mut headers = headers;
+    headers.set("Content-Length", body.len().to_string());
+
+    if is_response {
+        let (code, reason) = parse_status_line(start_line)?;
+        Ok(SipMessage::Response(Response {
+            code,
+            reason,
+            headers,
+            body: body.to_vec(),
+        }))
+    } else {
+        let (method, uri) = parse_request_line(start_line)?;
+        Ok(SipMessage::Request(Request {
+            method,
+            uri,
+            headers,
+            body: body.to_vec(),
+        }))
+    }
+}
+
+fn check_version(version: &str, is_response: bool) -> Result<(), Rejection> {
+    if version.eq_ignore_ascii_case("SIP/2.0") {
+        return Ok(());
+    }
+    let rest = version.get(4..).unwrap_or("");
+    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let well_formed = version.len() > 4
+        && version[..4].eq_ignore_ascii_case("SIP/")
+        && rest
+            .split_once('.')
+            .is_some_and(|(a, b)| numeric(a) && numeric(b));
+    Err(reject(
+        if well_formed {
+            Rule::UnsupportedVersion
+        } else {
+            Rule::BadStartLine
+        },
+        is_response,
+    ))
+}
+
+/// `Method SP Request-URI SP SIP-Version`, single spaces, nothing else (RFC 4475 §3.1.2.8/9).
+fn parse_request_line(line: &str) -> Result<(Method, String), Rejection> {
+    let mut parts = line.split(' ');
+    let (Some(method), Some(uri), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(reject(Rule::BadStartLine, false));
+    };
+    let method = Method::from_token(method).ok_or(reject(Rule::BadStartLine, false))?;
+    if uri.is_empty() || uri.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(reject(Rule::BadRequestUri, false));
+    }
+    check_version(version, false)?;
+    Ok((method, uri.to_string()))
+}
+
+/// `SIP-Version SP Status-Code SP Reason-Phrase`; a bad status line means drop.
+fn parse_status_line(line: &str) -> Result<(u16, String), Rejection> {
+    let (version, rest) = line
+        .split_once(' ')
+        .ok_or(reject(Rule::BadStartLine, true))?;
+    check_version(version, true)?;
+    let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(reject(Rule::BadStatusCode, true));
+    }
+    let code: u16 = code
+        .parse()
+        .map_err(|_| reject(Rule::BadStatusCode, true))?;
+    if !(100..=699).contains(&code) {
+        return Err(reject(Rule::BadStatusCode, true));
+    }
+    if reason.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+        return Err(reject(Rule::BadStartLine, true));
+    }
+    Ok((code, reason.to_string()))
+}
+
+fn parse_headers<'a>(
+    lines: impl Iterator<Item = &'a str>,
+    limits: &Limits,
+    is_response: bool,
+) -> Result<Headers, Rejection> {
+    // First undo folding (§7.3.1): a line starting with SP or HT continues the previous one.
+    let mut raw: Vec<(&'a str, String)> = Vec::new();
+    for line in lines {
+        if line.starts_with([' ', '\t']) {
+            let Some(last) = raw.last_mut() else {
+                return Err(reject(Rule::MalformedHeader, is_response));
+            };
+            let cont = line.trim_matches([' ', '\t']);
+            if !cont.is_empty() {
+                if !last.1.is_empty() {
+                    last.1.push(' ');
+                }
+                last.1.push_str(cont);
+            }
+            continue;
+        }
+        let (name, value) = line
+            .split_once(':')
+            .ok_or(reject(Rule::MalformedHeader, is_response))?;
+        let name = name.trim_end_matches([' ', '\t']);
+        if name.is_empty() || !name.bytes().all(is_token_char) {
+            return Err(reject(Rule::MalformedHeader, is_response));
+        }
+        raw.push((name, value.trim_matches([' ', '\t']).to_string()));
+        if raw.len() > limits.max_headers {
+            return Err(reject(Rule::TooManyHeaders, is_response));
+        }
+    }
+    let mut headers = Vec::with_capacity(raw.len());
+    for (name, value) in raw {
+        if value
+            .bytes()
+            .any(|b| (b.is_ascii_control() && b != b'\t') || b == 0x7f)
+        {
+            return Err(reject(Rule::MalformedHeader, is_response));
+        }
+        let name = canonical_name(name).map_or_else(|| name.to_string(), str::to_string);
+        if is_list_header(&name) && value != "*" {
+            let parts = split_list(&value).ok_or(reject(Rule::MalformedHeader, is_response))?;
+            for part in parts {
+                headers.push(Header {
+                    name: name.clone(),
+                    value: part.to_string(),
+                });
+            }
+        } else {
+            headers.push(Header { name, value });
+        }
+        if headers.len() > limits.max_headers {
+            return Err(reject(Rule::TooManyHeaders, is_response));
+        }
+    }
+    Ok(Headers(headers))
+}
+
+/// Parses a decimal number of at most `max`; `None` for anything else (sign, space, overflow).
+pub(crate) fn parse_decimal(s: &str, max: u64) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse::<u64>().ok().filter(|v| *v <= max)
+}
+
+/// The Content-Length, checking that every copy agrees (RFC 4475 §3.3.9).
+fn content_length(headers: &Headers, is_response: bool) -> Result<Option<usize>, Rejection> {
+    let mut found: Option<u64> = None;
+    for value in headers.get_all("Content-Length") {
+        let v = parse_decimal(value, u32::MAX as u64)
+            .ok_or(reject(Rule::BadContentLength, is_response))?;
+        if found.is_some_and(|f| f != v) {
+            return Err(reject(Rule::BadContentLength, is_response));
+        }
+        found = Some(v);
+    }
+    if headers.count("Content-Length") > 1 {
+        return Err(reject(Rule::DuplicateHeader("Content-Length"), is_response));
+    }
+    Ok(found.map(|v| v as usize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<SipMessage, Rejection> {
+        parse_datagram(s.as_bytes(), &Limits::default())
+    }
+
+    #[test]
+    fn folding_compact_names_lf_only_and_space_before_colon() {
+        let m = parse(
+            "\r\nOPTIONS sip:bob@example.com SIP/2.0\n\
+             v : SIP/2.0/UDP a.example.com;branch=z9hG4bK1, SIP/2.0/TCP b.example.com;branch=z9hG4bK2\n\
+             Subject: first\n  \tsecond\n\
+             l: 4\n\
+             \n\
+             bodyEXTRA",
+        )
+        .unwrap();
+        let SipMessage::Request(r) = m else { panic!() };
+        assert_eq!(r.method, Method::Options);
+        let vias: Vec<&str> = r.headers.get_all("Via").collect();
+        assert_eq!(
+            vias,
+            [
+                "SIP/2.0/UDP a.example.com;branch=z9hG4bK1",
+                "SIP/2.0/TCP b.example.com;branch=z9hG4bK2"
+            ]
+        );
+        assert_eq!(r.headers.get("Subject"), Some("first second"));
+        assert_eq!(r.body, b"body");
+        assert_eq!(r.headers.get("Content-Length"), Some("4"));
+    }
+
+    #[test]
+    fn content_length_larger_than_datagram_is_400_for_requests_and_drop_for_responses() {
+        let e = parse("BYE sip:a@b SIP/2.0\r\nContent-Length: 10\r\n\r\nabc").unwrap_err();
+        assert_eq!(e.rule, Rule::ContentLengthExceedsBody);
+        assert_eq!(e.action, Action::Reply(400));
+        let e = parse("SIP/2.0 200 OK\r\nContent-Length: 10\r\n\r\nabc").unwrap_err();
+        assert_eq!(e.action, Action::Drop);
+    }
+
+    #[test]
+    fn request_line_rules() {
+        let bad = |s: &str| parse(s).unwrap_err();
+        assert_eq!(
+            bad("INVITE  sip:a@b SIP/2.0\r\n\r\n").rule,
+            Rule::BadStartLine
+        );
+        assert_eq!(
+            bad("INVITE sip:a@b SIP/7.0\r\n\r\n").action,
+            Action::Reply(505)
+        );
+        assert_eq!(bad("INVITE sip:a@b\r\n\r\n").rule, Rule::BadStartLine);
+        assert_eq!(
+            bad("SIP/2.0 4294967301 OK\r\n\r\n").rule,
+            Rule::BadStatusCode
+        );
+        assert_eq!(bad("SIP/2.0 099 x\r\n\r\n").action, Action::Drop);
+    }
+
+    #[test]
+    fn limits() {
+        let big = format!("MESSAGE sip:a@b SIP/2.0\r\n\r\n{}", "x".repeat(70_000));
+        assert_eq!(parse(&big).unwrap_err().action, Action::Reply(513));
+        let limits = Limits {
+            max_body_size: 10,
+            ..Limits::default()
+        };
+        let e =
+            parse_datagram(b"MESSAGE sip:a@b SIP/2.0\r\n\r\n0123456789ab", &limits).unwrap_err();
+        assert_eq!(e.action, Action::Reply(413));
+        let many = format!(
+            "OPTIONS sip:a@b SIP/2.0\r\n{}\r\n",
+            "X-A: 1\r\n".repeat(300)
+        );
+        assert_eq!(parse(&many).unwrap_err().rule, Rule::TooManyHeaders);
+    }
+
+    #[test]
+    fn split_list_respects_quotes_and_brackets() {
+        assert_eq!(
+            split_list(r#""a, \"b" <sip:x@y;p=1,2>;q=1 , <sip:z>"#).unwrap(),
+            [r#""a, \"b" <sip:x@y;p=1,2>;q=1"#, "<sip:z>"]
+        );
+        assert!(split_list("a,,b").is_none());
+    }
+}

@@ -1,0 +1,233 @@
+//! Validation beyond the grammar: mandatory headers, single-valued headers, CSeq against the
+//! method, sane numbers, URIs, extensions. Every rejection names the rule that failed and the
+//! action a server takes: answer with a status code, or drop silently (responses, and
+//! requests we cannot answer because they carry no Via).
+
+use super::headers::{check_uri, CSeq, NameAddr, UriKind, Via};
+use super::parse::{parse_decimal, Limits};
+use super::{Method, SipMessage};
+use std::fmt;
+
+/// What a server does about a message that failed a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Answer the request with this status code (the reason phrase says which rule failed).
+    Reply(u16),
+    /// Discard without an answer (a log line and a counter only).
+    Drop,
+}
+
+/// The rule a message broke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    Empty,
+    MessageTooLarge,
+    BodyTooLarge,
+    MissingBlankLine,
+    NotUtf8,
+    BadStartLine,
+    UnsupportedVersion,
+    BadStatusCode,
+    BadRequestUri,
+    UnsupportedUriScheme,
+    MalformedHeader,
+    TooManyHeaders,
+    BadContentLength,
+    ContentLengthExceedsBody,
+    MissingHeader(&'static str),
+    DuplicateHeader(&'static str),
+    BadHeaderValue(&'static str),
+    CSeqMethodMismatch,
+    MissingContentType,
+    /// `Require` names option tags we do not support (answered 420 with `Unsupported`).
+    BadExtension(Vec<String>),
+    /// A response carrying more than one Via cannot be for us (§8.1.3.3).
+    ExtraViaInResponse,
+}
+
+impl Rule {
+    /// The status code a server answers a request that broke this rule with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Rule::MessageTooLarge => 513,
+            Rule::BodyTooLarge => 413,
+            Rule::UnsupportedVersion => 505,
+            Rule::UnsupportedUriScheme => 416,
+            Rule::BadExtension(_) => 420,
+            _ => 400,
+        }
+    }
+
+    /// A short reason phrase naming the rule.
+    pub fn reason(&self) -> String {
+        match self {
+            Rule::Empty => "Empty Message".into(),
+            Rule::MessageTooLarge => "Message Too Large".into(),
+            Rule::BodyTooLarge => "Request Entity Too Large".into(),
+            Rule::MissingBlankLine => "Missing Blank Line After Headers".into(),
+            Rule::NotUtf8 => "Headers Not UTF-8".into(),
+            Rule::BadStartLine => "Malformed Start Line".into(),
+            Rule::UnsupportedVersion => "Version Not Supported".into(),
+            Rule::BadStatusCode => "Bad Status Code".into(),
+            Rule::BadRequestUri => "Bad Request-URI".into(),
+            Rule::UnsupportedUriScheme => "Unsupported URI Scheme".into(),
+            Rule::MalformedHeader => "Malformed Header Line".into(),
+            Rule::TooManyHeaders => "Too Many Headers".into(),
+            Rule::BadContentLength => "Bad Content-Length".into(),
+            Rule::ContentLengthExceedsBody => "Content-Length Exceeds Body".into(),
+            Rule::MissingHeader(h) => format!("Missing {h}"),
+            Rule::DuplicateHeader(h) => format!("Multiple {h}"),
+            Rule::BadHeaderValue(h) => format!("Bad {h}"),
+            Rule::CSeqMethodMismatch => "CSeq Method Mismatch".into(),
+            Rule::MissingContentType => "Missing Content-Type".into(),
+            Rule::BadExtension(_) => "Bad Extension".into(),
+            Rule::ExtraViaInResponse => "More Than One Via In Response".into(),
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason())
+    }
+}
+
+/// Why a message was refused, and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub rule: Rule,
+    pub action: Action,
+}
+
+impl Rejection {
+    /// A rejection of a request (answered) or of a response (dropped: responses are never
+    /// answered, §18.1.2 and RFC 4475 §3.1.2.19).
+    pub fn new(rule: Rule, is_response: bool) -> Self {
+        let action = if is_response {
+            Action::Drop
+        } else {
+            Action::Reply(rule.status())
+        };
+        Rejection { rule, action }
+    }
+
+    fn drop(rule: Rule) -> Self {
+        Rejection {
+            rule,
+            action: Action::Drop,
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.action {
+            Action::Reply(code) => write!(f, "{code} {}", self.rule),
+            Action::Drop => write!(f, "drop {}", self.rule),
+        }
+    }
+}
+
+/// Checks the rules of RFC 3261 §8.1.1, §8.2 and §20 that the grammar alone does not.
+pub fn validate(msg: &SipMessage, limits: &Limits) -> Result<(), Rejection> {
+    let is_response = matches!(msg, SipMessage::Response(_));
+    let h = msg.headers();
+    let fail = |rule| Err(Rejection::new(rule, is_response));
+
+    // Without a Via there is nowhere to send an answer.
+    if h.count("Via") == 0 {
+        return Err(Rejection::drop(Rule::MissingHeader("Via")));
+    }
+    if h.get_all("Via").any(|v| Via::parse(v).is_none()) {
+        return fail(Rule::BadHeaderValue("Via"));
+    }
+    for name in ["Call-ID", "From", "To", "CSeq"] {
+        match h.count(name) {
+            0 => return fail(Rule::MissingHeader(name)),
+            1 => {}
+            _ => return fail(Rule::DuplicateHeader(name)),
+        }
+    }
+    let call_id = h.get("Call-ID").unwrap_or("");
+    if call_id.is_empty() || call_id.contains([' ', '\t']) {
+        return fail(Rule::BadHeaderValue("Call-ID"));
+    }
+    let Some(cseq) = h.get("CSeq").and_then(CSeq::parse) else {
+        return fail(Rule::BadHeaderValue("CSeq"));
+    };
+    if h.get("From").and_then(NameAddr::parse).is_none() {
+        return fail(Rule::BadHeaderValue("From"));
+    }
+    if h.get("To").and_then(NameAddr::parse).is_none() {
+        return fail(Rule::BadHeaderValue("To"));
+    }
+    if let Some(e) = h.get("Expires") {
+        if parse_decimal(e, u32::MAX as u64).is_none() {
+            return fail(Rule::BadHeaderValue("Expires"));
+        }
+    }
+    for c in h.get_all("Contact") {
+        let ok = match NameAddr::parse(c) {
+            Some(na) => na
+                .param("expires")
+                .is_none_or(|e| parse_decimal(e, u32::MAX as u64).is_some()),
+            None => c == "*",
+        };
+        if !ok {
+            return fail(Rule::BadHeaderValue("Contact"));
+        }
+    }
+    if !msg.body().is_empty() && h.count("Content-Type") == 0 {
+        return fail(Rule::MissingContentType);
+    }
+
+    let req = match msg {
+        SipMessage::Response(_) => {
+            if h.count("Via") > 1 {
+                return Err(Rejection::drop(Rule::ExtraViaInResponse));
+            }
+            return Ok(());
+        }
+        SipMessage::Request(r) => r,
+    };
+    if cseq.method != req.method {
+        return fail(Rule::CSeqMethodMismatch);
+    }
+    match h.count("Max-Forwards") {
+        0 => return fail(Rule::MissingHeader("Max-Forwards")),
+        1 => {}
+        _ => return fail(Rule::DuplicateHeader("Max-Forwards")),
+    }
+    if h.get("Max-Forwards")
+        .and_then(|v| parse_decimal(v, 255))
+        .is_none()
+    {
+        return fail(Rule::BadHeaderValue("Max-Forwards"));
+    }
+    match check_uri(&req.uri) {
+        None => return fail(Rule::BadRequestUri),
+        Some(UriKind::Other) => return fail(Rule::UnsupportedUriScheme),
+        Some(UriKind::Sip | UriKind::Tel) => {}
+    }
+    if h.get_all("Contact").any(|c| c == "*") && req.method != Method::Register {
+        return fail(Rule::BadHeaderValue("Contact"));
+    }
+    if !matches!(req.method, Method::Ack | Method::Cancel) {
+        let unsupported: Vec<String> = h
+            .get_all("Require")
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_string())
+            .filter(|t| {
+                !t.is_empty()
+                    && !limits
+                        .supported_extensions
+                        .iter()
+                        .any(|s| s.eq_ignore_ascii_case(t))
+            })
+            .collect();
+        if !unsupported.is_empty() {
+            return fail(Rule::BadExtension(unsupported));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! Simulated world for Drongo (filled by the simulation issue).

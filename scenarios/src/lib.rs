@@ -1,0 +1,1 @@
+//! Named failure scenarios (filled by the simulation issue).
