@@ -258,18 +258,28 @@ pub(crate) fn check_uri(uri: &str) -> Option<UriKind> {
         return None;
     }
     if scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips") {
-        let parsed = rsip::Uri::try_from(uri).ok()?;
+        // rsip accepts a host with trailing garbage; check the part we care about ourselves.
+        let (user, hostpart) = match rest.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, rest),
+        };
+        let hostport = hostpart.split([';', '?']).next().unwrap_or("");
+        let (host, _) = parse_host_port(hostport)?;
+        // rsip 0.4 cannot parse IPv6 references; we have checked the host, so let rsip check
+        // the rest with a stand-in host.
+        let for_rsip = if host.starts_with('[') {
+            let tail = &hostpart[hostport.len()..];
+            match user {
+                Some(u) => format!("{scheme}:{u}@ipv6.invalid{tail}"),
+                None => format!("{scheme}:ipv6.invalid{tail}"),
+            }
+        } else {
+            uri.to_string()
+        };
+        let parsed = rsip::Uri::try_from(for_rsip.as_str()).ok()?;
         if !is_valid_sip_host(&parsed) {
             return None;
         }
-        // rsip accepts a host with trailing garbage; check the part we care about ourselves.
-        let hostport = rest
-            .rsplit_once('@')
-            .map_or(rest, |(_, h)| h)
-            .split([';', '?'])
-            .next()
-            .unwrap_or("");
-        parse_host_port(hostport)?;
         Some(UriKind::Sip)
     } else if scheme.eq_ignore_ascii_case("tel") {
         Some(UriKind::Tel)
@@ -426,6 +436,20 @@ mod tests {
         ] {
             assert!(NameAddr::parse(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn ipv6_sip_uris_are_checked_although_rsip_cannot_parse_them() {
+        assert!(
+            rsip::Uri::try_from("sip:user@[2001:db8::9:1]").is_err(),
+            "rsip fixed?"
+        );
+        assert_eq!(
+            check_uri("sip:user@[2001:db8::9:1]:5060;lr"),
+            Some(UriKind::Sip)
+        );
+        assert_eq!(check_uri("sip:[2001:db8::10]"), Some(UriKind::Sip));
+        assert_eq!(check_uri("sip:user@[2001:db8::zz]"), None);
     }
 
     #[test]

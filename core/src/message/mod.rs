@@ -16,6 +16,14 @@ pub use headers::{header_param, CSeq, NameAddr, Via};
 pub use parse::{parse_datagram, Limits};
 pub use validate::{validate, Action, Rejection, Rule};
 
+/// Parses one datagram (or stream frame) and validates it: the message a server may act on,
+/// or the rejection that says how to answer or whether to drop.
+pub fn parse_and_validate(bytes: &[u8], limits: &Limits) -> Result<SipMessage, Rejection> {
+    let msg = parse_datagram(bytes, limits)?;
+    validate(&msg, limits)?;
+    Ok(msg)
+}
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
