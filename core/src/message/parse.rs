@@ -81,7 +81,7 @@ fn canonical_name(name: &str) -> Option<&'static str> {
     ];
     NAMES
         .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .find(|(k, _)| k.len() == name.len() && k.eq_ignore_ascii_case(name))
         .map(|(_, v)| *v)
 }
 
@@ -225,12 +225,13 @@ fn check_version(version: &str, is_response: bool) -> Result<(), Rejection> {
     if version.eq_ignore_ascii_case("SIP/2.0") {
         return Ok(());
     }
-    let rest = version.get(4..).unwrap_or("");
     let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let well_formed = version.len() > 4
-        && version[..4].eq_ignore_ascii_case("SIP/")
-        && rest
-            .split_once('.')
+    let well_formed = version
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case("SIP/"))
+        && version
+            .get(4..)
+            .and_then(|rest| rest.split_once('.'))
             .is_some_and(|(a, b)| numeric(a) && numeric(b));
     Err(reject(
         if well_formed {
@@ -425,6 +426,14 @@ mod tests {
             Rule::BadStatusCode
         );
         assert_eq!(bad("SIP/2.0 099 x\r\n\r\n").action, Action::Drop);
+    }
+
+    #[test]
+    fn fuzz_regressions() {
+        // A multi-byte character where the version's "SIP/" prefix was sliced (found by the
+        // `parse` fuzz target).
+        let e = parse("ONI p:oxoxiim SIP\u{466}e.\n\r\n").unwrap_err();
+        assert_eq!(e.rule, Rule::BadStartLine);
     }
 
     #[test]
