@@ -360,11 +360,18 @@ pub fn reason_phrase(code: u16) -> &'static str {
         603 => "Decline",
         604 => "Does Not Exist Anywhere",
         606 => "Not Acceptable",
-        100..=199 => "Session Progress",
-        200..=299 => "OK",
-        300..=399 => "Redirect",
-        400..=499 => "Client Error",
-        500..=599 => "Server Error",
+        _ => generic_reason(code),
+    }
+}
+
+/// The phrase for a status code §21 does not name, by its class.
+fn generic_reason(code: u16) -> &'static str {
+    match code / 100 {
+        1 => "Session Progress",
+        2 => "OK",
+        3 => "Redirect",
+        4 => "Client Error",
+        5 => "Server Error",
         _ => "Global Failure",
     }
 }

@@ -201,6 +201,10 @@ pub fn parse_datagram(bytes: &[u8], limits: &Limits) -> Result<SipMessage, Rejec
     }
     let mut headers = headers;
     headers.set("Content-Length", body.len().to_string());
+    // The Content-Length we add counts too, so that our own output parses again.
+    if headers.len() > limits.max_headers {
+        return Err(reject(Rule::TooManyHeaders, is_response));
+    }
 
     if is_response {
         let (code, reason) = parse_status_line(start_line)?;
@@ -434,6 +438,15 @@ mod tests {
         // `parse` fuzz target).
         let e = parse("ONI p:oxoxiim SIP\u{466}e.\n\r\n").unwrap_err();
         assert_eq!(e.rule, Rule::BadStartLine);
+        // Exactly the header limit and no Content-Length: the one we add must not push our
+        // own serialization over the limit.
+        let limits = Limits {
+            max_headers: 3,
+            ..Limits::default()
+        };
+        let msg = b"SIP/2.0 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
+        let e = parse_datagram(msg, &limits).unwrap_err();
+        assert_eq!(e.rule, Rule::TooManyHeaders);
     }
 
     #[test]

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite, as README.md and .ci/run call it: installs what the tests need,
+# then fmt, clippy, every test, and a bounded fuzz run of each target.
+#   DRONGO_FUZZ_SECONDS  seconds per fuzz target (default 60; 0 skips fuzzing)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+bash ci/install.sh
+echo "== cargo fmt"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --workspace
+secs=${DRONGO_FUZZ_SECONDS:-60}
+if [ "$secs" -gt 0 ]; then
+  echo "== fuzz (${secs}s per target)"
+  bash ci/fuzz.sh "$secs"
+fi
