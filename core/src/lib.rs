@@ -5,8 +5,15 @@
 //! `poll_*` methods. No sockets, no clock, no thread RNG: randomness comes from an injected
 //! [`ids::IdGen`] so that the same seed gives the same run.
 
+pub mod auth;
+pub mod b2bua;
+pub mod config;
+pub mod dialog;
 pub mod ids;
 pub mod message;
+pub mod node;
+pub mod registrar;
+pub mod store;
 pub mod transaction;
 
 /// Wall-clock time in milliseconds since the Unix epoch.

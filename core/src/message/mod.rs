@@ -13,6 +13,7 @@ mod validate;
 pub use framing::{Frame, FramingError, StreamFramer};
 pub use generate::{ack_for_non2xx, cancel_for, error_response_from_raw, response_to};
 pub use headers::{header_param, CSeq, NameAddr, Via};
+pub(crate) use parse::split_list as split_commas;
 pub use parse::{parse_datagram, Limits};
 pub use validate::{validate, Action, Rejection, Rule};
 

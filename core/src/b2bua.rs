@@ -1,0 +1,151 @@
+//! The state of one B2BUA call: two dialogs (the A-leg towards the caller, the B-leg
+//! towards the callee), the transactions that bind them, and the call's own timers (2xx
+//! retransmission until ACK, §13.3.1.4; session expiry, RFC 4028; maximum duration).
+//!
+//! A confirmed call is persisted as one record (`call/{id}`) so that a node that restarts,
+//! or another node, can load it and go on: every deadline is derived from its fields.
+
+use crate::dialog::Dialog;
+use crate::message::{Request, Response};
+use crate::transaction::{TimerConfig, TxKey};
+use crate::UnixMillis;
+use serde::{Deserialize, Serialize};
+
+/// Which leg of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Side {
+    /// Towards the caller.
+    A,
+    /// Towards the callee.
+    B,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CallState {
+    /// INVITE sent to the callee, no final answer yet.
+    Early,
+    /// The caller cancelled; waiting for the callee's final answer.
+    Cancelling,
+    /// Answered and relayed.
+    Confirmed,
+}
+
+/// A 2xx to an INVITE we sent on `side` and keep retransmitting until its ACK arrives
+/// (§13.3.1.4): every T1·2^n, capped at T2, for at most 64·T1.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending2xx {
+    pub side: Side,
+    pub response: Response,
+    pub cseq: u32,
+    pub first_sent_at: UnixMillis,
+    pub last_sent_at: UnixMillis,
+    pub retransmits: u32,
+}
+
+impl Pending2xx {
+    pub fn next_retransmit(&self, t: &TimerConfig) -> UnixMillis {
+        self.last_sent_at + t.capped(self.retransmits)
+    }
+
+    pub fn gives_up_at(&self, t: &TimerConfig) -> UnixMillis {
+        self.first_sent_at + t.timeout()
+    }
+}
+
+/// An in-dialog request relayed from one leg to the other, waiting for the answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Relay {
+    /// The server transaction on the side the request came from.
+    pub server: TxKey,
+    pub from_side: Side,
+    /// The request as received (responses to it are built from it).
+    pub request: Request,
+    /// The request as sent on the other leg (its CSeq is needed for the ACK of a 2xx).
+    pub sent_cseq: u32,
+}
+
+/// One B2BUA call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Call {
+    pub id: String,
+    /// Version of the stored record (0: never stored).
+    pub version: u64,
+    pub state: CallState,
+    pub a: Dialog,
+    pub b: Dialog,
+    /// The caller's initial INVITE and its server transaction, until the call is answered
+    /// or fails.
+    pub a_invite: Option<(TxKey, Request)>,
+    /// The client transaction of the INVITE to the callee, until it ends.
+    pub b_invite: Option<(TxKey, Request)>,
+    /// Whether the callee has sent a provisional response (a CANCEL may be sent).
+    pub b_provisional: bool,
+    pub created_at: UnixMillis,
+    pub answered_at: Option<UnixMillis>,
+    /// Session interval in seconds and the time of the last refresh (RFC 4028).
+    pub session_interval: u64,
+    pub refreshed_at: UnixMillis,
+    /// Maximum call duration in seconds (0: none).
+    pub max_duration: u64,
+    pub pending_2xx: Option<Pending2xx>,
+    /// Re-INVITEs and other in-dialog requests on their way to the other leg, by the key of
+    /// the client transaction that carries them.
+    pub relays: Vec<(TxKey, Relay)>,
+    /// A relayed re-INVITE answered 2xx whose ACK we wait for from `Side`, with the CSeq the
+    /// other leg's ACK must carry.
+    pub awaiting_ack: Option<(Side, u32, u32)>,
+}
+
+/// Why a call timer fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CallTimer {
+    Retransmit2xx,
+    AckTimeout,
+    SessionExpired,
+    MaxDuration,
+}
+
+impl Call {
+    pub fn dialog(&self, side: Side) -> &Dialog {
+        match side {
+            Side::A => &self.a,
+            Side::B => &self.b,
+        }
+    }
+
+    pub fn dialog_mut(&mut self, side: Side) -> &mut Dialog {
+        match side {
+            Side::A => &mut self.a,
+            Side::B => &mut self.b,
+        }
+    }
+
+    /// The next call timer, derived from the call's fields.
+    pub fn deadline(&self, t: &TimerConfig) -> Option<(UnixMillis, CallTimer)> {
+        let mut c: Vec<(UnixMillis, CallTimer)> = Vec::new();
+        if let Some(p) = &self.pending_2xx {
+            c.push((p.next_retransmit(t), CallTimer::Retransmit2xx));
+            c.push((p.gives_up_at(t), CallTimer::AckTimeout));
+        }
+        if self.state == CallState::Confirmed {
+            // RFC 4028 §10: without a refresh, end the session a little before it expires
+            // on the other side's clock: interval - min(32 s, interval / 3).
+            let slack = 32.min(self.session_interval / 3);
+            let end = self.refreshed_at + (self.session_interval - slack) * 1000;
+            c.push((end, CallTimer::SessionExpired));
+            if let (Some(at), true) = (self.answered_at, self.max_duration > 0) {
+                c.push((at + self.max_duration * 1000, CallTimer::MaxDuration));
+            }
+        }
+        c.into_iter().min()
+    }
+}

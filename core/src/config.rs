@@ -1,0 +1,123 @@
+//! Node configuration: realm and users, static routes, timers, limits. Deserialized from the
+//! TOML config file by the runtime; every field has a default so that no file is needed.
+
+use crate::message::Limits;
+use crate::transaction::TimerConfig;
+use serde::{Deserialize, Serialize};
+
+/// A user who may register and call, with the password for digest authentication.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub name: String,
+    pub password: String,
+}
+
+/// Calls to `user` go to `target` (a SIP URI with an IP address) instead of a registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaticRoute {
+    pub user: String,
+    pub target: String,
+}
+
+/// Registrar limits (§10.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RegistrarConfig {
+    /// Shorter non-zero expirations get 423 Interval Too Brief.
+    pub min_expires: u32,
+    /// Longer expirations are shortened to this.
+    pub max_expires: u32,
+    /// Expiration when the request names none.
+    pub default_expires: u32,
+    /// Most bindings one address-of-record may hold.
+    pub max_bindings: usize,
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        Self {
+            min_expires: 60,
+            max_expires: 7200,
+            default_expires: 3600,
+            max_bindings: 10,
+        }
+    }
+}
+
+/// Message size limits, as in the config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LimitsConfig {
+    pub max_message_size: usize,
+    pub max_body_size: usize,
+    pub max_headers: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let l = Limits::default();
+        Self {
+            max_message_size: l.max_message_size,
+            max_body_size: l.max_body_size,
+            max_headers: l.max_headers,
+        }
+    }
+}
+
+/// Everything a node needs to know that is not state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Digest realm.
+    pub realm: String,
+    /// Whether REGISTER and INVITE must carry valid digest credentials.
+    pub auth_required: bool,
+    /// Sources (IP addresses) whose INVITEs need no authentication, e.g. gateways.
+    pub trusted_sources: Vec<std::net::IpAddr>,
+    /// How long a nonce stays valid (seconds); after that it is answered `stale=true`.
+    pub nonce_lifetime_secs: u64,
+    pub users: Vec<User>,
+    pub routes: Vec<StaticRoute>,
+    pub timers: TimerConfig,
+    pub limits: LimitsConfig,
+    pub registrar: RegistrarConfig,
+    /// Calls longer than this are ended with BYE on both legs (0: no limit).
+    pub max_call_duration_secs: u64,
+    /// Session interval (RFC 4028) when neither side asks for one: a confirmed call with no
+    /// refresh for this long is ended with BYE on both legs.
+    pub session_expires_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            realm: "drongo".into(),
+            auth_required: false,
+            trusted_sources: Vec::new(),
+            nonce_lifetime_secs: 300,
+            users: Vec::new(),
+            routes: Vec::new(),
+            timers: TimerConfig::default(),
+            limits: LimitsConfig::default(),
+            registrar: RegistrarConfig::default(),
+            max_call_duration_secs: 4 * 3600,
+            session_expires_secs: 1800,
+        }
+    }
+}
+
+impl Config {
+    /// The parser limits, with the option tags the B2BUA supports.
+    pub fn parse_limits(&self) -> Limits {
+        Limits {
+            max_message_size: self.limits.max_message_size,
+            max_body_size: self.limits.max_body_size,
+            max_headers: self.limits.max_headers,
+            supported_extensions: vec!["timer".into()],
+        }
+    }
+
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.name == name)
+    }
+}

@@ -1,0 +1,287 @@
+//! The registrar (RFC 3261 §10.3): bindings per address-of-record, with expirations that
+//! are deadlines derived from stored state, Call-ID/CSeq ordering, `*` removal, Min-Expires
+//! and a bound on bindings per AOR.
+//!
+//! The address-of-record is the user part of the To URI: Drongo serves one domain.
+
+use crate::config::RegistrarConfig;
+use crate::message::{header_param, NameAddr, Request};
+use crate::store::{reg_key, StoreWrite, StoredRecord};
+use crate::transaction::Peer;
+use crate::UnixMillis;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One Contact bound to an address-of-record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    /// The Contact URI.
+    pub uri: String,
+    /// q-value in thousandths (1000 when absent).
+    pub q: u16,
+    pub expires_at: UnixMillis,
+    pub call_id: String,
+    pub cseq: u32,
+    /// Where the REGISTER came from (used when the Contact names no IP address).
+    pub source: Peer,
+}
+
+/// The stored record of one address-of-record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressOfRecord {
+    pub version: u64,
+    pub bindings: Vec<Binding>,
+}
+
+/// What a REGISTER came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegisterOutcome {
+    /// 200 OK listing these bindings (`(uri, seconds left)`); `write` must be durable first.
+    Ok {
+        contacts: Vec<(String, u64)>,
+        write: Option<StoreWrite>,
+    },
+    /// Refused with this status; `min_expires` is set for 423.
+    Refused {
+        code: u16,
+        reason: &'static str,
+        min_expires: Option<u32>,
+    },
+}
+
+fn refuse(code: u16, reason: &'static str) -> RegisterOutcome {
+    RegisterOutcome::Refused {
+        code,
+        reason,
+        min_expires: None,
+    }
+}
+
+/// All bindings of this node, with an index of their expirations.
+#[derive(Debug, Default)]
+pub struct Registrar {
+    aors: BTreeMap<String, AddressOfRecord>,
+    expiries: BTreeSet<(UnixMillis, String)>,
+}
+
+/// The user part of a SIP URI, or `None`.
+pub fn user_of(uri: &str) -> Option<String> {
+    let u = rsip::Uri::try_from(uri).ok()?;
+    u.user().map(str::to_string).filter(|s| !s.is_empty())
+}
+
+fn parse_q(q: Option<&str>) -> Option<u16> {
+    let Some(q) = q else { return Some(1000) };
+    let v: f64 = q.parse().ok()?;
+    (0.0..=1.0)
+        .contains(&v)
+        .then(|| (v * 1000.0).round() as u16)
+}
+
+impl Registrar {
+    /// Live bindings of `aor`, best first (highest q, then most recently refreshed).
+    pub fn lookup(&self, aor: &str, now: UnixMillis) -> Vec<&Binding> {
+        let mut b: Vec<&Binding> = self
+            .aors
+            .get(aor)
+            .map(|a| a.bindings.iter().filter(|b| b.expires_at > now).collect())
+            .unwrap_or_default();
+        b.sort_by(|x, y| y.q.cmp(&x.q).then(y.expires_at.cmp(&x.expires_at)));
+        b
+    }
+
+    /// Number of bindings held.
+    pub fn binding_count(&self) -> usize {
+        self.aors.values().map(|a| a.bindings.len()).sum()
+    }
+
+    pub fn poll_timeout(&self) -> Option<UnixMillis> {
+        self.expiries.first().map(|(t, _)| *t)
+    }
+
+    fn index(&mut self, aor: &str) {
+        self.expiries.retain(|(_, a)| a != aor);
+        if let Some(rec) = self.aors.get(aor) {
+            if let Some(first) = rec.bindings.iter().map(|b| b.expires_at).min() {
+                self.expiries.insert((first, aor.to_string()));
+            }
+        }
+    }
+
+    /// Stores `bindings` as the new state of `aor` and returns the write that persists it.
+    fn commit(&mut self, aor: &str, bindings: Vec<Binding>) -> StoreWrite {
+        let old_version = self.aors.get(aor).map(|a| a.version);
+        let version = old_version.unwrap_or(0) + 1;
+        let write = if bindings.is_empty() {
+            self.aors.remove(aor);
+            StoreWrite::Delete {
+                key: reg_key(aor),
+                expect: old_version.unwrap_or(0),
+            }
+        } else {
+            let rec = AddressOfRecord { version, bindings };
+            let expires_at = rec.bindings.iter().map(|b| b.expires_at).max();
+            let value = serde_json::to_vec(&rec).unwrap_or_default();
+            self.aors.insert(aor.to_string(), rec);
+            StoreWrite::Put {
+                key: reg_key(aor),
+                value,
+                version,
+                expect: old_version,
+                expires_at,
+            }
+        };
+        self.index(aor);
+        write
+    }
+
+    /// Processes a REGISTER for `aor` (authentication already done), §10.3 steps 5–8.
+    pub fn register(
+        &mut self,
+        aor: &str,
+        req: &Request,
+        source: Peer,
+        now: UnixMillis,
+        cfg: &RegistrarConfig,
+    ) -> RegisterOutcome {
+        let h = &req.headers;
+        let call_id = h.get("Call-ID").unwrap_or("").to_string();
+        let cseq = h
+            .get("CSeq")
+            .and_then(crate::message::CSeq::parse)
+            .map_or(0, |c| c.seq);
+        let header_expires = h.get("Expires").and_then(|e| e.parse::<u64>().ok());
+        let contacts: Vec<&str> = h.get_all("Contact").collect();
+        let mut bindings: Vec<Binding> = self
+            .aors
+            .get(aor)
+            .map(|a| a.bindings.clone())
+            .unwrap_or_default();
+        bindings.retain(|b| b.expires_at > now);
+        let listing = |bs: &[Binding]| -> Vec<(String, u64)> {
+            bs.iter()
+                .map(|b| {
+                    (
+                        b.uri.clone(),
+                        b.expires_at.saturating_sub(now).div_ceil(1000),
+                    )
+                })
+                .collect()
+        };
+
+        if contacts.is_empty() {
+            return RegisterOutcome::Ok {
+                contacts: listing(&bindings),
+                write: None,
+            };
+        }
+        if contacts.contains(&"*") {
+            // §10.3 step 6: "*" only alone and with Expires: 0.
+            if contacts.len() != 1 || header_expires != Some(0) {
+                return refuse(400, "Invalid Wildcard Contact");
+            }
+            if bindings
+                .iter()
+                .any(|b| b.call_id == call_id && b.cseq >= cseq)
+            {
+                return refuse(500, "Out Of Order Request");
+            }
+            let write = self.commit(aor, Vec::new());
+            return RegisterOutcome::Ok {
+                contacts: Vec::new(),
+                write: Some(write),
+            };
+        }
+        for c in contacts {
+            let Some(na) = NameAddr::parse(c) else {
+                return refuse(400, "Bad Contact");
+            };
+            let expires = na
+                .param("expires")
+                .and_then(|e| e.parse::<u64>().ok())
+                .or(header_expires)
+                .unwrap_or(u64::from(cfg.default_expires));
+            if expires > 0 && expires < u64::from(cfg.min_expires) {
+                return RegisterOutcome::Refused {
+                    code: 423,
+                    reason: "Interval Too Brief",
+                    min_expires: Some(cfg.min_expires),
+                };
+            }
+            let expires = expires.min(u64::from(cfg.max_expires));
+            let Some(q) = parse_q(header_param(c, "q")) else {
+                return refuse(400, "Bad q-value");
+            };
+            let existing = bindings
+                .iter()
+                .position(|b| b.uri.eq_ignore_ascii_case(&na.uri));
+            if let Some(i) = existing {
+                let b = &bindings[i];
+                if b.call_id == call_id && b.cseq >= cseq {
+                    return refuse(500, "Out Of Order Request");
+                }
+                if expires == 0 {
+                    bindings.remove(i);
+                    continue;
+                }
+                bindings[i] = Binding {
+                    uri: na.uri,
+                    q,
+                    expires_at: now + expires * 1000,
+                    call_id: call_id.clone(),
+                    cseq,
+                    source,
+                };
+            } else if expires > 0 {
+                if bindings.len() >= cfg.max_bindings {
+                    return refuse(503, "Too Many Registered Contacts");
+                }
+                bindings.push(Binding {
+                    uri: na.uri,
+                    q,
+                    expires_at: now + expires * 1000,
+                    call_id: call_id.clone(),
+                    cseq,
+                    source,
+                });
+            }
+        }
+        let contacts = listing(&bindings);
+        let write = self.commit(aor, bindings);
+        RegisterOutcome::Ok {
+            contacts,
+            write: Some(write),
+        }
+    }
+
+    /// Removes bindings that expired by `now`; returns the writes that persist it.
+    pub fn handle_timeout(&mut self, now: UnixMillis) -> Vec<StoreWrite> {
+        let mut writes = Vec::new();
+        while let Some((at, aor)) = self.expiries.first().cloned() {
+            if at > now {
+                break;
+            }
+            let mut bindings = self
+                .aors
+                .get(&aor)
+                .map(|a| a.bindings.clone())
+                .unwrap_or_default();
+            bindings.retain(|b| b.expires_at > now);
+            writes.push(self.commit(&aor, bindings));
+        }
+        writes
+    }
+
+    /// Loads a stored `reg/` record (after a restart, or from another node).
+    pub fn restore(&mut self, record: &StoredRecord) {
+        let Some(aor) = record.key.strip_prefix("reg/") else {
+            return;
+        };
+        let Ok(mut rec) = serde_json::from_slice::<AddressOfRecord>(&record.value) else {
+            return;
+        };
+        rec.version = record.version;
+        self.aors.insert(aor.to_string(), rec);
+        self.index(aor);
+    }
+}

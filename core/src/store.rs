@@ -1,0 +1,53 @@
+//! What the core asks of a store, as data: the core never talks to a store client. The
+//! runtime commits a batch's writes (one group commit for many) before it releases the
+//! transmits that depend on them, and tells the core about writes that failed.
+//!
+//! Every record carries a version. A write names the version it expects to replace (`None`
+//! to create), so two writers can never both win (compare-and-swap).
+
+use crate::UnixMillis;
+use serde::{Deserialize, Serialize};
+
+/// One write of a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoreWrite {
+    /// Store `value` at `key` as version `version`, if the current version is `expect`
+    /// (`None`: the key must not exist). `expires_at` makes it a lease: readers treat the
+    /// record as absent after that time.
+    Put {
+        key: String,
+        value: Vec<u8>,
+        version: u64,
+        expect: Option<u64>,
+        expires_at: Option<UnixMillis>,
+    },
+    /// Delete `key` if its version is `expect`.
+    Delete { key: String, expect: u64 },
+}
+
+impl StoreWrite {
+    pub fn key(&self) -> &str {
+        match self {
+            StoreWrite::Put { key, .. } | StoreWrite::Delete { key, .. } => key,
+        }
+    }
+}
+
+/// A record as the store holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRecord {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub version: u64,
+    pub expires_at: Option<UnixMillis>,
+}
+
+/// Key of a B2BUA call record.
+pub fn call_key(call: &str) -> String {
+    format!("call/{call}")
+}
+
+/// Key of the bindings of an address-of-record.
+pub fn reg_key(aor: &str) -> String {
+    format!("reg/{aor}")
+}

@@ -1,0 +1,320 @@
+//! The node end to end in virtual time: registration, a call with its store writes ordered
+//! before the 200, the caller's ACK, BYE, and a restart that reloads the confirmed call.
+
+use drongo_core::config::{Config, User};
+use drongo_core::message::{parse_datagram, Limits, SipMessage};
+use drongo_core::node::{Batch, Node};
+use drongo_core::store::{StoreWrite, StoredRecord};
+use drongo_core::transaction::{Peer, Transport};
+use std::collections::BTreeMap;
+
+const T0: u64 = 1_700_000_000_000;
+const A: &str = "127.0.0.1:5061";
+const B: &str = "127.0.0.1:5062";
+
+fn peer(addr: &str) -> Peer {
+    Peer {
+        transport: Transport::Udp,
+        addr: addr.parse().unwrap(),
+    }
+}
+
+fn node(cfg: Config) -> Node {
+    Node::new(cfg, "127.0.0.1:5060".parse().unwrap(), 1, 9)
+}
+
+/// Applies writes to an in-memory store, as the runtime would, and returns the transmits
+/// as (destination, parsed message).
+fn run(n: &mut Node, store: &mut BTreeMap<String, StoredRecord>) -> Vec<(String, SipMessage)> {
+    let mut out = Vec::new();
+    while let Some(Batch { writes, transmits }) = n.poll_batch() {
+        for w in writes {
+            match w {
+                StoreWrite::Put {
+                    key,
+                    value,
+                    version,
+                    expect,
+                    expires_at,
+                } => {
+                    assert_eq!(store.get(&key).map(|r| r.version), expect, "CAS on {key}");
+                    store.insert(
+                        key.clone(),
+                        StoredRecord {
+                            key,
+                            value,
+                            version,
+                            expires_at,
+                        },
+                    );
+                }
+                StoreWrite::Delete { key, expect } => {
+                    assert_eq!(store.remove(&key).map(|r| r.version), Some(expect));
+                }
+            }
+        }
+        for t in transmits {
+            let msg = parse_datagram(&t.bytes, &Limits::default()).unwrap();
+            out.push((t.to.addr.to_string(), msg));
+        }
+    }
+    out
+}
+
+fn first_line(m: &SipMessage) -> String {
+    match m {
+        SipMessage::Request(r) => format!("{} {}", r.method, r.uri),
+        SipMessage::Response(r) => format!("{} {}", r.code, r.reason),
+    }
+}
+
+fn lines(out: &[(String, SipMessage)]) -> Vec<String> {
+    out.iter()
+        .map(|(to, m)| format!("{to} {}", first_line(m)))
+        .collect()
+}
+
+fn send(n: &mut Node, now: u64, from: &str, text: &str) {
+    n.handle_datagram(now, peer(from), text.replace('\n', "\r\n").as_bytes());
+}
+
+fn register_bob(n: &mut Node, store: &mut BTreeMap<String, StoredRecord>) {
+    send(
+        n,
+        T0,
+        B,
+        "REGISTER sip:127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKr1\n\
+         Max-Forwards: 70\nFrom: <sip:bob@127.0.0.1>;tag=r\nTo: <sip:bob@127.0.0.1>\n\
+         Call-ID: reg1\nCSeq: 1 REGISTER\nContact: <sip:bob@127.0.0.1:5062>\nExpires: 600\n\
+         Content-Length: 0\n\n",
+    );
+    let out = run(n, store);
+    assert_eq!(lines(&out), ["127.0.0.1:5062 200 OK"]);
+    assert!(store.contains_key("reg/bob"));
+}
+
+const INVITE: &str = "INVITE sip:bob@127.0.0.1 SIP/2.0\n\
+Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKa1\nMax-Forwards: 70\n\
+From: <sip:alice@127.0.0.1>;tag=at\nTo: <sip:bob@127.0.0.1>\nCall-ID: callA\n\
+CSeq: 1 INVITE\nContact: <sip:alice@127.0.0.1:5061>\nContent-Type: application/sdp\n\
+Content-Length: 5\n\nv=0\n";
+
+/// Sets up a confirmed call; returns the B-leg INVITE and the 200 the caller got.
+fn confirmed_call(
+    n: &mut Node,
+    store: &mut BTreeMap<String, StoredRecord>,
+) -> (
+    drongo_core::message::Request,
+    drongo_core::message::Response,
+) {
+    register_bob(n, store);
+    send(n, T0 + 10, A, INVITE);
+    let out = run(n, store);
+    assert_eq!(
+        lines(&out),
+        [
+            "127.0.0.1:5062 INVITE sip:bob@127.0.0.1:5062",
+            "127.0.0.1:5061 100 Trying"
+        ]
+    );
+    let SipMessage::Request(b_inv) = out[0].1.clone() else {
+        panic!()
+    };
+    assert_eq!(b_inv.body, b"v=0\r\n");
+    let reply = |code: &str| {
+        let h = &b_inv.headers;
+        format!(
+            "SIP/2.0 {code}\nVia: {}\nFrom: {}\nTo: {};tag=bt\nCall-ID: {}\nCSeq: 1 INVITE\n\
+             Contact: <sip:bob@127.0.0.1:5062>\nContent-Length: 0\n\n",
+            h.get("Via").unwrap(),
+            h.get("From").unwrap(),
+            h.get("To").unwrap(),
+            h.get("Call-ID").unwrap()
+        )
+    };
+    send(n, T0 + 20, B, &reply("180 Ringing"));
+    assert_eq!(lines(&run(n, store)), ["127.0.0.1:5061 180 Ringing"]);
+    send(n, T0 + 30, B, &reply("200 OK"));
+    // The call record is written in the same batch as, and so before, the 200.
+    let batch = n.poll_batch().unwrap();
+    assert!(matches!(&batch.writes[..], [StoreWrite::Put { key, .. }] if key.starts_with("call/")));
+    let mut out = Vec::new();
+    for t in &batch.transmits {
+        out.push((
+            t.to.addr.to_string(),
+            parse_datagram(&t.bytes, &Limits::default()).unwrap(),
+        ));
+    }
+    n.handle_store_failure(0, &Batch::default());
+    for w in batch.writes {
+        if let StoreWrite::Put {
+            key,
+            value,
+            version,
+            expires_at,
+            ..
+        } = w
+        {
+            store.insert(
+                key.clone(),
+                StoredRecord {
+                    key,
+                    value,
+                    version,
+                    expires_at,
+                },
+            );
+        }
+    }
+    assert_eq!(
+        lines(&out),
+        [
+            "127.0.0.1:5062 ACK sip:bob@127.0.0.1:5062",
+            "127.0.0.1:5061 200 OK"
+        ]
+    );
+    let SipMessage::Response(ok) = out[1].1.clone() else {
+        panic!()
+    };
+    (b_inv, ok)
+}
+
+fn ack_from_a(ok: &drongo_core::message::Response) -> String {
+    format!(
+        "ACK sip:drongo@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKa2\n\
+         Max-Forwards: 70\nFrom: <sip:alice@127.0.0.1>;tag=at\nTo: {}\nCall-ID: callA\n\
+         CSeq: 1 ACK\nContent-Length: 0\n\n",
+        ok.headers.get("To").unwrap()
+    )
+}
+
+#[test]
+fn call_register_answer_ack_bye_leaves_no_state() {
+    let mut n = node(Config::default());
+    let mut store = BTreeMap::new();
+    let (_b_inv, ok) = confirmed_call(&mut n, &mut store);
+    send(&mut n, T0 + 40, A, &ack_from_a(&ok));
+    assert!(run(&mut n, &mut store).is_empty());
+    // No retransmission of the 200 once ACKed.
+    n.handle_timeout(T0 + 5_000);
+    assert!(run(&mut n, &mut store).is_empty());
+    let bye = format!(
+        "BYE sip:drongo@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKa3\n\
+         Max-Forwards: 70\nFrom: <sip:alice@127.0.0.1>;tag=at\nTo: {}\nCall-ID: callA\n\
+         CSeq: 2 BYE\nContent-Length: 0\n\n",
+        ok.headers.get("To").unwrap()
+    );
+    send(&mut n, T0 + 6_000, A, &bye);
+    let out = run(&mut n, &mut store);
+    assert_eq!(
+        lines(&out),
+        [
+            "127.0.0.1:5061 200 OK",
+            "127.0.0.1:5062 BYE sip:bob@127.0.0.1:5062"
+        ]
+    );
+    assert_eq!(n.active_calls(), 0);
+    assert!(!store.keys().any(|k| k.starts_with("call/")));
+    assert_eq!(n.metrics().calls_answered, 1);
+}
+
+#[test]
+fn unacked_2xx_is_retransmitted_then_both_legs_get_bye() {
+    let mut n = node(Config::default());
+    let mut store = BTreeMap::new();
+    confirmed_call(&mut n, &mut store);
+    let mut sent = Vec::new();
+    while let Some(at) = n.poll_timeout().filter(|t| *t <= T0 + 32_100) {
+        n.handle_timeout(at);
+        for l in lines(&run(&mut n, &mut store)) {
+            sent.push(format!("{} {l}", at - T0));
+        }
+    }
+    assert_eq!(
+        sent,
+        [
+            "530 127.0.0.1:5061 200 OK",
+            "1530 127.0.0.1:5061 200 OK",
+            "3530 127.0.0.1:5061 200 OK",
+            "7530 127.0.0.1:5061 200 OK",
+            "11530 127.0.0.1:5061 200 OK",
+            "15530 127.0.0.1:5061 200 OK",
+            "19530 127.0.0.1:5061 200 OK",
+            "23530 127.0.0.1:5061 200 OK",
+            "27530 127.0.0.1:5061 200 OK",
+            "31530 127.0.0.1:5061 200 OK",
+            "32030 127.0.0.1:5061 BYE sip:alice@127.0.0.1:5061",
+            "32030 127.0.0.1:5062 BYE sip:bob@127.0.0.1:5062",
+        ]
+    );
+    assert!(store.keys().all(|k| !k.starts_with("call/")));
+}
+
+#[test]
+fn confirmed_call_survives_a_restart_and_ends_with_bye_from_the_callee() {
+    let mut n = node(Config::default());
+    let mut store = BTreeMap::new();
+    let (b_inv, ok) = confirmed_call(&mut n, &mut store);
+    send(&mut n, T0 + 40, A, &ack_from_a(&ok));
+    run(&mut n, &mut store);
+    drop(n);
+    // A new process on the same store.
+    let mut n = node(Config::default());
+    let records: Vec<StoredRecord> = store.values().cloned().collect();
+    n.restore(&records, T0 + 60_000);
+    assert_eq!(n.active_calls(), 1);
+    assert_eq!(n.registrations(), 1);
+    let h = &b_inv.headers;
+    let bye = format!(
+        "BYE sip:drongo@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKb9\n\
+         Max-Forwards: 70\nFrom: {};tag=bt\nTo: {}\nCall-ID: {}\nCSeq: 7 BYE\nContent-Length: 0\n\n",
+        h.get("To").unwrap(),
+        h.get("From").unwrap(),
+        h.get("Call-ID").unwrap()
+    );
+    send(&mut n, T0 + 61_000, B, &bye);
+    let out = run(&mut n, &mut store);
+    assert_eq!(
+        lines(&out),
+        [
+            "127.0.0.1:5062 200 OK",
+            "127.0.0.1:5061 BYE sip:alice@127.0.0.1:5061"
+        ]
+    );
+    assert_eq!(n.active_calls(), 0);
+    assert!(store.keys().all(|k| !k.starts_with("call/")));
+}
+
+#[test]
+fn unknown_user_404_known_but_unregistered_480_and_auth_challenge() {
+    let cfg = Config {
+        users: vec![User {
+            name: "bob".into(),
+            password: "pw".into(),
+        }],
+        ..Config::default()
+    };
+    let mut n = node(cfg.clone());
+    let mut store = BTreeMap::new();
+    send(&mut n, T0, A, &INVITE.replace("sip:bob@", "sip:carol@"));
+    assert_eq!(
+        lines(&run(&mut n, &mut store)),
+        ["127.0.0.1:5061 404 Not Found"]
+    );
+    send(&mut n, T0, A, &INVITE.replace("z9hG4bKa1", "z9hG4bKa9"));
+    assert_eq!(
+        lines(&run(&mut n, &mut store)),
+        ["127.0.0.1:5061 480 Temporarily Unavailable"]
+    );
+    let mut n = node(Config {
+        auth_required: true,
+        ..cfg
+    });
+    send(&mut n, T0, A, INVITE);
+    let out = run(&mut n, &mut store);
+    assert_eq!(
+        lines(&out),
+        ["127.0.0.1:5061 407 Proxy Authentication Required"]
+    );
+    assert_eq!(out[0].1.headers().count("Proxy-Authenticate"), 2);
+}
