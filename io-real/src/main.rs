@@ -1,1 +1,127 @@
-fn main() {}
+//! `drongo`: a SIP B2BUA node.
+//!
+//! `drongo run [--sip ADDR] [--admin ADDR] [--data DIR] [--config FILE] [--store URL]`
+
+use clap::{Parser, Subcommand};
+use drongo_core::config::Config;
+use drongo_io_real::runtime::{run, RunConfig};
+use drongo_io_real::store::AnyStore;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tracing::error;
+
+#[derive(Parser)]
+#[command(
+    name = "drongo",
+    version,
+    about = "Drongo: a SIP back-to-back user agent"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node.
+    Run {
+        /// SIP address (UDP and TCP).
+        #[arg(long, default_value = "127.0.0.1:5060")]
+        sip: SocketAddr,
+        /// Admin HTTP address (/healthz, /metrics).
+        #[arg(long, default_value = "127.0.0.1:9060")]
+        admin: SocketAddr,
+        /// Data directory of the embedded store.
+        #[arg(long, default_value = "./drongo-data")]
+        data: PathBuf,
+        /// TOML config file (realm, users, routes, timers, limits).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Store URL: `file:DIR` (default: the data directory) or `mem:`.
+        #[arg(long)]
+        store: Option<String>,
+        /// Node id, carried in generated identifiers.
+        #[arg(long, default_value_t = 1)]
+        node_id: u16,
+    },
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
+    let Some(path) = path else {
+        return Ok(Config::default());
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let Command::Run {
+        sip,
+        admin,
+        data,
+        config,
+        store,
+        node_id,
+    } = cli.command;
+    let core = match load_config(config.as_ref()) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("config: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let url = store.unwrap_or_else(|| format!("file:{}", data.display()));
+    let store = match AnyStore::open(&url) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("store {url}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rc = RunConfig {
+        sip,
+        admin,
+        core,
+        node_id,
+    };
+    match rt.block_on(run(rc, store, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! The admin HTTP endpoint: `GET /healthz` and `GET /metrics` (Prometheus text format).
+//! A few lines of HTTP/1.0 are all it needs, so it has no HTTP framework.
+
+use crate::runtime::Input;
+use drongo_core::node::Node;
+use std::fmt::Write;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+/// Prometheus text for a node's gauges and counters.
+pub fn render_metrics(node: &Node) -> String {
+    let m = node.metrics();
+    let mut s = String::new();
+    let mut gauge = |name: &str, help: &str, v: usize| {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    };
+    gauge(
+        "drongo_active_dialogs",
+        "Calls in progress (each has two dialogs).",
+        node.active_calls(),
+    );
+    gauge(
+        "drongo_registrations",
+        "Registered bindings.",
+        node.registrations(),
+    );
+    gauge(
+        "drongo_transactions",
+        "Live SIP transactions.",
+        node.transactions(),
+    );
+    for (name, help, v) in [
+        (
+            "drongo_calls_attempted_total",
+            "INVITEs routed to a callee.",
+            m.calls_attempted,
+        ),
+        (
+            "drongo_calls_answered_total",
+            "Calls answered.",
+            m.calls_answered,
+        ),
+        (
+            "drongo_calls_failed_total",
+            "Calls that ended before an answer.",
+            m.calls_failed,
+        ),
+        (
+            "drongo_store_failures_total",
+            "Store writes that failed.",
+            m.store_failures,
+        ),
+    ] {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    }
+    let labelled = |s: &mut String,
+                    name: &str,
+                    help: &str,
+                    label: &str,
+                    map: &std::collections::BTreeMap<String, u64>| {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (k, v) in map {
+            let k = k.replace(['"', '\\', '\n'], "_");
+            let _ = writeln!(s, "{name}{{{label}=\"{k}\"}} {v}");
+        }
+    };
+    labelled(
+        &mut s,
+        "drongo_parse_errors_total",
+        "Messages rejected, by rule.",
+        "kind",
+        &m.parse_errors,
+    );
+    labelled(
+        &mut s,
+        "drongo_messages_in_total",
+        "Messages received, by method or status.",
+        "type",
+        &m.messages_in,
+    );
+    labelled(
+        &mut s,
+        "drongo_messages_out_total",
+        "Messages sent, by method or status.",
+        "type",
+        &m.messages_out,
+    );
+    s
+}
+
+/// Serves the admin endpoint until the node task goes away.
+pub async fn serve(listener: TcpListener, input: mpsc::Sender<Input>) {
+    while let Ok((mut stream, _)) = listener.accept().await {
+        let input = input.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut len = 0;
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while len < buf.len() {
+                    let n = stream.read(&mut buf[len..]).await.ok()?;
+                    if n == 0 {
+                        break;
+                    }
+                    len += n;
+                    if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                Some(())
+            })
+            .await;
+            if !matches!(read, Ok(Some(()))) {
+                return;
+            }
+            let head = String::from_utf8_lossy(&buf[..len]);
+            let path = head.split_whitespace().nth(1).unwrap_or("");
+            let (status, body) = match path {
+                "/healthz" => ("200 OK", "ok\n".to_string()),
+                "/metrics" => {
+                    let (tx, rx) = oneshot::channel();
+                    if input.send(Input::Metrics(tx)).await.is_err() {
+                        ("503 Service Unavailable", "node stopped\n".to_string())
+                    } else {
+                        match rx.await {
+                            Ok(text) => ("200 OK", text),
+                            Err(_) => ("503 Service Unavailable", "node stopped\n".to_string()),
+                        }
+                    }
+                }
+                _ => ("404 Not Found", "not found\n".to_string()),
+            };
+            let resp = format!(
+                "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(resp.as_bytes()).await;
+        });
+    }
+}

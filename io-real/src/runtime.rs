@@ -1,0 +1,348 @@
+//! The node runtime: one task owns the sans-IO [`Node`]; socket tasks feed it packets; a
+//! committer task group-commits the store writes of the batches it produces and only then
+//! sends their transmits, in order.
+
+use crate::admin;
+use crate::store::Store;
+use drongo_core::config::Config;
+use drongo_core::message::{error_response_from_raw, Frame, Rejection, Rule, StreamFramer};
+use drongo_core::node::{Batch, Node};
+use drongo_core::transaction::{Peer, Transmit, Transport};
+use drongo_core::UnixMillis;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+/// How long a TCP connection may stay silent before we close it.
+const TCP_IDLE: Duration = Duration::from_secs(600);
+/// How long a drain (SIGTERM) may wait for transactions to finish.
+const DRAIN_LIMIT: u64 = 32_000;
+
+pub fn now_ms() -> UnixMillis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// What the socket and admin tasks hand to the node task.
+pub enum Input {
+    Packet { from: Peer, bytes: Vec<u8> },
+    StoreFailed(Batch),
+    Metrics(oneshot::Sender<String>),
+}
+
+/// Everything `drongo run` was told.
+pub struct RunConfig {
+    pub sip: SocketAddr,
+    pub admin: SocketAddr,
+    pub core: Config,
+    pub node_id: u16,
+}
+
+type TcpConns = Arc<Mutex<HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>>>;
+
+/// Sends transmits over UDP or over (reused or new) TCP connections.
+#[derive(Clone)]
+struct Sender {
+    udp: Arc<UdpSocket>,
+    tcp: TcpConns,
+    input: mpsc::Sender<Input>,
+    max_message: usize,
+}
+
+impl Sender {
+    async fn send(&self, t: Transmit) {
+        match t.to.transport {
+            Transport::Udp => {
+                if let Err(e) = self.udp.send_to(&t.bytes, t.to.addr).await {
+                    debug!(to = %t.to.addr, error = %e, "udp send failed");
+                }
+            }
+            _ => {
+                let existing = self.conns().get(&t.to.addr).cloned();
+                let conn = match existing {
+                    Some(c) => Some(c),
+                    None => self.connect(t.to.addr).await,
+                };
+                match conn {
+                    Some(c) if c.send(t.bytes).is_ok() => {}
+                    _ => debug!(to = %t.to.addr, "tcp send failed"),
+                }
+            }
+        }
+    }
+
+    fn conns(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>> {
+        self.tcp.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Option<mpsc::UnboundedSender<Vec<u8>>> {
+        let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
+            .await
+            .ok()?
+            .ok()?;
+        Some(spawn_connection(stream, addr, self.clone()))
+    }
+}
+
+/// Runs one TCP connection: a writer fed by a channel, a reader that frames messages.
+fn spawn_connection(
+    stream: TcpStream,
+    addr: SocketAddr,
+    sender: Sender,
+) -> mpsc::UnboundedSender<Vec<u8>> {
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    sender.conns().insert(addr, tx.clone());
+    tokio::spawn(async move {
+        while let Some(bytes) = rx.recv().await {
+            if wr.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    });
+    let writer = tx.clone();
+    tokio::spawn(async move {
+        let mut framer = StreamFramer::new(sender.max_message);
+        let mut buf = vec![0u8; 16 * 1024];
+        let from = Peer {
+            transport: Transport::Tcp,
+            addr,
+        };
+        'conn: loop {
+            let n = match tokio::time::timeout(TCP_IDLE, rd.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                Ok(Ok(n)) => n,
+            };
+            framer.push(&buf[..n]);
+            while let Some(frame) = framer.next_frame() {
+                match frame {
+                    Ok(Frame::Message(bytes)) => {
+                        if sender
+                            .input
+                            .send(Input::Packet { from, bytes })
+                            .await
+                            .is_err()
+                        {
+                            break 'conn;
+                        }
+                    }
+                    Ok(Frame::KeepAlivePing) => {
+                        let _ = writer.send(b"\r\n".to_vec());
+                    }
+                    Ok(Frame::KeepAlivePong) => {}
+                    Err(e) => {
+                        warn!(%addr, error = ?e, "tcp stream cannot be framed; closing");
+                        let rule = match e {
+                            drongo_core::message::FramingError::MessageTooLarge
+                            | drongo_core::message::FramingError::HeadTooLarge => {
+                                Rule::MessageTooLarge
+                            }
+                            _ => Rule::BadContentLength,
+                        };
+                        let rej = Rejection::new(rule, false);
+                        if let Some(resp) = error_response_from_raw(framer.buffered(), &rej, "x") {
+                            let _ = writer.send(resp);
+                        }
+                        break 'conn;
+                    }
+                }
+            }
+        }
+        sender.conns().remove(&addr);
+    });
+    tx
+}
+
+/// Takes batches in order, commits the writes of all that are waiting with one store
+/// commit, then sends the transmits of those whose writes all succeeded.
+async fn committer<S: Store>(store: S, mut rx: mpsc::Receiver<Batch>, sender: Sender) {
+    while let Some(first) = rx.recv().await {
+        let mut batches = vec![first];
+        while batches.len() < 1024 {
+            match rx.try_recv() {
+                Ok(b) => batches.push(b),
+                Err(_) => break,
+            }
+        }
+        let writes: Vec<_> = batches
+            .iter()
+            .flat_map(|b| b.writes.iter().cloned())
+            .collect();
+        let results = if writes.is_empty() {
+            Ok(Vec::new())
+        } else {
+            store.apply(writes, now_ms()).await
+        };
+        let mut offset = 0;
+        for batch in batches {
+            let n = batch.writes.len();
+            let ok = match &results {
+                Ok(r) => r
+                    .get(offset..offset + n)
+                    .is_some_and(|s| s.iter().all(|x| x.is_ok())),
+                Err(_) => n == 0,
+            };
+            offset += n;
+            if ok {
+                for t in batch.transmits {
+                    sender.send(t).await;
+                }
+            } else {
+                warn!(writes = n, result = ?results.as_ref().err(), "store commit failed; transmits held back");
+                let _ = sender.input.send(Input::StoreFailed(batch)).await;
+            }
+        }
+    }
+}
+
+fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Large buffers: a burst of thousands of calls per second must not overflow them.
+    let _ = socket.set_recv_buffer_size(8 << 20);
+    let _ = socket.set_send_buffer_size(8 << 20);
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// Runs a node until `shutdown` completes, then drains: no new calls, transactions finish,
+/// every batch is committed and sent.
+pub async fn run<S: Store + Clone>(
+    rc: RunConfig,
+    store: S,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let udp = Arc::new(udp_socket(rc.sip)?);
+    let tcp = TcpListener::bind(rc.sip).await?;
+    let admin_listener = TcpListener::bind(rc.admin).await?;
+    info!(sip = %rc.sip, admin = %rc.admin, "drongo listening (UDP and TCP)");
+
+    let (input_tx, mut input_rx) = mpsc::channel::<Input>(65_536);
+    let (batch_tx, batch_rx) = mpsc::channel::<Batch>(65_536);
+    let sender = Sender {
+        udp: udp.clone(),
+        tcp: Arc::new(Mutex::new(HashMap::new())),
+        input: input_tx.clone(),
+        max_message: rc.core.limits.max_message_size,
+    };
+    let committer = tokio::spawn(committer(store.clone(), batch_rx, sender.clone()));
+
+    // UDP receiver.
+    {
+        let (udp, input) = (udp.clone(), input_tx.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_535];
+            loop {
+                match udp.recv_from(&mut buf).await {
+                    Ok((n, from)) => {
+                        let from = Peer {
+                            transport: Transport::Udp,
+                            addr: from,
+                        };
+                        let bytes = buf[..n].to_vec();
+                        if input.send(Input::Packet { from, bytes }).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => debug!(error = %e, "udp recv error"),
+                }
+            }
+        });
+    }
+    // TCP acceptor.
+    {
+        let sender = sender.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, addr)) = tcp.accept().await {
+                let _ = stream.set_nodelay(true);
+                spawn_connection(stream, addr, sender.clone());
+            }
+        });
+    }
+    tokio::spawn(admin::serve(admin_listener, input_tx.clone()));
+
+    let seed = now_ms() ^ u64::from(std::process::id()).rotate_left(32);
+    let mut node = Node::new(rc.core, rc.sip, rc.node_id, seed);
+    let now = now_ms();
+    match store.scan("", usize::MAX, now).await {
+        Ok(records) => {
+            info!(records = records.len(), "state loaded from the store");
+            node.restore(&records, now);
+        }
+        Err(e) => {
+            return Err(std::io::Error::other(format!("cannot load state: {e}")));
+        }
+    }
+
+    tokio::pin!(shutdown);
+    let mut draining_since: Option<UnixMillis> = None;
+    loop {
+        while let Some(b) = node.poll_batch() {
+            if batch_tx.send(b).await.is_err() {
+                break;
+            }
+        }
+        let now = now_ms();
+        if let Some(since) = draining_since {
+            if node.is_idle() || now.saturating_sub(since) > DRAIN_LIMIT {
+                break;
+            }
+        }
+        let wait = node
+            .poll_timeout()
+            .map_or(Duration::from_secs(1), |t| {
+                Duration::from_millis(t.saturating_sub(now))
+            })
+            .min(Duration::from_secs(1));
+        tokio::select! {
+            biased;
+            _ = &mut shutdown, if draining_since.is_none() => {
+                info!("draining: no new calls; waiting for transactions");
+                node.drain();
+                draining_since = Some(now_ms());
+            }
+            input = input_rx.recv() => {
+                let Some(input) = input else { break };
+                handle_input(&mut node, input);
+                // Take whatever else is ready, up to a bound, before looking at timers.
+                for _ in 0..256 {
+                    match input_rx.try_recv() {
+                        Ok(i) => handle_input(&mut node, i),
+                        Err(_) => break,
+                    }
+                }
+                let now = now_ms();
+                if node.poll_timeout().is_some_and(|t| t <= now) {
+                    node.handle_timeout(now);
+                }
+            }
+            _ = tokio::time::sleep(wait) => node.handle_timeout(now_ms()),
+        }
+    }
+    drop(batch_tx);
+    let _ = committer.await;
+    info!("drained; state flushed");
+    Ok(())
+}
+
+fn handle_input(node: &mut Node, input: Input) {
+    match input {
+        Input::Packet { from, bytes } => node.handle_datagram(now_ms(), from, &bytes),
+        Input::StoreFailed(batch) => node.handle_store_failure(now_ms(), &batch),
+        Input::Metrics(reply) => {
+            let _ = reply.send(admin::render_metrics(node));
+        }
+    }
+}
