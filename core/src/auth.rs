@@ -21,6 +21,16 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
+    fn from_name(name: &str) -> Option<Self> {
+        if name.eq_ignore_ascii_case("SHA-256") {
+            Some(Algorithm::Sha256)
+        } else if name.eq_ignore_ascii_case("MD5") {
+            Some(Algorithm::Md5)
+        } else {
+            None
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Algorithm::Sha256 => "SHA-256",
@@ -101,11 +111,13 @@ impl Authenticator {
         format!("{issued}.{}", self.mac(&issued))
     }
 
-    /// The challenge header values (one per algorithm, SHA-256 first).
-    pub fn challenges(&self, realm: &str, now: UnixMillis, stale: bool) -> Vec<String> {
+    /// The challenge header values, one per configured algorithm, in the configured order.
+    pub fn challenges(&self, cfg: &Config, now: UnixMillis, stale: bool) -> Vec<String> {
         let nonce = self.nonce(now);
-        [Algorithm::Sha256, Algorithm::Md5]
+        let realm = &cfg.realm;
+        cfg.digest_algorithms
             .iter()
+            .filter_map(|a| Algorithm::from_name(a))
             .map(|a| {
                 format!(
                     "Digest realm=\"{realm}\", nonce=\"{nonce}\", algorithm={}, qop=\"auth\"{}",

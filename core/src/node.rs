@@ -511,7 +511,7 @@ impl Node {
             Verdict::Challenge { stale } => {
                 let h: Vec<(&str, String)> = self
                     .auth
-                    .challenges(&self.cfg.realm, now, stale)
+                    .challenges(&self.cfg, now, stale)
                     .into_iter()
                     .map(|c| (challenge, c))
                     .collect();

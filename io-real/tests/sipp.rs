@@ -1,0 +1,321 @@
+//! The real `drongo` binary against real SIPp processes on loopback: registration with and
+//! without digest auth, calls, CANCEL, busy, unknown user, re-INVITE, a 2xx whose ACK never
+//! comes, and `kill -9` with a restart on the same data directory.
+//!
+//! Needs `sipp` (Debian `sip-tester`); `ci/install.sh` installs it.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn scenario(name: &str) -> String {
+    format!("{}/tests/sipp/{name}.xml", env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Drongo {
+    child: Child,
+    sip: u16,
+    admin: u16,
+    dir: PathBuf,
+    config: String,
+}
+
+impl Drongo {
+    /// Starts drongo on `sip` (admin on sip + 1000) with `config` as its TOML file.
+    fn start(sip: u16, config: &str) -> Drongo {
+        let dir = std::env::temp_dir().join(format!("drongo-sipp-{sip}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut d = Drongo {
+            child: Command::new("true").spawn().unwrap(),
+            sip,
+            admin: sip + 1000,
+            dir,
+            config: config.to_string(),
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let cfg = self.dir.join("drongo.toml");
+        std::fs::write(&cfg, &self.config).unwrap();
+        let log = std::fs::File::create(self.dir.join("drongo.log")).unwrap();
+        self.child = Command::new(env!("CARGO_BIN_EXE_drongo"))
+            .args(["run", "--sip", &format!("127.0.0.1:{}", self.sip)])
+            .args(["--admin", &format!("127.0.0.1:{}", self.admin)])
+            .arg("--data")
+            .arg(self.dir.join("data"))
+            .arg("--config")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("drongo binary");
+        let start = Instant::now();
+        while self.http("/healthz").is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "drongo did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn http(&self, path: &str) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.admin)).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        out.contains("200 OK").then_some(out)
+    }
+
+    fn metric(&self, name: &str) -> u64 {
+        let text = self.http("/metrics").expect("metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("drongo.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Drongo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A SIPp process running one scenario once.
+struct Sipp {
+    child: Child,
+    name: String,
+    dir: PathBuf,
+}
+
+fn sipp(dir: &Path, name: &str, local_port: u16, target: Option<u16>, extra: &[&str]) -> Sipp {
+    assert!(
+        Command::new("sipp").arg("-v").output().is_ok(),
+        "SIPp is not installed: run ci/install.sh (Debian package sip-tester)"
+    );
+    let mut cmd = Command::new("sipp");
+    cmd.args(["-sf", &scenario(name)]);
+    if let Some(t) = target {
+        cmd.arg(format!("127.0.0.1:{t}"));
+    }
+    cmd.args([
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &local_port.to_string(),
+        "-m",
+        "1",
+        "-nostdin",
+    ])
+    .args(["-trace_err", "-error_file"])
+    .arg(dir.join(format!("{name}-{local_port}-errors.log")))
+    .args(extra)
+    .current_dir(dir)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    Sipp {
+        child: cmd.spawn().expect("sipp"),
+        name: name.to_string(),
+        dir: dir.to_path_buf(),
+    }
+}
+
+impl Sipp {
+    /// Waits for SIPp to end; true when its one call succeeded.
+    fn succeeded(mut self, within: Duration) -> bool {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                if !status.success() {
+                    for e in std::fs::read_dir(&self.dir).unwrap().flatten() {
+                        if e.file_name().to_string_lossy().contains(&self.name) {
+                            eprintln!("{}", std::fs::read_to_string(e.path()).unwrap_or_default());
+                        }
+                    }
+                }
+                return status.success();
+            }
+            if start.elapsed() > within {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                eprintln!("{} timed out", self.name);
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+const SECS: Duration = Duration::from_secs(20);
+
+/// Registers `user` from `port` (where its UAS will listen).
+fn register(d: &Drongo, user: &str, port: u16) {
+    let r = sipp(&d.dir, "register", port, Some(d.sip), &["-s", user]);
+    assert!(r.succeeded(SECS), "REGISTER failed\n{}", d.log());
+}
+
+/// Runs callee `uas` on `uas_port` (registered as `user`) and caller `uac`.
+fn call(
+    d: &Drongo,
+    user: &str,
+    uas: &str,
+    uas_port: u16,
+    uac: &str,
+    uac_port: u16,
+    extra: &[&str],
+) -> (bool, bool) {
+    let callee = sipp(&d.dir, uas, uas_port, None, &[]);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut args = vec!["-s", user];
+    args.extend_from_slice(extra);
+    let caller = sipp(&d.dir, uac, uac_port, Some(d.sip), &args);
+    let c = caller.succeeded(SECS * 3);
+    let e = callee.succeeded(SECS);
+    (c, e)
+}
+
+#[test]
+fn register_and_call_between_two_registered_users() {
+    let d = Drongo::start(25060, "");
+    register(&d, "bob", 25080);
+    let (caller, callee) = call(&d, "bob", "uas", 25080, "uac", 25070, &["-d", "300"]);
+    assert!(caller && callee, "{}", d.log());
+    assert_eq!(d.metric("drongo_calls_answered_total"), 1);
+    assert_eq!(d.metric("drongo_active_dialogs"), 0);
+    assert_eq!(d.metric("drongo_registrations"), 1);
+}
+
+#[test]
+fn register_with_digest_auth() {
+    // SIPp 3.6 answers only the first challenge and only MD5.
+    let cfg = "auth_required = true\ndigest_algorithms = [\"MD5\"]\n[[users]]\nname = \"bob\"\npassword = \"s3cret\"\n";
+    let d = Drongo::start(25160, cfg);
+    let ok = sipp(
+        &d.dir,
+        "register_auth",
+        25180,
+        Some(d.sip),
+        &["-s", "bob", "-au", "bob", "-ap", "s3cret"],
+    );
+    assert!(ok.succeeded(SECS), "{}", d.log());
+    assert_eq!(d.metric("drongo_registrations"), 1);
+    let bad = sipp(
+        &d.dir,
+        "register_auth",
+        25181,
+        Some(d.sip),
+        &["-s", "bob", "-au", "bob", "-ap", "wrong"],
+    );
+    assert!(!bad.succeeded(SECS), "a wrong password must not register");
+    let plain = sipp(&d.dir, "register", 25182, Some(d.sip), &["-s", "bob"]);
+    assert!(!plain.succeeded(SECS), "no credentials must not register");
+    assert_eq!(d.metric("drongo_registrations"), 1);
+}
+
+#[test]
+fn caller_cancels_during_ringing() {
+    let d = Drongo::start(25260, "");
+    register(&d, "bob", 25280);
+    let (caller, callee) = call(&d, "bob", "uas_ring", 25280, "uac_cancel", 25270, &[]);
+    assert!(caller && callee, "{}", d.log());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.metric("drongo_active_dialogs"), 0);
+}
+
+#[test]
+fn callee_busy_is_relayed() {
+    let d = Drongo::start(25360, "");
+    register(&d, "bob", 25380);
+    let (caller, callee) = call(&d, "bob", "uas_busy", 25380, "uac_busy", 25370, &[]);
+    assert!(caller && callee, "{}", d.log());
+    assert_eq!(d.metric("drongo_calls_failed_total"), 1);
+}
+
+#[test]
+fn unknown_user_gets_404() {
+    let d = Drongo::start(25460, "");
+    let caller = sipp(
+        &d.dir,
+        "uac_notfound",
+        25470,
+        Some(d.sip),
+        &["-s", "nobody"],
+    );
+    assert!(caller.succeeded(SECS), "{}", d.log());
+}
+
+#[test]
+fn reinvite_is_relayed_both_ways() {
+    let d = Drongo::start(25560, "");
+    register(&d, "bob", 25580);
+    let (caller, callee) = call(&d, "bob", "uas_reinvite", 25580, "uac_reinvite", 25570, &[]);
+    assert!(caller && callee, "{}", d.log());
+    assert_eq!(d.metric("drongo_active_dialogs"), 0);
+}
+
+#[test]
+fn unacked_2xx_is_retransmitted_then_both_legs_get_bye() {
+    // T1 = 100 ms: Drongo gives up 64·T1 = 6.4 s after the 200.
+    let d = Drongo::start(25660, "[timers]\nt1 = 100\nt2 = 4000\nt4 = 5000\n");
+    register(&d, "bob", 25680);
+    let (caller, callee) = call(&d, "bob", "uas", 25680, "uac_noack", 25670, &[]);
+    assert!(caller && callee, "{}", d.log());
+    assert!(
+        d.metric("drongo_messages_out_total{type=\"200\"}") >= 5,
+        "200 retransmitted"
+    );
+    assert_eq!(d.metric("drongo_active_dialogs"), 0);
+}
+
+#[test]
+fn confirmed_call_survives_kill_9_and_restart() {
+    let mut d = Drongo::start(25760, "");
+    register(&d, "bob", 25780);
+    let callee = sipp(&d.dir, "uas", 25780, None, &[]);
+    std::thread::sleep(Duration::from_millis(200));
+    // The caller holds the call for 4 s, then sends BYE to a node that was restarted.
+    let caller = sipp(
+        &d.dir,
+        "uac",
+        25770,
+        Some(d.sip),
+        &["-s", "bob", "-d", "4000"],
+    );
+    let start = Instant::now();
+    while d.metric("drongo_calls_answered_total") == 0 {
+        assert!(start.elapsed() < SECS, "call not answered\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    d.kill9();
+    d.spawn();
+    assert_eq!(d.metric("drongo_active_dialogs"), 1, "call reloaded");
+    assert_eq!(d.metric("drongo_registrations"), 1, "registration reloaded");
+    assert!(
+        caller.succeeded(SECS),
+        "caller's BYE after restart\n{}",
+        d.log()
+    );
+    assert!(
+        callee.succeeded(SECS),
+        "callee got BYE after restart\n{}",
+        d.log()
+    );
+    assert_eq!(d.metric("drongo_active_dialogs"), 0);
+}
