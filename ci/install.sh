@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine (idempotent).
 set -euo pipefail
+# ci/install.sh [--bench]   (--bench: also what ci/bench-cps.sh needs)
 need_apt=()
 command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
+if [ "${1:-}" = "--bench" ]; then
+  command -v kamailio >/dev/null 2>&1 || need_apt+=(kamailio)
+  command -v bc >/dev/null 2>&1 || need_apt+=(bc)
+  command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   # Do not let package scripts start services; tests start what they need themselves.
   if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -12,6 +18,6 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
-if ! cargo fuzz --version >/dev/null 2>&1; then
+if [ "${1:-}" != "--bench" ] && ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi

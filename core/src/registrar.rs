@@ -62,6 +62,8 @@ fn refuse(code: u16, reason: &'static str) -> RegisterOutcome {
 pub struct Registrar {
     aors: BTreeMap<String, AddressOfRecord>,
     expiries: BTreeSet<(UnixMillis, String)>,
+    /// The entry of each AOR in `expiries`, so that re-indexing one AOR is O(log n).
+    indexed: BTreeMap<String, UnixMillis>,
 }
 
 /// The user part of a SIP URI, or `None`.
@@ -100,10 +102,13 @@ impl Registrar {
     }
 
     fn index(&mut self, aor: &str) {
-        self.expiries.retain(|(_, a)| a != aor);
+        if let Some(old) = self.indexed.remove(aor) {
+            self.expiries.remove(&(old, aor.to_string()));
+        }
         if let Some(rec) = self.aors.get(aor) {
             if let Some(first) = rec.bindings.iter().map(|b| b.expires_at).min() {
                 self.expiries.insert((first, aor.to_string()));
+                self.indexed.insert(aor.to_string(), first);
             }
         }
     }

@@ -185,8 +185,24 @@ impl RedbStore {
         Ok(Self { db: Arc::new(db) })
     }
 
-    fn decode(bytes: &[u8]) -> Option<StoredRecord> {
-        serde_json::from_slice(bytes).ok()
+    /// Stored form: version (8 bytes BE), expires_at (8 bytes BE, 0 for none), value.
+    fn encode(r: &StoredRecord) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + r.value.len());
+        out.extend_from_slice(&r.version.to_be_bytes());
+        out.extend_from_slice(&r.expires_at.unwrap_or(0).to_be_bytes());
+        out.extend_from_slice(&r.value);
+        out
+    }
+
+    fn decode(key: &str, bytes: &[u8]) -> Option<StoredRecord> {
+        let version = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+        let expires = u64::from_be_bytes(bytes.get(8..16)?.try_into().ok()?);
+        Some(StoredRecord {
+            key: key.to_string(),
+            value: bytes.get(16..)?.to_vec(),
+            version,
+            expires_at: (expires != 0).then_some(expires),
+        })
     }
 
     fn get_blocking(&self, key: &str, now: UnixMillis) -> Result<Option<StoredRecord>, StoreError> {
@@ -195,7 +211,7 @@ impl RedbStore {
         let table = txn.open_table(TABLE).map_err(fatal)?;
         let rec = table.get(key).map_err(fatal)?;
         Ok(rec
-            .and_then(|v| Self::decode(v.value()))
+            .and_then(|v| Self::decode(key, v.value()))
             .filter(|r| r.expires_at.is_none_or(|e| e > now)))
     }
 
@@ -214,7 +230,7 @@ impl RedbStore {
             if !k.value().starts_with(prefix) || out.len() >= limit {
                 break;
             }
-            if let Some(r) = Self::decode(v.value()) {
+            if let Some(r) = Self::decode(k.value(), v.value()) {
                 if r.expires_at.is_none_or(|e| e > now) {
                     out.push(r);
                 }
@@ -237,7 +253,7 @@ impl RedbStore {
                 let current = table
                     .get(w.key())
                     .map_err(fatal)?
-                    .and_then(|v| Self::decode(v.value()));
+                    .and_then(|v| Self::decode(w.key(), v.value()));
                 if let Err(e) = check(current.as_ref(), &w, now) {
                     results.push(Err(e));
                     continue;
@@ -245,7 +261,7 @@ impl RedbStore {
                 let key = w.key().to_string();
                 match record_of(w) {
                     Some(r) => {
-                        let bytes = serde_json::to_vec(&r).map_err(fatal)?;
+                        let bytes = Self::encode(&r);
                         table
                             .insert(key.as_str(), bytes.as_slice())
                             .map_err(fatal)?;

@@ -319,3 +319,58 @@ fn confirmed_call_survives_kill_9_and_restart() {
     );
     assert_eq!(d.metric("drongo_active_dialogs"), 0);
 }
+
+#[test]
+fn bad_input_is_answered_or_dropped_and_counted() {
+    use std::net::UdpSocket;
+    let d = Drongo::start(25860, "[limits]\nmax_message_size = 4096\n");
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let target = ("127.0.0.1", d.sip);
+    // Garbage, and a flood of it from one source.
+    for i in 0..2000u32 {
+        udp.send_to(format!("\u{1}garbage {i}\r\n\r\n").as_bytes(), target)
+            .unwrap();
+    }
+    // A request missing Call-ID is answered 400.
+    let bad = "OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKq\r\n\
+               Max-Forwards: 70\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x@127.0.0.1>\r\n\
+               CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    udp.send_to(bad.as_bytes(), target).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = udp.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 400 Missing Call-ID"));
+    // Oversize datagram: 513.
+    let big = format!(
+        "MESSAGE sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKw\r\n\
+         Content-Length: 5000\r\n\r\n{}",
+        "x".repeat(5000)
+    );
+    udp.send_to(big.as_bytes(), target).unwrap();
+    let n = udp.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 513"));
+    // TCP: half a message then silence, then an oversize frame that closes the connection.
+    let mut half = TcpStream::connect(target).unwrap();
+    half.write_all(b"INVITE sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 1.2.3.4")
+        .unwrap();
+    let mut huge = TcpStream::connect(target).unwrap();
+    huge.write_all(b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKt\r\nContent-Length: 99999\r\n\r\n")
+        .unwrap();
+    huge.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut answer = String::new();
+    let _ = huge.read_to_string(&mut answer);
+    assert!(answer.starts_with("SIP/2.0 513"), "{answer:?}");
+    // Still alive, and it counted what it refused.
+    std::thread::sleep(Duration::from_millis(300));
+    let metrics = d.http("/metrics").expect("alive");
+    let garbage: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("drongo_parse_errors_total{kind=\"Malformed Start Line\"} ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
+    assert_eq!(garbage, 2000, "{metrics}");
+    drop(half);
+}

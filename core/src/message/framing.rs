@@ -66,8 +66,9 @@ impl StreamFramer {
         match self.cut() {
             Ok(frame) => frame.map(Ok),
             Err(e) => {
+                // The bytes stay readable (bounded by the limit) so that the caller can
+                // answer the request that broke the stream before closing it.
                 self.failed = Some(e);
-                self.buf = Vec::new();
                 Some(Err(e))
             }
         }

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Calls per second and REGISTERs per second: SIPp UAC -> TARGET -> SIPp UAS on loopback,
+# for Drongo (durable dialogs on the embedded store) and for Kamailio (tm + dialog + rr +
+# usrloc, 2 workers) in the same run, stepping the rate up. A step passes with under 0.1 %
+# failed calls (failed or unfinished when the step's time is up). Prints a table per target,
+# the highest passing rate of each, and their ratio.
+#
+#   ci/bench-cps.sh [--smoke]
+#   CPS_RATES="500 1000 ..."  REG_RATES="2000 4000 ..."  SECS=10 (seconds of load per step)
+# --smoke: one low step of each, for CI (checks the script and both targets work).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+bash ci/install.sh --bench
+CPS_RATES=${CPS_RATES:-"500 1000 1500 2000 2500 3000 3500 4000 5000"}
+REG_RATES=${REG_RATES:-"4000 8000 12000 16000 20000 24000 28000"}
+SECS=${SECS:-10}
+if [ "${1:-}" = "--smoke" ]; then
+  CPS_RATES=200; REG_RATES=500; SECS=3
+fi
+cargo build --release -p drongo >/dev/null 2>&1 || cargo build --release -p drongo
+work=$(mktemp -d /tmp/drongo-bench.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  pkill -f "kamailio -f $root/ci/kamailio-baseline.cfg" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# Drongo on 5060 with a static route for "service" to the UAS; Kamailio on 5070.
+cat > "$work/drongo.toml" <<EOF
+[[routes]]
+user = "service"
+target = "sip:127.0.0.1:5080"
+EOF
+target/release/drongo run --sip 127.0.0.1:5060 --admin 127.0.0.1:9060 \
+  --data "$work/data" --config "$work/drongo.toml" 2>"$work/drongo.log" &
+pids+=($!)
+kamailio -f "$root/ci/kamailio-baseline.cfg" -DD -E -m 1024 -M 32 2>"$work/kamailio.log" &
+pids+=($!)
+sleep 1.5
+
+uas=ci/sipp/uas_bench.xml
+uac=io-real/tests/sipp/uac.xml
+reg=ci/sipp/register_bench.xml
+sipp_common=(-i 127.0.0.1 -nostdin -buff_size 4194304 -default_behaviors all,-abortunexp)
+
+# step TARGET_PORT RATE KIND -> prints "fail_percent"
+step() {
+  local port=$1 rate=$2 kind=$3 m=$(( $2 * SECS )) out
+  out="$work/$kind-$port-$rate.out"
+  if [ "$kind" = call ]; then
+    sipp -sf "$uas" -p 5080 -bg "${sipp_common[@]}" > "$work/uas.out" 2>&1
+    sleep 0.3
+    timeout $((SECS + 8)) sipp -sf "$uac" "127.0.0.1:$port" -p 5090 -s service -r "$rate" -m "$m" \
+      -d 1000 -l $((rate * 4 + 100)) "${sipp_common[@]}" > "$out" 2>&1 || true
+    pkill -f "sipp -sf $uas" 2>/dev/null || true
+    sleep 0.5
+  else
+    timeout $((SECS + 8)) sipp -sf "$reg" "127.0.0.1:$port" -p 5091 -r "$rate" -m "$m" \
+      -l $((rate * 4 + 100)) "${sipp_common[@]}" > "$out" 2>&1 || true
+  fi
+  local ok
+  ok=$(grep -a 'Successful call' "$out" | tail -1 | awk '{print $NF}')
+  echo "scale=3; 100 * ($m - ${ok:-0}) / $m" | bc
+}
+
+best() { # kind rates port -> highest passing rate, printing the table rows on stderr
+  local kind=$1 rates=$2 port=$3 label=$4 top=0 f
+  for r in $rates; do
+    f=$(step "$port" "$r" "$kind")
+    printf '%-9s %-8s %8s %9s%%\n' "$label" "$kind" "$r/s" "$f" >&2
+    if [ "$(echo "$f < 0.1" | bc)" = 1 ]; then top=$r; else break; fi
+  done
+  echo "$top"
+}
+
+echo "target    kind         rate   failed"
+k_cps=$(best call "$CPS_RATES" 5070 kamailio)
+d_cps=$(best call "$CPS_RATES" 5060 drongo)
+k_reg=$(best reg "$REG_RATES" 5070 kamailio)
+d_reg=$(best reg "$REG_RATES" 5060 drongo)
+ratio() { if [ "$2" -gt 0 ]; then echo "scale=2; $1 / $2" | bc; else echo "n/a"; fi; }
+echo
+echo "calls/s (1 s calls, <0.1% failed): kamailio $k_cps, drongo $d_cps, ratio drongo/kamailio $(ratio "$d_cps" "$k_cps")"
+echo "REGISTER/s (<0.1% failed):         kamailio $k_reg, drongo $d_reg, ratio drongo/kamailio $(ratio "$d_reg" "$k_reg")"
+curl -s 127.0.0.1:9060/metrics | grep -E '^drongo_(calls|store)' || true
