@@ -9,9 +9,14 @@ bash ci/install.sh
 echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --features drongo/etcd -- -D warnings
+echo "== etcd: 3-member cluster on loopback"
+etcd_dir=$(mktemp -d /tmp/drongo-etcd.XXXXXX)
+trap 'bash ci/etcd.sh stop "$etcd_dir"' EXIT
+DRONGO_ETCD_ENDPOINTS=$(bash ci/etcd.sh start "$etcd_dir" | tail -n 1)
+export DRONGO_ETCD_ENDPOINTS DRONGO_ETCD_DIR=$etcd_dir
 echo "== cargo test"
-cargo test --workspace
+cargo test --workspace --features drongo/etcd
 secs=${DRONGO_FUZZ_SECONDS:-60}
 if [ "$secs" -gt 0 ]; then
   echo "== fuzz (${secs}s per target)"

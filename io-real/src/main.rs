@@ -38,7 +38,8 @@ enum Command {
         /// TOML config file (realm, users, routes, timers, limits).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Store URL: `file:DIR` (default: the data directory) or `mem:`.
+        /// Store URL: `file:DIR` (default: the data directory), `mem:`, or
+        /// `etcd://HOST:PORT,...` (builds with the `etcd` feature).
         #[arg(long)]
         store: Option<String>,
         /// Node id, carried in generated identifiers.
@@ -95,13 +96,6 @@ fn main() -> ExitCode {
         }
     };
     let url = store.unwrap_or_else(|| format!("file:{}", data.display()));
-    let store = match AnyStore::open(&url) {
-        Ok(s) => s,
-        Err(e) => {
-            error!("store {url}: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -117,6 +111,13 @@ fn main() -> ExitCode {
         admin,
         core,
         node_id,
+    };
+    let store = match rt.block_on(AnyStore::open(&url)) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("store {url}: {e}");
+            return ExitCode::from(2);
+        }
     };
     match rt.block_on(run(rc, store, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
