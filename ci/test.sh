@@ -9,16 +9,19 @@ bash ci/install.sh
 echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --workspace --all-targets --features drongo/etcd -- -D warnings
+cargo clippy --workspace --all-targets --features drongo/etcd,drongo/tikv -- -D warnings
 echo "== etcd: 3-member cluster on loopback"
 etcd_dir=$(mktemp -d /tmp/drongo-etcd.XXXXXX)
 trap 'bash ci/etcd.sh stop "$etcd_dir"' EXIT
 DRONGO_ETCD_ENDPOINTS=$(bash ci/etcd.sh start "$etcd_dir" | tail -n 1)
 export DRONGO_ETCD_ENDPOINTS DRONGO_ETCD_DIR=$etcd_dir
 echo "== cargo test"
-cargo test --workspace --features drongo/etcd
+test_log=$(mktemp /tmp/drongo-tests.XXXXXX)
+cargo test --workspace --features drongo/etcd,drongo/tikv 2>&1 | tee "$test_log"
 secs=${DRONGO_FUZZ_SECONDS:-60}
 if [ "$secs" -gt 0 ]; then
   echo "== fuzz (${secs}s per target)"
   bash ci/fuzz.sh "$secs"
 fi
+# One closing line for the whole suite (the last cargo summary is a crate's doc-tests).
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, i }' "$test_log"

@@ -581,3 +581,23 @@ mod etcd {
         check(&history, 1).unwrap();
     }
 }
+
+#[cfg(feature = "tikv")]
+mod tikv {
+    use super::*;
+    use drongo_io_real::store::TikvStore;
+
+    /// No TiKV or PD binary can be installed on the CI machines, so this runs only by hand:
+    /// `DRONGO_TIKV_PD=127.0.0.1:2379 cargo test -p drongo --features tikv --test
+    /// store_conformance -- --ignored tikv` against `tiup playground` (see README).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs a TiKV cluster named by DRONGO_TIKV_PD; none can be installed here"]
+    async fn tikv_backend() {
+        let pd: Vec<String> = std::env::var("DRONGO_TIKV_PD")
+            .expect("DRONGO_TIKV_PD=host:port,... of the placement drivers")
+            .split(',')
+            .map(str::to_string)
+            .collect();
+        all(TikvStore::connect(&pd).await.expect("TiKV reachable")).await;
+    }
+}

@@ -12,11 +12,10 @@
 //! the leader died), and the caller must re-read.
 
 use super::redb_store::RedbStore;
-use super::{check, record_of, Store, StoreError};
+use super::{apply_by_key, check, record_of, Store, StoreError};
 use drongo_core::store::{StoreWrite, StoredRecord};
 use drongo_core::UnixMillis;
 use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
-use std::collections::BTreeMap;
 
 const PREFIX: &str = "drongo/";
 
@@ -137,31 +136,11 @@ impl Store for EtcdStore {
         writes: Vec<StoreWrite>,
         now: UnixMillis,
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-        let n = writes.len();
-        let mut chains: BTreeMap<String, Vec<(usize, StoreWrite)>> = BTreeMap::new();
-        for (i, w) in writes.into_iter().enumerate() {
-            chains.entry(w.key().to_string()).or_default().push((i, w));
-        }
-        let mut tasks = tokio::task::JoinSet::new();
-        for (_, chain) in chains {
-            let store = self.clone();
-            tasks.spawn(async move {
-                let mut out = Vec::with_capacity(chain.len());
-                for (i, w) in chain {
-                    out.push((i, store.write_one(w, now).await));
-                }
-                out
-            });
-        }
-        let mut results: Vec<Result<(), StoreError>> = (0..n)
-            .map(|_| Err(StoreError::Retryable("not run".into())))
-            .collect();
-        while let Some(done) = tasks.join_next().await {
-            let done = done.map_err(|e| StoreError::Fatal(e.to_string()))?;
-            for (i, r) in done {
-                results[i] = r;
-            }
-        }
-        Ok(results)
+        let store = self.clone();
+        apply_by_key(writes, move |w| {
+            let store = store.clone();
+            async move { store.write_one(w, now).await }
+        })
+        .await
     }
 }

@@ -22,11 +22,15 @@ use std::path::Path;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod redb_store;
+#[cfg(feature = "tikv")]
+mod tikv;
 
 #[cfg(feature = "etcd")]
 pub use etcd::EtcdStore;
 pub use redb_store::RedbStore;
 use std::sync::{Arc, Mutex};
+#[cfg(feature = "tikv")]
+pub use tikv::TikvStore;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {
@@ -111,6 +115,47 @@ pub(crate) fn record_of(w: StoreWrite) -> Option<StoredRecord> {
     }
 }
 
+/// Applies `writes` through `write_one`, concurrently across keys and in order within a
+/// key, and answers each write in its place (for backends whose writes are network calls).
+#[cfg(any(feature = "etcd", feature = "tikv"))]
+pub(crate) async fn apply_by_key<F, Fut>(
+    writes: Vec<StoreWrite>,
+    write_one: F,
+) -> Result<Vec<Result<(), StoreError>>, StoreError>
+where
+    F: Fn(StoreWrite) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<(), StoreError>> + Send,
+{
+    let n = writes.len();
+    let mut chains: BTreeMap<String, Vec<(usize, StoreWrite)>> = BTreeMap::new();
+    for (i, w) in writes.into_iter().enumerate() {
+        chains.entry(w.key().to_string()).or_default().push((i, w));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (_, chain) in chains {
+        let write_one = write_one.clone();
+        tasks.spawn(async move {
+            let mut out = Vec::with_capacity(chain.len());
+            for (i, w) in chain {
+                out.push((i, write_one(w).await));
+            }
+            out
+        });
+    }
+    let mut results: Vec<Result<(), StoreError>> = (0..n)
+        .map(|_| Err(StoreError::Retryable("not run".into())))
+        .collect();
+    while let Some(done) = tasks.join_next().await {
+        let done = done.map_err(|e| StoreError::Fatal(e.to_string()))?;
+        for (i, r) in done {
+            if let Some(slot) = results.get_mut(i) {
+                *slot = r;
+            }
+        }
+    }
+    Ok(results)
+}
+
 /// In-memory backend (`mem:`): for tests and for running without persistence.
 #[derive(Debug, Clone, Default)]
 pub struct MemStore {
@@ -170,14 +215,16 @@ impl Store for MemStore {
     }
 }
 
-/// A backend chosen by URL: `mem:`, `file:DIR`, or `etcd://HOST:PORT,...` (with the
-/// `etcd` feature).
+/// A backend chosen by URL: `mem:`, `file:DIR`, `etcd://HOST:PORT,...` (feature `etcd`) or
+/// `tikv://PD1,PD2,...` (feature `tikv`).
 #[derive(Clone)]
 pub enum AnyStore {
     Mem(MemStore),
     File(RedbStore),
     #[cfg(feature = "etcd")]
     Etcd(Box<EtcdStore>),
+    #[cfg(feature = "tikv")]
+    Tikv(Box<TikvStore>),
 }
 
 impl AnyStore {
@@ -186,6 +233,19 @@ impl AnyStore {
             Ok(AnyStore::Mem(MemStore::default()))
         } else if let Some(dir) = url.strip_prefix("file:") {
             Ok(AnyStore::File(RedbStore::open(Path::new(dir))?))
+        } else if let Some(pd) = url.strip_prefix("tikv://") {
+            #[cfg(feature = "tikv")]
+            {
+                let pd: Vec<String> = pd.split(',').map(str::to_string).collect();
+                Ok(AnyStore::Tikv(Box::new(TikvStore::connect(&pd).await?)))
+            }
+            #[cfg(not(feature = "tikv"))]
+            {
+                let _ = pd;
+                Err(StoreError::Fatal(
+                    "this build has no TiKV backend: build with --features tikv".into(),
+                ))
+            }
         } else if let Some(endpoints) = url.strip_prefix("etcd://") {
             #[cfg(feature = "etcd")]
             {
@@ -212,6 +272,8 @@ impl Store for AnyStore {
             AnyStore::File(s) => s.get(key, now).await,
             #[cfg(feature = "etcd")]
             AnyStore::Etcd(s) => s.get(key, now).await,
+            #[cfg(feature = "tikv")]
+            AnyStore::Tikv(s) => s.get(key, now).await,
         }
     }
 
@@ -226,6 +288,8 @@ impl Store for AnyStore {
             AnyStore::File(s) => s.scan(prefix, limit, now).await,
             #[cfg(feature = "etcd")]
             AnyStore::Etcd(s) => s.scan(prefix, limit, now).await,
+            #[cfg(feature = "tikv")]
+            AnyStore::Tikv(s) => s.scan(prefix, limit, now).await,
         }
     }
 
@@ -239,6 +303,8 @@ impl Store for AnyStore {
             AnyStore::File(s) => s.apply(writes, now).await,
             #[cfg(feature = "etcd")]
             AnyStore::Etcd(s) => s.apply(writes, now).await,
+            #[cfg(feature = "tikv")]
+            AnyStore::Tikv(s) => s.apply(writes, now).await,
         }
     }
 }

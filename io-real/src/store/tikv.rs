@@ -1,0 +1,119 @@
+//! Cluster backend on TiKV's raw API (`tikv://PD1,PD2,...`), with `tikv-client` 0.4.
+//!
+//! Why raw and not transactions: every write of the contract is one key, and raw atomic CAS
+//! gives exactly that in one round trip. What shapes it:
+//! - Raw CAS compares the whole previous value, so our version lives inside the value (the
+//!   same encoding as the other backends) and a write CASes against the bytes it read.
+//! - CAS cannot set a TTL and server-side TTL must be enabled when the cluster is created,
+//!   so a lease is the expiry inside the value, which readers honour.
+//! - Mixing atomic-mode and plain writers on the same keys breaks linearizability
+//!   (tikv#10594): this client is always in atomic mode and nothing else writes these keys.
+//! - A conditional delete is a CAS to a tombstone (an empty value) that readers treat as
+//!   absent; a raw delete could not be conditional, and an unconditional one could erase a
+//!   record created after the tombstone.
+
+use super::redb_store::RedbStore;
+use super::{apply_by_key, check, record_of, Store, StoreError};
+use drongo_core::store::{StoreWrite, StoredRecord};
+use drongo_core::UnixMillis;
+use tikv_client::RawClient;
+
+const PREFIX: &str = "drongo/";
+
+#[derive(Clone)]
+pub struct TikvStore {
+    client: RawClient,
+}
+
+fn retryable(e: tikv_client::Error) -> StoreError {
+    StoreError::Retryable(e.to_string())
+}
+
+fn decode_live(key: &str, bytes: &[u8], now: UnixMillis) -> Option<StoredRecord> {
+    if bytes.is_empty() {
+        return None; // tombstone
+    }
+    RedbStore::decode(key, bytes).filter(|r| r.expires_at.is_none_or(|e| e > now))
+}
+
+impl TikvStore {
+    /// Connects through the placement driver endpoints, in atomic mode.
+    pub async fn connect(pd: &[String]) -> Result<Self, StoreError> {
+        let client = RawClient::new(pd.to_vec()).await.map_err(retryable)?;
+        Ok(Self {
+            client: client.with_atomic_for_cas(),
+        })
+    }
+
+    async fn write_one(&self, w: StoreWrite, now: UnixMillis) -> Result<(), StoreError> {
+        let full = format!("{PREFIX}{}", w.key());
+        let raw = self.client.get(full.clone()).await.map_err(retryable)?;
+        let current = raw
+            .as_deref()
+            .filter(|b| !b.is_empty())
+            .and_then(|b| RedbStore::decode(w.key(), b));
+        check(current.as_ref(), &w, now)?;
+        let new = record_of(w).map_or_else(Vec::new, |r| RedbStore::encode(&r));
+        let (_, swapped) = self
+            .client
+            .compare_and_swap(full, raw, new)
+            .await
+            .map_err(|e| StoreError::Ambiguous(e.to_string()))?;
+        if swapped {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
+        }
+    }
+}
+
+impl Store for TikvStore {
+    async fn get(&self, key: &str, now: UnixMillis) -> Result<Option<StoredRecord>, StoreError> {
+        let raw = self
+            .client
+            .get(format!("{PREFIX}{key}"))
+            .await
+            .map_err(retryable)?;
+        Ok(raw.and_then(|b| decode_live(key, &b, now)))
+    }
+
+    async fn scan(
+        &self,
+        prefix: &str,
+        limit: usize,
+        now: UnixMillis,
+    ) -> Result<Vec<StoredRecord>, StoreError> {
+        let start = format!("{PREFIX}{prefix}").into_bytes();
+        // The first key after every key with this prefix.
+        let mut end = start.clone();
+        end.push(0xff);
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX).min(10_240);
+        let pairs = self
+            .client
+            .scan(start..end, limit)
+            .await
+            .map_err(retryable)?;
+        Ok(pairs
+            .into_iter()
+            .filter_map(|kv| {
+                let key: Vec<u8> = kv.0.into();
+                let key = String::from_utf8(key).ok()?;
+                let key = key.strip_prefix(PREFIX)?;
+                decode_live(key, &kv.1, now)
+            })
+            .collect())
+    }
+
+    async fn apply(
+        &self,
+        writes: Vec<StoreWrite>,
+        now: UnixMillis,
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let store = self.clone();
+        apply_by_key(writes, move |w| {
+            let store = store.clone();
+            async move { store.write_one(w, now).await }
+        })
+        .await
+    }
+}
