@@ -3,7 +3,7 @@
 //! sends their transmits, in order.
 
 use crate::admin;
-use crate::store::Store;
+use crate::store::{apply_resolved, Store, StoreError};
 use drongo_core::config::Config;
 use drongo_core::message::{error_response_from_raw, Frame, Rejection, Rule, StreamFramer};
 use drongo_core::node::{Batch, Node};
@@ -21,6 +21,8 @@ use tracing::{debug, info, warn};
 
 /// How long a TCP connection may stay silent before we close it.
 const TCP_IDLE: Duration = Duration::from_secs(600);
+/// How long a commit keeps retrying a store that is unavailable before it gives up.
+const STORE_PATIENCE: u64 = 5_000;
 /// How long a drain (SIGTERM) may wait for transactions to finish.
 const DRAIN_LIMIT: u64 = 32_000;
 
@@ -179,26 +181,26 @@ async fn committer<S: Store>(store: S, mut rx: mpsc::Receiver<Batch>, sender: Se
             .flat_map(|b| b.writes.iter().cloned())
             .collect();
         let results = if writes.is_empty() {
-            Ok(Vec::new())
+            Vec::new()
         } else {
-            store.apply(writes, now_ms()).await
+            apply_resolved(&store, writes, now_ms, STORE_PATIENCE).await
         };
         let mut offset = 0;
         for batch in batches {
             let n = batch.writes.len();
-            let ok = match &results {
-                Ok(r) => r
-                    .get(offset..offset + n)
-                    .is_some_and(|s| s.iter().all(|x| x.is_ok())),
-                Err(_) => n == 0,
-            };
+            let failed: Vec<&StoreError> = results
+                .get(offset..offset + n)
+                .unwrap_or(&[])
+                .iter()
+                .filter_map(|r| r.as_ref().err())
+                .collect();
             offset += n;
-            if ok {
+            if failed.is_empty() {
                 for t in batch.transmits {
                     sender.send(t).await;
                 }
             } else {
-                warn!(writes = n, result = ?results.as_ref().err(), "store commit failed; transmits held back");
+                warn!(writes = n, errors = ?failed, "store commit failed; transmits held back");
                 let _ = sender.input.send(Input::StoreFailed(batch)).await;
             }
         }
