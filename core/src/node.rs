@@ -193,9 +193,23 @@ impl Node {
         .min()
     }
 
-    /// A batch's writes failed (lost CAS, store down): its transmits were not sent.
-    pub fn handle_store_failure(&mut self, _now: UnixMillis, batch: &Batch) {
+    /// A batch's writes failed (lost CAS, store down): its transmits were not sent. State
+    /// that could not be made durable is not used: the bindings of an AOR are forgotten (the
+    /// UA registers again), and a call whose record could not be saved is ended.
+    pub fn handle_store_failure(&mut self, now: UnixMillis, batch: &Batch) {
         self.metrics.store_failures += batch.writes.len() as u64;
+        for w in &batch.writes {
+            if let Some(aor) = w.key().strip_prefix("reg/") {
+                self.registrar.forget(aor);
+            } else if let Some(id) = w.key().strip_prefix("call/") {
+                if let Some(call) = self.calls.get_mut(id) {
+                    // Whatever is in the store is not ours to delete any more.
+                    call.version = 0;
+                }
+                self.end_call(id, now);
+            }
+        }
+        self.flush();
     }
 
     /// Loads stored records (after a restart): registrations and confirmed calls, with

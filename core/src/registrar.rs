@@ -277,6 +277,12 @@ impl Registrar {
         writes
     }
 
+    /// Drops the in-memory bindings of `aor` (their write failed: they are not durable).
+    pub fn forget(&mut self, aor: &str) {
+        self.aors.remove(aor);
+        self.index(aor);
+    }
+
     /// Loads a stored `reg/` record (after a restart, or from another node).
     pub fn restore(&mut self, record: &StoredRecord) {
         let Some(aor) = record.key.strip_prefix("reg/") else {

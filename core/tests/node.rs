@@ -318,3 +318,30 @@ fn unknown_user_404_known_but_unregistered_480_and_auth_challenge() {
     );
     assert_eq!(out[0].1.headers().count("Proxy-Authenticate"), 2);
 }
+
+#[test]
+fn state_whose_write_failed_is_not_used() {
+    let mut n = node(Config::default());
+    send(
+        &mut n,
+        T0,
+        B,
+        "REGISTER sip:127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKr1\n\
+         Max-Forwards: 70\nFrom: <sip:bob@127.0.0.1>;tag=r\nTo: <sip:bob@127.0.0.1>\n\
+         Call-ID: reg1\nCSeq: 1 REGISTER\nContact: <sip:bob@127.0.0.1:5062>\n\
+         Content-Length: 0\n\n",
+    );
+    let batch = n.poll_batch().unwrap();
+    assert_eq!(batch.writes.len(), 1);
+    assert_eq!(n.registrations(), 1);
+    // The store refused the write: the 200 was never sent, and the binding is not used.
+    n.handle_store_failure(T0 + 1, &batch);
+    assert_eq!(n.registrations(), 0);
+    send(&mut n, T0 + 2, A, INVITE);
+    let mut store = BTreeMap::new();
+    assert_eq!(
+        lines(&run(&mut n, &mut store)),
+        ["127.0.0.1:5061 404 Not Found"]
+    );
+    assert_eq!(n.metrics().store_failures, 1);
+}
