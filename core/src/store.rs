@@ -42,6 +42,14 @@ pub struct StoredRecord {
     pub expires_at: Option<UnixMillis>,
 }
 
+impl StoredRecord {
+    /// Whether the record still counts at `now`: a record past its expiry is absent to every
+    /// reader, whether or not the backend has removed it yet.
+    pub fn is_live(&self, now: UnixMillis) -> bool {
+        self.expires_at.is_none_or(|e| e > now)
+    }
+}
+
 /// Key of a B2BUA call record.
 pub fn call_key(call: &str) -> String {
     format!("call/{call}")

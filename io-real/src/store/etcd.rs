@@ -101,7 +101,7 @@ impl EtcdStore {
 impl Store for EtcdStore {
     async fn get(&self, key: &str, now: UnixMillis) -> Result<Option<StoredRecord>, StoreError> {
         let (rec, _) = self.read(key).await?;
-        Ok(rec.filter(|r| r.expires_at.is_none_or(|e| e > now)))
+        Ok(rec.filter(|r| r.is_live(now)))
     }
 
     async fn scan(
@@ -126,7 +126,7 @@ impl Store for EtcdStore {
                 let key = std::str::from_utf8(item.key()).ok()?.strip_prefix(PREFIX)?;
                 RedbStore::decode(key, item.value())
             })
-            .filter(|r| r.expires_at.is_none_or(|e| e > now))
+            .filter(|r| r.is_live(now))
             .collect())
     }
 

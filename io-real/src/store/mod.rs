@@ -84,7 +84,7 @@ fn check(
     w: &StoreWrite,
     now: UnixMillis,
 ) -> Result<(), StoreError> {
-    let live = current.filter(|r| r.expires_at.is_none_or(|e| e > now));
+    let live = current.filter(|r| r.is_live(now));
     let version = live.map(|r| r.version);
     let ok = match w {
         StoreWrite::Put { expect, .. } => version == *expect,
@@ -268,11 +268,7 @@ impl MemStore {
 
 impl Store for MemStore {
     async fn get(&self, key: &str, now: UnixMillis) -> Result<Option<StoredRecord>, StoreError> {
-        Ok(self
-            .lock()
-            .get(key)
-            .filter(|r| r.expires_at.is_none_or(|e| e > now))
-            .cloned())
+        Ok(self.lock().get(key).filter(|r| r.is_live(now)).cloned())
     }
 
     async fn scan(
@@ -286,7 +282,7 @@ impl Store for MemStore {
             .range(prefix.to_string()..)
             .take_while(|(k, _)| k.starts_with(prefix))
             .map(|(_, r)| r)
-            .filter(|r| r.expires_at.is_none_or(|e| e > now))
+            .filter(|r| r.is_live(now))
             .take(limit)
             .cloned()
             .collect())

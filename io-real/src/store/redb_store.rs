@@ -56,7 +56,7 @@ impl RedbStore {
         let rec = table.get(key).map_err(fatal)?;
         Ok(rec
             .and_then(|v| Self::decode(key, v.value()))
-            .filter(|r| r.expires_at.is_none_or(|e| e > now)))
+            .filter(|r| r.is_live(now)))
     }
 
     fn scan_blocking(
@@ -75,7 +75,7 @@ impl RedbStore {
                 break;
             }
             if let Some(r) = Self::decode(k.value(), v.value()) {
-                if r.expires_at.is_none_or(|e| e > now) {
+                if r.is_live(now) {
                     out.push(r);
                 }
             }

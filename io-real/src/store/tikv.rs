@@ -33,7 +33,7 @@ fn decode_live(key: &str, bytes: &[u8], now: UnixMillis) -> Option<StoredRecord>
     if bytes.is_empty() {
         return None; // tombstone
     }
-    RedbStore::decode(key, bytes).filter(|r| r.expires_at.is_none_or(|e| e > now))
+    RedbStore::decode(key, bytes).filter(|r| r.is_live(now))
 }
 
 impl TikvStore {
