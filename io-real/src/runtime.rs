@@ -277,16 +277,28 @@ pub async fn run<S: Store + Clone>(
 
     let seed = now_ms() ^ u64::from(std::process::id()).rotate_left(32);
     let mut node = Node::new(rc.core, rc.sip, rc.node_id, seed);
+    // Load every record; a store that is briefly unavailable is waited for, a fatal error
+    // (or one that lasts) stops the node rather than run it without its state.
+    let mut delay = 100;
+    let records = loop {
+        match store.scan("", usize::MAX, now_ms()).await {
+            Ok(records) => break records,
+            Err(e @ (StoreError::Fatal(_) | StoreError::Conflict)) => {
+                return Err(std::io::Error::other(format!("cannot load state: {e}")));
+            }
+            Err(e) if delay > 20_000 => {
+                return Err(std::io::Error::other(format!("cannot load state: {e}")));
+            }
+            Err(e) => {
+                warn!(error = %e, "store not ready; loading state again");
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                delay *= 2;
+            }
+        }
+    };
     let now = now_ms();
-    match store.scan("", usize::MAX, now).await {
-        Ok(records) => {
-            info!(records = records.len(), "state loaded from the store");
-            node.restore(&records, now);
-        }
-        Err(e) => {
-            return Err(std::io::Error::other(format!("cannot load state: {e}")));
-        }
-    }
+    info!(records = records.len(), "state loaded from the store");
+    node.restore(&records, now);
 
     tokio::pin!(shutdown);
     let mut draining_since: Option<UnixMillis> = None;

@@ -180,7 +180,37 @@ pub async fn cas_race<S: Store + Clone>(s: &S) {
     );
 }
 
+/// Changes under a watched prefix are reported, and nothing outside it. `exact`: every
+/// change in order (backends with a real watch); otherwise only the final state of each key
+/// (a polling watch may merge changes).
+pub async fn watch<S: Store>(s: &S, exact: bool) {
+    let p = ns("watch");
+    let mut rx = s.watch(&p).await.unwrap();
+    let (a, b) = (format!("{p}a"), format!("{p}b"));
+    one(s, put(&a, b"1", 1, None)).await.unwrap();
+    one(s, put(&format!("{}elsewhere", ns("x")), b"1", 1, None))
+        .await
+        .unwrap();
+    one(s, put(&b, b"1", 1, None)).await.unwrap();
+    one(s, del(&a, 1)).await.unwrap();
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while seen.len() < 3 {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(c)) => seen.push((c.key, c.record.map(|r| r.version))),
+            _ => break,
+        }
+    }
+    if exact {
+        assert_eq!(seen, vec![(a.clone(), Some(1)), (b, Some(1)), (a, None)]);
+    } else {
+        assert!(seen.contains(&(b, Some(1))), "{seen:?}");
+        assert!(seen.iter().all(|(k, _)| k.starts_with(&p)));
+    }
+}
+
 async fn all<S: Store + Clone>(s: S) {
+    watch(&s, true).await;
     semantics(&s).await;
     ttl(&s).await;
     scans(&s).await;
@@ -598,6 +628,12 @@ mod tikv {
             .split(',')
             .map(str::to_string)
             .collect();
-        all(TikvStore::connect(&pd).await.expect("TiKV reachable")).await;
+        let s = TikvStore::connect(&pd).await.expect("TiKV reachable");
+        watch(&s, false).await;
+        semantics(&s).await;
+        ttl(&s).await;
+        scans(&s).await;
+        large_values(&s).await;
+        cas_race(&s).await;
     }
 }

@@ -12,10 +12,12 @@
 //! the leader died), and the caller must re-read.
 
 use super::redb_store::RedbStore;
-use super::{apply_by_key, check, record_of, Store, StoreError};
+use super::{apply_by_key, check, record_of, Change, Store, StoreError};
 use drongo_core::store::{StoreWrite, StoredRecord};
 use drongo_core::UnixMillis;
-use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+};
 
 const PREFIX: &str = "drongo/";
 
@@ -99,6 +101,44 @@ impl EtcdStore {
 }
 
 impl Store for EtcdStore {
+    async fn watch(&self, prefix: &str) -> Result<tokio::sync::mpsc::Receiver<Change>, StoreError> {
+        let mut client = self.client.clone();
+        let (watcher, mut stream) = client
+            .watch(
+                format!("{PREFIX}{prefix}"),
+                Some(WatchOptions::new().with_prefix()),
+            )
+            .await
+            .map_err(retryable)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4096);
+        tokio::spawn(async move {
+            let _watcher = watcher; // dropping it would cancel the watch
+            while let Ok(Some(resp)) = stream.message().await {
+                for ev in resp.events() {
+                    let Some(kv) = ev.kv() else { continue };
+                    let Some(key) = std::str::from_utf8(kv.key())
+                        .ok()
+                        .and_then(|k| k.strip_prefix(PREFIX))
+                    else {
+                        continue;
+                    };
+                    let record = match ev.event_type() {
+                        EventType::Put => RedbStore::decode(key, kv.value()),
+                        EventType::Delete => None,
+                    };
+                    let change = Change {
+                        key: key.to_string(),
+                        record,
+                    };
+                    if tx.send(change).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+
     async fn get(&self, key: &str, now: UnixMillis) -> Result<Option<StoredRecord>, StoreError> {
         let (rec, _) = self.read(key).await?;
         Ok(rec.filter(|r| r.is_live(now)))

@@ -9,6 +9,9 @@
 //!   not the backend has removed it yet.
 //! - [`Store::apply`] commits a group of writes with one durable commit and answers each
 //!   write on its own: a lost CAS fails that write only.
+//! - [`Store::watch`] reports changes under a prefix, as each backend can honestly give
+//!   them: the embedded and in-memory stores from their own writes (they have one writer
+//!   process), etcd from its watch stream, TiKV (which has no watch) by polling scans.
 //! - Errors are typed: [`StoreError::Conflict`] (the CAS lost), [`StoreError::Retryable`]
 //!   (nothing happened, try again), [`StoreError::Ambiguous`] (it may have happened: re-read
 //!   before acting), [`StoreError::Fatal`].
@@ -53,8 +56,21 @@ impl std::fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
+/// A change seen under a watched prefix: the record as it is now (`None`: deleted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub key: String,
+    pub record: Option<StoredRecord>,
+}
+
 /// The store interface every backend implements.
 pub trait Store: Send + Sync + 'static {
+    /// Changes under `prefix` from now on, until the receiver is dropped.
+    fn watch(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<tokio::sync::mpsc::Receiver<Change>, StoreError>> + Send;
+
     /// The live record at `key`.
     fn get(
         &self,
@@ -254,10 +270,51 @@ where
     Ok(results)
 }
 
+/// Fans the changes made through one store handle out to its watchers.
+#[derive(Debug, Clone)]
+pub(crate) struct LocalChanges(tokio::sync::broadcast::Sender<Change>);
+
+impl Default for LocalChanges {
+    fn default() -> Self {
+        Self(tokio::sync::broadcast::channel(4096).0)
+    }
+}
+
+impl LocalChanges {
+    pub(crate) fn publish(&self, w: &StoreWrite) {
+        let change = Change {
+            key: w.key().to_string(),
+            record: record_of(w.clone()),
+        };
+        let _ = self.0.send(change);
+    }
+
+    pub(crate) fn watch(&self, prefix: &str) -> tokio::sync::mpsc::Receiver<Change> {
+        let mut rx = self.0.subscribe();
+        let (tx, out) = tokio::sync::mpsc::channel(4096);
+        let prefix = prefix.to_string();
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(c) if c.key.starts_with(&prefix) => {
+                        if tx.send(c).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+        out
+    }
+}
+
 /// In-memory backend (`mem:`): for tests and for running without persistence.
 #[derive(Debug, Clone, Default)]
 pub struct MemStore {
     map: Arc<Mutex<BTreeMap<String, StoredRecord>>>,
+    changes: LocalChanges,
 }
 
 impl MemStore {
@@ -267,6 +324,10 @@ impl MemStore {
 }
 
 impl Store for MemStore {
+    async fn watch(&self, prefix: &str) -> Result<tokio::sync::mpsc::Receiver<Change>, StoreError> {
+        Ok(self.changes.watch(prefix))
+    }
+
     async fn get(&self, key: &str, now: UnixMillis) -> Result<Option<StoredRecord>, StoreError> {
         Ok(self.lock().get(key).filter(|r| r.is_live(now)).cloned())
     }
@@ -298,6 +359,7 @@ impl Store for MemStore {
             .into_iter()
             .map(|w| {
                 check(map.get(w.key()), &w, now)?;
+                self.changes.publish(&w);
                 let key = w.key().to_string();
                 match record_of(w) {
                     Some(r) => map.insert(key, r),
@@ -360,6 +422,17 @@ impl AnyStore {
 }
 
 impl Store for AnyStore {
+    async fn watch(&self, prefix: &str) -> Result<tokio::sync::mpsc::Receiver<Change>, StoreError> {
+        match self {
+            AnyStore::Mem(s) => s.watch(prefix).await,
+            AnyStore::File(s) => s.watch(prefix).await,
+            #[cfg(feature = "etcd")]
+            AnyStore::Etcd(s) => s.watch(prefix).await,
+            #[cfg(feature = "tikv")]
+            AnyStore::Tikv(s) => s.watch(prefix).await,
+        }
+    }
+
     async fn get(&self, key: &str, now: UnixMillis) -> Result<Option<StoredRecord>, StoreError> {
         match self {
             AnyStore::Mem(s) => s.get(key, now).await,
@@ -431,6 +504,9 @@ mod tests {
     }
 
     impl Store for Flaky {
+        async fn watch(&self, p: &str) -> Result<tokio::sync::mpsc::Receiver<Change>, StoreError> {
+            self.inner.watch(p).await
+        }
         async fn get(
             &self,
             key: &str,

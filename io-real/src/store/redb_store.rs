@@ -1,6 +1,6 @@
 //! Embedded durable backend (`file:DIR`, the default) on redb.
 
-use super::{check, record_of, Store, StoreError};
+use super::{check, record_of, Change, LocalChanges, Store, StoreError};
 use drongo_core::store::{StoreWrite, StoredRecord};
 use drongo_core::UnixMillis;
 use std::path::Path;
@@ -12,6 +12,7 @@ const TABLE: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("dr
 #[derive(Clone)]
 pub struct RedbStore {
     db: Arc<redb::Database>,
+    changes: LocalChanges,
 }
 
 pub(crate) fn fatal(e: impl std::fmt::Display) -> StoreError {
@@ -26,7 +27,10 @@ impl RedbStore {
         let txn = db.begin_write().map_err(fatal)?;
         txn.open_table(TABLE).map_err(fatal)?;
         txn.commit().map_err(fatal)?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self {
+            db: Arc::new(db),
+            changes: LocalChanges::default(),
+        })
     }
 
     /// Stored form (shared with the etcd backend): version (8 bytes BE), expires_at (8 bytes BE, 0 for none), value.
@@ -91,6 +95,7 @@ impl RedbStore {
         use redb::ReadableTable;
         let txn = self.db.begin_write().map_err(fatal)?;
         let mut results = Vec::with_capacity(writes.len());
+        let mut applied = Vec::new();
         {
             let mut table = txn.open_table(TABLE).map_err(fatal)?;
             for w in writes {
@@ -103,6 +108,7 @@ impl RedbStore {
                     continue;
                 }
                 let key = w.key().to_string();
+                applied.push(w.clone());
                 match record_of(w) {
                     Some(r) => {
                         let bytes = Self::encode(&r);
@@ -120,11 +126,18 @@ impl RedbStore {
         // A failed commit may or may not have reached the disk.
         txn.commit()
             .map_err(|e| StoreError::Ambiguous(e.to_string()))?;
+        for w in &applied {
+            self.changes.publish(w);
+        }
         Ok(results)
     }
 }
 
 impl Store for RedbStore {
+    async fn watch(&self, prefix: &str) -> Result<tokio::sync::mpsc::Receiver<Change>, StoreError> {
+        Ok(self.changes.watch(prefix))
+    }
+
     async fn get(&self, key: &str, now: UnixMillis) -> Result<Option<StoredRecord>, StoreError> {
         let (s, key) = (self.clone(), key.to_string());
         tokio::task::spawn_blocking(move || s.get_blocking(&key, now))

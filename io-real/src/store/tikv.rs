@@ -13,7 +13,7 @@
 //!   record created after the tombstone.
 
 use super::redb_store::RedbStore;
-use super::{apply_by_key, check, record_of, Store, StoreError};
+use super::{apply_by_key, check, record_of, Change, Store, StoreError};
 use drongo_core::store::{StoreWrite, StoredRecord};
 use drongo_core::UnixMillis;
 use tikv_client::RawClient;
@@ -68,6 +68,51 @@ impl TikvStore {
 }
 
 impl Store for TikvStore {
+    /// TiKV's raw API has no watch: this polls the prefix every 500 ms and reports the
+    /// differences (a change undone within one period is not seen).
+    async fn watch(&self, prefix: &str) -> Result<tokio::sync::mpsc::Receiver<Change>, StoreError> {
+        let (tx, rx) = tokio::sync::mpsc::channel(4096);
+        let (store, prefix) = (self.clone(), prefix.to_string());
+        let mut last: std::collections::BTreeMap<String, StoredRecord> = self
+            .scan(&prefix, usize::MAX, 0)
+            .await?
+            .into_iter()
+            .map(|r| (r.key.clone(), r))
+            .collect();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                let Ok(now) = store.scan(&prefix, usize::MAX, 0).await else {
+                    continue;
+                };
+                let now: std::collections::BTreeMap<String, StoredRecord> =
+                    now.into_iter().map(|r| (r.key.clone(), r)).collect();
+                let mut changes = Vec::new();
+                for (k, r) in &now {
+                    if last.get(k) != Some(r) {
+                        changes.push(Change {
+                            key: k.clone(),
+                            record: Some(r.clone()),
+                        });
+                    }
+                }
+                for k in last.keys().filter(|k| !now.contains_key(*k)) {
+                    changes.push(Change {
+                        key: k.clone(),
+                        record: None,
+                    });
+                }
+                for c in changes {
+                    if tx.send(c).await.is_err() {
+                        return;
+                    }
+                }
+                last = now;
+            }
+        });
+        Ok(rx)
+    }
+
     async fn get(&self, key: &str, now: UnixMillis) -> Result<Option<StoredRecord>, StoreError> {
         let raw = self
             .client
