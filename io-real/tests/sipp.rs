@@ -374,3 +374,66 @@ fn bad_input_is_answered_or_dropped_and_counted() {
     assert_eq!(garbage, 2000, "{metrics}");
     drop(half);
 }
+
+#[test]
+fn caller_over_tcp() {
+    let d = Drongo::start(25960, "");
+    register(&d, "bob", 25980);
+    let (caller, callee) = call(
+        &d,
+        "bob",
+        "uas",
+        25980,
+        "uac",
+        25970,
+        &["-t", "t1", "-d", "200"],
+    );
+    assert!(caller && callee, "{}", d.log());
+    assert_eq!(d.metric("drongo_calls_answered_total"), 1);
+    assert_eq!(d.metric("drongo_active_dialogs"), 0);
+}
+
+#[test]
+fn sigterm_drains_and_flushes() {
+    // T1 = 100 ms so that the transactions a drain waits for end within 6.4 s.
+    let mut d = Drongo::start(26060, "[timers]\nt1 = 100\nt2 = 4000\nt4 = 5000\n");
+    register(&d, "bob", 26080);
+    let pid = d.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // While draining, a new call is refused with 503.
+    std::thread::sleep(Duration::from_millis(300));
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let invite = "INVITE sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKd1\r\n\
+                  Max-Forwards: 70\r\nFrom: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:bob@127.0.0.1>\r\n\
+                  Call-ID: drain1\r\nCSeq: 1 INVITE\r\nContact: <sip:a@127.0.0.1:9>\r\nContent-Length: 0\r\n\r\n";
+    udp.send_to(invite.as_bytes(), ("127.0.0.1", d.sip))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let n = udp.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 503"));
+    // It exits by itself once its transactions are done, with status 0.
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = d.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "drain did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{}", d.log());
+    assert!(d.log().contains("drained; state flushed"));
+    d.spawn();
+    assert_eq!(
+        d.metric("drongo_registrations"),
+        1,
+        "registration flushed and reloaded"
+    );
+}
