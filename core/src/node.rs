@@ -198,6 +198,18 @@ impl Node {
     /// UA registers again), and a call whose record could not be saved is ended.
     pub fn handle_store_failure(&mut self, now: UnixMillis, batch: &Batch) {
         self.metrics.store_failures += batch.writes.len() as u64;
+        // The responses of this batch were never sent: their server transactions must not
+        // send them later for a retransmitted request.
+        for t in &batch.transmits {
+            if let Ok(SipMessage::Response(r)) =
+                crate::message::parse_datagram(&t.bytes, &self.limits)
+            {
+                if let Some(key) = TxKey::server_key_of_response(&r) {
+                    self.tx.abandon(&key);
+                }
+            }
+        }
+        self.process_events(now);
         for w in &batch.writes {
             if let Some(aor) = w.key().strip_prefix("reg/") {
                 self.registrar.forget(aor);

@@ -337,11 +337,30 @@ fn state_whose_write_failed_is_not_used() {
     // The store refused the write: the 200 was never sent, and the binding is not used.
     n.handle_store_failure(T0 + 1, &batch);
     assert_eq!(n.registrations(), 0);
+    assert_eq!(
+        n.transactions(),
+        0,
+        "the REGISTER's transaction is abandoned"
+    );
+    // A retransmission of the REGISTER is processed afresh (a new write), not answered
+    // from the abandoned transaction's memory.
+    send(
+        &mut n,
+        T0 + 2,
+        B,
+        "REGISTER sip:127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKr1\n\
+         Max-Forwards: 70\nFrom: <sip:bob@127.0.0.1>;tag=r\nTo: <sip:bob@127.0.0.1>\n\
+         Call-ID: reg1\nCSeq: 1 REGISTER\nContact: <sip:bob@127.0.0.1:5062>\n\
+         Content-Length: 0\n\n",
+    );
+    let again = n.poll_batch().unwrap();
+    assert_eq!(again.writes.len(), 1);
+    n.handle_store_failure(T0 + 3, &again);
     send(&mut n, T0 + 2, A, INVITE);
     let mut store = BTreeMap::new();
     assert_eq!(
         lines(&run(&mut n, &mut store)),
         ["127.0.0.1:5061 404 Not Found"]
     );
-    assert_eq!(n.metrics().store_failures, 1);
+    assert_eq!(n.metrics().store_failures, 2);
 }

@@ -120,6 +120,22 @@ impl TxKey {
         })
     }
 
+    /// The server transaction key a response we sent belongs to (magic-cookie branches
+    /// only: that is how a server finds it again).
+    pub fn server_key_of_response(resp: &Response) -> Option<TxKey> {
+        let via = Via::parse(resp.headers.get("Via")?)?;
+        let cseq = CSeq::parse(resp.headers.get("CSeq")?)?;
+        let branch = via
+            .branch()
+            .filter(|b| b.starts_with(BRANCH_MAGIC_COOKIE))?;
+        Some(TxKey {
+            role: Role::Server,
+            branch: branch.to_string(),
+            sent_by: via.sent_by(),
+            method: Self::matching_method(&cseq.method),
+        })
+    }
+
     /// The key of the client transaction that sends `req`.
     fn for_outgoing(req: &Request) -> Option<TxKey> {
         let via = Via::parse(req.headers.get("Via")?)?;
@@ -510,6 +526,19 @@ impl TransactionLayer {
     /// The transport could not deliver a message of transaction `key` (§17.1.4, §17.2.4).
     pub fn handle_transport_error(&mut self, key: &TxKey, now: UnixMillis) {
         self.step(key, |tx, out, _| tx.on_transport_error(now, out));
+    }
+
+    /// Forgets transaction `key` at once, without sending anything: its last response was
+    /// never sent (the store write it depended on failed), so a retransmitted request must
+    /// reach the TU again instead of getting that response.
+    pub fn abandon(&mut self, key: &TxKey) {
+        if let Some(at) = self.scheduled.remove(key) {
+            self.timers.remove(&(at, key.clone()));
+        }
+        if self.transactions.remove(key).is_some() {
+            self.events
+                .push_back(TxEvent::Terminated { key: key.clone() });
+        }
     }
 
     /// The INVITE server transaction that a CANCEL server transaction cancels (§9.2): same
