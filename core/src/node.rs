@@ -20,7 +20,7 @@ use crate::transaction::{
     Peer, Transaction, TransactionLayer, Transmit, Transport, TxEvent, TxKey,
 };
 use crate::UnixMillis;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 
 /// Store writes and the transmits that may only leave once the writes are durable.
@@ -106,11 +106,12 @@ pub struct Node {
     registrar: Registrar,
     auth: Authenticator,
     calls: BTreeMap<String, Call>,
-    /// (Call-ID, local tag) of each leg → (call id, side).
-    dialogs: BTreeMap<(String, String), (String, Side)>,
-    client_txs: BTreeMap<TxKey, (String, Purpose)>,
+    /// (Call-ID, local tag) of each leg → (call id, side). Hash maps here are only looked
+    /// up, never iterated, so they decide no output order.
+    dialogs: HashMap<(String, String), (String, Side)>,
+    client_txs: HashMap<TxKey, (String, Purpose)>,
     /// The caller's INVITE server transaction → call id (for CANCEL).
-    server_invites: BTreeMap<TxKey, String>,
+    server_invites: HashMap<TxKey, String>,
     call_timers: BTreeSet<(UnixMillis, String)>,
     call_scheduled: BTreeMap<String, UnixMillis>,
     writes: Vec<StoreWrite>,
@@ -135,9 +136,9 @@ impl Node {
             registrar: Registrar::default(),
             auth: Authenticator::new(secret),
             calls: BTreeMap::new(),
-            dialogs: BTreeMap::new(),
-            client_txs: BTreeMap::new(),
-            server_invites: BTreeMap::new(),
+            dialogs: HashMap::new(),
+            client_txs: HashMap::new(),
+            server_invites: HashMap::new(),
             call_timers: BTreeSet::new(),
             call_scheduled: BTreeMap::new(),
             writes: Vec::new(),

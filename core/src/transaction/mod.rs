@@ -13,6 +13,7 @@ mod client_invite;
 mod client_non_invite;
 mod server_invite;
 mod server_non_invite;
+mod table;
 mod timers;
 
 pub use client_invite::{ClientInviteState, ClientInviteTransaction};
@@ -25,8 +26,9 @@ use crate::ids::BRANCH_MAGIC_COOKIE;
 use crate::message::{header_param, CSeq, Method, Request, Response, SipMessage, Via};
 use crate::UnixMillis;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
+use table::Table;
 
 /// A transport protocol of §18.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -299,10 +301,8 @@ pub struct Snapshot {
 #[derive(Debug, Default)]
 pub struct TransactionLayer {
     config: TimerConfig,
-    transactions: BTreeMap<TxKey, Transaction>,
-    /// (deadline, key) of every transaction that has one; the index of all timers.
-    timers: BTreeSet<(UnixMillis, TxKey)>,
-    scheduled: BTreeMap<TxKey, UnixMillis>,
+    /// Every transaction, with the index of all their deadlines.
+    transactions: Table,
     transmits: VecDeque<Transmit>,
     events: VecDeque<TxEvent>,
 }
@@ -325,21 +325,21 @@ impl TransactionLayer {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.transactions.is_empty()
+        self.transactions.len() == 0
     }
 
     pub fn get(&self, key: &TxKey) -> Option<&Transaction> {
         self.transactions.get(key)
     }
 
-    /// Every live transaction, in key order.
+    /// Every live transaction, in creation order.
     pub fn iter(&self) -> impl Iterator<Item = (&TxKey, &Transaction)> {
         self.transactions.iter()
     }
 
     /// The next deadline of any transaction.
     pub fn poll_timeout(&self) -> Option<UnixMillis> {
-        self.timers.first().map(|(t, _)| *t)
+        self.transactions.next_deadline()
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -369,9 +369,6 @@ impl TransactionLayer {
     }
 
     fn reschedule(&mut self, key: &TxKey) {
-        if let Some(old) = self.scheduled.remove(key) {
-            self.timers.remove(&(old, key.clone()));
-        }
         let Some(tx) = self.transactions.get(key) else {
             return;
         };
@@ -381,10 +378,8 @@ impl TransactionLayer {
                 .push_back(TxEvent::Terminated { key: key.clone() });
             return;
         }
-        if let Some((at, _)) = tx.deadline(&self.config) {
-            self.timers.insert((at, key.clone()));
-            self.scheduled.insert(key.clone(), at);
-        }
+        let at = tx.deadline(&self.config).map(|(at, _)| at);
+        self.transactions.schedule(key, at);
     }
 
     fn insert(&mut self, key: TxKey, tx: Transaction) {
@@ -392,10 +387,10 @@ impl TransactionLayer {
         self.reschedule(&key);
     }
 
-    /// Fires every timer due at `now`, in (deadline, key) order; a transaction's own timers
-    /// fire in deadline order, ties in the order of [`Timer`].
+    /// Fires every timer due at `now`, in (deadline, creation) order; a transaction's own
+    /// timers fire in deadline order, ties in the order of [`Timer`].
     pub fn handle_timeout(&mut self, now: UnixMillis) {
-        while let Some((at, key)) = self.timers.first().cloned() {
+        while let Some((at, key)) = self.transactions.first_timer() {
             if at > now {
                 break;
             }
@@ -409,8 +404,7 @@ impl TransactionLayer {
             });
             if fired.is_none() {
                 // Stale index entry; cannot happen, but never loop on it.
-                self.timers.remove(&(at, key.clone()));
-                self.scheduled.remove(&key);
+                self.transactions.schedule(&key, None);
             }
         }
     }
@@ -427,7 +421,7 @@ impl TransactionLayer {
         let Some(key) = TxKey::for_request(&req) else {
             return; // validation guarantees a Via; nothing to match otherwise
         };
-        if self.transactions.contains_key(&key) {
+        if self.transactions.contains(&key) {
             self.step(&key, |tx, out, _| match tx {
                 Transaction::ServerInvite(t) => t.on_request(req, from, now, out),
                 Transaction::ServerNonInvite(t) => t.on_request(&req, out),
@@ -455,7 +449,7 @@ impl TransactionLayer {
     fn handle_response(&mut self, resp: Response, from: Peer, now: UnixMillis) {
         let key = TxKey::for_response(&resp);
         match key {
-            Some(key) if self.transactions.contains_key(&key) => {
+            Some(key) if self.transactions.contains(&key) => {
                 self.step(&key, |tx, out, cfg| match tx {
                     Transaction::ClientInvite(t) => t.on_response(resp, now, cfg, out),
                     Transaction::ClientNonInvite(t) => t.on_response(resp, now, out),
@@ -484,7 +478,7 @@ impl TransactionLayer {
         if req.headers.get("CSeq").and_then(CSeq::parse).is_none() {
             return Err(TxError::BadRequest);
         }
-        if self.transactions.contains_key(&key) {
+        if self.transactions.contains(&key) {
             return Err(TxError::DuplicateTransaction);
         }
         self.transmits.push_back(Transmit {
@@ -532,9 +526,6 @@ impl TransactionLayer {
     /// never sent (the store write it depended on failed), so a retransmitted request must
     /// reach the TU again instead of getting that response.
     pub fn abandon(&mut self, key: &TxKey) {
-        if let Some(at) = self.scheduled.remove(key) {
-            self.timers.remove(&(at, key.clone()));
-        }
         if self.transactions.remove(key).is_some() {
             self.events
                 .push_back(TxEvent::Terminated { key: key.clone() });
@@ -548,7 +539,7 @@ impl TransactionLayer {
             method: Method::Invite,
             ..cancel.clone()
         };
-        self.transactions.contains_key(&key).then_some(key)
+        self.transactions.contains(&key).then_some(key)
     }
 
     /// A snapshot of transaction `key`.
@@ -559,7 +550,8 @@ impl TransactionLayer {
         })
     }
 
-    /// Snapshots of every transaction, in key order.
+    /// Snapshots of every transaction, in creation order (restoring them in this order keeps
+    /// the order in which their deadlines fire).
     pub fn snapshots(&self) -> Vec<Snapshot> {
         self.transactions
             .iter()
