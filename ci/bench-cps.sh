@@ -12,7 +12,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash ci/install.sh --bench
-CPS_RATES=${CPS_RATES:-"500 1000 1500 2000 2500 3000 3500 4000 5000"}
+CPS_RATES=${CPS_RATES:-"500 1000 1500 2000 2500 3000 3500 4000 4500 5000 6000"}
 REG_RATES=${REG_RATES:-"4000 8000 12000 16000 20000 24000 28000 32000 40000"}
 SECS=${SECS:-10}
 if [ "${1:-}" = "--smoke" ]; then
