@@ -78,16 +78,14 @@ fn send(n: &mut Node, now: u64, from: &str, text: &str) {
     n.handle_datagram(now, peer(from), text.replace('\n', "\r\n").as_bytes());
 }
 
+/// Bob registers his contact at 127.0.0.1:5062.
+const REGISTER_BOB: &str = "REGISTER sip:127.0.0.1 SIP/2.0\n\
+Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKr1\nMax-Forwards: 70\n\
+From: <sip:bob@127.0.0.1>;tag=r\nTo: <sip:bob@127.0.0.1>\nCall-ID: reg1\nCSeq: 1 REGISTER\n\
+Contact: <sip:bob@127.0.0.1:5062>\nExpires: 600\nContent-Length: 0\n\n";
+
 fn register_bob(n: &mut Node, store: &mut BTreeMap<String, StoredRecord>) {
-    send(
-        n,
-        T0,
-        B,
-        "REGISTER sip:127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKr1\n\
-         Max-Forwards: 70\nFrom: <sip:bob@127.0.0.1>;tag=r\nTo: <sip:bob@127.0.0.1>\n\
-         Call-ID: reg1\nCSeq: 1 REGISTER\nContact: <sip:bob@127.0.0.1:5062>\nExpires: 600\n\
-         Content-Length: 0\n\n",
-    );
+    send(n, T0, B, REGISTER_BOB);
     let out = run(n, store);
     assert_eq!(lines(&out), ["127.0.0.1:5062 200 OK"]);
     assert!(store.contains_key("reg/bob"));
@@ -322,15 +320,7 @@ fn unknown_user_404_known_but_unregistered_480_and_auth_challenge() {
 #[test]
 fn state_whose_write_failed_is_not_used() {
     let mut n = node(Config::default());
-    send(
-        &mut n,
-        T0,
-        B,
-        "REGISTER sip:127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKr1\n\
-         Max-Forwards: 70\nFrom: <sip:bob@127.0.0.1>;tag=r\nTo: <sip:bob@127.0.0.1>\n\
-         Call-ID: reg1\nCSeq: 1 REGISTER\nContact: <sip:bob@127.0.0.1:5062>\n\
-         Content-Length: 0\n\n",
-    );
+    send(&mut n, T0, B, REGISTER_BOB);
     let batch = n.poll_batch().unwrap();
     assert_eq!(batch.writes.len(), 1);
     assert_eq!(n.registrations(), 1);
@@ -344,15 +334,7 @@ fn state_whose_write_failed_is_not_used() {
     );
     // A retransmission of the REGISTER is processed afresh (a new write), not answered
     // from the abandoned transaction's memory.
-    send(
-        &mut n,
-        T0 + 2,
-        B,
-        "REGISTER sip:127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKr1\n\
-         Max-Forwards: 70\nFrom: <sip:bob@127.0.0.1>;tag=r\nTo: <sip:bob@127.0.0.1>\n\
-         Call-ID: reg1\nCSeq: 1 REGISTER\nContact: <sip:bob@127.0.0.1:5062>\n\
-         Content-Length: 0\n\n",
-    );
+    send(&mut n, T0 + 2, B, REGISTER_BOB);
     let again = n.poll_batch().unwrap();
     assert_eq!(again.writes.len(), 1);
     n.handle_store_failure(T0 + 3, &again);

@@ -12,7 +12,7 @@
 //! the leader died), and the caller must re-read.
 
 use super::redb_store::RedbStore;
-use super::{apply_by_key, check, record_of, Change, Store, StoreError};
+use super::{apply_by_key, check, record_of, Change, KeyWriter, Store, StoreError};
 use drongo_core::store::{StoreWrite, StoredRecord};
 use drongo_core::UnixMillis;
 use etcd_client::{
@@ -58,7 +58,9 @@ impl EtcdStore {
             None => (None, 0),
         })
     }
+}
 
+impl KeyWriter for EtcdStore {
     async fn write_one(&self, w: StoreWrite, now: UnixMillis) -> Result<(), StoreError> {
         let (current, revision) = self.read(w.key()).await?;
         check(current.as_ref(), &w, now)?;
@@ -176,11 +178,6 @@ impl Store for EtcdStore {
         writes: Vec<StoreWrite>,
         now: UnixMillis,
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-        let store = self.clone();
-        apply_by_key(writes, move |w| {
-            let store = store.clone();
-            async move { store.write_one(w, now).await }
-        })
-        .await
+        apply_by_key(self, writes, now).await
     }
 }

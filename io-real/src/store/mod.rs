@@ -229,17 +229,24 @@ async fn settle<S: Store>(
     }
 }
 
-/// Applies `writes` through `write_one`, concurrently across keys and in order within a
-/// key, and answers each write in its place (for backends whose writes are network calls).
+/// A backend whose writes are network calls, one key at a time.
 #[cfg(any(feature = "etcd", feature = "tikv"))]
-pub(crate) async fn apply_by_key<F, Fut>(
+pub(crate) trait KeyWriter: Clone + Send + Sync + 'static {
+    fn write_one(
+        &self,
+        w: StoreWrite,
+        now: UnixMillis,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Applies `writes` through `store`, concurrently across keys and in order within a key,
+/// and answers each write in its place.
+#[cfg(any(feature = "etcd", feature = "tikv"))]
+pub(crate) async fn apply_by_key<W: KeyWriter>(
+    store: &W,
     writes: Vec<StoreWrite>,
-    write_one: F,
-) -> Result<Vec<Result<(), StoreError>>, StoreError>
-where
-    F: Fn(StoreWrite) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = Result<(), StoreError>> + Send,
-{
+    now: UnixMillis,
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
     let n = writes.len();
     let mut chains: BTreeMap<String, Vec<(usize, StoreWrite)>> = BTreeMap::new();
     for (i, w) in writes.into_iter().enumerate() {
@@ -247,11 +254,11 @@ where
     }
     let mut tasks = tokio::task::JoinSet::new();
     for (_, chain) in chains {
-        let write_one = write_one.clone();
+        let store = store.clone();
         tasks.spawn(async move {
             let mut out = Vec::with_capacity(chain.len());
             for (i, w) in chain {
-                out.push((i, write_one(w).await));
+                out.push((i, store.write_one(w, now).await));
             }
             out
         });

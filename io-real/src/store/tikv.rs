@@ -13,7 +13,7 @@
 //!   record created after the tombstone.
 
 use super::redb_store::RedbStore;
-use super::{apply_by_key, check, record_of, Change, Store, StoreError};
+use super::{apply_by_key, check, record_of, Change, KeyWriter, Store, StoreError};
 use drongo_core::store::{StoreWrite, StoredRecord};
 use drongo_core::UnixMillis;
 use tikv_client::RawClient;
@@ -44,7 +44,9 @@ impl TikvStore {
             client: client.with_atomic_for_cas(),
         })
     }
+}
 
+impl KeyWriter for TikvStore {
     async fn write_one(&self, w: StoreWrite, now: UnixMillis) -> Result<(), StoreError> {
         let full = format!("{PREFIX}{}", w.key());
         let raw = self.client.get(full.clone()).await.map_err(retryable)?;
@@ -154,11 +156,6 @@ impl Store for TikvStore {
         writes: Vec<StoreWrite>,
         now: UnixMillis,
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-        let store = self.clone();
-        apply_by_key(writes, move |w| {
-            let store = store.clone();
-            async move { store.write_one(w, now).await }
-        })
-        .await
+        apply_by_key(self, writes, now).await
     }
 }
