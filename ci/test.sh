@@ -10,6 +10,8 @@ echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --features drongo/etcd,drongo/tikv -- -D warnings
+echo "== io-real builds for the simulation (--cfg madsim, own target dir)"
+RUSTFLAGS="--cfg madsim" cargo build -p drongo --lib --target-dir target-sim
 echo "== etcd: 3-member cluster on loopback"
 etcd_dir=$(mktemp -d /tmp/drongo-etcd.XXXXXX)
 trap 'bash ci/etcd.sh stop "$etcd_dir"' EXIT

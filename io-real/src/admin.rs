@@ -94,7 +94,7 @@ pub fn render_metrics(node: &Node) -> String {
 pub async fn serve(listener: TcpListener, input: mpsc::Sender<Input>) {
     while let Ok((mut stream, _)) = listener.accept().await {
         let input = input.clone();
-        tokio::spawn(async move {
+        tokio::task::spawn(async move {
             let mut buf = vec![0u8; 4096];
             let mut len = 0;
             let read = tokio::time::timeout(Duration::from_secs(5), async {

@@ -63,7 +63,7 @@ impl Sender {
     async fn send(&self, t: Transmit) {
         match t.to.transport {
             Transport::Udp => {
-                if let Err(e) = self.udp.send_to(&t.bytes, t.to.addr).await {
+                if let Err(e) = udp_send(&self.udp, &t.bytes, t.to.addr).await {
                     debug!(to = %t.to.addr, error = %e, "udp send failed");
                 }
             }
@@ -102,10 +102,10 @@ fn spawn_connection(
     addr: SocketAddr,
     sender: Sender,
 ) -> mpsc::UnboundedSender<Vec<u8>> {
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
     sender.conns().insert(addr, tx.clone());
-    tokio::spawn(async move {
+    tokio::task::spawn(async move {
         while let Some(bytes) = rx.recv().await {
             if wr.write_all(&bytes).await.is_err() {
                 break;
@@ -113,7 +113,7 @@ fn spawn_connection(
         }
     });
     let writer = tx.clone();
-    tokio::spawn(async move {
+    tokio::task::spawn(async move {
         let mut framer = StreamFramer::new(sender.max_message);
         let mut buf = vec![0u8; 16 * 1024];
         let from = Peer {
@@ -207,7 +207,8 @@ async fn committer<S: Store>(store: S, mut rx: mpsc::Receiver<Batch>, sender: Se
     }
 }
 
-fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+#[cfg(not(madsim))]
+async fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     // Large buffers: a burst of thousands of calls per second must not overflow them.
@@ -219,6 +220,23 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
+/// Under simulation the socket is madsim's, which has no buffers to size.
+#[cfg(madsim)]
+async fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    UdpSocket::bind(addr).await
+}
+
+#[cfg(not(madsim))]
+async fn udp_send(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) -> std::io::Result<()> {
+    socket.send_to(bytes, to).await.map(|_| ())
+}
+
+/// madsim's `send_to` takes the destination first.
+#[cfg(madsim)]
+async fn udp_send(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) -> std::io::Result<()> {
+    socket.send_to(to, bytes).await
+}
+
 /// Runs a node until `shutdown` completes, then drains: no new calls, transactions finish,
 /// every batch is committed and sent.
 pub async fn run<S: Store + Clone>(
@@ -226,7 +244,7 @@ pub async fn run<S: Store + Clone>(
     store: S,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let udp = Arc::new(udp_socket(rc.sip)?);
+    let udp = Arc::new(udp_socket(rc.sip).await?);
     let tcp = TcpListener::bind(rc.sip).await?;
     let admin_listener = TcpListener::bind(rc.admin).await?;
     info!(sip = %rc.sip, admin = %rc.admin, "drongo listening (UDP and TCP)");
@@ -239,12 +257,12 @@ pub async fn run<S: Store + Clone>(
         input: input_tx.clone(),
         max_message: rc.core.limits.max_message_size,
     };
-    let committer = tokio::spawn(committer(store.clone(), batch_rx, sender.clone()));
+    let committer = tokio::task::spawn(committer(store.clone(), batch_rx, sender.clone()));
 
     // UDP receiver.
     {
         let (udp, input) = (udp.clone(), input_tx.clone());
-        tokio::spawn(async move {
+        tokio::task::spawn(async move {
             let mut buf = vec![0u8; 65_535];
             loop {
                 match udp.recv_from(&mut buf).await {
@@ -266,14 +284,14 @@ pub async fn run<S: Store + Clone>(
     // TCP acceptor.
     {
         let sender = sender.clone();
-        tokio::spawn(async move {
+        tokio::task::spawn(async move {
             while let Ok((stream, addr)) = tcp.accept().await {
                 let _ = stream.set_nodelay(true);
                 spawn_connection(stream, addr, sender.clone());
             }
         });
     }
-    tokio::spawn(admin::serve(admin_listener, input_tx.clone()));
+    tokio::task::spawn(admin::serve(admin_listener, input_tx.clone()));
 
     let seed = now_ms() ^ u64::from(std::process::id()).rotate_left(32);
     let mut node = Node::new(rc.core, rc.sip, rc.node_id, seed);

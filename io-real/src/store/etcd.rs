@@ -113,7 +113,7 @@ impl Store for EtcdStore {
             .await
             .map_err(retryable)?;
         let (tx, rx) = tokio::sync::mpsc::channel(4096);
-        tokio::spawn(async move {
+        tokio::task::spawn(async move {
             let _watcher = watcher; // dropping it would cancel the watch
             while let Ok(Some(resp)) = stream.message().await {
                 for ev in resp.events() {

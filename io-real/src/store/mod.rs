@@ -300,7 +300,7 @@ impl LocalChanges {
         let mut rx = self.0.subscribe();
         let (tx, out) = tokio::sync::mpsc::channel(4096);
         let prefix = prefix.to_string();
-        tokio::spawn(async move {
+        tokio::task::spawn(async move {
             loop {
                 match rx.recv().await {
                     Ok(c) if c.key.starts_with(&prefix) => {

@@ -81,7 +81,7 @@ impl Store for TikvStore {
             .into_iter()
             .map(|r| (r.key.clone(), r))
             .collect();
-        tokio::spawn(async move {
+        tokio::task::spawn(async move {
             loop {
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
                 let Ok(now) = store.scan(&prefix, usize::MAX, 0).await else {
