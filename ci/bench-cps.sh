@@ -24,6 +24,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   pkill -f "kamailio -f $root/ci/kamailio-baseline.cfg" 2>/dev/null || true
+  pkill -f "sipp -sf ci/sipp/uas_bench.xml" 2>/dev/null || true
   wait 2>/dev/null || true
 }
 trap cleanup EXIT
