@@ -42,6 +42,11 @@ impl IdGen {
         out
     }
 
+    /// A random number below `n` (e.g. a Retry-After value).
+    pub fn below(&mut self, n: u32) -> u32 {
+        self.rng.next_u32() % n.max(1)
+    }
+
     /// A From/To tag (§19.3: at least 32 bits of randomness; we use 80).
     pub fn tag(&mut self) -> String {
         self.token(10)

@@ -382,12 +382,7 @@ impl Node {
         contact_for(self.local, transport)
     }
 
-    /// Answers server transaction `key` (the To tag is added when the request has none).
-    fn respond(&mut self, key: &TxKey, req: &Request, resp: Response, now: UnixMillis) {
-        let _ = self.tx.send_response(key, resp, now);
-        let _ = req;
-    }
-
+    /// Answers server transaction `key` (a To tag is added when the request has none).
     fn reply(
         &mut self,
         key: &TxKey,
@@ -402,7 +397,7 @@ impl Node {
         for (n, v) in headers {
             resp.headers.push(n, v.clone());
         }
-        self.respond(key, req, resp, now);
+        let _ = self.tx.send_response(key, resp, now);
     }
 
     fn persist(&mut self, id: &str) {
@@ -735,21 +730,27 @@ impl Node {
         let send_cancel = call.b_provisional;
         let a_tag = call.a.local_tag.clone();
         let a_invite = call.a_invite.clone();
-        let b_invite = call.b_invite.clone();
         if let Some((k, r)) = a_invite {
             let resp = response_to(&r, 487, None, &a_tag);
             let _ = self.tx.send_response(&k, resp, now);
         }
         if send_cancel {
-            if let Some((_, b_req)) = b_invite {
-                let peer = self.calls.get(id).map(|c| c.b.peer);
-                if let Some(peer) = peer {
-                    let cancel = crate::message::cancel_for(&b_req);
-                    self.send(id, cancel, peer, Purpose::Fire, now);
-                }
-            }
+            self.cancel_callee(id, now);
         }
         self.metrics.calls_failed += 1;
+    }
+
+    /// CANCEL for the INVITE to the callee (§9.1; only once it has sent a provisional).
+    fn cancel_callee(&mut self, id: &str, now: UnixMillis) {
+        let Some((b_req, peer)) = self
+            .calls
+            .get(id)
+            .and_then(|c| Some((c.b_invite.as_ref()?.1.clone(), c.b.peer)))
+        else {
+            return;
+        };
+        let cancel = crate::message::cancel_for(&b_req);
+        self.send(id, cancel, peer, Purpose::Fire, now);
     }
 
     fn in_dialog(
@@ -771,7 +772,8 @@ impl Node {
             .map_or(0, |c| c.seq);
         let d = call.dialog_mut(side);
         if d.remote_cseq.is_some_and(|rc| cseq <= rc) {
-            let wait = (self.ids.call_id().len() % 10).to_string();
+            // §14.1: a random 0–10 s, from the node's seeded generator.
+            let wait = self.ids.below(11).to_string();
             return self.reply(
                 &key,
                 &req,
@@ -957,11 +959,7 @@ impl Node {
             }
             if call.state == CallState::Cancelling {
                 if first {
-                    if let Some((_, b_req)) = call.b_invite.clone() {
-                        let peer = call.b.peer;
-                        let cancel = crate::message::cancel_for(&b_req);
-                        self.send(id, cancel, peer, Purpose::Fire, now);
-                    }
+                    self.cancel_callee(id, now);
                 }
                 return;
             }
