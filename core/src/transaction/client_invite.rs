@@ -111,13 +111,7 @@ impl ClientInviteTransaction {
         }
     }
 
-    pub(crate) fn on_response(
-        &mut self,
-        resp: Response,
-        now: UnixMillis,
-        _cfg: &TimerConfig,
-        out: &mut Out,
-    ) {
+    pub(crate) fn on_response(&mut self, resp: Response, now: UnixMillis, out: &mut Out) {
         use ClientInviteState::*;
         let code = resp.code;
         match (self.state, code) {

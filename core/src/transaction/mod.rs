@@ -242,11 +242,11 @@ impl Transaction {
         }
     }
 
-    fn on_timer(&mut self, timer: Timer, now: UnixMillis, cfg: &TimerConfig, out: &mut Out) {
+    fn on_timer(&mut self, timer: Timer, now: UnixMillis, out: &mut Out) {
         match self {
             Self::ClientInvite(t) => t.on_timer(timer, now, out),
             Self::ClientNonInvite(t) => t.on_timer(timer, now, out),
-            Self::ServerInvite(t) => t.on_timer(timer, now, cfg, out),
+            Self::ServerInvite(t) => t.on_timer(timer, now, out),
             Self::ServerNonInvite(t) => t.on_timer(timer, now, out),
         }
     }
@@ -355,7 +355,7 @@ impl TransactionLayer {
     fn step<R>(
         &mut self,
         key: &TxKey,
-        f: impl FnOnce(&mut Transaction, &mut Out, &TimerConfig) -> R,
+        f: impl FnOnce(&mut Transaction, &mut Out) -> R,
     ) -> Option<R> {
         let tx = self.transactions.get_mut(key)?;
         let mut out = Out {
@@ -363,7 +363,7 @@ impl TransactionLayer {
             transmits: &mut self.transmits,
             events: &mut self.events,
         };
-        let r = f(tx, &mut out, &self.config);
+        let r = f(tx, &mut out);
         self.reschedule(key);
         Some(r)
     }
@@ -395,10 +395,10 @@ impl TransactionLayer {
                 break;
             }
             let cfg = self.config;
-            let fired = self.step(&key, |tx, out, _| {
+            let fired = self.step(&key, |tx, out| {
                 if let Some((due, timer)) = tx.deadline(&cfg) {
                     if due <= now {
-                        tx.on_timer(timer, now, &cfg, out);
+                        tx.on_timer(timer, now, out);
                     }
                 }
             });
@@ -422,7 +422,7 @@ impl TransactionLayer {
             return; // validation guarantees a Via; nothing to match otherwise
         };
         if self.transactions.contains(&key) {
-            self.step(&key, |tx, out, _| match tx {
+            self.step(&key, |tx, out| match tx {
                 Transaction::ServerInvite(t) => t.on_request(req, from, now, out),
                 Transaction::ServerNonInvite(t) => t.on_request(&req, out),
                 _ => {}
@@ -450,8 +450,8 @@ impl TransactionLayer {
         let key = TxKey::for_response(&resp);
         match key {
             Some(key) if self.transactions.contains(&key) => {
-                self.step(&key, |tx, out, cfg| match tx {
-                    Transaction::ClientInvite(t) => t.on_response(resp, now, cfg, out),
+                self.step(&key, |tx, out| match tx {
+                    Transaction::ClientInvite(t) => t.on_response(resp, now, out),
                     Transaction::ClientNonInvite(t) => t.on_response(resp, now, out),
                     _ => {}
                 });
@@ -501,8 +501,8 @@ impl TransactionLayer {
         resp: Response,
         now: UnixMillis,
     ) -> Result<(), TxError> {
-        self.step(key, |tx, out, cfg| match tx {
-            Transaction::ServerInvite(t) => t.send_response(resp, now, cfg, out),
+        self.step(key, |tx, out| match tx {
+            Transaction::ServerInvite(t) => t.send_response(resp, now, out),
             Transaction::ServerNonInvite(t) => t.send_response(resp, now, out),
             _ => Err(TxError::UnknownTransaction),
         })
@@ -519,7 +519,7 @@ impl TransactionLayer {
 
     /// The transport could not deliver a message of transaction `key` (§17.1.4, §17.2.4).
     pub fn handle_transport_error(&mut self, key: &TxKey, now: UnixMillis) {
-        self.step(key, |tx, out, _| tx.on_transport_error(now, out));
+        self.step(key, |tx, out| tx.on_transport_error(now, out));
     }
 
     /// Forgets transaction `key` at once, without sending anything: its last response was

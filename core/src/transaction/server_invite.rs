@@ -97,13 +97,7 @@ impl ServerInviteTransaction {
         }
     }
 
-    pub(crate) fn on_timer(
-        &mut self,
-        timer: Timer,
-        now: UnixMillis,
-        _cfg: &TimerConfig,
-        out: &mut Out,
-    ) {
+    pub(crate) fn on_timer(&mut self, timer: Timer, now: UnixMillis, out: &mut Out) {
         use ServerInviteState::*;
         match (self.state, timer) {
             (Proceeding, Timer::Trying) => {
@@ -144,7 +138,6 @@ impl ServerInviteTransaction {
         &mut self,
         resp: Response,
         now: UnixMillis,
-        _cfg: &TimerConfig,
         out: &mut Out,
     ) -> Result<(), TxError> {
         use ServerInviteState::*;
