@@ -111,6 +111,8 @@ fn main() -> ExitCode {
         admin,
         core,
         node_id,
+        seed: drongo_io_real::runtime::now_ms() ^ u64::from(std::process::id()).rotate_left(32),
+        clock: Default::default(),
     };
     let store = match rt.block_on(AnyStore::open(&url)) {
         Ok(s) => s,

@@ -33,6 +33,19 @@ pub fn now_ms() -> UnixMillis {
         .unwrap_or(0)
 }
 
+/// The node's wall clock: the system clock plus a fixed offset. The offset is zero in
+/// production; the simulation gives nodes clocks that disagree within a bound.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Clock {
+    pub offset_ms: i64,
+}
+
+impl Clock {
+    pub fn now(&self) -> UnixMillis {
+        now_ms().saturating_add_signed(self.offset_ms)
+    }
+}
+
 /// What the socket and admin tasks hand to the node task.
 pub enum Input {
     Packet { from: Peer, bytes: Vec<u8> },
@@ -46,6 +59,10 @@ pub struct RunConfig {
     pub admin: SocketAddr,
     pub core: Config,
     pub node_id: u16,
+    /// Seeds the node's tags, branches and Call-IDs (the simulation fixes it; `drongo run`
+    /// takes it from the clock and the process id).
+    pub seed: u64,
+    pub clock: Clock,
 }
 
 type TcpConns = Arc<Mutex<HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>>>;
@@ -167,7 +184,12 @@ fn spawn_connection(
 
 /// Takes batches in order, commits the writes of all that are waiting with one store
 /// commit, then sends the transmits of those whose writes all succeeded.
-async fn committer<S: Store>(store: S, mut rx: mpsc::Receiver<Batch>, sender: Sender) {
+async fn committer<S: Store>(
+    store: S,
+    mut rx: mpsc::Receiver<Batch>,
+    sender: Sender,
+    clock: Clock,
+) {
     while let Some(first) = rx.recv().await {
         let mut batches = vec![first];
         while batches.len() < 1024 {
@@ -183,7 +205,7 @@ async fn committer<S: Store>(store: S, mut rx: mpsc::Receiver<Batch>, sender: Se
         let results = if writes.is_empty() {
             Vec::new()
         } else {
-            apply_resolved(&store, writes, now_ms, STORE_PATIENCE).await
+            apply_resolved(&store, writes, || clock.now(), STORE_PATIENCE).await
         };
         let mut offset = 0;
         for batch in batches {
@@ -257,7 +279,8 @@ pub async fn run<S: Store + Clone>(
         input: input_tx.clone(),
         max_message: rc.core.limits.max_message_size,
     };
-    let committer = tokio::task::spawn(committer(store.clone(), batch_rx, sender.clone()));
+    let committer =
+        tokio::task::spawn(committer(store.clone(), batch_rx, sender.clone(), rc.clock));
 
     // UDP receiver.
     {
@@ -293,8 +316,9 @@ pub async fn run<S: Store + Clone>(
     }
     tokio::task::spawn(admin::serve(admin_listener, input_tx.clone()));
 
-    let seed = now_ms() ^ u64::from(std::process::id()).rotate_left(32);
-    let mut node = Node::new(rc.core, rc.sip, rc.node_id, seed);
+    let clock = rc.clock;
+    let now_ms = || clock.now();
+    let mut node = Node::new(rc.core, rc.sip, rc.node_id, rc.seed);
     // Load every record; a store that is briefly unavailable is waited for, a fatal error
     // (or one that lasts) stops the node rather than run it without its state.
     let mut delay = 100;
@@ -347,11 +371,11 @@ pub async fn run<S: Store + Clone>(
             }
             input = input_rx.recv() => {
                 let Some(input) = input else { break };
-                handle_input(&mut node, input);
+                handle_input(&mut node, input, now_ms());
                 // Take whatever else is ready, up to a bound, before looking at timers.
                 for _ in 0..256 {
                     match input_rx.try_recv() {
-                        Ok(i) => handle_input(&mut node, i),
+                        Ok(i) => handle_input(&mut node, i, now_ms()),
                         Err(_) => break,
                     }
                 }
@@ -369,10 +393,10 @@ pub async fn run<S: Store + Clone>(
     Ok(())
 }
 
-fn handle_input(node: &mut Node, input: Input) {
+fn handle_input(node: &mut Node, input: Input, now: UnixMillis) {
     match input {
-        Input::Packet { from, bytes } => node.handle_datagram(now_ms(), from, &bytes),
-        Input::StoreFailed(batch) => node.handle_store_failure(now_ms(), &batch),
+        Input::Packet { from, bytes } => node.handle_datagram(now, from, &bytes),
+        Input::StoreFailed(batch) => node.handle_store_failure(now, &batch),
         Input::Metrics(reply) => {
             let _ = reply.send(admin::render_metrics(node));
         }

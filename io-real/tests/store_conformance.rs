@@ -4,223 +4,13 @@
 //! `ci/test.sh`) also: kill the leader during a stream of CAS operations and check the
 //! recorded history for linearizability.
 
-use drongo_core::store::StoreWrite;
+use drongo_io_real::store::conformance::{all, NOW};
 use drongo_io_real::store::{MemStore, RedbStore, Store, StoreError};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-
-const NOW: u64 = 1_700_000_000_000;
-
-/// A key namespace no other test (or earlier run against a shared server) uses.
-fn ns(test: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let run = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("conf-{run}-{}-{test}/", N.fetch_add(1, Ordering::Relaxed))
-}
-
-fn put(key: &str, value: &[u8], version: u64, expect: Option<u64>) -> StoreWrite {
-    StoreWrite::Put {
-        key: key.to_string(),
-        value: value.to_vec(),
-        version,
-        expect,
-        expires_at: None,
-    }
-}
-
-fn del(key: &str, expect: u64) -> StoreWrite {
-    StoreWrite::Delete {
-        key: key.to_string(),
-        expect,
-    }
-}
-
-async fn one<S: Store>(s: &S, w: StoreWrite) -> Result<(), StoreError> {
-    let mut r = s.apply(vec![w], NOW).await.expect("apply");
-    r.pop().expect("one result")
-}
-
-pub async fn semantics<S: Store>(s: &S) {
-    let p = ns("semantics");
-    let k = format!("{p}k");
-    assert_eq!(s.get(&k, NOW).await.unwrap(), None);
-    one(s, put(&k, b"v1", 1, None)).await.unwrap();
-    assert_eq!(
-        one(s, put(&k, b"again", 1, None)).await,
-        Err(StoreError::Conflict)
-    );
-    let got = s.get(&k, NOW).await.unwrap().unwrap();
-    assert_eq!((got.value.as_slice(), got.version), (&b"v1"[..], 1));
-    assert_eq!(
-        one(s, put(&k, b"x", 3, Some(2))).await,
-        Err(StoreError::Conflict)
-    );
-    one(s, put(&k, b"v2", 2, Some(1))).await.unwrap();
-    assert_eq!(one(s, del(&k, 1)).await, Err(StoreError::Conflict));
-    assert_eq!(s.get(&k, NOW).await.unwrap().unwrap().value, b"v2");
-    one(s, del(&k, 2)).await.unwrap();
-    assert_eq!(s.get(&k, NOW).await.unwrap(), None);
-    assert_eq!(one(s, del(&k, 2)).await, Err(StoreError::Conflict));
-    // A batch answers each write on its own, in order; writes to one key chain.
-    let (a, b) = (format!("{p}a"), format!("{p}b"));
-    let r = s
-        .apply(
-            vec![
-                put(&a, b"1", 1, None),
-                put(&b, b"1", 1, Some(7)),
-                put(&a, b"2", 2, Some(1)),
-                put(&b, b"1", 1, None),
-            ],
-            NOW,
-        )
-        .await
-        .unwrap();
-    assert_eq!(r, vec![Ok(()), Err(StoreError::Conflict), Ok(()), Ok(())]);
-    assert_eq!(s.get(&a, NOW).await.unwrap().unwrap().version, 2);
-}
-
-pub async fn ttl<S: Store>(s: &S) {
-    let p = ns("ttl");
-    let k = format!("{p}lease");
-    let w = StoreWrite::Put {
-        key: k.clone(),
-        value: b"held".to_vec(),
-        version: 1,
-        expect: None,
-        expires_at: Some(NOW + 1_000),
-    };
-    one(s, w).await.unwrap();
-    assert!(s.get(&k, NOW + 999).await.unwrap().is_some());
-    assert_eq!(
-        s.get(&k, NOW + 1_000).await.unwrap(),
-        None,
-        "expired at its time"
-    );
-    assert!(s.scan(&p, 10, NOW + 1_000).await.unwrap().is_empty());
-    // An expired record counts as absent for CAS too: it can be created anew.
-    let r = s
-        .apply(vec![put(&k, b"new", 1, None)], NOW + 1_001)
-        .await
-        .unwrap();
-    assert_eq!(r, vec![Ok(())]);
-    assert_eq!(s.get(&k, NOW + 5_000).await.unwrap().unwrap().value, b"new");
-}
-
-pub async fn scans<S: Store>(s: &S) {
-    let p = ns("scan");
-    let n = 1_200;
-    let writes: Vec<StoreWrite> = (0..n)
-        .map(|i| put(&format!("{p}in/{i:05}"), format!("{i}").as_bytes(), 1, None))
-        .chain((0..10).map(|i| put(&format!("{p}other/{i}"), b"x", 1, None)))
-        .collect();
-    for chunk in writes.chunks(100) {
-        let r = s.apply(chunk.to_vec(), NOW).await.unwrap();
-        assert!(r.iter().all(|x| x.is_ok()));
-    }
-    let all = s.scan(&format!("{p}in/"), usize::MAX, NOW).await.unwrap();
-    assert_eq!(all.len(), n);
-    assert!(all.windows(2).all(|w| w[0].key < w[1].key), "key order");
-    assert_eq!(all[17].value, b"17");
-    let first: Vec<String> = s
-        .scan(&format!("{p}in/"), 10, NOW)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.key)
-        .collect();
-    assert_eq!(first.len(), 10);
-    assert_eq!(first[0], format!("{p}in/00000"));
-    assert_eq!(
-        s.scan(&format!("{p}other/"), 100, NOW).await.unwrap().len(),
-        10
-    );
-}
-
-pub async fn large_values<S: Store>(s: &S) {
-    let p = ns("large");
-    let k = format!("{p}big");
-    let value: Vec<u8> = (0..512 * 1024).map(|i| (i % 251) as u8).collect();
-    one(s, put(&k, &value, 1, None)).await.unwrap();
-    assert_eq!(s.get(&k, NOW).await.unwrap().unwrap().value, value);
-}
-
-/// Concurrent clients race to CAS one key from each version to the next: every version is
-/// won by exactly one of them.
-pub async fn cas_race<S: Store + Clone>(s: &S) {
-    let p = ns("race");
-    let k = Arc::new(format!("{p}counter"));
-    one(s, put(&k, b"0", 1, None)).await.unwrap();
-    let mut tasks = Vec::new();
-    for c in 0..6u8 {
-        let (s, k) = (s.clone(), k.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut won = Vec::new();
-            for _ in 0..20 {
-                let cur = s.get(&k, NOW).await.unwrap().unwrap().version;
-                if one(&s, put(&k, &[c], cur + 1, Some(cur))).await.is_ok() {
-                    won.push(cur + 1);
-                }
-            }
-            won
-        }));
-    }
-    let mut won: Vec<u64> = Vec::new();
-    for t in tasks {
-        won.extend(t.await.unwrap());
-    }
-    won.sort_unstable();
-    let last = s.get(&k, NOW).await.unwrap().unwrap().version;
-    assert_eq!(
-        won,
-        (2..=last).collect::<Vec<_>>(),
-        "each version has exactly one winner"
-    );
-}
-
-/// Changes under a watched prefix are reported, and nothing outside it. `exact`: every
-/// change in order (backends with a real watch); otherwise only the final state of each key
-/// (a polling watch may merge changes).
-pub async fn watch<S: Store>(s: &S, exact: bool) {
-    let p = ns("watch");
-    let mut rx = s.watch(&p).await.unwrap();
-    let (a, b) = (format!("{p}a"), format!("{p}b"));
-    one(s, put(&a, b"1", 1, None)).await.unwrap();
-    one(s, put(&format!("{}elsewhere", ns("x")), b"1", 1, None))
-        .await
-        .unwrap();
-    one(s, put(&b, b"1", 1, None)).await.unwrap();
-    one(s, del(&a, 1)).await.unwrap();
-    let mut seen = Vec::new();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    while seen.len() < 3 {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(c)) => seen.push((c.key, c.record.map(|r| r.version))),
-            _ => break,
-        }
-    }
-    if exact {
-        assert_eq!(seen, vec![(a.clone(), Some(1)), (b, Some(1)), (a, None)]);
-    } else {
-        assert!(seen.contains(&(b, Some(1))), "{seen:?}");
-        assert!(seen.iter().all(|(k, _)| k.starts_with(&p)));
-    }
-}
-
-async fn all<S: Store + Clone>(s: S) {
-    watch(&s, true).await;
-    semantics(&s).await;
-    ttl(&s).await;
-    scans(&s).await;
-    large_values(&s).await;
-    cas_race(&s).await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mem_backend() {
-    all(MemStore::default()).await;
+    all(MemStore::default(), true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,7 +18,7 @@ async fn file_backend() {
     let dir = std::env::temp_dir().join(format!("drongo-conf-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let s = RedbStore::open(&dir).unwrap();
-    all(s.clone()).await;
+    all(s.clone(), true).await;
     // Durable: a second handle on the same files sees the data.
     drop(s);
     let again = RedbStore::open(&dir).unwrap();
@@ -464,7 +254,9 @@ pub mod linearizability {
 mod etcd {
     use super::linearizability::{check, Op, Outcome};
     use super::*;
+    use drongo_io_real::store::conformance::{ns, one, put};
     use drongo_io_real::store::EtcdStore;
+    use std::sync::atomic::Ordering;
     use std::time::{Duration, Instant};
 
     fn endpoints() -> Vec<String> {
@@ -483,7 +275,7 @@ mod etcd {
     /// The generic suite, then the leader kill (one test, so that they never overlap).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn etcd_backend_and_leader_kill() {
-        all(store().await).await;
+        all(store().await, true).await;
         leader_kill_keeps_history_linearizable().await;
     }
 
@@ -629,11 +421,6 @@ mod tikv {
             .map(str::to_string)
             .collect();
         let s = TikvStore::connect(&pd).await.expect("TiKV reachable");
-        watch(&s, false).await;
-        semantics(&s).await;
-        ttl(&s).await;
-        scans(&s).await;
-        large_values(&s).await;
-        cas_race(&s).await;
+        all(s, false).await;
     }
 }

@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
 
+pub mod conformance;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod redb_store;
