@@ -196,7 +196,8 @@ pub async fn watch<S: Store>(s: &S, exact: bool) {
     let mut seen = Vec::new();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     while seen.len() < 3 {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
             Ok(Some(c)) => seen.push((c.key, c.record.map(|r| r.version))),
             _ => break,
         }

@@ -25,12 +25,16 @@ use std::path::Path;
 pub mod conformance;
 #[cfg(feature = "etcd")]
 mod etcd;
+// The embedded store does blocking file I/O, which a simulation cannot run; the simulated
+// node uses io-sim's store instead.
+#[cfg(not(madsim))]
 mod redb_store;
 #[cfg(feature = "tikv")]
 mod tikv;
 
 #[cfg(feature = "etcd")]
 pub use etcd::EtcdStore;
+#[cfg(not(madsim))]
 pub use redb_store::RedbStore;
 use std::sync::{Arc, Mutex};
 #[cfg(feature = "tikv")]
@@ -384,6 +388,7 @@ impl Store for MemStore {
 #[derive(Clone)]
 pub enum AnyStore {
     Mem(MemStore),
+    #[cfg(not(madsim))]
     File(RedbStore),
     #[cfg(feature = "etcd")]
     Etcd(Box<EtcdStore>),
@@ -396,7 +401,15 @@ impl AnyStore {
         if url == "mem:" {
             Ok(AnyStore::Mem(MemStore::default()))
         } else if let Some(dir) = url.strip_prefix("file:") {
-            Ok(AnyStore::File(RedbStore::open(Path::new(dir))?))
+            #[cfg(not(madsim))]
+            {
+                Ok(AnyStore::File(RedbStore::open(Path::new(dir))?))
+            }
+            #[cfg(madsim)]
+            {
+                let _ = Path::new(dir);
+                Err(StoreError::Fatal("no embedded store in a simulation".into()))
+            }
         } else if let Some(pd) = url.strip_prefix("tikv://") {
             #[cfg(feature = "tikv")]
             {
@@ -433,6 +446,7 @@ impl Store for AnyStore {
     async fn watch(&self, prefix: &str) -> Result<tokio::sync::mpsc::Receiver<Change>, StoreError> {
         match self {
             AnyStore::Mem(s) => s.watch(prefix).await,
+            #[cfg(not(madsim))]
             AnyStore::File(s) => s.watch(prefix).await,
             #[cfg(feature = "etcd")]
             AnyStore::Etcd(s) => s.watch(prefix).await,
@@ -444,6 +458,7 @@ impl Store for AnyStore {
     async fn get(&self, key: &str, now: UnixMillis) -> Result<Option<StoredRecord>, StoreError> {
         match self {
             AnyStore::Mem(s) => s.get(key, now).await,
+            #[cfg(not(madsim))]
             AnyStore::File(s) => s.get(key, now).await,
             #[cfg(feature = "etcd")]
             AnyStore::Etcd(s) => s.get(key, now).await,
@@ -460,6 +475,7 @@ impl Store for AnyStore {
     ) -> Result<Vec<StoredRecord>, StoreError> {
         match self {
             AnyStore::Mem(s) => s.scan(prefix, limit, now).await,
+            #[cfg(not(madsim))]
             AnyStore::File(s) => s.scan(prefix, limit, now).await,
             #[cfg(feature = "etcd")]
             AnyStore::Etcd(s) => s.scan(prefix, limit, now).await,
@@ -475,6 +491,7 @@ impl Store for AnyStore {
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         match self {
             AnyStore::Mem(s) => s.apply(writes, now).await,
+            #[cfg(not(madsim))]
             AnyStore::File(s) => s.apply(writes, now).await,
             #[cfg(feature = "etcd")]
             AnyStore::Etcd(s) => s.apply(writes, now).await,

@@ -1,0 +1,505 @@
+//! A whole simulated run: a store server, Drongo nodes running the production runtime,
+//! user agents, a workload and a fault plan, then the invariants.
+
+use crate::ledger::Ledger;
+use crate::link::LinkFaults;
+use crate::store::{SimStore, StoreServer, STORE_PORT};
+use crate::trace::{fnv64, sim_ms, Trace};
+use crate::ua::{Command, Ua, UaConfig};
+use drongo_core::config::Config;
+use drongo_io_real::runtime::{now_ms, run as run_node, Clock, RunConfig};
+use drongo_io_real::store::Store;
+use madsim::net::NetSim;
+use madsim::runtime::{Handle, Runtime};
+use madsim::task::NodeId;
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// When a fault strikes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Trigger {
+    /// At this simulated time (milliseconds from the start).
+    At(u64),
+    /// As soon as some caller hears ringing and no final answer yet, after this time.
+    Ringing { after_ms: u64 },
+    /// As soon as some call is confirmed, after this time.
+    InCall { after_ms: u64 },
+    /// As soon as a re-INVITE is in progress, after this time.
+    Reinvite { after_ms: u64 },
+}
+
+/// One fault of a plan. Durations are drawn from the ranges with the run's seed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// Kill a Drongo node (it loses everything not in the store) and restart it later;
+    /// it comes back with a new clock offset within the skew bound.
+    KillNode {
+        node: usize,
+        when: Trigger,
+        down_ms: (u64, u64),
+    },
+    /// The store answers every request "retry" (no leader) for a while.
+    StoreUnavailable { when: Trigger, for_ms: (u64, u64) },
+    /// Write answers are lost with probability `rate` (half of those writes happened).
+    StoreAmbiguous {
+        when: Trigger,
+        for_ms: (u64, u64),
+        rate: f64,
+    },
+    /// Cut the network between a Drongo node and the store, then heal it.
+    PartitionNodeStore {
+        node: usize,
+        when: Trigger,
+        for_ms: (u64, u64),
+    },
+    /// Cut a node off from every user agent (but not from the store), then heal it.
+    PartitionNodeUas {
+        node: usize,
+        when: Trigger,
+        for_ms: (u64, u64),
+    },
+}
+
+/// Everything that defines a run besides its seed.
+#[derive(Debug, Clone)]
+pub struct WorldSpec {
+    pub nodes: usize,
+    pub uas: usize,
+    /// Calls started over `workload_ms`.
+    pub calls: usize,
+    pub workload_ms: u64,
+    pub link: LinkFaults,
+    /// Probability that a party goes silent in a confirmed call.
+    pub vanish: f64,
+    /// Fraction of user agents that stop refreshing their registration halfway.
+    pub lapse: f64,
+    pub store_latency_ms: (u64, u64),
+    /// Node clocks differ from the true time by at most this.
+    pub skew_bound_ms: u64,
+    pub session_expires_secs: u64,
+    pub faults: Vec<Fault>,
+}
+
+impl Default for WorldSpec {
+    fn default() -> Self {
+        Self {
+            nodes: 1,
+            uas: 8,
+            calls: 40,
+            workload_ms: 60_000,
+            link: LinkFaults::default(),
+            vanish: 0.03,
+            lapse: 0.25,
+            store_latency_ms: (0, 2),
+            skew_bound_ms: 0,
+            session_expires_secs: 60,
+            faults: Vec::new(),
+        }
+    }
+}
+
+/// What a run produced.
+pub struct Outcome {
+    pub seed: u64,
+    pub trace: String,
+    pub hash: u64,
+    pub violations: Vec<String>,
+    pub calls_started: u64,
+    pub calls_answered: u64,
+    pub registrations: u64,
+    pub sim_ms: u64,
+    pub wall_ms: u64,
+}
+
+fn store_addr() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), STORE_PORT)
+}
+
+fn node_ip(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 1, (i + 1) as u8))
+}
+
+fn ua_ip(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 2, (i + 1) as u8))
+}
+
+/// Shared between the supervisor and the nodes' init closures (which run again on
+/// restart).
+struct NodeBook {
+    offsets: Vec<i64>,
+    incarnations: Vec<u64>,
+}
+
+/// Runs `spec` with `seed` in a fresh madsim runtime.
+pub fn run(spec: &WorldSpec, seed: u64) -> Outcome {
+    let wall = Instant::now();
+    let rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
+    let spec = spec.clone();
+    let (trace, ledger, sim_ms) = rt.block_on(async move {
+        let trace = Trace::default();
+        let ledger = Ledger::default();
+        world(&spec, seed, trace.clone(), ledger.clone()).await;
+        (trace, ledger, sim_ms())
+    });
+    let text = trace.text();
+    let l = ledger.lock();
+    Outcome {
+        seed,
+        hash: fnv64(text.as_bytes()),
+        trace: text,
+        violations: trace.violations(),
+        calls_started: l.calls_started,
+        calls_answered: l.calls.values().filter(|c| c.caller.answered).count() as u64,
+        registrations: l.regs.values().map(|r| r.refreshed).sum(),
+        sim_ms,
+        wall_ms: wall.elapsed().as_millis() as u64,
+    }
+}
+
+fn draw(rng: &mut ChaCha8Rng, (lo, hi): (u64, u64)) -> u64 {
+    lo + rng.next_u64() % (hi.saturating_sub(lo) + 1)
+}
+
+fn offset(rng: &mut ChaCha8Rng, bound: u64) -> i64 {
+    if bound == 0 {
+        0
+    } else {
+        (rng.next_u64() % (2 * bound + 1)) as i64 - bound as i64
+    }
+}
+
+async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
+    let handle = Handle::current();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let t1 = drongo_core::transaction::TimerConfig::default().t1;
+
+    // The store.
+    let server = StoreServer::new(seed, trace.clone());
+    server.set_faults(|f| f.latency_ms = spec.store_latency_ms);
+    let store_node = {
+        let server = server.clone();
+        handle
+            .create_node()
+            .name("store")
+            .ip(store_addr().ip())
+            .init(move || server.clone().serve(store_addr()))
+            .build()
+    };
+
+    // Drongo nodes.
+    let book = Arc::new(Mutex::new(NodeBook {
+        offsets: (0..spec.nodes)
+            .map(|_| offset(&mut rng, spec.skew_bound_ms))
+            .collect(),
+        incarnations: vec![0; spec.nodes],
+    }));
+    let mut core = Config {
+        session_expires_secs: spec.session_expires_secs,
+        ..Config::default()
+    };
+    core.registrar.min_expires = 30;
+    let mut nodes: Vec<NodeId> = Vec::new();
+    for i in 0..spec.nodes {
+        let (book, trace, core) = (book.clone(), trace.clone(), core.clone());
+        let name = format!("drongo{}", i + 1);
+        let who = name.clone();
+        let node = handle
+            .create_node()
+            .name(name)
+            .ip(node_ip(i))
+            .init(move || {
+                let (offset, incarnation) = {
+                    let mut b = book.lock().unwrap_or_else(|p| p.into_inner());
+                    b.incarnations[i] += 1;
+                    (b.offsets[i], b.incarnations[i])
+                };
+                let rc = RunConfig {
+                    sip: SocketAddr::new(node_ip(i), 5060),
+                    admin: SocketAddr::new(node_ip(i), 8080),
+                    core: core.clone(),
+                    node_id: (i + 1) as u16,
+                    seed: seed ^ ((i as u64 + 1) << 48) ^ (incarnation << 32),
+                    clock: Clock { offset_ms: offset },
+                };
+                let (trace, who) = (trace.clone(), who.clone());
+                async move {
+                    trace.log(
+                        &who,
+                        format_args!("starts (incarnation {incarnation}, clock {offset:+} ms)"),
+                    );
+                    let store = match SimStore::connect(store_addr()).await {
+                        Ok(s) => s,
+                        Err(e) => return trace.violation(&who, format_args!("no store: {e}")),
+                    };
+                    if let Err(e) = run_node(rc, store, std::future::pending()).await {
+                        trace.violation(&who, format_args!("node stopped: {e}"));
+                    }
+                }
+            })
+            .build();
+        nodes.push(node.id());
+    }
+
+    // User agents.
+    let mut uas = Vec::new();
+    let mut homes = Vec::new();
+    for i in 0..spec.uas {
+        let home = i % spec.nodes.max(1);
+        let lapse = (rng.next_u64() % 1000) < (spec.lapse * 1000.0) as u64;
+        let cfg = UaConfig {
+            name: format!("ua{}", i + 1),
+            user: format!("u{}", i + 1),
+            addr: SocketAddr::new(ua_ip(i), 5060),
+            home: SocketAddr::new(node_ip(home), 5060),
+            node_id: 100 + i as u16,
+            seed: rng.next_u64(),
+            link: spec.link,
+            reg_expires: 30 + (rng.next_u64() % 91) as u32,
+            lapse_at_ms: lapse.then_some(spec.workload_ms / 2),
+            skew_bound_ms: 2 * spec.skew_bound_ms,
+            vanish: spec.vanish,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let node = handle
+            .create_node()
+            .name(cfg.name.clone())
+            .ip(ua_ip(i))
+            .build();
+        node.spawn(Ua::run(cfg, trace.clone(), ledger.clone(), rx));
+        uas.push((node.id(), tx));
+        homes.push(home);
+    }
+
+    // Faults.
+    let mut fault_tasks = Vec::new();
+    for (n, fault) in spec.faults.iter().enumerate() {
+        let fault_rng = ChaCha8Rng::seed_from_u64(rng.next_u64());
+        let ctx = FaultCtx {
+            trace: trace.clone(),
+            ledger: ledger.clone(),
+            server: server.clone(),
+            nodes: nodes.clone(),
+            uas: uas.iter().map(|u| u.0).collect(),
+            store: store_node.id(),
+            book: book.clone(),
+            skew: spec.skew_bound_ms,
+            rng: fault_rng,
+        };
+        let fault = fault.clone();
+        fault_tasks.push(tokio::task::spawn(async move {
+            ctx.inflict(n, fault).await;
+        }));
+    }
+
+    // The workload.
+    madsim::time::sleep(Duration::from_millis(2_000)).await;
+    let gap = spec.workload_ms / spec.calls.max(1) as u64;
+    for k in 0..spec.calls {
+        madsim::time::sleep(Duration::from_millis(draw(&mut rng, (gap / 2, gap * 3 / 2))))
+            .await;
+        let caller = (rng.next_u64() % spec.uas as u64) as usize;
+        let peers: Vec<usize> = (0..spec.uas)
+            .filter(|j| *j != caller && homes[*j] == homes[caller])
+            .collect();
+        if peers.is_empty() {
+            continue;
+        }
+        let callee = peers[(rng.next_u64() % peers.len() as u64) as usize];
+        let cmd = Command::Call {
+            callee: format!("u{}", callee + 1),
+            token: format!("call{k}"),
+        };
+        let _ = uas[caller].1.send(cmd);
+    }
+    for t in fault_tasks {
+        let _ = t.await;
+    }
+    // Settle: every call must be over by the session timer, retransmissions done.
+    let settle = spec.session_expires_secs * 1000 + 64 * t1 + 20_000;
+    trace.log("world", "workload done; settling");
+    madsim::time::sleep(Duration::from_millis(settle)).await;
+    check(&trace, &ledger, &server).await;
+}
+
+struct FaultCtx {
+    trace: Trace,
+    ledger: Ledger,
+    server: StoreServer,
+    nodes: Vec<NodeId>,
+    uas: Vec<NodeId>,
+    store: NodeId,
+    book: Arc<Mutex<NodeBook>>,
+    skew: u64,
+    rng: ChaCha8Rng,
+}
+
+impl FaultCtx {
+    async fn wait(&self, when: Trigger) {
+        let (after, cond): (u64, fn(&Ledger) -> bool) = match when {
+            Trigger::At(t) => (t, |_| true),
+            Trigger::Ringing { after_ms } => (after_ms, Ledger::any_ringing),
+            Trigger::InCall { after_ms } => (after_ms, |l| l.confirmed_calls() > 0),
+            Trigger::Reinvite { after_ms } => (after_ms, Ledger::any_reinvite),
+        };
+        let now = sim_ms();
+        if after > now {
+            madsim::time::sleep(Duration::from_millis(after - now)).await;
+        }
+        // Give up on a condition that never comes (the run still has to end).
+        for _ in 0..30_000 {
+            if cond(&self.ledger) {
+                return;
+            }
+            madsim::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.trace.log("fault", "trigger never came; striking anyway");
+    }
+
+    async fn inflict(mut self, n: usize, fault: Fault) {
+        let who = format!("fault{n}");
+        let net = NetSim::current();
+        match fault {
+            Fault::KillNode {
+                node,
+                when,
+                down_ms,
+            } => {
+                self.wait(when).await;
+                let down = draw(&mut self.rng, down_ms);
+                let Some(id) = self.nodes.get(node).copied() else { return };
+                self.trace
+                    .log(&who, format_args!("kills drongo{} for {down} ms", node + 1));
+                Handle::current().kill(id);
+                madsim::time::sleep(Duration::from_millis(down)).await;
+                let offset = offset(&mut self.rng, self.skew);
+                if let Some(o) = self
+                    .book
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .offsets
+                    .get_mut(node)
+                {
+                    *o = offset;
+                }
+                self.trace
+                    .log(&who, format_args!("restarts drongo{}", node + 1));
+                Handle::current().restart(id);
+            }
+            Fault::StoreUnavailable { when, for_ms } => {
+                self.wait(when).await;
+                let d = draw(&mut self.rng, for_ms);
+                self.trace
+                    .log(&who, format_args!("store unavailable for {d} ms"));
+                self.server.set_faults(|f| f.unavailable = true);
+                madsim::time::sleep(Duration::from_millis(d)).await;
+                self.server.set_faults(|f| f.unavailable = false);
+                self.trace.log(&who, "store available");
+            }
+            Fault::StoreAmbiguous {
+                when,
+                for_ms,
+                rate,
+            } => {
+                self.wait(when).await;
+                let d = draw(&mut self.rng, for_ms);
+                self.trace.log(
+                    &who,
+                    format_args!("store loses {:.0}% of write answers for {d} ms", rate * 100.0),
+                );
+                self.server.set_faults(|f| f.ambiguous_rate = rate);
+                madsim::time::sleep(Duration::from_millis(d)).await;
+                self.server.set_faults(|f| f.ambiguous_rate = 0.0);
+                self.trace.log(&who, "store answers every write");
+            }
+            Fault::PartitionNodeStore {
+                node,
+                when,
+                for_ms,
+            } => {
+                self.wait(when).await;
+                let d = draw(&mut self.rng, for_ms);
+                let Some(id) = self.nodes.get(node).copied() else { return };
+                self.trace.log(
+                    &who,
+                    format_args!("partitions drongo{} from the store for {d} ms", node + 1),
+                );
+                net.clog_link(id, self.store);
+                net.clog_link(self.store, id);
+                madsim::time::sleep(Duration::from_millis(d)).await;
+                net.unclog_link(id, self.store);
+                net.unclog_link(self.store, id);
+                self.trace.log(&who, "heals the partition");
+            }
+            Fault::PartitionNodeUas {
+                node,
+                when,
+                for_ms,
+            } => {
+                self.wait(when).await;
+                let d = draw(&mut self.rng, for_ms);
+                let Some(id) = self.nodes.get(node).copied() else { return };
+                self.trace.log(
+                    &who,
+                    format_args!("partitions drongo{} from the user agents for {d} ms", node + 1),
+                );
+                for ua in &self.uas {
+                    net.clog_link(id, *ua);
+                    net.clog_link(*ua, id);
+                }
+                madsim::time::sleep(Duration::from_millis(d)).await;
+                for ua in &self.uas {
+                    net.unclog_link(id, *ua);
+                    net.unclog_link(*ua, id);
+                }
+                self.trace.log(&who, "heals the partition");
+            }
+        }
+    }
+}
+
+/// The invariants over what the user agents saw and what the store holds.
+async fn check(trace: &Trace, ledger: &Ledger, server: &StoreServer) {
+    {
+        let l = ledger.lock();
+        for (token, call) in &l.calls {
+            if call.caller.answered {
+                if !call.caller.ended {
+                    trace.violation(
+                        "check",
+                        format_args!("{token}: answered, but the caller's leg never ended"),
+                    );
+                }
+                if !call.callees.iter().any(|c| c.answered) {
+                    trace.violation(
+                        "check",
+                        format_args!("{token}: the caller got a 2xx no callee sent"),
+                    );
+                }
+            }
+            for (i, leg) in call.callees.iter().enumerate() {
+                if leg.answered && !leg.ended {
+                    trace.violation(
+                        "check",
+                        format_args!("{token}: callee leg {i} ({}) answered, never ended", leg.ua),
+                    );
+                }
+            }
+        }
+    }
+    match server.data.scan("call/", usize::MAX, now_ms()).await {
+        Ok(left) if !left.is_empty() => {
+            let keys: Vec<&str> = left.iter().map(|r| r.key.as_str()).collect();
+            trace.violation(
+                "check",
+                format_args!("dialog state left in the store: {}", keys.join(" ")),
+            );
+        }
+        Ok(_) => {}
+        Err(e) => trace.violation("check", format_args!("store scan failed: {e}")),
+    }
+    trace.log("check", "done");
+}

@@ -1,0 +1,143 @@
+//! The scenario runner behind `ci/sim.sh`:
+//!
+//! ```text
+//! drongo-sim list
+//! drongo-sim run NAME --seed N [--trace FILE]
+//! drongo-sim sweep NAME --seeds A..B
+//! drongo-sim determinism NAME --seed N
+//! ```
+//! Exit status 0 when every invariant held, 1 when one broke (the broken invariants and
+//! the seed are printed), 2 on a usage error.
+
+#[cfg(madsim)]
+fn main() -> std::process::ExitCode {
+    runner::main()
+}
+
+#[cfg(not(madsim))]
+fn main() -> std::process::ExitCode {
+    eprintln!("drongo-sim runs only in a simulation build: use ci/sim.sh (RUSTFLAGS=\"--cfg madsim\")");
+    std::process::ExitCode::from(2)
+}
+
+#[cfg(madsim)]
+mod runner {
+    use drongo_io_sim::{run, Outcome};
+    use drongo_scenarios::{all, find, Scenario};
+    use std::process::ExitCode;
+
+    fn usage() -> ExitCode {
+        eprintln!(
+            "usage: drongo-sim list | run NAME --seed N [--trace FILE] | sweep NAME --seeds A..B | determinism NAME --seed N"
+        );
+        ExitCode::from(2)
+    }
+
+    fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map(String::as_str)
+    }
+
+    fn report(s: &Scenario, o: &Outcome) {
+        let wall = o.wall_ms.max(1) as f64 / 1000.0;
+        println!(
+            "{} seed {}: {} | trace {:016x} ({} lines) | {} calls started, {} answered, {} registrations | {:.1} sim s in {:.2} wall s ({:.0} sim s/s, {:.0} calls/s)",
+            s.name,
+            o.seed,
+            if o.violations.is_empty() { "ok" } else { "FAILED" },
+            o.hash,
+            o.trace.lines().count(),
+            o.calls_started,
+            o.calls_answered,
+            o.registrations,
+            o.sim_ms as f64 / 1000.0,
+            wall,
+            o.sim_ms as f64 / 1000.0 / wall,
+            o.calls_started as f64 / wall,
+        );
+        for v in &o.violations {
+            println!("  broken: {v}");
+        }
+        if !o.violations.is_empty() {
+            println!(
+                "  replay: ci/sim.sh run {} --seed {} --trace /tmp/{}-{}.trace",
+                s.name, o.seed, s.name, o.seed
+            );
+        }
+    }
+
+    fn seeds(range: &str) -> Option<std::ops::RangeInclusive<u64>> {
+        let (a, b) = range.split_once("..")?;
+        Some(a.parse().ok()?..=b.parse().ok()?)
+    }
+
+    pub fn main() -> ExitCode {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let Some(cmd) = args.first() else { return usage() };
+        if cmd == "list" {
+            for s in all() {
+                println!("{:<28} {}", s.name, s.about);
+            }
+            return ExitCode::SUCCESS;
+        }
+        let Some(s) = args.get(1).and_then(|n| find(n)) else {
+            eprintln!("unknown scenario; `drongo-sim list` names them");
+            return usage();
+        };
+        let spec = (s.spec)();
+        match cmd.as_str() {
+            "run" | "determinism" => {
+                let Some(seed) = flag(&args, "--seed").and_then(|v| v.parse().ok()) else {
+                    return usage();
+                };
+                let o = run(&spec, seed);
+                report(&s, &o);
+                if let Some(file) = flag(&args, "--trace") {
+                    if let Err(e) = std::fs::write(file, &o.trace) {
+                        eprintln!("cannot write {file}: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+                if cmd == "determinism" {
+                    let again = run(&spec, seed);
+                    if again.hash != o.hash {
+                        println!(
+                            "{} seed {seed}: NOT DETERMINISTIC: trace {:016x} then {:016x}",
+                            s.name, o.hash, again.hash
+                        );
+                        return ExitCode::FAILURE;
+                    }
+                    println!("{} seed {seed}: same trace twice ({:016x})", s.name, o.hash);
+                }
+                if o.violations.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            "sweep" => {
+                let Some(range) = flag(&args, "--seeds").and_then(seeds) else {
+                    return usage();
+                };
+                let mut failed = Vec::new();
+                for seed in range {
+                    let o = run(&spec, seed);
+                    report(&s, &o);
+                    if !o.violations.is_empty() {
+                        failed.push(seed);
+                    }
+                }
+                if failed.is_empty() {
+                    println!("{}: every seed passed", s.name);
+                    ExitCode::SUCCESS
+                } else {
+                    println!("{}: failing seeds: {failed:?}", s.name);
+                    ExitCode::FAILURE
+                }
+            }
+            _ => usage(),
+        }
+    }
+}
