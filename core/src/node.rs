@@ -194,9 +194,10 @@ impl Node {
         .min()
     }
 
-    /// A batch's writes failed (lost CAS, store down): its transmits were not sent. State
-    /// that could not be made durable is not used: the bindings of an AOR are forgotten (the
-    /// UA registers again), and a call whose record could not be saved is ended.
+    /// A batch's writes failed (lost CAS, store down): its transmits were not sent. A call
+    /// whose record could not be saved is ended. The runtime then reads every failed key
+    /// back and hands the record to [`Node::handle_store_record`], which settles what the
+    /// store really holds (the write may have happened after all).
     pub fn handle_store_failure(&mut self, now: UnixMillis, batch: &Batch) {
         self.metrics.store_failures += batch.writes.len() as u64;
         // The responses of this batch were never sent: their server transactions must not
@@ -212,14 +213,43 @@ impl Node {
         }
         self.process_events(now);
         for w in &batch.writes {
-            if let Some(aor) = w.key().strip_prefix("reg/") {
-                self.registrar.forget(aor);
-            } else if let Some(id) = w.key().strip_prefix("call/") {
+            // The bindings of an AOR stay in use until the read-back says what is durable:
+            // forgetting them would lose registrations the store still holds.
+            if let Some(id) = w.key().strip_prefix("call/") {
                 if let Some(call) = self.calls.get_mut(id) {
-                    // Whatever is in the store is not ours to delete any more.
+                    // Which version the store holds is unknown until the read-back, which
+                    // deletes it (see `handle_store_record`).
                     call.version = 0;
                 }
                 self.end_call(id, now);
+            }
+        }
+        self.flush();
+    }
+
+    /// What the store holds at `key`, read back after a write to it failed: the registrar
+    /// takes the stored bindings (or none) as the truth, and a call record that outlived
+    /// its call is deleted.
+    pub fn handle_store_record(
+        &mut self,
+        now: UnixMillis,
+        key: &str,
+        record: Option<StoredRecord>,
+    ) {
+        let record = record.filter(|r| r.is_live(now));
+        if let Some(aor) = key.strip_prefix("reg/") {
+            match &record {
+                Some(r) => self.registrar.restore(r),
+                None => self.registrar.forget(aor),
+            }
+        } else if let Some(id) = key.strip_prefix("call/") {
+            match (self.calls.get_mut(id), record) {
+                (Some(call), r) => call.version = r.map_or(0, |r| r.version),
+                (None, Some(r)) => self.writes.push(StoreWrite::Delete {
+                    key: key.to_string(),
+                    expect: r.version,
+                }),
+                (None, None) => {}
             }
         }
         self.flush();

@@ -277,7 +277,8 @@ impl Registrar {
         writes
     }
 
-    /// Drops the in-memory bindings of `aor` (their write failed: they are not durable).
+    /// Drops the in-memory bindings of `aor` (the store holds none: what we had was never
+    /// made durable).
     pub fn forget(&mut self, aor: &str) {
         self.aors.remove(aor);
         self.index(aor);

@@ -7,6 +7,7 @@ use crate::store::{apply_resolved, Store, StoreError};
 use drongo_core::config::Config;
 use drongo_core::message::{error_response_from_raw, Frame, Rejection, Rule, StreamFramer};
 use drongo_core::node::{Batch, Node};
+use drongo_core::store::StoreWrite;
 use drongo_core::transaction::{Peer, Transmit, Transport};
 use drongo_core::UnixMillis;
 use std::collections::HashMap;
@@ -48,8 +49,16 @@ impl Clock {
 
 /// What the socket and admin tasks hand to the node task.
 pub enum Input {
-    Packet { from: Peer, bytes: Vec<u8> },
+    Packet {
+        from: Peer,
+        bytes: Vec<u8>,
+    },
     StoreFailed(Batch),
+    /// What the store holds at `key` now, read after a write to it failed.
+    StoreRecord {
+        key: String,
+        record: Option<drongo_core::store::StoredRecord>,
+    },
     Metrics(oneshot::Sender<String>),
 }
 
@@ -182,14 +191,78 @@ fn spawn_connection(
     tx
 }
 
+/// Keeps identical datagrams to one peer at least `window` apart.
+///
+/// A message whose batch waits for a slow store commit leaves late, but its transaction's
+/// retransmission timers started when it was made: the copies they produce meanwhile queue
+/// up behind it and would all leave at once when the commit finally succeeds (the
+/// simulation's `store-outage` scenario found these bursts). A copy that follows an
+/// identical datagram by less than half of T1 carries no news, so it is dropped; the next
+/// scheduled retransmission goes out as usual.
+struct Pacer {
+    window: u64,
+    recent: HashMap<(Peer, u64), UnixMillis>,
+    order: std::collections::VecDeque<(UnixMillis, (Peer, u64))>,
+}
+
+impl Pacer {
+    fn new(window: u64) -> Self {
+        Self {
+            window,
+            recent: HashMap::new(),
+            order: Default::default(),
+        }
+    }
+
+    fn key(t: &Transmit) -> (Peer, u64) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        t.bytes.hash(&mut h);
+        (t.to, h.finish())
+    }
+
+    fn expire(&mut self, now: UnixMillis) {
+        while let Some((at, key)) = self.order.front().cloned() {
+            if now.saturating_sub(at) < self.window {
+                break;
+            }
+            self.order.pop_front();
+            if self.recent.get(&key) == Some(&at) {
+                self.recent.remove(&key);
+            }
+        }
+    }
+
+    /// Whether an identical datagram went to the same peer less than `window` ago.
+    fn contains(&mut self, t: &Transmit, now: UnixMillis) -> bool {
+        self.expire(now);
+        self.recent.contains_key(&Self::key(t))
+    }
+
+    /// Whether `t` may go out at `now` (and if so, remembers it).
+    fn admit(&mut self, t: &Transmit, now: UnixMillis) -> bool {
+        if self.contains(t, now) {
+            return false;
+        }
+        let key = Self::key(t);
+        self.recent.insert(key, now);
+        self.order.push_back((now, key));
+        true
+    }
+}
+
 /// Takes batches in order, commits the writes of all that are waiting with one store
 /// commit, then sends the transmits of those whose writes all succeeded.
-async fn committer<S: Store>(
+async fn committer<S: Store + Clone>(
     store: S,
     mut rx: mpsc::Receiver<Batch>,
     sender: Sender,
     clock: Clock,
+    mut pacer: Pacer,
 ) {
+    // Transmits of failed batches: later copies of them (retransmissions queued meanwhile)
+    // must not go out either, or a peer would hear a response the node has since taken back.
+    let mut withheld = Pacer::new(64 * pacer.window * 2);
     while let Some(first) = rx.recv().await {
         let mut batches = vec![first];
         while batches.len() < 1024 {
@@ -210,20 +283,73 @@ async fn committer<S: Store>(
         let mut offset = 0;
         for batch in batches {
             let n = batch.writes.len();
-            let failed: Vec<&StoreError> = results
-                .get(offset..offset + n)
-                .unwrap_or(&[])
-                .iter()
-                .filter_map(|r| r.as_ref().err())
-                .collect();
+            let answers = results.get(offset..offset + n).unwrap_or(&[]);
             offset += n;
-            if failed.is_empty() {
+            let failed: Vec<(&StoreWrite, &StoreError)> = batch
+                .writes
+                .iter()
+                .zip(answers)
+                .filter_map(|(w, r)| r.as_ref().err().map(|e| (w, e)))
+                .collect();
+            // Whatever failed is read back, so that the node learns what the store holds.
+            for (w, _) in &failed {
+                tokio::task::spawn(read_back(
+                    store.clone(),
+                    w.key().to_string(),
+                    sender.input.clone(),
+                    clock,
+                ));
+            }
+            // Only a failed put holds the batch back: a message may reveal only state that
+            // is durable. A failed delete reveals nothing that is not so (the call is over
+            // either way; the read-back deletes the record once the store lets it).
+            let held = failed
+                .iter()
+                .any(|(w, _)| matches!(w, StoreWrite::Put { .. }));
+            let now = clock.now();
+            if !held {
                 for t in batch.transmits {
-                    sender.send(t).await;
+                    if withheld.contains(&t, now) {
+                        debug!(to = %t.to.addr, "copy of a withheld message dropped");
+                    } else if pacer.admit(&t, now) {
+                        sender.send(t).await;
+                    } else {
+                        debug!(to = %t.to.addr, "identical datagram sent moments ago; copy dropped");
+                    }
                 }
             } else {
-                warn!(writes = n, errors = ?failed, "store commit failed; transmits held back");
+                let errors: Vec<&StoreError> = failed.iter().map(|(_, e)| *e).collect();
+                warn!(
+                    writes = n,
+                    ?errors,
+                    "store commit failed; transmits held back"
+                );
+                for t in &batch.transmits {
+                    withheld.admit(t, now);
+                }
                 let _ = sender.input.send(Input::StoreFailed(batch)).await;
+            }
+        }
+    }
+}
+
+/// After a failed write the node does not know what the store holds at `key` (the write
+/// may or may not have happened): read it, as long as it takes, and tell the node.
+async fn read_back<S: Store>(store: S, key: String, input: mpsc::Sender<Input>, clock: Clock) {
+    let mut delay = 100;
+    loop {
+        match store.get(&key, clock.now()).await {
+            Ok(record) => {
+                let _ = input.send(Input::StoreRecord { key, record }).await;
+                return;
+            }
+            Err(StoreError::Fatal(e)) => {
+                warn!(%key, error = %e, "cannot read back a failed write");
+                return;
+            }
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                delay = (delay * 2).min(2_000);
             }
         }
     }
@@ -279,8 +405,14 @@ pub async fn run<S: Store + Clone>(
         input: input_tx.clone(),
         max_message: rc.core.limits.max_message_size,
     };
-    let committer =
-        tokio::task::spawn(committer(store.clone(), batch_rx, sender.clone(), rc.clock));
+    let pacer = Pacer::new(rc.core.timers.t1 / 2);
+    let committer = tokio::task::spawn(committer(
+        store.clone(),
+        batch_rx,
+        sender.clone(),
+        rc.clock,
+        pacer,
+    ));
 
     // UDP receiver.
     {
@@ -397,6 +529,7 @@ fn handle_input(node: &mut Node, input: Input, now: UnixMillis) {
     match input {
         Input::Packet { from, bytes } => node.handle_datagram(now, from, &bytes),
         Input::StoreFailed(batch) => node.handle_store_failure(now, &batch),
+        Input::StoreRecord { key, record } => node.handle_store_record(now, &key, record),
         Input::Metrics(reply) => {
             let _ = reply.send(admin::render_metrics(node));
         }

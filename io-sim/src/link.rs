@@ -109,7 +109,11 @@ impl Link {
             );
             return;
         }
-        let copies = if dup { vec![(delay, false), (dup_delay, true)] } else { vec![(delay, false)] };
+        let copies = if dup {
+            vec![(delay, false), (dup_delay, true)]
+        } else {
+            vec![(delay, false)]
+        };
         for (delay, duplicate) in copies {
             let arrival = Arrival {
                 from,

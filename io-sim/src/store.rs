@@ -28,9 +28,19 @@ const CLIENT_TIMEOUT: Duration = Duration::from_millis(1_000);
 const REQUEST_TAG: u64 = 0;
 
 enum Op {
-    Get { key: String, now: UnixMillis },
-    Scan { prefix: String, limit: usize, now: UnixMillis },
-    Apply { writes: Vec<StoreWrite>, now: UnixMillis },
+    Get {
+        key: String,
+        now: UnixMillis,
+    },
+    Scan {
+        prefix: String,
+        limit: usize,
+        now: UnixMillis,
+    },
+    Apply {
+        writes: Vec<StoreWrite>,
+        now: UnixMillis,
+    },
 }
 
 enum Answer {
@@ -92,7 +102,8 @@ impl StoreServer {
         let ep = match Endpoint::bind(addr).await {
             Ok(ep) => ep,
             Err(e) => {
-                self.trace.violation("store", format_args!("cannot bind: {e}"));
+                self.trace
+                    .violation("store", format_args!("cannot bind: {e}"));
                 return;
             }
         };
@@ -149,7 +160,10 @@ impl StoreServer {
                 let r = self.data.get(&key, now).await;
                 self.trace.log(
                     &who,
-                    format_args!("get {key} -> {}", version(r.as_ref().ok().cloned().flatten())),
+                    format_args!(
+                        "get {key} -> {}",
+                        version(r.as_ref().ok().cloned().flatten())
+                    ),
                 );
                 r.map(Answer::Record)
             }

@@ -102,6 +102,20 @@ impl Default for WorldSpec {
     }
 }
 
+impl WorldSpec {
+    /// Whether the fault plan makes store commits slow or failing.
+    pub fn store_misbehaves(&self) -> bool {
+        self.faults.iter().any(|f| {
+            matches!(
+                f,
+                Fault::StoreUnavailable { .. }
+                    | Fault::StoreAmbiguous { .. }
+                    | Fault::PartitionNodeStore { .. }
+            )
+        })
+    }
+}
+
 /// What a run produced.
 pub struct Outcome {
     pub seed: u64,
@@ -262,6 +276,7 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
             lapse_at_ms: lapse.then_some(spec.workload_ms / 2),
             skew_bound_ms: 2 * spec.skew_bound_ms,
             vanish: spec.vanish,
+            strict_schedule: !spec.store_misbehaves(),
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let node = handle
@@ -299,8 +314,11 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
     madsim::time::sleep(Duration::from_millis(2_000)).await;
     let gap = spec.workload_ms / spec.calls.max(1) as u64;
     for k in 0..spec.calls {
-        madsim::time::sleep(Duration::from_millis(draw(&mut rng, (gap / 2, gap * 3 / 2))))
-            .await;
+        madsim::time::sleep(Duration::from_millis(draw(
+            &mut rng,
+            (gap / 2, gap * 3 / 2),
+        )))
+        .await;
         let caller = (rng.next_u64() % spec.uas as u64) as usize;
         let peers: Vec<usize> = (0..spec.uas)
             .filter(|j| *j != caller && homes[*j] == homes[caller])
@@ -356,7 +374,8 @@ impl FaultCtx {
             }
             madsim::time::sleep(Duration::from_millis(10)).await;
         }
-        self.trace.log("fault", "trigger never came; striking anyway");
+        self.trace
+            .log("fault", "trigger never came; striking anyway");
     }
 
     async fn inflict(mut self, n: usize, fault: Fault) {
@@ -370,7 +389,9 @@ impl FaultCtx {
             } => {
                 self.wait(when).await;
                 let down = draw(&mut self.rng, down_ms);
-                let Some(id) = self.nodes.get(node).copied() else { return };
+                let Some(id) = self.nodes.get(node).copied() else {
+                    return;
+                };
                 self.trace
                     .log(&who, format_args!("kills drongo{} for {down} ms", node + 1));
                 Handle::current().kill(id);
@@ -399,30 +420,27 @@ impl FaultCtx {
                 self.server.set_faults(|f| f.unavailable = false);
                 self.trace.log(&who, "store available");
             }
-            Fault::StoreAmbiguous {
-                when,
-                for_ms,
-                rate,
-            } => {
+            Fault::StoreAmbiguous { when, for_ms, rate } => {
                 self.wait(when).await;
                 let d = draw(&mut self.rng, for_ms);
                 self.trace.log(
                     &who,
-                    format_args!("store loses {:.0}% of write answers for {d} ms", rate * 100.0),
+                    format_args!(
+                        "store loses {:.0}% of write answers for {d} ms",
+                        rate * 100.0
+                    ),
                 );
                 self.server.set_faults(|f| f.ambiguous_rate = rate);
                 madsim::time::sleep(Duration::from_millis(d)).await;
                 self.server.set_faults(|f| f.ambiguous_rate = 0.0);
                 self.trace.log(&who, "store answers every write");
             }
-            Fault::PartitionNodeStore {
-                node,
-                when,
-                for_ms,
-            } => {
+            Fault::PartitionNodeStore { node, when, for_ms } => {
                 self.wait(when).await;
                 let d = draw(&mut self.rng, for_ms);
-                let Some(id) = self.nodes.get(node).copied() else { return };
+                let Some(id) = self.nodes.get(node).copied() else {
+                    return;
+                };
                 self.trace.log(
                     &who,
                     format_args!("partitions drongo{} from the store for {d} ms", node + 1),
@@ -434,17 +452,18 @@ impl FaultCtx {
                 net.unclog_link(self.store, id);
                 self.trace.log(&who, "heals the partition");
             }
-            Fault::PartitionNodeUas {
-                node,
-                when,
-                for_ms,
-            } => {
+            Fault::PartitionNodeUas { node, when, for_ms } => {
                 self.wait(when).await;
                 let d = draw(&mut self.rng, for_ms);
-                let Some(id) = self.nodes.get(node).copied() else { return };
+                let Some(id) = self.nodes.get(node).copied() else {
+                    return;
+                };
                 self.trace.log(
                     &who,
-                    format_args!("partitions drongo{} from the user agents for {d} ms", node + 1),
+                    format_args!(
+                        "partitions drongo{} from the user agents for {d} ms",
+                        node + 1
+                    ),
                 );
                 for ua in &self.uas {
                     net.clog_link(id, *ua);

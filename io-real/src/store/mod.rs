@@ -408,7 +408,9 @@ impl AnyStore {
             #[cfg(madsim)]
             {
                 let _ = Path::new(dir);
-                Err(StoreError::Fatal("no embedded store in a simulation".into()))
+                Err(StoreError::Fatal(
+                    "no embedded store in a simulation".into(),
+                ))
             }
         } else if let Some(pd) = url.strip_prefix("tikv://") {
             #[cfg(feature = "tikv")]

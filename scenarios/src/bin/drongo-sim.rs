@@ -16,7 +16,9 @@ fn main() -> std::process::ExitCode {
 
 #[cfg(not(madsim))]
 fn main() -> std::process::ExitCode {
-    eprintln!("drongo-sim runs only in a simulation build: use ci/sim.sh (RUSTFLAGS=\"--cfg madsim\")");
+    eprintln!(
+        "drongo-sim runs only in a simulation build: use ci/sim.sh (RUSTFLAGS=\"--cfg madsim\")"
+    );
     std::process::ExitCode::from(2)
 }
 
@@ -75,7 +77,9 @@ mod runner {
 
     pub fn main() -> ExitCode {
         let args: Vec<String> = std::env::args().skip(1).collect();
-        let Some(cmd) = args.first() else { return usage() };
+        let Some(cmd) = args.first() else {
+            return usage();
+        };
         if cmd == "list" {
             for s in all() {
                 println!("{:<28} {}", s.name, s.about);
