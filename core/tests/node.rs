@@ -318,31 +318,88 @@ fn unknown_user_404_known_but_unregistered_480_and_auth_challenge() {
 }
 
 #[test]
-fn state_whose_write_failed_is_not_used() {
+fn failed_registration_write_is_settled_by_reading_it_back() {
     let mut n = node(Config::default());
     send(&mut n, T0, B, REGISTER_BOB);
     let batch = n.poll_batch().unwrap();
     assert_eq!(batch.writes.len(), 1);
-    assert_eq!(n.registrations(), 1);
-    // The store refused the write: the 200 was never sent, and the binding is not used.
+    // The store did not answer: the 200 was never sent, and the transaction is abandoned.
     n.handle_store_failure(T0 + 1, &batch);
-    assert_eq!(n.registrations(), 0);
     assert_eq!(
         n.transactions(),
         0,
         "the REGISTER's transaction is abandoned"
     );
-    // A retransmission of the REGISTER is processed afresh (a new write), not answered
-    // from the abandoned transaction's memory.
-    send(&mut n, T0 + 2, B, REGISTER_BOB);
-    let again = n.poll_batch().unwrap();
-    assert_eq!(again.writes.len(), 1);
-    n.handle_store_failure(T0 + 3, &again);
+    // Until the read-back says what the store holds, the bindings stay in use (a refresh
+    // that failed must not lose the registration it refreshes).
+    assert_eq!(n.registrations(), 1);
+    // The store holds nothing: the binding was never durable, so it goes.
+    n.handle_store_record(T0 + 2, "reg/bob", None);
+    assert_eq!(n.registrations(), 0);
     send(&mut n, T0 + 2, A, INVITE);
     let mut store = BTreeMap::new();
     assert_eq!(
         lines(&run(&mut n, &mut store)),
         ["127.0.0.1:5061 404 Not Found"]
     );
+    // A retransmission of the REGISTER is processed afresh (a new write), not answered
+    // from the abandoned transaction's memory; this time the write happened after all.
+    send(&mut n, T0 + 3, B, REGISTER_BOB);
+    let again = n.poll_batch().unwrap();
+    assert_eq!(again.writes.len(), 1);
+    n.handle_store_failure(T0 + 4, &again);
+    let StoreWrite::Put {
+        key,
+        value,
+        version,
+        expires_at,
+        ..
+    } = again.writes[0].clone()
+    else {
+        panic!("a put")
+    };
+    let record = StoredRecord {
+        key,
+        value,
+        version,
+        expires_at,
+    };
+    n.handle_store_record(T0 + 5, "reg/bob", Some(record));
+    assert_eq!(n.registrations(), 1);
     assert_eq!(n.metrics().store_failures, 2);
+}
+
+#[test]
+fn call_record_left_by_a_failed_write_is_deleted_once_read_back() {
+    let mut n = node(Config::default());
+    let mut store = BTreeMap::new();
+    let (_b_inv, ok) = confirmed_call(&mut n, &mut store);
+    // The caller's BYE: the record's delete fails, but the BYE still reaches the callee
+    // (the runtime holds back only batches whose puts failed).
+    let bye = ack_from_a(&ok)
+        .replace("ACK sip", "BYE sip")
+        .replace("CSeq: 1 ACK", "CSeq: 2 BYE")
+        .replace("z9hG4bKa2", "z9hG4bKa3");
+    send(&mut n, T0 + 100, A, &bye);
+    let batch = n.poll_batch().unwrap();
+    let key = match &batch.writes[..] {
+        [StoreWrite::Delete { key, .. }] => key.clone(),
+        other => panic!("expected one delete, got {other:?}"),
+    };
+    assert_eq!(n.active_calls(), 0);
+    // Read back: the record is still there, so the node deletes it again.
+    let left = store.get(&key).cloned();
+    assert!(left.is_some());
+    n.handle_store_record(T0 + 200, &key, left);
+    let retry = n.poll_batch().unwrap();
+    assert_eq!(
+        retry.writes,
+        [StoreWrite::Delete {
+            key: key.clone(),
+            expect: 1
+        }]
+    );
+    // Nothing is left to do once the store holds nothing.
+    n.handle_store_record(T0 + 300, &key, None);
+    assert!(n.poll_batch().is_none());
 }

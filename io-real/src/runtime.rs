@@ -535,3 +535,43 @@ fn handle_input(node: &mut Node, input: Input, now: UnixMillis) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(port: u16, bytes: &[u8]) -> Transmit {
+        Transmit {
+            to: Peer {
+                transport: Transport::Udp,
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            },
+            bytes: bytes.to_vec(),
+        }
+    }
+
+    #[test]
+    fn pacer_keeps_identical_datagrams_apart() {
+        let mut p = Pacer::new(250);
+        assert!(p.admit(&t(1, b"BYE"), 1_000));
+        assert!(
+            !p.admit(&t(1, b"BYE"), 1_010),
+            "a copy 10 ms later is dropped"
+        );
+        assert!(
+            p.admit(&t(2, b"BYE"), 1_010),
+            "another peer is another datagram"
+        );
+        assert!(
+            p.admit(&t(1, b"BYE 2"), 1_010),
+            "other bytes are another datagram"
+        );
+        assert!(!p.admit(&t(1, b"BYE"), 1_249));
+        assert!(p.admit(&t(1, b"BYE"), 1_250), "a copy T1/2 later goes out");
+        assert!(p.contains(&t(1, b"BYE"), 1_400));
+        assert!(
+            !p.contains(&t(1, b"BYE"), 1_500),
+            "forgotten after the window"
+        );
+    }
+}
