@@ -112,6 +112,8 @@ pub enum CallTimer {
     AckTimeout,
     SessionExpired,
     MaxDuration,
+    /// Timer C: the callee rang too long.
+    NoAnswer,
 }
 
 impl Call {
@@ -135,6 +137,9 @@ impl Call {
         if let Some(p) = &self.pending_2xx {
             c.push((p.next_retransmit(t), CallTimer::Retransmit2xx));
             c.push((p.gives_up_at(t), CallTimer::AckTimeout));
+        }
+        if self.state == CallState::Early {
+            c.push((self.created_at + t.timer_c, CallTimer::NoAnswer));
         }
         if self.state == CallState::Confirmed {
             // RFC 4028 §10: without a refresh, end the session a little before it expires

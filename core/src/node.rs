@@ -200,15 +200,29 @@ impl Node {
     /// store really holds (the write may have happened after all).
     pub fn handle_store_failure(&mut self, now: UnixMillis, batch: &Batch) {
         self.metrics.store_failures += batch.writes.len() as u64;
-        // The responses of this batch were never sent: their server transactions must not
-        // send them later for a retransmitted request.
+        // Nothing of this batch was sent. A 2xx to an INVITE is withdrawn (its transaction
+        // goes back to Proceeding and gets an error response below); other responses are
+        // forgotten with their transactions, so that a retransmitted request reaches us
+        // afresh; requests are forgotten with their client transactions, so that no
+        // retransmission reveals them.
+        let mut withdrawn = Vec::new();
         for t in &batch.transmits {
-            if let Ok(SipMessage::Response(r)) =
-                crate::message::parse_datagram(&t.bytes, &self.limits)
-            {
-                if let Some(key) = TxKey::server_key_of_response(&r) {
-                    self.tx.abandon(&key);
+            match crate::message::parse_datagram(&t.bytes, &self.limits) {
+                Ok(SipMessage::Response(r)) => {
+                    let Some(key) = TxKey::server_key_of_response(&r) else {
+                        continue;
+                    };
+                    let invite_2xx = key.method == Method::Invite && (200..300).contains(&r.code);
+                    if invite_2xx && self.tx.withdraw_2xx(&key, now) {
+                        withdrawn.push((key, r));
+                    } else {
+                        self.tx.abandon(&key);
+                    }
                 }
+                Ok(SipMessage::Request(r)) if r.method != Method::Ack => {
+                    self.tx.abandon_request(&r);
+                }
+                _ => {}
             }
         }
         self.process_events(now);
@@ -220,9 +234,38 @@ impl Node {
                     // Which version the store holds is unknown until the read-back, which
                     // deletes it (see `handle_store_record`).
                     call.version = 0;
+                    let unanswered = call.pending_2xx.as_ref().is_some_and(|p| {
+                        p.side == Side::A
+                            && withdrawn.iter().any(|(_, r)| {
+                                r.headers.get("Call-ID") == Some(call.a.call_id.as_str())
+                            })
+                    });
+                    if unanswered {
+                        // The caller never heard the answer: it gets the error response
+                        // below, not a BYE. The callee did answer (and its ACK was lost
+                        // with the batch): it gets its ACK again, then the BYE.
+                        call.pending_2xx = None;
+                        call.a.remote_tag = None;
+                        let b_cseq = call.b.local_cseq;
+                        self.ack_b(id, b_cseq);
+                    }
                 }
                 self.end_call(id, now);
             }
+        }
+        for (key, ok) in withdrawn {
+            let mut err = Response {
+                code: 500,
+                reason: "Call State Not Saved".into(),
+                headers: Default::default(),
+                body: Vec::new(),
+            };
+            for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+                for v in ok.headers.get_all(name) {
+                    err.headers.push(name, v);
+                }
+            }
+            let _ = self.tx.send_response(&key, err, now);
         }
         self.flush();
     }
@@ -446,10 +489,21 @@ impl Node {
         });
     }
 
-    fn remove_call(&mut self, id: &str) {
+    fn remove_call(&mut self, id: &str, now: UnixMillis) {
         let Some(call) = self.calls.remove(id) else {
             return;
         };
+        // §15.1.2: requests still pending in a dialog that ends get 487, so that no
+        // transaction is left without a final response.
+        for (_, relay) in &call.relays {
+            let resp = response_to(
+                &relay.request,
+                487,
+                None,
+                &call.dialog(relay.from_side).local_tag,
+            );
+            let _ = self.tx.send_response(&relay.server, resp, now);
+        }
         for side in [Side::A, Side::B] {
             let d = call.dialog(side);
             self.dialogs
@@ -503,7 +557,7 @@ impl Node {
                 .request(Method::Bye, &via, &contact, 70);
             self.send(id, bye, hop, Purpose::Fire, now);
         }
-        self.remove_call(id);
+        self.remove_call(id, now);
     }
 
     // ---------------------------------------------------------------- requests
@@ -770,6 +824,29 @@ impl Node {
         self.metrics.calls_failed += 1;
     }
 
+    /// Timer C fired: the caller gets 408, the callee a CANCEL (or, if it never sent a
+    /// provisional, nothing: its INVITE transaction times out on its own).
+    fn give_up_ringing(&mut self, id: &str, now: UnixMillis) {
+        let Some(call) = self.calls.get_mut(id) else {
+            return;
+        };
+        if call.state != CallState::Early {
+            return;
+        }
+        call.state = CallState::Cancelling;
+        let (a_tag, a_invite) = (call.a.local_tag.clone(), call.a_invite.clone());
+        let send_cancel = call.b_provisional;
+        if let Some((k, r)) = a_invite {
+            let resp = response_to(&r, 408, None, &a_tag);
+            let _ = self.tx.send_response(&k, resp, now);
+        }
+        if send_cancel {
+            self.cancel_callee(id, now);
+        }
+        self.metrics.calls_failed += 1;
+        self.reschedule(id);
+    }
+
     /// CANCEL for the INVITE to the callee (§9.1; only once it has sent a provisional).
     fn cancel_callee(&mut self, id: &str, now: UnixMillis) {
         let Some((b_req, peer)) = self
@@ -827,7 +904,7 @@ impl Node {
                 .is_some_and(|c| c.state == CallState::Early)
             {
                 self.cancel_call(id, now);
-                return self.remove_call(id);
+                return self.remove_call(id, now);
             }
             // Only the other leg gets our BYE.
             if let Some(call) = self.calls.get_mut(id) {
@@ -1074,7 +1151,7 @@ impl Node {
             self.metrics.calls_failed += 1;
         }
         if call.state != CallState::Confirmed {
-            self.remove_call(id);
+            self.remove_call(id, now);
         }
     }
 
@@ -1179,7 +1256,7 @@ impl Node {
                     .get(&id)
                     .is_some_and(|c| c.state != CallState::Confirmed)
                 {
-                    self.remove_call(&id);
+                    self.remove_call(&id, now);
                 }
             }
             Purpose::Relay => {
@@ -1236,6 +1313,7 @@ impl Node {
                 self.end_call(id, now);
             }
             CallTimer::SessionExpired | CallTimer::MaxDuration => self.end_call(id, now),
+            CallTimer::NoAnswer => self.give_up_ringing(id, now),
         }
     }
 

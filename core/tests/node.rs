@@ -403,3 +403,124 @@ fn call_record_left_by_a_failed_write_is_deleted_once_read_back() {
     n.handle_store_record(T0 + 300, &key, None);
     assert!(n.poll_batch().is_none());
 }
+
+/// The callee answers, but the call record cannot be written: the caller never hears the
+/// 200, so it gets a final error response instead (its INVITE transaction is still open),
+/// and the callee, whose 2xx did arrive, gets its ACK and then a BYE.
+#[test]
+fn answer_whose_write_failed_becomes_500_for_the_caller_and_bye_for_the_callee() {
+    let mut n = node(Config::default());
+    let mut store = BTreeMap::new();
+    register_bob(&mut n, &mut store);
+    send(&mut n, T0 + 10, A, INVITE);
+    let out = run(&mut n, &mut store);
+    let SipMessage::Request(b_inv) = out[0].1.clone() else {
+        panic!()
+    };
+    let h = &b_inv.headers;
+    let ok = format!(
+        "SIP/2.0 200 OK\nVia: {}\nFrom: {}\nTo: {};tag=bt\nCall-ID: {}\nCSeq: 1 INVITE\n\
+         Contact: <sip:bob@127.0.0.1:5062>\nContent-Length: 0\n\n",
+        h.get("Via").unwrap(),
+        h.get("From").unwrap(),
+        h.get("To").unwrap(),
+        h.get("Call-ID").unwrap()
+    );
+    send(&mut n, T0 + 30, B, &ok);
+    let batch = n.poll_batch().unwrap();
+    assert_eq!(batch.writes.len(), 1);
+    n.handle_store_failure(T0 + 40, &batch);
+    let out = run(&mut n, &mut store);
+    assert_eq!(
+        lines(&out),
+        [
+            "127.0.0.1:5062 ACK sip:bob@127.0.0.1:5062",
+            "127.0.0.1:5062 BYE sip:bob@127.0.0.1:5062",
+            "127.0.0.1:5061 500 Call State Not Saved",
+        ]
+    );
+    assert_eq!(n.active_calls(), 0);
+}
+
+/// Timer C: a callee that rings for ever is cancelled and the caller gets 408.
+#[test]
+fn callee_ringing_past_timer_c_is_cancelled_and_the_caller_gets_408() {
+    let mut n = node(Config::default());
+    let mut store = BTreeMap::new();
+    register_bob(&mut n, &mut store);
+    send(&mut n, T0 + 10, A, INVITE);
+    let out = run(&mut n, &mut store);
+    let SipMessage::Request(b_inv) = out[0].1.clone() else {
+        panic!()
+    };
+    let h = &b_inv.headers;
+    let ringing = format!(
+        "SIP/2.0 180 Ringing\nVia: {}\nFrom: {}\nTo: {};tag=bt\nCall-ID: {}\nCSeq: 1 INVITE\n\
+         Content-Length: 0\n\n",
+        h.get("Via").unwrap(),
+        h.get("From").unwrap(),
+        h.get("To").unwrap(),
+        h.get("Call-ID").unwrap()
+    );
+    send(&mut n, T0 + 20, B, &ringing);
+    assert_eq!(
+        lines(&run(&mut n, &mut store)),
+        ["127.0.0.1:5061 180 Ringing"]
+    );
+    n.handle_timeout(T0 + 10 + 179_999);
+    assert!(!lines(&run(&mut n, &mut store))
+        .iter()
+        .any(|l| l.contains("408") || l.contains("CANCEL")));
+    n.handle_timeout(T0 + 10 + 180_000);
+    let out = lines(&run(&mut n, &mut store));
+    assert!(
+        out.contains(&"127.0.0.1:5061 408 Request Timeout".to_string()),
+        "{out:?}"
+    );
+    assert!(
+        out.contains(&"127.0.0.1:5062 CANCEL sip:bob@127.0.0.1:5062".to_string()),
+        "{out:?}"
+    );
+}
+
+/// §15.1.2: a BYE ends the call while the callee's re-INVITE is still being relayed: the
+/// re-INVITE gets 487, so that no transaction is left without a final response.
+#[test]
+fn bye_during_a_relayed_reinvite_answers_it_487() {
+    let mut n = node(Config::default());
+    let mut store = BTreeMap::new();
+    let (b_inv, ok) = confirmed_call(&mut n, &mut store);
+    send(&mut n, T0 + 40, A, &ack_from_a(&ok));
+    run(&mut n, &mut store);
+    let h = &b_inv.headers;
+    let reinvite = format!(
+        "INVITE sip:drongo@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKb1\n\
+         Max-Forwards: 70\nFrom: {};tag=bt\nTo: {}\nCall-ID: {}\nCSeq: 1 INVITE\n\
+         Contact: <sip:bob@127.0.0.1:5062>\nContent-Length: 0\n\n",
+        h.get("To").unwrap(),
+        h.get("From").unwrap(),
+        h.get("Call-ID").unwrap()
+    );
+    send(&mut n, T0 + 50, B, &reinvite);
+    let out = lines(&run(&mut n, &mut store));
+    assert_eq!(out, ["127.0.0.1:5061 INVITE sip:alice@127.0.0.1:5061"]);
+    let bye = ack_from_a(&ok)
+        .replace("ACK sip", "BYE sip")
+        .replace("CSeq: 1 ACK", "CSeq: 2 BYE")
+        .replace("z9hG4bKa2", "z9hG4bKa3");
+    send(&mut n, T0 + 60, A, &bye);
+    let out = lines(&run(&mut n, &mut store));
+    assert!(
+        out.contains(&"127.0.0.1:5062 487 Request Terminated".to_string()),
+        "{out:?}"
+    );
+    assert!(
+        out.contains(&"127.0.0.1:5062 BYE sip:bob@127.0.0.1:5062".to_string()),
+        "{out:?}"
+    );
+    assert!(
+        out.contains(&"127.0.0.1:5061 200 OK".to_string()),
+        "{out:?}"
+    );
+    assert!(store.is_empty() || store.keys().all(|k| k.starts_with("reg/")));
+}

@@ -532,6 +532,25 @@ impl TransactionLayer {
         }
     }
 
+    /// The 2xx sent through INVITE server transaction `key` never left (its store write
+    /// failed): the transaction goes back to Proceeding, so that the TU can still send a
+    /// final response. `false` if it is not an INVITE server transaction in Accepted.
+    pub fn withdraw_2xx(&mut self, key: &TxKey, now: UnixMillis) -> bool {
+        self.step(key, |tx, _| match tx {
+            Transaction::ServerInvite(t) => t.withdraw_2xx(now),
+            _ => false,
+        })
+        .unwrap_or(false)
+    }
+
+    /// Forgets the client transaction that sends `req` (whose first copy never left):
+    /// nothing of it is retransmitted.
+    pub fn abandon_request(&mut self, req: &Request) {
+        if let Some(key) = TxKey::for_outgoing(req) {
+            self.abandon(&key);
+        }
+    }
+
     /// The INVITE server transaction that a CANCEL server transaction cancels (§9.2): same
     /// branch and sent-by, method INVITE.
     pub fn invite_for_cancel(&self, cancel: &TxKey) -> Option<TxKey> {

@@ -70,6 +70,19 @@ impl ServerInviteTransaction {
         self.entered_at = now;
     }
 
+    /// The 2xx that moved us to Accepted never left (its store write failed): as far as
+    /// the wire knows we are still Proceeding, so we go back there and may still send a
+    /// final response. `false` if we were not in Accepted.
+    pub(crate) fn withdraw_2xx(&mut self, now: UnixMillis) -> bool {
+        if self.state != ServerInviteState::Accepted {
+            return false;
+        }
+        self.enter(ServerInviteState::Proceeding, now);
+        // The provisional we last sent (if any) is not known any more; none is resent.
+        self.last_response = None;
+        true
+    }
+
     fn resend_last(&self, out: &mut Out) {
         if let Some(r) = &self.last_response {
             out.send(self.peer, r.to_bytes());

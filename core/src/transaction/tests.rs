@@ -737,3 +737,19 @@ fn every_state_and_event_of_the_four_machines() {
         assert_eq!(state(&l, &key), *to, "{machine} {from} + {ev:?}");
     }
 }
+
+#[test]
+fn withdrawn_2xx_reopens_the_server_invite_for_a_final_error() {
+    let mut l = layer();
+    let (key, inv) = server_invite(&mut l, Transport::Udp);
+    l.send_response(&key, reply(&inv, 200), T0 + 10).unwrap();
+    assert_eq!(lines(&mut l), ["SIP/2.0 200 OK"]);
+    // The 200 never left (its store write failed): back to Proceeding, where a final
+    // error response is allowed and retransmitted as Timer G says.
+    assert!(l.withdraw_2xx(&key, T0 + 20));
+    assert_eq!(state(&l, &key), "Proceeding");
+    l.send_response(&key, reply(&inv, 500), T0 + 30).unwrap();
+    assert_eq!(state(&l, &key), "Completed");
+    assert_eq!(lines(&mut l), ["SIP/2.0 500 Server Internal Error"]);
+    assert!(!l.withdraw_2xx(&key, T0 + 40), "only from Accepted");
+}

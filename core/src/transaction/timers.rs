@@ -16,6 +16,14 @@ pub struct TimerConfig {
     pub t2: u64,
     /// Maximum time a message stays in the network.
     pub t4: u64,
+    /// Timer C (§16.6 step 11, "greater than 3 minutes" for proxies): how long the B2BUA
+    /// lets the callee ring before it gives up with CANCEL and answers the caller 408.
+    #[serde(default = "default_timer_c")]
+    pub timer_c: u64,
+}
+
+fn default_timer_c() -> u64 {
+    180_000
 }
 
 impl Default for TimerConfig {
@@ -24,6 +32,7 @@ impl Default for TimerConfig {
             t1: 500,
             t2: 4_000,
             t4: 5_000,
+            timer_c: default_timer_c(),
         }
     }
 }
