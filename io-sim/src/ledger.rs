@@ -41,6 +41,9 @@ pub struct Inner {
     pub calls: BTreeMap<String, CallLedger>,
     pub regs: BTreeMap<String, RegLedger>,
     pub calls_started: u64,
+    /// INVITE transactions of the user agents that got a provisional response and no final
+    /// one yet (an INVITE client transaction has no timer then): since when, and what.
+    pub proceeding: BTreeMap<String, (u64, String)>,
 }
 
 #[derive(Clone, Default)]

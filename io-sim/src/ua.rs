@@ -73,6 +73,8 @@ enum Action {
     Reinvite(String),
     Vanish(String),
     Resend2xx(String),
+    /// 64·T1 after our CANCEL: an INVITE still without a final response is given up (§9.1).
+    Abandon(String),
 }
 
 /// Why a client transaction was started.
@@ -131,6 +133,10 @@ struct Call {
     canceled: bool,
     vanished: bool,
     pending_2xx: Option<Pending2xx>,
+    /// Caller: a provisional response came (only then may a CANCEL go, §9.1).
+    provisional: bool,
+    /// Caller: we mean to CANCEL as soon as a provisional response allows it.
+    cancel_wanted: bool,
     /// Callee: our 2xx to the INVITE went out (the dialog exists).
     sent_2xx: bool,
     reinvite_pending: bool,
@@ -483,6 +489,8 @@ impl Ua {
                 canceled: false,
                 vanished: false,
                 pending_2xx: None,
+                provisional: false,
+                cancel_wanted: false,
                 sent_2xx: false,
                 reinvite_pending: false,
                 acks: BTreeMap::new(),
@@ -525,21 +533,23 @@ impl Ua {
                     .tx
                     .send_response(&key, response_to(&req, code, None, &tag), now);
             }
-            Action::Cancel(id) => {
+            Action::Cancel(id) => self.cancel(&id, now),
+            Action::Abandon(id) => {
                 let Some(c) = self.calls.get_mut(&id) else {
                     return;
                 };
-                if c.state != State::Early || c.canceled {
+                if c.state != State::Early {
                     return;
                 }
-                c.canceled = true;
+                c.state = State::Ended;
                 let Some(invite) = c.invite.clone() else {
                     return;
                 };
-                let cancel = drongo_core::message::cancel_for(&invite);
-                self.trace
-                    .log(&self.who, format_args!("gives up on {id}: CANCEL"));
-                self.send_request(cancel, Purpose::Cancel);
+                self.trace.log(
+                    &self.who,
+                    format_args!("no final response after CANCEL; {id} given up"),
+                );
+                self.tx.abandon_request(&invite);
             }
             Action::Hangup(id) => self.hang_up(&id),
             Action::Reinvite(id) => {
@@ -614,6 +624,30 @@ impl Ua {
                 self.at(next, Action::Resend2xx(id));
             }
         }
+    }
+
+    fn cancel(&mut self, id: &str, now: UnixMillis) {
+        let t1 = self.timers_cfg.t1;
+        let Some(c) = self.calls.get_mut(id) else {
+            return;
+        };
+        if c.state != State::Early || c.canceled {
+            return;
+        }
+        if !c.provisional {
+            // §9.1: no CANCEL before a provisional response; it goes when one comes.
+            c.cancel_wanted = true;
+            return;
+        }
+        c.canceled = true;
+        let Some(invite) = c.invite.clone() else {
+            return;
+        };
+        let cancel = drongo_core::message::cancel_for(&invite);
+        self.trace
+            .log(&self.who, format_args!("gives up on {id}: CANCEL"));
+        self.send_request(cancel, Purpose::Cancel);
+        self.at(now + 64 * t1, Action::Abandon(id.to_string()));
     }
 
     fn hang_up(&mut self, id: &str) {
@@ -897,6 +931,21 @@ impl Ua {
             TxEvent::Request { key, request, .. } => self.on_request(key, request, now),
             TxEvent::Response { key, response } => {
                 let purpose = self.purposes.get(&key).cloned();
+                if key.method == Method::Invite {
+                    let id = format!("{} {}", self.who, key.branch);
+                    let mut l = self.ledger.lock();
+                    if response.code < 200 {
+                        let what = format!(
+                            "{}: INVITE {} got {} and no final response",
+                            self.who,
+                            response.headers.get("Call-ID").unwrap_or(""),
+                            response.code
+                        );
+                        l.proceeding.entry(id).or_insert((sim_ms(), what));
+                    } else {
+                        l.proceeding.remove(&id);
+                    }
+                }
                 self.on_response(purpose, response, now);
             }
             TxEvent::StrayResponse { response, .. } => {
@@ -910,6 +959,8 @@ impl Ua {
             }
             TxEvent::Terminated { key } => {
                 self.purposes.remove(&key);
+                let id = format!("{} {}", self.who, key.branch);
+                self.ledger.lock().proceeding.remove(&id);
             }
         }
     }
@@ -1038,6 +1089,11 @@ impl Ua {
         if code < 200 {
             if c.remote_tag.is_none() {
                 c.remote_tag = tag_of(resp.headers.get("To"));
+            }
+            c.provisional = true;
+            if c.cancel_wanted {
+                c.cancel_wanted = false;
+                self.cancel(id, now);
             }
             return;
         }
@@ -1340,6 +1396,8 @@ impl Ua {
             canceled: false,
             vanished: false,
             pending_2xx: None,
+            provisional: false,
+            cancel_wanted: false,
             sent_2xx: false,
             reinvite_pending: false,
             acks: BTreeMap::new(),

@@ -82,6 +82,9 @@ pub struct WorldSpec {
     pub skew_bound_ms: u64,
     pub session_expires_secs: u64,
     pub faults: Vec<Fault>,
+    /// How long the world runs on after the workload before the invariants are checked;
+    /// `None`: long enough for every call to end by its session timer.
+    pub settle_ms: Option<u64>,
 }
 
 impl Default for WorldSpec {
@@ -98,6 +101,7 @@ impl Default for WorldSpec {
             skew_bound_ms: 0,
             session_expires_secs: 60,
             faults: Vec::new(),
+            settle_ms: None,
         }
     }
 }
@@ -337,10 +341,16 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
         let _ = t.await;
     }
     // Settle: every call must be over by the session timer, retransmissions done.
-    let settle = spec.session_expires_secs * 1000 + 64 * t1 + 20_000;
+    let settle = spec
+        .settle_ms
+        .unwrap_or(spec.session_expires_secs * 1000 + 64 * t1 + 20_000);
     trace.log("world", "workload done; settling");
     madsim::time::sleep(Duration::from_millis(settle)).await;
-    check(&trace, &ledger, &server).await;
+    let kills = spec
+        .faults
+        .iter()
+        .any(|f| matches!(f, Fault::KillNode { .. }));
+    check(&trace, &ledger, &server, !kills, 64 * t1).await;
 }
 
 struct FaultCtx {
@@ -481,9 +491,17 @@ impl FaultCtx {
 }
 
 /// The invariants over what the user agents saw and what the store holds.
-async fn check(trace: &Trace, ledger: &Ledger, server: &StoreServer) {
+/// `finals`: every INVITE that got a provisional response must have got a final one
+/// (false when nodes are killed: their transactions die with them).
+async fn check(trace: &Trace, ledger: &Ledger, server: &StoreServer, finals: bool, t: u64) {
     {
         let l = ledger.lock();
+        let end = sim_ms();
+        for (since, what) in l.proceeding.values() {
+            if finals && since + t < end {
+                trace.violation("check", what);
+            }
+        }
         for (token, call) in &l.calls {
             if call.caller.answered {
                 if !call.caller.ended {

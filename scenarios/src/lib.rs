@@ -25,6 +25,16 @@ pub fn all() -> Vec<Scenario> {
             spec: smoke,
         },
         Scenario {
+            name: "smoke-crash",
+            about: "smoke, with the node killed while a call is up (pinned by a trace snapshot)",
+            spec: smoke_crash,
+        },
+        Scenario {
+            name: "smoke-store-outage",
+            about: "smoke, with the store unavailable for 2-4 s (pinned by a trace snapshot)",
+            spec: smoke_store_outage,
+        },
+        Scenario {
             name: "steady",
             about: "no faults: a few hundred calls and registrations on one node",
             spec: steady,
@@ -90,6 +100,27 @@ fn smoke() -> WorldSpec {
         lapse: 0.0,
         session_expires_secs: 30,
         ..WorldSpec::default()
+    }
+}
+
+fn smoke_crash() -> WorldSpec {
+    WorldSpec {
+        faults: vec![Fault::KillNode {
+            node: 0,
+            when: Trigger::InCall { after_ms: 5_000 },
+            down_ms: (1_000, 3_000),
+        }],
+        ..smoke()
+    }
+}
+
+fn smoke_store_outage() -> WorldSpec {
+    WorldSpec {
+        faults: vec![Fault::StoreUnavailable {
+            when: Trigger::InCall { after_ms: 5_000 },
+            for_ms: (2_000, 4_000),
+        }],
+        ..smoke()
     }
 }
 
