@@ -113,6 +113,9 @@ pub struct Node {
     /// The caller's INVITE server transaction → call id (for CANCEL).
     server_invites: HashMap<TxKey, String>,
     call_timers: BTreeSet<(UnixMillis, String)>,
+    /// 2xx responses of calls that ended before their ACK came, keyed by the leg's Call-ID
+    /// and CSeq: §13.3.1.4 wants them retransmitted until the ACK or 64·T1 all the same.
+    orphan_2xx: BTreeMap<(String, u32), (Pending2xx, Peer)>,
     call_scheduled: BTreeMap<String, UnixMillis>,
     writes: Vec<StoreWrite>,
     extra_transmits: Vec<Transmit>,
@@ -140,6 +143,7 @@ impl Node {
             client_txs: HashMap::new(),
             server_invites: HashMap::new(),
             call_timers: BTreeSet::new(),
+            orphan_2xx: BTreeMap::new(),
             call_scheduled: BTreeMap::new(),
             writes: Vec::new(),
             extra_transmits: Vec::new(),
@@ -173,6 +177,7 @@ impl Node {
     /// Nothing in flight: no transaction. (Confirmed calls are in the store.)
     pub fn is_idle(&self) -> bool {
         self.tx.is_empty()
+            && self.orphan_2xx.is_empty()
             && self
                 .calls
                 .values()
@@ -188,6 +193,13 @@ impl Node {
             self.tx.poll_timeout(),
             self.registrar.poll_timeout(),
             self.call_timers.first().map(|(t, _)| *t),
+            self.orphan_2xx
+                .values()
+                .map(|(p, _)| {
+                    p.next_retransmit(&self.cfg.timers)
+                        .min(p.gives_up_at(&self.cfg.timers))
+                })
+                .min(),
         ]
         .into_iter()
         .flatten()
@@ -406,10 +418,25 @@ impl Node {
         self.flush();
     }
 
+    /// Retransmits the 2xx of ended calls that are still waiting for their ACK.
+    fn retransmit_orphans(&mut self, now: UnixMillis) {
+        let t = self.cfg.timers;
+        self.orphan_2xx.retain(|_, (p, _)| now < p.gives_up_at(&t));
+        for (p, peer) in self.orphan_2xx.values_mut() {
+            if p.next_retransmit(&t) <= now {
+                p.retransmits += 1;
+                p.last_sent_at = now;
+                self.tx
+                    .send_stateless(&SipMessage::Response(p.response.clone()), *peer);
+            }
+        }
+    }
+
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: UnixMillis) {
         self.tx.handle_timeout(now);
         self.process_events(now);
+        self.retransmit_orphans(now);
         let writes = self.registrar.handle_timeout(now);
         self.writes.extend(writes);
         while let Some((at, id)) = self.call_timers.first().cloned() {
@@ -493,6 +520,11 @@ impl Node {
         let Some(call) = self.calls.remove(id) else {
             return;
         };
+        if let Some(p) = &call.pending_2xx {
+            let leg = call.dialog(p.side);
+            self.orphan_2xx
+                .insert((leg.call_id.clone(), p.cseq), (p.clone(), leg.peer));
+        }
         // §15.1.2: requests still pending in a dialog that ends get 487, so that no
         // transaction is left without a final response.
         for (_, relay) in &call.relays {
@@ -974,6 +1006,13 @@ impl Node {
         ) else {
             return;
         };
+        if self
+            .orphan_2xx
+            .remove(&(call_id.to_string(), cseq.seq))
+            .is_some()
+        {
+            return;
+        }
         let Some((id, side)) = self
             .dialogs
             .get(&(call_id.to_string(), tag.to_string()))

@@ -524,3 +524,61 @@ fn bye_during_a_relayed_reinvite_answers_it_487() {
     );
     assert!(store.is_empty() || store.keys().all(|k| k.starts_with("reg/")));
 }
+
+/// A call ends (BYE from the callee) while the caller has not yet ACKed the relayed 2xx
+/// to its re-INVITE: the 2xx is still retransmitted until the ACK comes (§13.3.1.4).
+#[test]
+fn relayed_2xx_is_retransmitted_after_its_call_ended_until_the_ack() {
+    let mut n = node(Config::default());
+    let mut store = BTreeMap::new();
+    let (b_inv, ok) = confirmed_call(&mut n, &mut store);
+    send(&mut n, T0 + 40, A, &ack_from_a(&ok));
+    run(&mut n, &mut store);
+    let reinvite = ack_from_a(&ok)
+        .replace("ACK sip", "INVITE sip")
+        .replace(
+            "CSeq: 1 ACK",
+            "CSeq: 2 INVITE\nContact: <sip:alice@127.0.0.1:5061>",
+        )
+        .replace("z9hG4bKa2", "z9hG4bKa3");
+    send(&mut n, T0 + 50, A, &reinvite);
+    let out = run(&mut n, &mut store);
+    let SipMessage::Request(relayed) = out[0].1.clone() else {
+        panic!("{:?}", lines(&out))
+    };
+    let h = &relayed.headers;
+    let ok2 = format!(
+        "SIP/2.0 200 OK\nVia: {}\nFrom: {}\nTo: {}\nCall-ID: {}\nCSeq: {}\n\
+         Contact: <sip:bob@127.0.0.1:5062>\nContent-Length: 0\n\n",
+        h.get("Via").unwrap(),
+        h.get("From").unwrap(),
+        h.get("To").unwrap(),
+        h.get("Call-ID").unwrap(),
+        h.get("CSeq").unwrap()
+    );
+    send(&mut n, T0 + 60, B, &ok2);
+    assert!(lines(&run(&mut n, &mut store)).contains(&"127.0.0.1:5061 200 OK".to_string()));
+    // The callee hangs up before the caller's ACK arrives.
+    let bye = format!(
+        "BYE sip:drongo@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKb9\n\
+         Max-Forwards: 70\nFrom: {};tag=bt\nTo: {}\nCall-ID: {}\nCSeq: 5 BYE\nContent-Length: 0\n\n",
+        b_inv.headers.get("To").unwrap(),
+        b_inv.headers.get("From").unwrap(),
+        b_inv.headers.get("Call-ID").unwrap()
+    );
+    send(&mut n, T0 + 70, B, &bye);
+    run(&mut n, &mut store);
+    assert_eq!(n.active_calls(), 0);
+    n.handle_timeout(T0 + 60 + 500);
+    assert!(lines(&run(&mut n, &mut store)).contains(&"127.0.0.1:5061 200 OK".to_string()));
+    let ack2 = ack_from_a(&ok)
+        .replace("CSeq: 1 ACK", "CSeq: 2 ACK")
+        .replace("z9hG4bKa2", "z9hG4bKa4");
+    send(&mut n, T0 + 700, A, &ack2);
+    n.handle_timeout(T0 + 60 + 1_500);
+    let left = lines(&run(&mut n, &mut store));
+    assert!(
+        !left.iter().any(|l| l.contains("200 OK")),
+        "no retransmission after the ACK: {left:?}"
+    );
+}

@@ -126,9 +126,9 @@ fn smoke_store_outage() -> WorldSpec {
 
 fn steady() -> WorldSpec {
     WorldSpec {
-        uas: 12,
-        calls: 200,
-        workload_ms: 200_000,
+        uas: 16,
+        calls: 300,
+        workload_ms: 300_000,
         ..WorldSpec::default()
     }
 }

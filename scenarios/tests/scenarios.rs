@@ -54,6 +54,10 @@ fn seeds_that_found_bugs() {
         ("store-outage", 13),
         ("store-ambiguous-writes", 61),
         ("partition-node-store", 11),
+        // The caller's BYE ended the call while the relayed 2xx to its re-INVITE was lost:
+        // nobody retransmitted it, and the re-INVITE never got its final response.
+        ("lossy-network", 114),
+        ("lossy-network", 165),
     ];
     for (name, seed) in found {
         let o = run(&spec(name), seed);

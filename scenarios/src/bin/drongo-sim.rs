@@ -3,7 +3,7 @@
 //! ```text
 //! drongo-sim list
 //! drongo-sim run NAME --seed N [--trace FILE]
-//! drongo-sim sweep NAME --seeds A..B
+//! drongo-sim sweep NAME --seeds A..B [-v]
 //! drongo-sim determinism NAME --seed N
 //! ```
 //! Exit status 0 when every invariant held, 1 when one broke (the broken invariants and
@@ -30,7 +30,7 @@ mod runner {
 
     fn usage() -> ExitCode {
         eprintln!(
-            "usage: drongo-sim list | run NAME --seed N [--trace FILE] | sweep NAME --seeds A..B | determinism NAME --seed N"
+            "usage: drongo-sim list | run NAME --seed N [--trace FILE] | sweep NAME --seeds A..B [-v] | determinism NAME --seed N"
         );
         ExitCode::from(2)
     }
@@ -125,19 +125,38 @@ mod runner {
                 let Some(range) = flag(&args, "--seeds").and_then(seeds) else {
                     return usage();
                 };
+                let verbose = args.iter().any(|a| a == "-v");
                 let mut failed = Vec::new();
+                let (mut n, mut calls, mut sim_ms, mut wall_ms) = (0u64, 0u64, 0u64, 0u64);
                 for seed in range {
                     let o = run(&spec, seed);
-                    report(&s, &o);
+                    n += 1;
+                    calls += o.calls_started;
+                    sim_ms += o.sim_ms;
+                    wall_ms += o.wall_ms;
+                    if verbose || !o.violations.is_empty() {
+                        report(&s, &o);
+                    }
                     if !o.violations.is_empty() {
                         failed.push(seed);
                     }
                 }
+                let wall = wall_ms.max(1) as f64 / 1000.0;
+                println!(
+                    "{}: {n} seeds, {} | {calls} calls, {:.0} simulated s in {wall:.1} wall s ({:.0} sim s/s, {:.0} calls/s)",
+                    s.name,
+                    if failed.is_empty() {
+                        "every seed passed".to_string()
+                    } else {
+                        format!("failing seeds: {failed:?}")
+                    },
+                    sim_ms as f64 / 1000.0,
+                    sim_ms as f64 / 1000.0 / wall,
+                    calls as f64 / wall,
+                );
                 if failed.is_empty() {
-                    println!("{}: every seed passed", s.name);
                     ExitCode::SUCCESS
                 } else {
-                    println!("{}: failing seeds: {failed:?}", s.name);
                     ExitCode::FAILURE
                 }
             }
