@@ -120,7 +120,7 @@ impl StoreServer {
                 let fate = if s.faults.unavailable {
                     Fate::Unavailable
                 } else if matches!(op, Op::Apply { .. }) && roll < s.faults.ambiguous_rate {
-                    if s.rng.next_u64() % 2 == 0 {
+                    if s.rng.next_u64().is_multiple_of(2) {
                         Fate::AppliedAnswerLost
                     } else {
                         Fate::Lost

@@ -239,7 +239,7 @@ impl Ua {
             trace,
             ledger,
             link,
-            tx: TransactionLayer::new(timers_cfg.clone()),
+            tx: TransactionLayer::new(timers_cfg),
             timers_cfg,
             ids: IdGen::new(cfg.node_id, cfg.seed),
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
