@@ -37,6 +37,10 @@ pub enum CallState {
     Cancelling,
     /// Answered and relayed.
     Confirmed,
+    /// Over: BYE went to the legs in `Call::byes`. The record stays until they answer, so
+    /// that a node that restarts (or takes over) sends them again: a BYE is never lost with
+    /// the node that was to send it.
+    Ending,
 }
 
 /// A 2xx to an INVITE we sent on `side` and keep retransmitting until its ACK arrives
@@ -103,6 +107,9 @@ pub struct Call {
     /// A relayed re-INVITE answered 2xx whose ACK we wait for from `Side`, with the CSeq the
     /// other leg's ACK must carry.
     pub awaiting_ack: Option<(Side, u32, u32)>,
+    /// Legs whose BYE has not been answered yet (state `Ending`).
+    #[serde(default)]
+    pub byes: Vec<Side>,
 }
 
 /// Why a call timer fired.

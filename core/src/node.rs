@@ -54,6 +54,8 @@ enum Purpose {
     Relay,
     /// BYE, CANCEL: answers change nothing.
     Fire,
+    /// The BYE that ends the call on this leg: its answer (or timeout) lets the record go.
+    Bye(Side),
 }
 
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REGISTER";
@@ -213,10 +215,10 @@ impl Node {
     pub fn handle_store_failure(&mut self, now: UnixMillis, batch: &Batch) {
         self.metrics.store_failures += batch.writes.len() as u64;
         // Nothing of this batch was sent. A 2xx to an INVITE is withdrawn (its transaction
-        // goes back to Proceeding and gets an error response below); other responses are
-        // forgotten with their transactions, so that a retransmitted request reaches us
-        // afresh; requests are forgotten with their client transactions, so that no
-        // retransmission reveals them.
+        // goes back to Proceeding and gets an error response below), a failure response to
+        // an INVITE is sent again; other responses are forgotten with their transactions,
+        // so that a retransmitted request reaches us afresh; requests are forgotten with
+        // their client transactions, so that no retransmission reveals them.
         let mut withdrawn = Vec::new();
         for t in &batch.transmits {
             match crate::message::parse_datagram(&t.bytes, &self.limits) {
@@ -224,9 +226,14 @@ impl Node {
                     let Some(key) = TxKey::server_key_of_response(&r) else {
                         continue;
                     };
-                    let invite_2xx = key.method == Method::Invite && (200..300).contains(&r.code);
-                    if invite_2xx && self.tx.withdraw_2xx(&key, now) {
+                    let invite = key.method == Method::Invite;
+                    if invite && (200..300).contains(&r.code) && self.tx.withdraw_2xx(&key, now) {
                         withdrawn.push((key, r));
+                    } else if invite && r.code >= 300 {
+                        // An INVITE client that heard a provisional does not retransmit: a
+                        // failure answer is sent again rather than taken back (it reveals
+                        // nothing durable).
+                        self.tx.resend_response(&key);
                     } else {
                         self.tx.abandon(&key);
                     }
@@ -333,8 +340,15 @@ impl Node {
                 call.relays.clear();
                 self.index_call(&call);
                 let id = call.id.clone();
+                let ending = call.byes.clone();
                 self.calls.insert(id.clone(), call);
                 self.reschedule(&id);
+                if !ending.is_empty() {
+                    // Its BYEs may never have left the node that died: send them again
+                    // (with a new CSeq, which is stored first).
+                    self.send_byes(&id, &ending, now);
+                    self.persist(&id);
+                }
             }
         }
         self.handle_timeout(now);
@@ -572,24 +586,70 @@ impl Node {
     }
 
     /// Sends BYE on every leg that has a dialog, and forgets the call.
+    /// Sends BYE on every leg that has a dialog. A stored call then stays, as `Ending`,
+    /// until those BYEs are answered (the write goes before them); an unstored one is
+    /// forgotten at once.
     fn end_call(&mut self, id: &str, now: UnixMillis) {
-        let Some(mut call) = self.calls.get(id).cloned() else {
+        let Some(call) = self.calls.get(id) else {
             return;
         };
-        for side in [Side::A, Side::B] {
-            let d = call.dialog(side);
-            if d.remote_tag.is_none() {
-                continue;
-            }
-            let hop = d.next_hop();
+        let sides: Vec<Side> = [Side::A, Side::B]
+            .into_iter()
+            .filter(|s| call.dialog(*s).remote_tag.is_some())
+            .collect();
+        if sides.is_empty() || call.version == 0 {
+            self.send_byes(id, &sides, now);
+            return self.remove_call(id, now);
+        }
+        let Some(call) = self.calls.get_mut(id) else {
+            return;
+        };
+        call.state = CallState::Ending;
+        call.byes = sides.clone();
+        // §15.1.2: what is still pending in the dialog gets 487.
+        let relays = std::mem::take(&mut call.relays);
+        call.awaiting_ack = None;
+        for (_, relay) in &relays {
+            let tag = call.dialog(relay.from_side).local_tag.clone();
+            let resp = response_to(&relay.request, 487, None, &tag);
+            let _ = self.tx.send_response(&relay.server, resp, now);
+        }
+        self.send_byes(id, &sides, now);
+        self.persist(id);
+        self.reschedule(id);
+    }
+
+    fn send_byes(&mut self, id: &str, sides: &[Side], now: UnixMillis) {
+        for side in sides {
+            let Some(call) = self.calls.get(id) else {
+                return;
+            };
+            let hop = call.dialog(*side).next_hop();
             let via = self.via(hop.transport);
             let contact = self.contact(hop.transport);
+            let Some(call) = self.calls.get_mut(id) else {
+                return;
+            };
             let bye = call
-                .dialog_mut(side)
+                .dialog_mut(*side)
                 .request(Method::Bye, &via, &contact, 70);
-            self.send(id, bye, hop, Purpose::Fire, now);
+            self.send(id, bye, hop, Purpose::Bye(*side), now);
         }
-        self.remove_call(id, now);
+    }
+
+    /// The BYE on `side` was answered (or timed out): once every leg has answered, the
+    /// call's record goes.
+    fn bye_done(&mut self, id: &str, side: Side, now: UnixMillis) {
+        let Some(call) = self.calls.get_mut(id) else {
+            return;
+        };
+        if call.state != CallState::Ending {
+            return;
+        }
+        call.byes.retain(|s| *s != side);
+        if call.byes.is_empty() {
+            self.remove_call(id, now);
+        }
     }
 
     // ---------------------------------------------------------------- requests
@@ -817,6 +877,7 @@ impl Node {
             pending_2xx: None,
             relays: Vec::new(),
             awaiting_ack: None,
+            byes: Vec::new(),
         };
         self.index_call(&call);
         self.calls.insert(id, call);
@@ -909,6 +970,14 @@ impl Node {
             .get("CSeq")
             .and_then(CSeq::parse)
             .map_or(0, |c| c.seq);
+        if call.state == CallState::Ending {
+            // The call is over; only the BYE that crosses ours is welcome.
+            if req.method == Method::Bye {
+                self.reply(&key, &req, 200, None, &[], now);
+                return self.bye_done(id, side, now);
+            }
+            return self.reply(&key, &req, 481, None, &[], now);
+        }
         let d = call.dialog_mut(side);
         if d.remote_cseq.is_some_and(|rc| cseq <= rc) {
             // §14.1: a random 0–10 s, from the node's seeded generator.
@@ -1064,6 +1133,8 @@ impl Node {
             Purpose::Invite => self.on_invite_response(&id, resp, now),
             Purpose::Relay => self.on_relay_response(&id, key, resp, now),
             Purpose::Fire => {}
+            Purpose::Bye(side) if resp.code >= 200 => self.bye_done(&id, side, now),
+            Purpose::Bye(_) => {}
         }
         self.reschedule(&id);
     }
@@ -1309,6 +1380,7 @@ impl Node {
                 }
             }
             Purpose::Fire => {}
+            Purpose::Bye(side) => self.bye_done(&id, side, now),
         }
     }
 

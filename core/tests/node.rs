@@ -78,6 +78,35 @@ fn send(n: &mut Node, now: u64, from: &str, text: &str) {
     n.handle_datagram(now, peer(from), text.replace('\n', "\r\n").as_bytes());
 }
 
+/// The 200 a peer answers `r` with (a BYE, say).
+fn ok_for(r: &drongo_core::message::Request) -> String {
+    let h = &r.headers;
+    format!(
+        "SIP/2.0 200 OK\nVia: {}\nFrom: {}\nTo: {}\nCall-ID: {}\nCSeq: {}\nContent-Length: 0\n\n",
+        h.get("Via").unwrap(),
+        h.get("From").unwrap(),
+        h.get("To").unwrap(),
+        h.get("Call-ID").unwrap(),
+        h.get("CSeq").unwrap()
+    )
+}
+
+/// Each peer that got a BYE in `out` answers it 200; returns what follows.
+fn answer_byes(
+    n: &mut Node,
+    store: &mut BTreeMap<String, StoredRecord>,
+    out: &[(String, SipMessage)],
+    now: u64,
+) -> Vec<(String, SipMessage)> {
+    for (to, m) in out {
+        match m {
+            SipMessage::Request(r) if r.method.as_str() == "BYE" => send(n, now, to, &ok_for(r)),
+            _ => {}
+        }
+    }
+    run(n, store)
+}
+
 /// Bob registers his contact at 127.0.0.1:5062.
 const REGISTER_BOB: &str = "REGISTER sip:127.0.0.1 SIP/2.0\n\
 Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKr1\nMax-Forwards: 70\n\
@@ -211,6 +240,11 @@ fn call_register_answer_ack_bye_leaves_no_state() {
             "127.0.0.1:5062 BYE sip:bob@127.0.0.1:5062"
         ]
     );
+    // The record says the call is ending until the callee has answered our BYE, so that a
+    // restarted node would send that BYE again.
+    assert_eq!(n.active_calls(), 1);
+    assert!(store.keys().any(|k| k.starts_with("call/")));
+    assert!(answer_byes(&mut n, &mut store, &out, T0 + 6_100).is_empty());
     assert_eq!(n.active_calls(), 0);
     assert!(!store.keys().any(|k| k.starts_with("call/")));
     assert_eq!(n.metrics().calls_answered, 1);
@@ -222,11 +256,14 @@ fn unacked_2xx_is_retransmitted_then_both_legs_get_bye() {
     let mut store = BTreeMap::new();
     confirmed_call(&mut n, &mut store);
     let mut sent = Vec::new();
+    let mut all = Vec::new();
     while let Some(at) = n.poll_timeout().filter(|t| *t <= T0 + 32_100) {
         n.handle_timeout(at);
-        for l in lines(&run(&mut n, &mut store)) {
+        let out = run(&mut n, &mut store);
+        for l in lines(&out) {
             sent.push(format!("{} {l}", at - T0));
         }
+        all.extend(out);
     }
     assert_eq!(
         sent,
@@ -245,6 +282,7 @@ fn unacked_2xx_is_retransmitted_then_both_legs_get_bye() {
             "32030 127.0.0.1:5062 BYE sip:bob@127.0.0.1:5062",
         ]
     );
+    answer_byes(&mut n, &mut store, &all, T0 + 32_100);
     assert!(store.keys().all(|k| !k.starts_with("call/")));
 }
 
@@ -279,6 +317,7 @@ fn confirmed_call_survives_a_restart_and_ends_with_bye_from_the_callee() {
             "127.0.0.1:5061 BYE sip:alice@127.0.0.1:5061"
         ]
     );
+    answer_byes(&mut n, &mut store, &out, T0 + 61_100);
     assert_eq!(n.active_calls(), 0);
     assert!(store.keys().all(|k| !k.starts_with("call/")));
 }
@@ -374,29 +413,36 @@ fn call_record_left_by_a_failed_write_is_deleted_once_read_back() {
     let mut n = node(Config::default());
     let mut store = BTreeMap::new();
     let (_b_inv, ok) = confirmed_call(&mut n, &mut store);
-    // The caller's BYE: the record's delete fails, but the BYE still reaches the callee
-    // (the runtime holds back only batches whose puts failed).
+    // The caller's BYE: the record becomes `Ending` and the callee gets our BYE.
     let bye = ack_from_a(&ok)
         .replace("ACK sip", "BYE sip")
         .replace("CSeq: 1 ACK", "CSeq: 2 BYE")
         .replace("z9hG4bKa2", "z9hG4bKa3");
     send(&mut n, T0 + 100, A, &bye);
+    let out = run(&mut n, &mut store);
+    // The callee answers; the record's delete fails.
+    for (to, m) in &out {
+        if let SipMessage::Request(r) = m {
+            send(&mut n, T0 + 150, to, &ok_for(r));
+        }
+    }
     let batch = n.poll_batch().unwrap();
     let key = match &batch.writes[..] {
         [StoreWrite::Delete { key, .. }] => key.clone(),
         other => panic!("expected one delete, got {other:?}"),
     };
+    n.handle_store_failure(T0 + 160, &batch);
     assert_eq!(n.active_calls(), 0);
     // Read back: the record is still there, so the node deletes it again.
     let left = store.get(&key).cloned();
-    assert!(left.is_some());
+    let version = left.as_ref().map(|r| r.version).unwrap();
     n.handle_store_record(T0 + 200, &key, left);
     let retry = n.poll_batch().unwrap();
     assert_eq!(
         retry.writes,
         [StoreWrite::Delete {
             key: key.clone(),
-            expect: 1
+            expect: version
         }]
     );
     // Nothing is left to do once the store holds nothing.
@@ -404,9 +450,51 @@ fn call_record_left_by_a_failed_write_is_deleted_once_read_back() {
     assert!(n.poll_batch().is_none());
 }
 
-/// The callee answers, but the call record cannot be written: the caller never hears the
-/// 200, so it gets a final error response instead (its INVITE transaction is still open),
-/// and the callee, whose 2xx did arrive, gets its ACK and then a BYE.
+/// The node dies after the caller's BYE was committed (the record says `Ending`) but
+/// before the BYE to the callee left: the restarted node sends it.
+#[test]
+fn bye_lost_with_a_dead_node_is_sent_by_the_restarted_one() {
+    let mut n = node(Config::default());
+    let mut store = BTreeMap::new();
+    let (_b_inv, ok) = confirmed_call(&mut n, &mut store);
+    send(&mut n, T0 + 40, A, &ack_from_a(&ok));
+    run(&mut n, &mut store);
+    let bye = ack_from_a(&ok)
+        .replace("ACK sip", "BYE sip")
+        .replace("CSeq: 1 ACK", "CSeq: 2 BYE")
+        .replace("z9hG4bKa2", "z9hG4bKa3");
+    send(&mut n, T0 + 100, A, &bye);
+    // The batch's writes are committed; the node dies before its transmits leave.
+    let batch = n.poll_batch().unwrap();
+    for w in batch.writes {
+        if let StoreWrite::Put {
+            key,
+            value,
+            version,
+            expires_at,
+            ..
+        } = w
+        {
+            let record = StoredRecord {
+                key: key.clone(),
+                value,
+                version,
+                expires_at,
+            };
+            store.insert(key, record);
+        }
+    }
+    drop(n);
+    let mut n = Node::new(Config::default(), "127.0.0.1:5060".parse().unwrap(), 1, 2);
+    let records: Vec<StoredRecord> = store.values().cloned().collect();
+    n.restore(&records, T0 + 5_000);
+    let out = run(&mut n, &mut store);
+    assert_eq!(lines(&out), ["127.0.0.1:5062 BYE sip:bob@127.0.0.1:5062"]);
+    answer_byes(&mut n, &mut store, &out, T0 + 5_100);
+    assert_eq!(n.active_calls(), 0);
+    assert!(store.keys().all(|k| !k.starts_with("call/")));
+}
+
 #[test]
 fn answer_whose_write_failed_becomes_500_for_the_caller_and_bye_for_the_callee() {
     let mut n = node(Config::default());
@@ -522,7 +610,6 @@ fn bye_during_a_relayed_reinvite_answers_it_487() {
         out.contains(&"127.0.0.1:5061 200 OK".to_string()),
         "{out:?}"
     );
-    assert!(store.is_empty() || store.keys().all(|k| k.starts_with("reg/")));
 }
 
 /// A call ends (BYE from the callee) while the caller has not yet ACKed the relayed 2xx
@@ -568,7 +655,6 @@ fn relayed_2xx_is_retransmitted_after_its_call_ended_until_the_ack() {
     );
     send(&mut n, T0 + 70, B, &bye);
     run(&mut n, &mut store);
-    assert_eq!(n.active_calls(), 0);
     n.handle_timeout(T0 + 60 + 500);
     assert!(lines(&run(&mut n, &mut store)).contains(&"127.0.0.1:5061 200 OK".to_string()));
     let ack2 = ack_from_a(&ok)

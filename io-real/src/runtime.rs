@@ -260,8 +260,9 @@ async fn committer<S: Store + Clone>(
     clock: Clock,
     mut pacer: Pacer,
 ) {
-    // Transmits of failed batches: later copies of them (retransmissions queued meanwhile)
-    // must not go out either, or a peer would hear a response the node has since taken back.
+    // Transmits of failed batches (but failure responses to INVITE): later copies of them
+    // (retransmissions queued meanwhile) must not go out either, or a peer would hear a
+    // response the node has since taken back.
     let mut withheld = Pacer::new(64 * pacer.window * 2);
     while let Some(first) = rx.recv().await {
         let mut batches = vec![first];
@@ -324,12 +325,27 @@ async fn committer<S: Store + Clone>(
                     ?errors,
                     "store commit failed; transmits held back"
                 );
-                for t in &batch.transmits {
+                for t in batch.transmits.iter().filter(|t| !fails_an_invite(t)) {
                     withheld.admit(t, now);
                 }
                 let _ = sender.input.send(Input::StoreFailed(batch)).await;
             }
         }
+    }
+}
+
+/// Whether `t` is a failure response to an INVITE: the node sends those again after a
+/// failed commit rather than taking them back (see `Node::handle_store_failure`).
+fn fails_an_invite(t: &Transmit) -> bool {
+    match drongo_core::message::parse_datagram(&t.bytes, &Default::default()) {
+        Ok(drongo_core::message::SipMessage::Response(r)) => {
+            r.code >= 300
+                && r.headers
+                    .get("CSeq")
+                    .and_then(drongo_core::message::CSeq::parse)
+                    .is_some_and(|c| c.method == drongo_core::message::Method::Invite)
+        }
+        _ => false,
     }
 }
 

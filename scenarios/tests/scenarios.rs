@@ -58,6 +58,10 @@ fn seeds_that_found_bugs() {
         // nobody retransmitted it, and the re-INVITE never got its final response.
         ("lossy-network", 114),
         ("lossy-network", 165),
+        // The node died after committing the delete of a call ended by one party's BYE but
+        // before its BYE to the other party left: nobody ever told that party.
+        ("node-crash-in-call", 823),
+        ("node-crash-during-ringing", 848),
     ];
     for (name, seed) in found {
         let o = run(&spec(name), seed);

@@ -543,6 +543,16 @@ impl TransactionLayer {
         .unwrap_or(false)
     }
 
+    /// Sends the last response of INVITE server transaction `key` again (its first copy
+    /// never left, and over TCP no timer would resend it).
+    pub fn resend_response(&mut self, key: &TxKey) {
+        self.step(key, |tx, out| {
+            if let Transaction::ServerInvite(t) = tx {
+                t.resend_last(out);
+            }
+        });
+    }
+
     /// Forgets the client transaction that sends `req` (whose first copy never left):
     /// nothing of it is retransmitted.
     pub fn abandon_request(&mut self, req: &Request) {

@@ -83,7 +83,7 @@ impl ServerInviteTransaction {
         true
     }
 
-    fn resend_last(&self, out: &mut Out) {
+    pub(crate) fn resend_last(&self, out: &mut Out) {
         if let Some(r) = &self.last_response {
             out.send(self.peer, r.to_bytes());
         }
