@@ -53,6 +53,9 @@ pub struct UaConfig {
     /// batches leave in order), so copies leave late and bunched; they must still be at
     /// least T1/2 apart and no more than the schedule's number.
     pub strict_schedule: bool,
+    /// How much longer than usual one store commit can take here (the store's extra
+    /// latency, both ways): a retransmission may wait behind one such commit.
+    pub commit_slack_ms: u64,
 }
 
 /// What the workload tells a user agent to do.
@@ -768,9 +771,10 @@ impl Ua {
     }
 
     /// Slack for schedule checks: network delay differences, and one store commit a copy
-    /// may wait behind (Drongo's batches leave in order; a commit here takes up to ~22 ms).
+    /// may wait behind (Drongo's batches leave in order; with a fast store a commit takes
+    /// up to ~22 ms here).
     fn tolerance(&self) -> u64 {
-        2 * self.cfg.link.jitter_ms + 50
+        2 * self.cfg.link.jitter_ms + 50 + self.cfg.commit_slack_ms
     }
 
     /// Arrival `times` of copies of one message: each gap at least the RFC's interval

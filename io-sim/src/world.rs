@@ -56,6 +56,9 @@ pub enum Fault {
         when: Trigger,
         for_ms: (u64, u64),
     },
+    /// The store loses every record: a disaster Drongo cannot survive, used to show that
+    /// the invariants notice lost state.
+    WipeStore { when: Trigger },
     /// Cut a node off from every user agent (but not from the store), then heal it.
     PartitionNodeUas {
         node: usize,
@@ -281,6 +284,7 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
             skew_bound_ms: 2 * spec.skew_bound_ms,
             vanish: spec.vanish,
             strict_schedule: !spec.store_misbehaves(),
+            commit_slack_ms: 2 * spec.store_latency_ms.1,
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let node = handle
@@ -461,6 +465,27 @@ impl FaultCtx {
                 net.unclog_link(id, self.store);
                 net.unclog_link(self.store, id);
                 self.trace.log(&who, "heals the partition");
+            }
+            Fault::WipeStore { when } => {
+                self.wait(when).await;
+                let records = self
+                    .server
+                    .data
+                    .scan("", usize::MAX, 0)
+                    .await
+                    .unwrap_or_default();
+                self.trace.log(
+                    &who,
+                    format_args!("wipes the store ({} records)", records.len()),
+                );
+                let deletes = records
+                    .into_iter()
+                    .map(|r| drongo_core::store::StoreWrite::Delete {
+                        key: r.key,
+                        expect: r.version,
+                    })
+                    .collect();
+                let _ = self.server.data.apply(deletes, 0).await;
             }
             Fault::PartitionNodeUas { node, when, for_ms } => {
                 self.wait(when).await;

@@ -65,6 +65,16 @@ pub fn all() -> Vec<Scenario> {
             spec: store_outage,
         },
         Scenario {
+            name: "store-leader-changes",
+            about: "the store changes leader six times (0.1-1.5 s of 'retry' each)",
+            spec: store_leader_changes,
+        },
+        Scenario {
+            name: "slow-store",
+            about: "every store request takes 20-150 ms",
+            spec: slow_store,
+        },
+        Scenario {
             name: "store-ambiguous-writes",
             about: "the store loses 20% of write answers (half of those writes happened) for 40 s",
             spec: store_ambiguous_writes,
@@ -78,6 +88,11 @@ pub fn all() -> Vec<Scenario> {
             name: "partition-node-uas",
             about: "the node is cut off from every user agent for 1-10 s, then healed",
             spec: partition_node_uas,
+        },
+        Scenario {
+            name: "chaos",
+            about: "lossy network, a node crash, a store outage, lost write answers and partitions in one run",
+            spec: chaos,
         },
         Scenario {
             name: "clock-skew",
@@ -202,6 +217,71 @@ fn store_ambiguous_writes() -> WorldSpec {
             for_ms: (40_000, 40_000),
             rate: 0.2,
         }],
+        ..WorldSpec::default()
+    }
+}
+
+fn store_leader_changes() -> WorldSpec {
+    WorldSpec {
+        uas: 8,
+        calls: 60,
+        workload_ms: 60_000,
+        faults: (0..6)
+            .map(|i| Fault::StoreUnavailable {
+                when: Trigger::At(8_000 + i * 8_000),
+                for_ms: (100, 1_500),
+            })
+            .collect(),
+        ..WorldSpec::default()
+    }
+}
+
+fn slow_store() -> WorldSpec {
+    WorldSpec {
+        uas: 8,
+        calls: 60,
+        workload_ms: 60_000,
+        store_latency_ms: (20, 150),
+        ..WorldSpec::default()
+    }
+}
+
+fn chaos() -> WorldSpec {
+    WorldSpec {
+        uas: 10,
+        calls: 80,
+        workload_ms: 80_000,
+        link: LinkFaults {
+            loss: 0.03,
+            duplicate: 0.02,
+            jitter_ms: 50,
+        },
+        faults: vec![
+            Fault::KillNode {
+                node: 0,
+                when: Trigger::InCall { after_ms: 10_000 },
+                down_ms: (500, 5_000),
+            },
+            Fault::StoreUnavailable {
+                when: Trigger::At(25_000),
+                for_ms: (500, 6_000),
+            },
+            Fault::StoreAmbiguous {
+                when: Trigger::At(35_000),
+                for_ms: (10_000, 20_000),
+                rate: 0.2,
+            },
+            Fault::PartitionNodeStore {
+                node: 0,
+                when: Trigger::Reinvite { after_ms: 55_000 },
+                for_ms: (500, 8_000),
+            },
+            Fault::PartitionNodeUas {
+                node: 0,
+                when: Trigger::At(70_000),
+                for_ms: (500, 5_000),
+            },
+        ],
         ..WorldSpec::default()
     }
 }

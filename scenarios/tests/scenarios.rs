@@ -2,7 +2,7 @@
 //! the seeds that found bugs, and a check that the invariants do catch a broken run.
 #![cfg(madsim)]
 
-use drongo_io_sim::{run, WorldSpec};
+use drongo_io_sim::{run, Fault, Trigger, WorldSpec};
 use drongo_scenarios::{all, find};
 
 fn spec(name: &str) -> WorldSpec {
@@ -93,4 +93,31 @@ fn invariants_catch_calls_that_never_end() {
         .violations
         .iter()
         .any(|v| v.contains("dialog state left in the store")));
+}
+
+/// The registration checks can fail too: when the store loses its records and the node
+/// restarts from it, the bindings it granted are gone before they expire, and the user
+/// agents' lookups say so.
+#[test]
+fn invariants_catch_a_lost_registration() {
+    let spec = WorldSpec {
+        lapse: 0.0,
+        faults: vec![
+            Fault::WipeStore {
+                when: Trigger::At(8_000),
+            },
+            Fault::KillNode {
+                node: 0,
+                when: Trigger::At(8_100),
+                down_ms: (500, 500),
+            },
+        ],
+        ..spec("smoke")
+    };
+    let o = run(&spec, 1);
+    assert!(
+        o.violations.iter().any(|v| v.contains("registration lost")),
+        "{:?}",
+        o.violations
+    );
 }
