@@ -110,6 +110,10 @@ pub struct Call {
     /// Legs whose BYE has not been answered yet (state `Ending`).
     #[serde(default)]
     pub byes: Vec<Side>,
+    /// The node that handles the call (0: unknown). Until takeover exists (wave 2), a
+    /// restarting node loads only its own calls.
+    #[serde(default)]
+    pub owner: u16,
 }
 
 /// Why a call timer fired.

@@ -124,6 +124,7 @@ pub struct Node {
     batches: VecDeque<Batch>,
     metrics: Metrics,
     draining: bool,
+    node_id: u16,
 }
 
 impl Node {
@@ -152,6 +153,7 @@ impl Node {
             batches: VecDeque::new(),
             metrics: Metrics::default(),
             draining: false,
+            node_id,
         }
     }
 
@@ -317,8 +319,8 @@ impl Node {
         self.flush();
     }
 
-    /// Loads stored records (after a restart): registrations and confirmed calls, with
-    /// their deadlines rebuilt from their fields.
+    /// Loads stored records (after a restart): registrations and this node's calls, with
+    /// their deadlines rebuilt from their fields; an `Ending` call sends its BYEs again.
     pub fn restore(&mut self, records: &[StoredRecord], now: UnixMillis) {
         for r in records {
             if r.expires_at.is_some_and(|e| e <= now) && r.key.starts_with("reg/") {
@@ -330,6 +332,10 @@ impl Node {
                 let Ok(mut call) = serde_json::from_slice::<Call>(&r.value) else {
                     continue;
                 };
+                if call.owner != 0 && call.owner != self.node_id {
+                    // Another node's call: not ours to run until takeover exists.
+                    continue;
+                }
                 call.version = r.version;
                 // Transactions died with the old process. Whether the ACK for our 2xx came
                 // is not persisted (it would cost a write per call): assume it did, and let
@@ -447,12 +453,20 @@ impl Node {
     }
 
     /// Fires every timer due at `now`.
+    ///
+    /// Each piece of work closes its own batch: a batch's transmits are held back (and its
+    /// transactions taken back) when its writes fail, so a retransmission of one transaction
+    /// must never share a batch with another call's write.
     pub fn handle_timeout(&mut self, now: UnixMillis) {
         self.tx.handle_timeout(now);
+        self.flush();
         self.process_events(now);
+        self.flush();
         self.retransmit_orphans(now);
+        self.flush();
         let writes = self.registrar.handle_timeout(now);
         self.writes.extend(writes);
+        self.flush();
         while let Some((at, id)) = self.call_timers.first().cloned() {
             if at > now {
                 break;
@@ -460,8 +474,8 @@ impl Node {
             self.call_timer(&id, now);
             self.reschedule(&id);
             self.process_events(now);
+            self.flush();
         }
-        self.flush();
     }
 
     fn process_events(&mut self, now: UnixMillis) {
@@ -878,6 +892,7 @@ impl Node {
             relays: Vec::new(),
             awaiting_ack: None,
             byes: Vec::new(),
+            owner: self.node_id,
         };
         self.index_call(&call);
         self.calls.insert(id, call);

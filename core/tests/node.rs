@@ -668,3 +668,27 @@ fn relayed_2xx_is_retransmitted_after_its_call_ended_until_the_ack() {
         "no retransmission after the ACK: {left:?}"
     );
 }
+
+/// A party that never answers our BYE does not keep the call stored: once the BYE times
+/// out (Timer F), the record goes.
+#[test]
+fn unanswered_bye_times_out_and_the_record_goes() {
+    let mut n = node(Config::default());
+    let mut store = BTreeMap::new();
+    let (_b_inv, ok) = confirmed_call(&mut n, &mut store);
+    send(&mut n, T0 + 40, A, &ack_from_a(&ok));
+    run(&mut n, &mut store);
+    let bye = ack_from_a(&ok)
+        .replace("ACK sip", "BYE sip")
+        .replace("CSeq: 1 ACK", "CSeq: 2 BYE")
+        .replace("z9hG4bKa2", "z9hG4bKa3");
+    send(&mut n, T0 + 100, A, &bye);
+    run(&mut n, &mut store);
+    assert!(store.keys().any(|k| k.starts_with("call/")));
+    while let Some(at) = n.poll_timeout().filter(|t| *t <= T0 + 40_000) {
+        n.handle_timeout(at);
+        run(&mut n, &mut store);
+    }
+    assert_eq!(n.active_calls(), 0);
+    assert!(store.keys().all(|k| !k.starts_with("call/")));
+}

@@ -153,9 +153,12 @@ struct Registration {
     cseq: u32,
     /// Each 200 that listed our binding: (answer received, expiry it implies).
     grants: Vec<(UnixMillis, UnixMillis)>,
-    /// Latest time a binding we asked for could expire (answered or not).
+    /// Latest time a binding we asked for could expire: from each 200 (processed before
+    /// it arrived) and from each REGISTER that got no answer at all (processed, if at all,
+    /// by its last retransmission).
     could_live_until: UnixMillis,
-    pending: bool,
+    /// The bound of the REGISTER in flight, until its answer replaces it.
+    pending: Option<UnixMillis>,
 }
 
 pub struct Ua {
@@ -415,8 +418,7 @@ impl Ua {
             );
             // Processed at the latest when its last retransmission arrives (64·T1).
             let latest = now + self.timers_cfg.t1 * 64 + u64::from(e) * 1000;
-            self.reg.could_live_until = self.reg.could_live_until.max(latest);
-            self.reg.pending = true;
+            self.reg.pending = Some(latest);
             Purpose::Register {
                 requested: e,
                 sent_at: now,
@@ -994,7 +996,10 @@ impl Ua {
     fn on_failure(&mut self, purpose: Option<Purpose>, now: UnixMillis) {
         match purpose {
             Some(Purpose::Register { .. }) => {
-                self.reg.pending = false;
+                // No answer: it may have been processed all the same.
+                if let Some(latest) = self.reg.pending.take() {
+                    self.reg.could_live_until = self.reg.could_live_until.max(latest);
+                }
                 self.at(now + 5_000, Action::Register);
             }
             Some(Purpose::Invite(id)) => {
@@ -1062,7 +1067,8 @@ impl Ua {
         let code = resp.code;
         match purpose {
             Some(Purpose::Register { requested, sent_at }) if code >= 200 => {
-                self.reg.pending = false;
+                // Answered: a 200 says what the binding is (below); a refusal changed nothing.
+                self.reg.pending = None;
                 self.on_register_answer(&resp, requested, sent_at, now)
             }
             Some(Purpose::Probe { sent_at }) if code >= 200 => {
@@ -1188,7 +1194,7 @@ impl Ua {
             .iter()
             .any(|(_, until)| *until > now + bound);
         // None lives on after its expiry: nothing we asked for could still be alive.
-        let must_not = self.reg.could_live_until + bound < sent_at && !self.reg.pending;
+        let must_not = self.reg.could_live_until + bound < sent_at && self.reg.pending.is_none();
         self.ledger
             .lock()
             .regs
