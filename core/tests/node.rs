@@ -78,17 +78,45 @@ fn send(n: &mut Node, now: u64, from: &str, text: &str) {
     n.handle_datagram(now, peer(from), text.replace('\n', "\r\n").as_bytes());
 }
 
-/// The 200 a peer answers `r` with (a BYE, say).
-fn ok_for(r: &drongo_core::message::Request) -> String {
+/// The response a peer answers `r` with: `status` ("200 OK"), its To tag added when `r`
+/// had none, and a Contact (harmless where none is needed).
+fn reply(r: &drongo_core::message::Request, status: &str) -> String {
     let h = &r.headers;
+    let to = h.get("To").unwrap();
+    let tag = if to.contains(";tag=") { "" } else { ";tag=bt" };
     format!(
-        "SIP/2.0 200 OK\nVia: {}\nFrom: {}\nTo: {}\nCall-ID: {}\nCSeq: {}\nContent-Length: 0\n\n",
+        "SIP/2.0 {status}\nVia: {}\nFrom: {}\nTo: {to}{tag}\nCall-ID: {}\nCSeq: {}\n\
+         Contact: <sip:bob@127.0.0.1:5062>\nContent-Length: 0\n\n",
         h.get("Via").unwrap(),
         h.get("From").unwrap(),
-        h.get("To").unwrap(),
         h.get("Call-ID").unwrap(),
         h.get("CSeq").unwrap()
     )
+}
+
+fn ok_for(r: &drongo_core::message::Request) -> String {
+    reply(r, "200 OK")
+}
+
+/// A request from the callee in its dialog with Drongo (whose INVITE was `b_inv`).
+fn from_b(b_inv: &drongo_core::message::Request, method: &str, cseq: u32, branch: &str) -> String {
+    let h = &b_inv.headers;
+    format!(
+        "{method} sip:drongo@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch={branch}\n\
+         Max-Forwards: 70\nFrom: {};tag=bt\nTo: {}\nCall-ID: {}\nCSeq: {cseq} {method}\n\
+         Contact: <sip:bob@127.0.0.1:5062>\nContent-Length: 0\n\n",
+        h.get("To").unwrap(),
+        h.get("From").unwrap(),
+        h.get("Call-ID").unwrap()
+    )
+}
+
+/// A request from the caller in its dialog, made from its ACK: `method`, `cseq`, `branch`.
+fn from_a(ok: &drongo_core::message::Response, method: &str, cseq: u32, branch: &str) -> String {
+    ack_from_a(ok)
+        .replace("ACK sip", &format!("{method} sip"))
+        .replace("CSeq: 1 ACK", &format!("CSeq: {cseq} {method}"))
+        .replace("z9hG4bKa2", branch)
 }
 
 /// Each peer that got a BYE in `out` answers it 200; returns what follows.
@@ -148,20 +176,9 @@ fn confirmed_call(
         panic!()
     };
     assert_eq!(b_inv.body, b"v=0\r\n");
-    let reply = |code: &str| {
-        let h = &b_inv.headers;
-        format!(
-            "SIP/2.0 {code}\nVia: {}\nFrom: {}\nTo: {};tag=bt\nCall-ID: {}\nCSeq: 1 INVITE\n\
-             Contact: <sip:bob@127.0.0.1:5062>\nContent-Length: 0\n\n",
-            h.get("Via").unwrap(),
-            h.get("From").unwrap(),
-            h.get("To").unwrap(),
-            h.get("Call-ID").unwrap()
-        )
-    };
-    send(n, T0 + 20, B, &reply("180 Ringing"));
+    send(n, T0 + 20, B, &reply(&b_inv, "180 Ringing"));
     assert_eq!(lines(&run(n, store)), ["127.0.0.1:5061 180 Ringing"]);
-    send(n, T0 + 30, B, &reply("200 OK"));
+    send(n, T0 + 30, B, &reply(&b_inv, "200 OK"));
     // The call record is written in the same batch as, and so before, the 200.
     let batch = n.poll_batch().unwrap();
     assert!(matches!(&batch.writes[..], [StoreWrite::Put { key, .. }] if key.starts_with("call/")));
@@ -300,14 +317,7 @@ fn confirmed_call_survives_a_restart_and_ends_with_bye_from_the_callee() {
     n.restore(&records, T0 + 60_000);
     assert_eq!(n.active_calls(), 1);
     assert_eq!(n.registrations(), 1);
-    let h = &b_inv.headers;
-    let bye = format!(
-        "BYE sip:drongo@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKb9\n\
-         Max-Forwards: 70\nFrom: {};tag=bt\nTo: {}\nCall-ID: {}\nCSeq: 7 BYE\nContent-Length: 0\n\n",
-        h.get("To").unwrap(),
-        h.get("From").unwrap(),
-        h.get("Call-ID").unwrap()
-    );
+    let bye = from_b(&b_inv, "BYE", 7, "z9hG4bKb9");
     send(&mut n, T0 + 61_000, B, &bye);
     let out = run(&mut n, &mut store);
     assert_eq!(
@@ -414,10 +424,7 @@ fn call_record_left_by_a_failed_write_is_deleted_once_read_back() {
     let mut store = BTreeMap::new();
     let (_b_inv, ok) = confirmed_call(&mut n, &mut store);
     // The caller's BYE: the record becomes `Ending` and the callee gets our BYE.
-    let bye = ack_from_a(&ok)
-        .replace("ACK sip", "BYE sip")
-        .replace("CSeq: 1 ACK", "CSeq: 2 BYE")
-        .replace("z9hG4bKa2", "z9hG4bKa3");
+    let bye = from_a(&ok, "BYE", 2, "z9hG4bKa3");
     send(&mut n, T0 + 100, A, &bye);
     let out = run(&mut n, &mut store);
     // The callee answers; the record's delete fails.
@@ -459,10 +466,7 @@ fn bye_lost_with_a_dead_node_is_sent_by_the_restarted_one() {
     let (_b_inv, ok) = confirmed_call(&mut n, &mut store);
     send(&mut n, T0 + 40, A, &ack_from_a(&ok));
     run(&mut n, &mut store);
-    let bye = ack_from_a(&ok)
-        .replace("ACK sip", "BYE sip")
-        .replace("CSeq: 1 ACK", "CSeq: 2 BYE")
-        .replace("z9hG4bKa2", "z9hG4bKa3");
+    let bye = from_a(&ok, "BYE", 2, "z9hG4bKa3");
     send(&mut n, T0 + 100, A, &bye);
     // The batch's writes are committed; the node dies before its transmits leave.
     let batch = n.poll_batch().unwrap();
@@ -505,15 +509,7 @@ fn answer_whose_write_failed_becomes_500_for_the_caller_and_bye_for_the_callee()
     let SipMessage::Request(b_inv) = out[0].1.clone() else {
         panic!()
     };
-    let h = &b_inv.headers;
-    let ok = format!(
-        "SIP/2.0 200 OK\nVia: {}\nFrom: {}\nTo: {};tag=bt\nCall-ID: {}\nCSeq: 1 INVITE\n\
-         Contact: <sip:bob@127.0.0.1:5062>\nContent-Length: 0\n\n",
-        h.get("Via").unwrap(),
-        h.get("From").unwrap(),
-        h.get("To").unwrap(),
-        h.get("Call-ID").unwrap()
-    );
+    let ok = reply(&b_inv, "200 OK");
     send(&mut n, T0 + 30, B, &ok);
     let batch = n.poll_batch().unwrap();
     assert_eq!(batch.writes.len(), 1);
@@ -541,15 +537,7 @@ fn callee_ringing_past_timer_c_is_cancelled_and_the_caller_gets_408() {
     let SipMessage::Request(b_inv) = out[0].1.clone() else {
         panic!()
     };
-    let h = &b_inv.headers;
-    let ringing = format!(
-        "SIP/2.0 180 Ringing\nVia: {}\nFrom: {}\nTo: {};tag=bt\nCall-ID: {}\nCSeq: 1 INVITE\n\
-         Content-Length: 0\n\n",
-        h.get("Via").unwrap(),
-        h.get("From").unwrap(),
-        h.get("To").unwrap(),
-        h.get("Call-ID").unwrap()
-    );
+    let ringing = reply(&b_inv, "180 Ringing");
     send(&mut n, T0 + 20, B, &ringing);
     assert_eq!(
         lines(&run(&mut n, &mut store)),
@@ -580,22 +568,11 @@ fn bye_during_a_relayed_reinvite_answers_it_487() {
     let (b_inv, ok) = confirmed_call(&mut n, &mut store);
     send(&mut n, T0 + 40, A, &ack_from_a(&ok));
     run(&mut n, &mut store);
-    let h = &b_inv.headers;
-    let reinvite = format!(
-        "INVITE sip:drongo@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKb1\n\
-         Max-Forwards: 70\nFrom: {};tag=bt\nTo: {}\nCall-ID: {}\nCSeq: 1 INVITE\n\
-         Contact: <sip:bob@127.0.0.1:5062>\nContent-Length: 0\n\n",
-        h.get("To").unwrap(),
-        h.get("From").unwrap(),
-        h.get("Call-ID").unwrap()
-    );
+    let reinvite = from_b(&b_inv, "INVITE", 1, "z9hG4bKb1");
     send(&mut n, T0 + 50, B, &reinvite);
     let out = lines(&run(&mut n, &mut store));
     assert_eq!(out, ["127.0.0.1:5061 INVITE sip:alice@127.0.0.1:5061"]);
-    let bye = ack_from_a(&ok)
-        .replace("ACK sip", "BYE sip")
-        .replace("CSeq: 1 ACK", "CSeq: 2 BYE")
-        .replace("z9hG4bKa2", "z9hG4bKa3");
+    let bye = from_a(&ok, "BYE", 2, "z9hG4bKa3");
     send(&mut n, T0 + 60, A, &bye);
     let out = lines(&run(&mut n, &mut store));
     assert!(
@@ -633,26 +610,10 @@ fn relayed_2xx_is_retransmitted_after_its_call_ended_until_the_ack() {
     let SipMessage::Request(relayed) = out[0].1.clone() else {
         panic!("{:?}", lines(&out))
     };
-    let h = &relayed.headers;
-    let ok2 = format!(
-        "SIP/2.0 200 OK\nVia: {}\nFrom: {}\nTo: {}\nCall-ID: {}\nCSeq: {}\n\
-         Contact: <sip:bob@127.0.0.1:5062>\nContent-Length: 0\n\n",
-        h.get("Via").unwrap(),
-        h.get("From").unwrap(),
-        h.get("To").unwrap(),
-        h.get("Call-ID").unwrap(),
-        h.get("CSeq").unwrap()
-    );
-    send(&mut n, T0 + 60, B, &ok2);
+    send(&mut n, T0 + 60, B, &ok_for(&relayed));
     assert!(lines(&run(&mut n, &mut store)).contains(&"127.0.0.1:5061 200 OK".to_string()));
     // The callee hangs up before the caller's ACK arrives.
-    let bye = format!(
-        "BYE sip:drongo@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKb9\n\
-         Max-Forwards: 70\nFrom: {};tag=bt\nTo: {}\nCall-ID: {}\nCSeq: 5 BYE\nContent-Length: 0\n\n",
-        b_inv.headers.get("To").unwrap(),
-        b_inv.headers.get("From").unwrap(),
-        b_inv.headers.get("Call-ID").unwrap()
-    );
+    let bye = from_b(&b_inv, "BYE", 5, "z9hG4bKb9");
     send(&mut n, T0 + 70, B, &bye);
     run(&mut n, &mut store);
     n.handle_timeout(T0 + 60 + 500);
@@ -678,10 +639,7 @@ fn unanswered_bye_times_out_and_the_record_goes() {
     let (_b_inv, ok) = confirmed_call(&mut n, &mut store);
     send(&mut n, T0 + 40, A, &ack_from_a(&ok));
     run(&mut n, &mut store);
-    let bye = ack_from_a(&ok)
-        .replace("ACK sip", "BYE sip")
-        .replace("CSeq: 1 ACK", "CSeq: 2 BYE")
-        .replace("z9hG4bKa2", "z9hG4bKa3");
+    let bye = from_a(&ok, "BYE", 2, "z9hG4bKa3");
     send(&mut n, T0 + 100, A, &bye);
     run(&mut n, &mut store);
     assert!(store.keys().any(|k| k.starts_with("call/")));

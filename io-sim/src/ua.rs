@@ -102,8 +102,9 @@ struct Sent {
     final_: Option<(u16, String)>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum State {
+    #[default]
     Early,
     Confirmed,
     Ended,
@@ -118,6 +119,8 @@ struct Pending2xx {
     give_up_at: UnixMillis,
 }
 
+/// One dialog of this user agent (a call it made or got).
+#[derive(Default)]
 struct Call {
     token: String,
     caller: bool,
@@ -480,25 +483,13 @@ impl Ua {
             Call {
                 token,
                 caller: true,
-                leg: 0,
                 local_tag,
-                remote_tag: None,
                 local_uri,
                 remote_uri,
                 remote_target: uri,
                 local_cseq: 1,
-                remote_cseq: None,
-                state: State::Early,
                 invite: Some(r.clone()),
-                server_invite: None,
-                canceled: false,
-                vanished: false,
-                pending_2xx: None,
-                provisional: false,
-                cancel_wanted: false,
-                sent_2xx: false,
-                reinvite_pending: false,
-                acks: BTreeMap::new(),
+                ..Call::default()
             },
         );
         let patience = self.between(3_000, 9_000);
@@ -1400,17 +1391,8 @@ impl Ua {
             remote_target: h.get("Contact").map(uri_in).unwrap_or_default(),
             local_cseq: 0,
             remote_cseq: h.get("CSeq").and_then(CSeq::parse).map(|c| c.seq),
-            state: State::Early,
-            invite: None,
             server_invite: Some((key.clone(), req.clone())),
-            canceled: false,
-            vanished: false,
-            pending_2xx: None,
-            provisional: false,
-            cancel_wanted: false,
-            sent_2xx: false,
-            reinvite_pending: false,
-            acks: BTreeMap::new(),
+            ..Call::default()
         };
         if call.remote_target.is_empty() {
             self.violation("INVITE without Contact");

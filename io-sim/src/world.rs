@@ -392,9 +392,40 @@ impl FaultCtx {
             .log("fault", "trigger never came; striking anyway");
     }
 
+    /// Cuts drongo`node` off from `others` (both ways) for a while, then heals it.
+    async fn partition(
+        &mut self,
+        who: &str,
+        node: usize,
+        when: Trigger,
+        for_ms: (u64, u64),
+        others: &[NodeId],
+        what: &str,
+    ) {
+        self.wait(when).await;
+        let d = draw(&mut self.rng, for_ms);
+        let Some(id) = self.nodes.get(node).copied() else {
+            return;
+        };
+        let net = NetSim::current();
+        self.trace.log(
+            who,
+            format_args!("partitions drongo{} from {what} for {d} ms", node + 1),
+        );
+        for other in others {
+            net.clog_link(id, *other);
+            net.clog_link(*other, id);
+        }
+        madsim::time::sleep(Duration::from_millis(d)).await;
+        for other in others {
+            net.unclog_link(id, *other);
+            net.unclog_link(*other, id);
+        }
+        self.trace.log(who, "heals the partition");
+    }
+
     async fn inflict(mut self, n: usize, fault: Fault) {
         let who = format!("fault{n}");
-        let net = NetSim::current();
         match fault {
             Fault::KillNode {
                 node,
@@ -450,21 +481,9 @@ impl FaultCtx {
                 self.trace.log(&who, "store answers every write");
             }
             Fault::PartitionNodeStore { node, when, for_ms } => {
-                self.wait(when).await;
-                let d = draw(&mut self.rng, for_ms);
-                let Some(id) = self.nodes.get(node).copied() else {
-                    return;
-                };
-                self.trace.log(
-                    &who,
-                    format_args!("partitions drongo{} from the store for {d} ms", node + 1),
-                );
-                net.clog_link(id, self.store);
-                net.clog_link(self.store, id);
-                madsim::time::sleep(Duration::from_millis(d)).await;
-                net.unclog_link(id, self.store);
-                net.unclog_link(self.store, id);
-                self.trace.log(&who, "heals the partition");
+                let store = vec![self.store];
+                self.partition(&who, node, when, for_ms, &store, "the store")
+                    .await;
             }
             Fault::WipeStore { when } => {
                 self.wait(when).await;
@@ -488,28 +507,9 @@ impl FaultCtx {
                 let _ = self.server.data.apply(deletes, 0).await;
             }
             Fault::PartitionNodeUas { node, when, for_ms } => {
-                self.wait(when).await;
-                let d = draw(&mut self.rng, for_ms);
-                let Some(id) = self.nodes.get(node).copied() else {
-                    return;
-                };
-                self.trace.log(
-                    &who,
-                    format_args!(
-                        "partitions drongo{} from the user agents for {d} ms",
-                        node + 1
-                    ),
-                );
-                for ua in &self.uas {
-                    net.clog_link(id, *ua);
-                    net.clog_link(*ua, id);
-                }
-                madsim::time::sleep(Duration::from_millis(d)).await;
-                for ua in &self.uas {
-                    net.unclog_link(id, *ua);
-                    net.unclog_link(*ua, id);
-                }
-                self.trace.log(&who, "heals the partition");
+                let uas = self.uas.clone();
+                self.partition(&who, node, when, for_ms, &uas, "the user agents")
+                    .await;
             }
         }
     }
