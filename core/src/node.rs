@@ -899,15 +899,15 @@ impl Node {
     }
 
     fn on_cancel(&mut self, key: &TxKey, req: &Request, now: UnixMillis) {
-        let call = self
-            .tx
-            .invite_for_cancel(key)
-            .and_then(|k| self.server_invites.get(&k).cloned());
-        let Some(id) = call else {
+        let Some(invite) = self.tx.invite_for_cancel(key) else {
             return self.reply(key, req, 481, None, &[], now);
         };
+        // §9.2: the INVITE's transaction exists, so the CANCEL gets 200; it changes
+        // nothing if the INVITE was already answered (its call is then no longer listed).
         self.reply(key, req, 200, None, &[], now);
-        self.cancel_call(&id, now);
+        if let Some(id) = self.server_invites.get(&invite).cloned() {
+            self.cancel_call(&id, now);
+        }
     }
 
     /// The caller gave up before an answer: 487 to the caller, CANCEL to the callee.

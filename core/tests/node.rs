@@ -650,3 +650,41 @@ fn unanswered_bye_times_out_and_the_record_goes() {
     assert_eq!(n.active_calls(), 0);
     assert!(store.keys().all(|k| !k.starts_with("call/")));
 }
+
+/// An ACK is never answered, however broken (here its To has an empty tag): found by the
+/// simulation (chaos seed 424), where a 400 to an ACK was a message the peer could only
+/// drop.
+#[test]
+fn malformed_ack_gets_no_response() {
+    let mut n = node(Config::default());
+    let mut store = BTreeMap::new();
+    let ack =
+        "ACK sip:drongo@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKx1\n\
+               Max-Forwards: 70\nFrom: <sip:alice@127.0.0.1>;tag=at\nTo: <sip:bob@127.0.0.1>;tag=\n\
+               Call-ID: nope\nCSeq: 1 ACK\nContent-Length: 0\n\n";
+    send(&mut n, T0, A, ack);
+    assert!(run(&mut n, &mut store).is_empty());
+    // The same request as an OPTIONS is answered 400.
+    send(&mut n, T0, A, &ack.replace("ACK", "OPTIONS"));
+    assert_eq!(lines(&run(&mut n, &mut store)).len(), 1);
+}
+
+/// §9.2: a CANCEL that arrives after the INVITE was answered matches its transaction, so
+/// it gets 200, and changes nothing.
+#[test]
+fn cancel_after_the_answer_gets_200_and_changes_nothing() {
+    let mut n = node(Config::default());
+    let mut store = BTreeMap::new();
+    confirmed_call(&mut n, &mut store);
+    let cancel = INVITE
+        .replace(
+            "INVITE sip:bob@127.0.0.1 SIP/2.0",
+            "CANCEL sip:bob@127.0.0.1 SIP/2.0",
+        )
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+        .replace("Content-Type: application/sdp\n", "")
+        .replace("Content-Length: 5\n\nv=0\n", "Content-Length: 0\n\n");
+    send(&mut n, T0 + 50, A, &cancel);
+    assert_eq!(lines(&run(&mut n, &mut store)), ["127.0.0.1:5061 200 OK"]);
+    assert_eq!(n.active_calls(), 1);
+}

@@ -1104,7 +1104,11 @@ impl Ua {
             return;
         }
         if c.state == State::Confirmed || c.state == State::Ended {
-            // A retransmission, or a second 2xx: ACK it again.
+            // A retransmission, or a 2xx that crossed a BYE: ACK it (§13.2.2.4), with the
+            // To tag the 2xx carries if the dialog never learnt one.
+            if c.remote_tag.is_none() {
+                c.remote_tag = tag_of(resp.headers.get("To"));
+            }
             self.send_ack(id, resp);
             return;
         }

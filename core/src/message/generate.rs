@@ -122,6 +122,11 @@ pub fn error_response_from_raw(raw: &[u8], rejection: &Rejection, to_tag: &str) 
         None => &raw[..raw.len().min(16 * 1024)],
     };
     let head = String::from_utf8_lossy(head);
+    // §17.2.3 / §8.2: an ACK is never answered, however broken it is (found by the
+    // simulation: a malformed ACK got a 400 that the peer could only drop).
+    if head.split_whitespace().next() == Some("ACK") {
+        return None;
+    }
     let mut lines: Vec<String> = Vec::new();
     for line in head.split('\n').skip(1) {
         let line = line.trim_end_matches('\r');
