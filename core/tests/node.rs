@@ -74,6 +74,11 @@ fn lines(out: &[(String, SipMessage)]) -> Vec<String> {
         .collect()
 }
 
+/// `line` ("destination first-line") is among the `lines` sent.
+fn assert_sent(lines: &[String], line: &str) {
+    assert!(lines.iter().any(|l| l == line), "{line} not in {lines:?}");
+}
+
 fn send(n: &mut Node, now: u64, from: &str, text: &str) {
     n.handle_datagram(now, peer(from), text.replace('\n', "\r\n").as_bytes());
 }
@@ -223,6 +228,24 @@ fn confirmed_call(
     (b_inv, ok)
 }
 
+type Store = BTreeMap<String, StoredRecord>;
+
+/// A confirmed call whose 200 the caller has ACKed: the node, its store, the B-leg INVITE
+/// and the caller's 200.
+fn acked_call() -> (
+    Node,
+    Store,
+    drongo_core::message::Request,
+    drongo_core::message::Response,
+) {
+    let mut n = node(Config::default());
+    let mut store = BTreeMap::new();
+    let (b_inv, ok) = confirmed_call(&mut n, &mut store);
+    send(&mut n, T0 + 40, A, &ack_from_a(&ok));
+    run(&mut n, &mut store);
+    (n, store, b_inv, ok)
+}
+
 fn ack_from_a(ok: &drongo_core::message::Response) -> String {
     format!(
         "ACK sip:drongo@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKa2\n\
@@ -305,11 +328,7 @@ fn unacked_2xx_is_retransmitted_then_both_legs_get_bye() {
 
 #[test]
 fn confirmed_call_survives_a_restart_and_ends_with_bye_from_the_callee() {
-    let mut n = node(Config::default());
-    let mut store = BTreeMap::new();
-    let (b_inv, ok) = confirmed_call(&mut n, &mut store);
-    send(&mut n, T0 + 40, A, &ack_from_a(&ok));
-    run(&mut n, &mut store);
+    let (n, mut store, b_inv, _ok) = acked_call();
     drop(n);
     // A new process on the same store.
     let mut n = node(Config::default());
@@ -461,11 +480,7 @@ fn call_record_left_by_a_failed_write_is_deleted_once_read_back() {
 /// before the BYE to the callee left: the restarted node sends it.
 #[test]
 fn bye_lost_with_a_dead_node_is_sent_by_the_restarted_one() {
-    let mut n = node(Config::default());
-    let mut store = BTreeMap::new();
-    let (_b_inv, ok) = confirmed_call(&mut n, &mut store);
-    send(&mut n, T0 + 40, A, &ack_from_a(&ok));
-    run(&mut n, &mut store);
+    let (mut n, mut store, _b_inv, ok) = acked_call();
     let bye = from_a(&ok, "BYE", 2, "z9hG4bKa3");
     send(&mut n, T0 + 100, A, &bye);
     // The batch's writes are committed; the node dies before its transmits leave.
@@ -549,25 +564,15 @@ fn callee_ringing_past_timer_c_is_cancelled_and_the_caller_gets_408() {
         .any(|l| l.contains("408") || l.contains("CANCEL")));
     n.handle_timeout(T0 + 10 + 180_000);
     let out = lines(&run(&mut n, &mut store));
-    assert!(
-        out.contains(&"127.0.0.1:5061 408 Request Timeout".to_string()),
-        "{out:?}"
-    );
-    assert!(
-        out.contains(&"127.0.0.1:5062 CANCEL sip:bob@127.0.0.1:5062".to_string()),
-        "{out:?}"
-    );
+    assert_sent(&out, "127.0.0.1:5061 408 Request Timeout");
+    assert_sent(&out, "127.0.0.1:5062 CANCEL sip:bob@127.0.0.1:5062");
 }
 
 /// §15.1.2: a BYE ends the call while the callee's re-INVITE is still being relayed: the
 /// re-INVITE gets 487, so that no transaction is left without a final response.
 #[test]
 fn bye_during_a_relayed_reinvite_answers_it_487() {
-    let mut n = node(Config::default());
-    let mut store = BTreeMap::new();
-    let (b_inv, ok) = confirmed_call(&mut n, &mut store);
-    send(&mut n, T0 + 40, A, &ack_from_a(&ok));
-    run(&mut n, &mut store);
+    let (mut n, mut store, b_inv, ok) = acked_call();
     let reinvite = from_b(&b_inv, "INVITE", 1, "z9hG4bKb1");
     send(&mut n, T0 + 50, B, &reinvite);
     let out = lines(&run(&mut n, &mut store));
@@ -575,29 +580,16 @@ fn bye_during_a_relayed_reinvite_answers_it_487() {
     let bye = from_a(&ok, "BYE", 2, "z9hG4bKa3");
     send(&mut n, T0 + 60, A, &bye);
     let out = lines(&run(&mut n, &mut store));
-    assert!(
-        out.contains(&"127.0.0.1:5062 487 Request Terminated".to_string()),
-        "{out:?}"
-    );
-    assert!(
-        out.contains(&"127.0.0.1:5062 BYE sip:bob@127.0.0.1:5062".to_string()),
-        "{out:?}"
-    );
-    assert!(
-        out.contains(&"127.0.0.1:5061 200 OK".to_string()),
-        "{out:?}"
-    );
+    assert_sent(&out, "127.0.0.1:5062 487 Request Terminated");
+    assert_sent(&out, "127.0.0.1:5062 BYE sip:bob@127.0.0.1:5062");
+    assert_sent(&out, "127.0.0.1:5061 200 OK");
 }
 
 /// A call ends (BYE from the callee) while the caller has not yet ACKed the relayed 2xx
 /// to its re-INVITE: the 2xx is still retransmitted until the ACK comes (§13.3.1.4).
 #[test]
 fn relayed_2xx_is_retransmitted_after_its_call_ended_until_the_ack() {
-    let mut n = node(Config::default());
-    let mut store = BTreeMap::new();
-    let (b_inv, ok) = confirmed_call(&mut n, &mut store);
-    send(&mut n, T0 + 40, A, &ack_from_a(&ok));
-    run(&mut n, &mut store);
+    let (mut n, mut store, b_inv, ok) = acked_call();
     let reinvite = ack_from_a(&ok)
         .replace("ACK sip", "INVITE sip")
         .replace(
@@ -634,11 +626,7 @@ fn relayed_2xx_is_retransmitted_after_its_call_ended_until_the_ack() {
 /// out (Timer F), the record goes.
 #[test]
 fn unanswered_bye_times_out_and_the_record_goes() {
-    let mut n = node(Config::default());
-    let mut store = BTreeMap::new();
-    let (_b_inv, ok) = confirmed_call(&mut n, &mut store);
-    send(&mut n, T0 + 40, A, &ack_from_a(&ok));
-    run(&mut n, &mut store);
+    let (mut n, mut store, _b_inv, ok) = acked_call();
     let bye = from_a(&ok, "BYE", 2, "z9hG4bKa3");
     send(&mut n, T0 + 100, A, &bye);
     run(&mut n, &mut store);

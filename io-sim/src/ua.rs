@@ -582,16 +582,7 @@ impl Ua {
                 let (token, caller, leg) = (c.token.clone(), c.caller, c.leg);
                 self.trace
                     .log(&self.who, format_args!("goes silent in {id}"));
-                self.ledger.call(&token, |l| {
-                    let leg = if caller {
-                        Some(&mut l.caller)
-                    } else {
-                        l.callees.get_mut(leg)
-                    };
-                    if let Some(leg) = leg {
-                        leg.vanished = true;
-                    }
-                });
+                self.ledger_leg(&token, caller, leg, |l| l.vanished = true);
             }
             Action::Resend2xx(id) => {
                 let Some(c) = self.calls.get_mut(&id) else {
@@ -666,14 +657,19 @@ impl Ua {
         c.state = State::Ended;
         c.pending_2xx = None;
         let (token, caller, leg) = (c.token.clone(), c.caller, c.leg);
-        self.ledger.call(&token, |l| {
+        self.ledger_leg(&token, caller, leg, |l| l.ended = true);
+    }
+
+    /// Updates this user agent's leg of call `token` in the ledger.
+    fn ledger_leg(&self, token: &str, caller: bool, leg: usize, f: impl FnOnce(&mut Leg)) {
+        self.ledger.call(token, |l| {
             let leg = if caller {
                 Some(&mut l.caller)
             } else {
                 l.callees.get_mut(leg)
             };
             if let Some(leg) = leg {
-                leg.ended = true;
+                f(leg);
             }
         });
     }
@@ -1141,12 +1137,8 @@ impl Ua {
             self.at(now + 5_000, Action::Register);
             return;
         }
-        let ours = contact_uri(&self.cfg);
-        let granted = resp
-            .headers
-            .get_all("Contact")
-            .filter_map(NameAddr::parse)
-            .find(|n| n.uri.eq_ignore_ascii_case(&ours))
+        let granted = self
+            .our_binding(resp)
             .and_then(|n| n.param("expires").and_then(|e| e.parse::<u64>().ok()));
         let Some(secs) = granted else {
             return self.violation("200 to REGISTER does not list our binding");
@@ -1170,16 +1162,20 @@ impl Ua {
         self.at(now + refresh, Action::Register);
     }
 
+    /// Our contact among the bindings a 200 to REGISTER lists.
+    fn our_binding(&self, resp: &Response) -> Option<NameAddr> {
+        let ours = contact_uri(&self.cfg);
+        resp.headers
+            .get_all("Contact")
+            .filter_map(NameAddr::parse)
+            .find(|n| n.uri.eq_ignore_ascii_case(&ours))
+    }
+
     fn on_probe_answer(&mut self, resp: &Response, sent_at: UnixMillis, now: UnixMillis) {
         if resp.code != 200 {
             return;
         }
-        let ours = contact_uri(&self.cfg);
-        let listed = resp
-            .headers
-            .get_all("Contact")
-            .filter_map(NameAddr::parse)
-            .any(|n| n.uri.eq_ignore_ascii_case(&ours));
+        let listed = self.our_binding(resp).is_some();
         let bound = 1_500 + self.cfg.skew_bound_ms + self.tolerance();
         // Found until it expires: a grant whose expiry is after the latest time the lookup
         // could have been processed (plus the bound) must be listed.
