@@ -545,6 +545,7 @@ impl Node {
     }
 
     fn remove_call(&mut self, id: &str, now: UnixMillis) {
+        self.terminate_relays(id, now);
         let Some(call) = self.calls.remove(id) else {
             return;
         };
@@ -552,17 +553,6 @@ impl Node {
             let leg = call.dialog(p.side);
             self.orphan_2xx
                 .insert((leg.call_id.clone(), p.cseq), (p.clone(), leg.peer));
-        }
-        // §15.1.2: requests still pending in a dialog that ends get 487, so that no
-        // transaction is left without a final response.
-        for (_, relay) in &call.relays {
-            let resp = response_to(
-                &relay.request,
-                487,
-                None,
-                &call.dialog(relay.from_side).local_tag,
-            );
-            let _ = self.tx.send_response(&relay.server, resp, now);
         }
         for side in [Side::A, Side::B] {
             let d = call.dialog(side);
@@ -620,17 +610,24 @@ impl Node {
         };
         call.state = CallState::Ending;
         call.byes = sides.clone();
-        // §15.1.2: what is still pending in the dialog gets 487.
-        let relays = std::mem::take(&mut call.relays);
         call.awaiting_ack = None;
-        for (_, relay) in &relays {
-            let tag = call.dialog(relay.from_side).local_tag.clone();
-            let resp = response_to(&relay.request, 487, None, &tag);
-            let _ = self.tx.send_response(&relay.server, resp, now);
-        }
+        self.terminate_relays(id, now);
         self.send_byes(id, &sides, now);
         self.persist(id);
         self.reschedule(id);
+    }
+
+    /// §15.1.2: requests still pending in a dialog that ends get 487, so that no
+    /// transaction is left without a final response.
+    fn terminate_relays(&mut self, id: &str, now: UnixMillis) {
+        let Some(call) = self.calls.get_mut(id) else {
+            return;
+        };
+        for (_, relay) in std::mem::take(&mut call.relays) {
+            let tag = &call.dialog(relay.from_side).local_tag;
+            let resp = response_to(&relay.request, 487, None, tag);
+            let _ = self.tx.send_response(&relay.server, resp, now);
+        }
     }
 
     fn send_byes(&mut self, id: &str, sides: &[Side], now: UnixMillis) {

@@ -258,12 +258,13 @@ async fn committer<S: Store + Clone>(
     mut rx: mpsc::Receiver<Batch>,
     sender: Sender,
     clock: Clock,
-    mut pacer: Pacer,
+    t1: u64,
 ) {
+    let mut pacer = Pacer::new(t1 / 2);
     // Transmits of failed batches (but failure responses to INVITE): later copies of them
     // (retransmissions queued meanwhile) must not go out either, or a peer would hear a
     // response the node has since taken back.
-    let mut withheld = Pacer::new(64 * pacer.window * 2);
+    let mut withheld = Pacer::new(64 * t1);
     while let Some(first) = rx.recv().await {
         let mut batches = vec![first];
         while batches.len() < 1024 {
@@ -421,13 +422,12 @@ pub async fn run<S: Store + Clone>(
         input: input_tx.clone(),
         max_message: rc.core.limits.max_message_size,
     };
-    let pacer = Pacer::new(rc.core.timers.t1 / 2);
     let committer = tokio::task::spawn(committer(
         store.clone(),
         batch_rx,
         sender.clone(),
         rc.clock,
-        pacer,
+        rc.core.timers.t1,
     ));
 
     // UDP receiver.

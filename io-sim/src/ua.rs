@@ -16,8 +16,8 @@ use crate::link::{first_line, Arrival, Link, LinkFaults};
 use crate::trace::{fnv64, sim_ms, Trace};
 use drongo_core::ids::IdGen;
 use drongo_core::message::{
-    header_param, parse_and_validate, response_to, CSeq, Limits, Method, NameAddr, Request,
-    Response, SipMessage, Via,
+    header_param, parse_and_validate, response_to, CSeq, Headers, Limits, Method, NameAddr,
+    Request, Response, SipMessage, Via,
 };
 use drongo_core::transaction::{Peer, TimerConfig, TransactionLayer, Transport, TxEvent, TxKey};
 use drongo_core::UnixMillis;
@@ -198,6 +198,13 @@ fn tag_of(value: Option<&str>) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The branch of the top Via.
+fn top_branch(h: &Headers) -> Option<String> {
+    h.get("Via")
+        .and_then(Via::parse)
+        .and_then(|v| v.branch().map(str::to_string))
+}
+
 fn uri_in(value: &str) -> String {
     NameAddr::parse(value).map_or_else(|| value.to_string(), |n| n.uri)
 }
@@ -373,11 +380,7 @@ impl Ua {
 
     fn send_request(&mut self, req: Request, purpose: Purpose) {
         let h = &req.headers;
-        let branch = h
-            .get("Via")
-            .and_then(Via::parse)
-            .and_then(|v| v.branch().map(str::to_string))
-            .unwrap_or_default();
+        let branch = top_branch(h).unwrap_or_default();
         let cseq = h.get("CSeq").and_then(CSeq::parse).map_or(0, |c| c.seq);
         self.sent.insert(
             format!("{branch} {}", req.method),
@@ -810,11 +813,7 @@ impl Ua {
 
     fn check_request(&mut self, r: &Request, duplicate: bool) {
         let h = &r.headers;
-        let branch = h
-            .get("Via")
-            .and_then(Via::parse)
-            .and_then(|v| v.branch().map(str::to_string));
-        let Some(branch) = branch.filter(|b| b.starts_with("z9hG4bK")) else {
+        let Some(branch) = top_branch(h).filter(|b| b.starts_with("z9hG4bK")) else {
             return self.violation(format_args!("{} without an RFC 3261 branch", r.method));
         };
         if h.get("Max-Forwards").is_none() || tag_of(h.get("From")).is_none() {
@@ -837,11 +836,7 @@ impl Ua {
 
     fn check_response(&mut self, r: &Response, duplicate: bool) {
         let h = &r.headers;
-        let branch = h
-            .get("Via")
-            .and_then(Via::parse)
-            .and_then(|v| v.branch().map(str::to_string))
-            .unwrap_or_default();
+        let branch = top_branch(h).unwrap_or_default();
         let code = r.code;
         let cseq = h.get("CSeq").and_then(CSeq::parse);
         let method = cseq.as_ref().map_or(Method::Ack, |c| c.method.clone());
