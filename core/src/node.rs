@@ -28,6 +28,22 @@ use std::net::SocketAddr;
 pub struct Batch {
     pub writes: Vec<StoreWrite>,
     pub transmits: Vec<Transmit>,
+    /// The transmits reveal the batch's deletes too (a de-REGISTER's 200), not only its
+    /// puts. A call's last delete reveals nothing: its BYEs must leave whether or not the
+    /// record could be removed yet (the read-back removes it later).
+    pub reveals_deletes: bool,
+}
+
+impl Batch {
+    /// Whether the transmits must stay back because these of the batch's writes failed
+    /// (durable before visible): a failed put always holds them, a failed delete when the
+    /// transmits reveal it.
+    pub fn held_by<'a>(&self, failed: impl IntoIterator<Item = &'a StoreWrite>) -> bool {
+        failed.into_iter().any(|w| match w {
+            StoreWrite::Put { .. } => true,
+            StoreWrite::Delete { .. } => self.reveals_deletes,
+        })
+    }
 }
 
 /// Counters the runtime exposes as metrics.
@@ -101,7 +117,9 @@ fn session_expires(value: Option<&str>) -> Option<u64> {
 pub struct Node {
     cfg: Config,
     limits: Limits,
-    local: SocketAddr,
+    /// What goes on the wire as ours (Via sent-by, Contact): the bound address, or the
+    /// address a load balancer or NAT in front of the node is reached at.
+    advertise: SocketAddr,
     branch_prefix: String,
     ids: IdGen,
     tx: TransactionLayer,
@@ -120,6 +138,8 @@ pub struct Node {
     orphan_2xx: BTreeMap<(String, u32), (Pending2xx, Peer)>,
     call_scheduled: BTreeMap<String, UnixMillis>,
     writes: Vec<StoreWrite>,
+    /// The current step's transmits reveal its deletes (see [`Batch::reveals_deletes`]).
+    reveals_deletes: bool,
     extra_transmits: Vec<Transmit>,
     batches: VecDeque<Batch>,
     metrics: Metrics,
@@ -128,15 +148,16 @@ pub struct Node {
 }
 
 impl Node {
-    /// A node listening at `local` (used in Via and Contact), with ids from `seed`.
-    pub fn new(cfg: Config, local: SocketAddr, node_id: u16, seed: u64) -> Self {
+    /// A node that puts `advertise` on the wire (Via sent-by, Contact) and takes its ids from
+    /// `seed`. Where it binds is the runtime's business.
+    pub fn new(cfg: Config, advertise: SocketAddr, node_id: u16, seed: u64) -> Self {
         let mut ids = IdGen::new(node_id, seed);
         let secret = format!("{}{}", ids.call_id(), ids.call_id());
         Self {
             limits: cfg.parse_limits(),
             tx: TransactionLayer::new(cfg.timers),
             cfg,
-            local,
+            advertise,
             branch_prefix: format!("{}{:x}.", crate::ids::BRANCH_MAGIC_COOKIE, node_id),
             ids,
             registrar: Registrar::default(),
@@ -149,6 +170,7 @@ impl Node {
             orphan_2xx: BTreeMap::new(),
             call_scheduled: BTreeMap::new(),
             writes: Vec::new(),
+            reveals_deletes: false,
             extra_transmits: Vec::new(),
             batches: VecDeque::new(),
             metrics: Metrics::default(),
@@ -178,9 +200,12 @@ impl Node {
         self.draining = true;
     }
 
-    /// Nothing in flight: no transaction. (Confirmed calls are in the store.)
+    /// Nothing a draining node must stay for: no transaction waits for its final response,
+    /// no 2xx waits for its ACK, no ending call for the answers to its BYEs. Transactions
+    /// that only absorb retransmissions (Timers D, I, J, K, L, M) are no reason to stay.
+    /// (Confirmed calls are in the store.)
     pub fn is_idle(&self) -> bool {
-        self.tx.is_empty()
+        !self.tx.any_awaiting_final_response()
             && self.orphan_2xx.is_empty()
             && self
                 .calls
@@ -399,8 +424,13 @@ impl Node {
                 .or_default() += 1;
         }
         let writes = std::mem::take(&mut self.writes);
+        let reveals_deletes = std::mem::take(&mut self.reveals_deletes);
         if !writes.is_empty() || !transmits.is_empty() {
-            self.batches.push_back(Batch { writes, transmits });
+            self.batches.push_back(Batch {
+                writes,
+                transmits,
+                reveals_deletes,
+            });
         }
     }
 
@@ -501,13 +531,13 @@ impl Node {
         format!(
             "SIP/2.0/{} {};branch={};rport",
             transport_token(transport),
-            self.local,
+            self.advertise,
             self.ids.branch()
         )
     }
 
     fn contact(&self, transport: Transport) -> String {
-        contact_for(self.local, transport)
+        contact_for(self.advertise, transport)
     }
 
     /// Answers server transaction `key` (a To tag is added when the request has none).
@@ -752,6 +782,9 @@ impl Node {
             .register(&aor, &req, from, now, &self.cfg.registrar)
         {
             RegisterOutcome::Ok { contacts, write } => {
+                // The 200 lists what is bound now: a removal it reports must be as durable
+                // as an addition (§10.3 step 8, durable before visible).
+                self.reveals_deletes = true;
                 self.writes.extend(write);
                 let h: Vec<(&str, String)> = contacts
                     .into_iter()
@@ -794,7 +827,7 @@ impl Node {
         let looped = req.headers.get_all("Via").filter_map(Via::parse).any(|v| {
             v.branch()
                 .is_some_and(|b| b.starts_with(&self.branch_prefix))
-                && v.sent_by() == self.local.to_string()
+                && v.sent_by() == self.advertise.to_string()
         });
         if looped {
             return self.reply(&key, &req, 482, None, &[], now);
@@ -1196,8 +1229,10 @@ impl Node {
                 return;
             };
             let mut out = response_to(&areq, code, Some(&resp.reason), &call.a.local_tag);
-            out.headers
-                .push("Contact", contact_for(self.local, call.a.peer.transport));
+            out.headers.push(
+                "Contact",
+                contact_for(self.advertise, call.a.peer.transport),
+            );
             copy_response_body(&resp, &mut out);
             let _ = self.tx.send_response(&akey, out, now);
             return;
@@ -1236,8 +1271,10 @@ impl Node {
                 return;
             };
             let mut out = response_to(&areq, code, Some(&resp.reason), &call.a.local_tag);
-            out.headers
-                .push("Contact", contact_for(self.local, call.a.peer.transport));
+            out.headers.push(
+                "Contact",
+                contact_for(self.advertise, call.a.peer.transport),
+            );
             if let Some(se) = resp.headers.get("Session-Expires") {
                 out.headers.push("Session-Expires", se);
                 if let Some(s) = session_expires(Some(se)) {
@@ -1295,7 +1332,7 @@ impl Node {
             && matches!(relay.request.method, Method::Invite | Method::Update)
         {
             let t = call.dialog(relay.from_side).peer.transport;
-            out.headers.push("Contact", contact_for(self.local, t));
+            out.headers.push("Contact", contact_for(self.advertise, t));
             if let Some(se) = resp.headers.get("Session-Expires") {
                 out.headers.push("Session-Expires", se);
             }

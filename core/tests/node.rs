@@ -27,7 +27,10 @@ fn node(cfg: Config) -> Node {
 /// as (destination, parsed message).
 fn run(n: &mut Node, store: &mut BTreeMap<String, StoredRecord>) -> Vec<(String, SipMessage)> {
     let mut out = Vec::new();
-    while let Some(Batch { writes, transmits }) = n.poll_batch() {
+    while let Some(Batch {
+        writes, transmits, ..
+    }) = n.poll_batch()
+    {
         for w in writes {
             match w {
                 StoreWrite::Put {
@@ -435,6 +438,61 @@ fn failed_registration_write_is_settled_by_reading_it_back() {
     n.handle_store_record(T0 + 5, "reg/bob", Some(record));
     assert_eq!(n.registrations(), 1);
     assert_eq!(n.metrics().store_failures, 2);
+}
+
+#[test]
+fn failed_deregister_holds_back_its_200_and_the_binding_stays() {
+    let mut n = node(Config::default());
+    let mut store = BTreeMap::new();
+    register_bob(&mut n, &mut store);
+    let deregister = REGISTER_BOB
+        .replace("Expires: 600", "Expires: 0")
+        .replace("CSeq: 1", "CSeq: 2")
+        .replace("z9hG4bKr1", "z9hG4bKr2");
+    send(&mut n, T0 + 5, B, &deregister);
+    let batch = n.poll_batch().unwrap();
+    assert!(matches!(&batch.writes[..], [StoreWrite::Delete { key, .. }] if key == "reg/bob"));
+    assert_eq!(batch.transmits.len(), 1, "the 200");
+    // The delete failed: the 200 would report a removal the store does not hold.
+    assert!(
+        batch.held_by(&batch.writes),
+        "a failed de-REGISTER delete must hold back its 200"
+    );
+    let before = n.transactions();
+    n.handle_store_failure(T0 + 6, &batch);
+    assert_eq!(
+        n.transactions(),
+        before - 1,
+        "abandoned, so a retransmission is handled afresh"
+    );
+    // The read-back finds the binding still stored: it is still bound.
+    n.handle_store_record(T0 + 7, "reg/bob", store.get("reg/bob").cloned());
+    assert_eq!(n.registrations(), 1);
+    send(&mut n, T0 + 8, A, INVITE);
+    assert_sent(
+        &lines(&run(&mut n, &mut store)),
+        "127.0.0.1:5062 INVITE sip:bob@127.0.0.1:5062",
+    );
+    // The phone retransmits its de-REGISTER; this time the delete is durable.
+    send(&mut n, T0 + 9, B, &deregister);
+    assert_eq!(lines(&run(&mut n, &mut store)), ["127.0.0.1:5062 200 OK"]);
+    assert!(!store.contains_key("reg/bob"));
+    assert_eq!(n.registrations(), 0);
+}
+
+#[test]
+fn a_calls_last_delete_does_not_hold_back_what_its_batch_sends() {
+    let (mut n, mut store, _b_inv, ok) = acked_call();
+    send(&mut n, T0 + 100, A, &from_a(&ok, "BYE", 2, "z9hG4bKa3"));
+    let out = run(&mut n, &mut store);
+    for (to, m) in &out {
+        if let SipMessage::Request(r) = m {
+            send(&mut n, T0 + 150, to, &ok_for(r));
+        }
+    }
+    let batch = n.poll_batch().unwrap();
+    assert!(matches!(&batch.writes[..], [StoreWrite::Delete { .. }]));
+    assert!(!batch.held_by(&batch.writes));
 }
 
 #[test]

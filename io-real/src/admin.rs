@@ -1,9 +1,14 @@
 //! The admin HTTP endpoint: `GET /healthz` and `GET /metrics` (Prometheus text format).
 //! A few lines of HTTP/1.0 are all it needs, so it has no HTTP framework.
+//!
+//! `/healthz` answers `503 draining` once the node drains, so that a load balancer takes it
+//! out of the pool while it finishes its transactions.
 
 use crate::runtime::Input;
 use drongo_core::node::Node;
 use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -91,9 +96,10 @@ pub fn render_metrics(node: &Node) -> String {
 }
 
 /// Serves the admin endpoint until the node task goes away.
-pub async fn serve(listener: TcpListener, input: mpsc::Sender<Input>) {
+pub async fn serve(listener: TcpListener, input: mpsc::Sender<Input>, draining: Arc<AtomicBool>) {
     while let Ok((mut stream, _)) = listener.accept().await {
         let input = input.clone();
+        let draining = draining.clone();
         tokio::task::spawn(async move {
             let mut buf = vec![0u8; 4096];
             let mut len = 0;
@@ -117,6 +123,9 @@ pub async fn serve(listener: TcpListener, input: mpsc::Sender<Input>) {
             let head = String::from_utf8_lossy(&buf[..len]);
             let path = head.split_whitespace().nth(1).unwrap_or("");
             let (status, body) = match path {
+                "/healthz" if draining.load(Ordering::Relaxed) => {
+                    ("503 Service Unavailable", "draining\n".to_string())
+                }
                 "/healthz" => ("200 OK", "ok\n".to_string()),
                 "/metrics" => {
                     let (tx, rx) = oneshot::channel();

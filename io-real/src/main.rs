@@ -1,6 +1,6 @@
 //! `drongo`: a SIP B2BUA node.
 //!
-//! `drongo run [--sip ADDR] [--admin ADDR] [--data DIR] [--config FILE] [--store URL]`
+//! `drongo run [--sip ADDR] [--advertise ADDR] [--admin ADDR] [--data DIR] [--config FILE] [--store URL]`
 
 use clap::{Parser, Subcommand};
 use drongo_core::config::Config;
@@ -9,7 +9,7 @@ use drongo_io_real::store::AnyStore;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tracing::error;
+use tracing::{error, warn};
 
 #[derive(Parser)]
 #[command(
@@ -26,9 +26,13 @@ struct Cli {
 enum Command {
     /// Run a node.
     Run {
-        /// SIP address (UDP and TCP).
+        /// SIP address to bind (UDP and TCP).
         #[arg(long, default_value = "127.0.0.1:5060")]
         sip: SocketAddr,
+        /// SIP address to put on the wire (Via sent-by, Contact), when the node is reached
+        /// through a load balancer or NAT at another address (default: --sip).
+        #[arg(long)]
+        advertise: Option<SocketAddr>,
         /// Admin HTTP address (/healthz, /metrics).
         #[arg(long, default_value = "127.0.0.1:9060")]
         admin: SocketAddr,
@@ -54,6 +58,16 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
     };
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The first SIGTERM or SIGINT starts a drain; a second one ends the process at once.
+async fn drain_signal() {
+    shutdown_signal().await;
+    tokio::task::spawn(async {
+        shutdown_signal().await;
+        warn!("second signal while draining: exiting now");
+        std::process::exit(1);
+    });
 }
 
 async fn shutdown_signal() {
@@ -82,6 +96,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let Command::Run {
         sip,
+        advertise,
         admin,
         data,
         config,
@@ -106,8 +121,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let advertise = advertise.unwrap_or(sip);
+    if advertise.ip().is_unspecified() {
+        error!("--advertise {advertise}: a peer cannot reach an unspecified address; name one");
+        return ExitCode::from(2);
+    }
     let rc = RunConfig {
         sip,
+        advertise,
         admin,
         core,
         node_id,
@@ -121,7 +142,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match rt.block_on(run(rc, store, shutdown_signal())) {
+    match rt.block_on(run(rc, store, drain_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");

@@ -24,7 +24,8 @@ use tracing::{debug, info, warn};
 const TCP_IDLE: Duration = Duration::from_secs(600);
 /// How long a commit keeps retrying a store that is unavailable before it gives up.
 const STORE_PATIENCE: u64 = 5_000;
-/// How long a drain (SIGTERM) may wait for transactions to finish.
+/// How long a drain (SIGTERM) may wait for transactions to finish (a second signal ends it
+/// at once; see `main.rs`).
 const DRAIN_LIMIT: u64 = 32_000;
 
 pub fn now_ms() -> UnixMillis {
@@ -64,7 +65,11 @@ pub enum Input {
 
 /// Everything `drongo run` was told.
 pub struct RunConfig {
+    /// Where the SIP sockets (UDP and TCP) bind.
     pub sip: SocketAddr,
+    /// What the node puts on the wire as its address (Via, Contact): `sip` unless a load
+    /// balancer or NAT stands in front.
+    pub advertise: SocketAddr,
     pub admin: SocketAddr,
     pub core: Config,
     pub node_id: u16,
@@ -302,12 +307,9 @@ async fn committer<S: Store + Clone>(
                     clock,
                 ));
             }
-            // Only a failed put holds the batch back: a message may reveal only state that
-            // is durable. A failed delete reveals nothing that is not so (the call is over
-            // either way; the read-back deletes the record once the store lets it).
-            let held = failed
-                .iter()
-                .any(|(w, _)| matches!(w, StoreWrite::Put { .. }));
+            // A message may reveal only state that is durable; the core says which failed
+            // writes its transmits reveal.
+            let held = batch.held_by(failed.iter().map(|(w, _)| *w));
             let now = clock.now();
             if !held {
                 for t in batch.transmits {
@@ -412,7 +414,7 @@ pub async fn run<S: Store + Clone>(
     let udp = Arc::new(udp_socket(rc.sip).await?);
     let tcp = TcpListener::bind(rc.sip).await?;
     let admin_listener = TcpListener::bind(rc.admin).await?;
-    info!(sip = %rc.sip, admin = %rc.admin, "drongo listening (UDP and TCP)");
+    info!(sip = %rc.sip, advertise = %rc.advertise, admin = %rc.admin, "drongo listening (UDP and TCP)");
 
     let (input_tx, mut input_rx) = mpsc::channel::<Input>(65_536);
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(65_536);
@@ -462,11 +464,16 @@ pub async fn run<S: Store + Clone>(
             }
         });
     }
-    tokio::task::spawn(admin::serve(admin_listener, input_tx.clone()));
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    tokio::task::spawn(admin::serve(
+        admin_listener,
+        input_tx.clone(),
+        draining.clone(),
+    ));
 
     let clock = rc.clock;
     let now_ms = || clock.now();
-    let mut node = Node::new(rc.core, rc.sip, rc.node_id, rc.seed);
+    let mut node = Node::new(rc.core, rc.advertise, rc.node_id, rc.seed);
     // Load every record; a store that is briefly unavailable is waited for, a fatal error
     // (or one that lasts) stops the node rather than run it without its state.
     let mut delay = 100;
@@ -515,6 +522,7 @@ pub async fn run<S: Store + Clone>(
             _ = &mut shutdown, if draining_since.is_none() => {
                 info!("draining: no new calls; waiting for transactions");
                 node.drain();
+                draining.store(true, std::sync::atomic::Ordering::Relaxed);
                 draining_since = Some(now_ms());
             }
             input = input_rx.recv() => {

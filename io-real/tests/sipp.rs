@@ -20,11 +20,17 @@ struct Drongo {
     admin: u16,
     dir: PathBuf,
     config: String,
+    args: Vec<String>,
 }
 
 impl Drongo {
     /// Starts drongo on `sip` (admin on sip + 1000) with `config` as its TOML file.
     fn start(sip: u16, config: &str) -> Drongo {
+        Self::start_with(sip, config, &[])
+    }
+
+    /// As [`Drongo::start`], with more command-line arguments.
+    fn start_with(sip: u16, config: &str, args: &[&str]) -> Drongo {
         let dir = std::env::temp_dir().join(format!("drongo-sipp-{sip}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -34,6 +40,7 @@ impl Drongo {
             admin: sip + 1000,
             dir,
             config: config.to_string(),
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         d.spawn();
         d
@@ -50,6 +57,7 @@ impl Drongo {
             .arg(self.dir.join("data"))
             .arg("--config")
             .arg(&cfg)
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -64,12 +72,39 @@ impl Drongo {
         }
     }
 
+    /// The body of a 200 answer to `GET path`, or `None`.
     fn http(&self, path: &str) -> Option<String> {
+        self.http_raw(path).filter(|out| out.contains("200 OK"))
+    }
+
+    /// The whole answer to `GET path`, whatever its status.
+    fn http_raw(&self, path: &str) -> Option<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.admin)).ok()?;
         write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
         let mut out = String::new();
         s.read_to_string(&mut out).ok()?;
-        out.contains("200 OK").then_some(out)
+        Some(out)
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    fn exit_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     fn metric(&self, name: &str) -> u64 {
@@ -393,42 +428,163 @@ fn caller_over_tcp() {
     assert_eq!(d.metric("drongo_active_dialogs"), 0);
 }
 
+/// A bare UDP user agent on an ephemeral loopback port, for tests that need to hold a
+/// transaction open or read exactly what Drongo sent.
+struct RawUa {
+    sock: std::net::UdpSocket,
+    port: u16,
+}
+
+impl RawUa {
+    fn new() -> RawUa {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let port = sock.local_addr().unwrap().port();
+        RawUa { sock, port }
+    }
+
+    fn send(&self, d: &Drongo, text: &str) {
+        self.sock
+            .send_to(text.replace('\n', "\r\n").as_bytes(), ("127.0.0.1", d.sip))
+            .unwrap();
+    }
+
+    /// The next message whose first line starts with `start`, skipping others.
+    fn recv(&self, start: &str) -> String {
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = self.sock.recv(&mut buf).expect("nothing came");
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            if text.starts_with(start) {
+                return text;
+            }
+        }
+    }
+
+    /// Registers `user` with this UA's address as its contact.
+    fn register(&self, d: &Drongo, user: &str) {
+        let p = self.port;
+        self.send(
+            d,
+            &format!(
+                "REGISTER sip:127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bKr{p}\n\
+                 Max-Forwards: 70\nFrom: <sip:{user}@127.0.0.1>;tag=r{p}\nTo: <sip:{user}@127.0.0.1>\n\
+                 Call-ID: reg{p}\nCSeq: 1 REGISTER\nContact: <sip:{user}@127.0.0.1:{p}>\n\
+                 Expires: 600\nContent-Length: 0\n\n"
+            ),
+        );
+        self.recv("SIP/2.0 200");
+    }
+
+    /// Sends an INVITE to `user` with Call-ID `call_id`.
+    fn invite(&self, d: &Drongo, user: &str, call_id: &str) {
+        let p = self.port;
+        self.send(
+            d,
+            &format!(
+                "INVITE sip:{user}@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:{p};branch=z9hG4bK{call_id}\n\
+                 Max-Forwards: 70\nFrom: <sip:a@127.0.0.1>;tag=a{p}\nTo: <sip:{user}@127.0.0.1>\n\
+                 Call-ID: {call_id}\nCSeq: 1 INVITE\nContact: <sip:a@127.0.0.1:{p}>\nContent-Length: 0\n\n"
+            ),
+        );
+    }
+}
+
+/// The value of header `name` in message `text`.
+fn header<'a>(text: &'a str, name: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[test]
+fn advertised_address_goes_on_the_wire_not_the_bound_one() {
+    let d = Drongo::start_with(26160, "", &["--advertise", "127.0.0.1:26199"]);
+    let (alice, bob) = (RawUa::new(), RawUa::new());
+    bob.register(&d, "bob");
+    alice.invite(&d, "bob", "adv1");
+    let invite = bob.recv("INVITE ");
+    assert!(
+        header(&invite, "Via").starts_with("SIP/2.0/UDP 127.0.0.1:26199;"),
+        "{invite}"
+    );
+    assert_eq!(header(&invite, "Contact"), "<sip:drongo@127.0.0.1:26199>");
+    assert!(
+        !invite.contains(":26160"),
+        "the bound address leaked: {invite}"
+    );
+}
+
+#[test]
+fn idle_node_exits_at_once_on_sigterm_and_healthz_says_draining_while_busy() {
+    // An idle node (one OPTIONS answered) exits at once: its finished transaction only
+    // absorbs retransmissions, which is no reason to stay.
+    let mut d = Drongo::start(26260, "");
+    let ua = RawUa::new();
+    ua.send(
+        &d,
+        &format!(
+            "OPTIONS sip:127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bKo1\n\
+             Max-Forwards: 70\nFrom: <sip:a@127.0.0.1>;tag=1\nTo: <sip:127.0.0.1>\nCall-ID: o1\n\
+             CSeq: 1 OPTIONS\nContent-Length: 0\n\n",
+            ua.port
+        ),
+    );
+    ua.recv("SIP/2.0 200");
+    d.signal("-TERM");
+    let status = d.exit_within(Duration::from_secs(2));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "an idle node did not exit within 2 s\n{}",
+        d.log()
+    );
+
+    // A busy node (an INVITE its callee never answers) drains: /healthz says so, and a
+    // second signal ends it at once.
+    let mut d = Drongo::start(26360, "");
+    let (alice, bob) = (RawUa::new(), RawUa::new());
+    bob.register(&d, "bob");
+    alice.invite(&d, "bob", "busy1");
+    bob.recv("INVITE ");
+    d.signal("-TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    let health = d.http_raw("/healthz").unwrap_or_default();
+    assert!(
+        health.starts_with("HTTP/1.0 503") && health.ends_with("draining\n"),
+        "{health}"
+    );
+    assert!(d.exit_within(Duration::from_millis(500)).is_none());
+    d.signal("-INT");
+    let status = d.exit_within(Duration::from_secs(1));
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "a second signal did not end the drain at once\n{}",
+        d.log()
+    );
+}
+
 #[test]
 fn sigterm_drains_and_flushes() {
-    // T1 = 100 ms so that the transactions a drain waits for end within 6.4 s.
+    // T1 = 100 ms: the INVITE the drain waits for times out (Timer B) after 6.4 s.
     let mut d = Drongo::start(26060, "[timers]\nt1 = 100\nt2 = 4000\nt4 = 5000\n");
-    register(&d, "bob", 26080);
-    let pid = d.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    let (alice, bob, carol) = (RawUa::new(), RawUa::new(), RawUa::new());
+    bob.register(&d, "bob");
+    alice.invite(&d, "bob", "drain0");
+    bob.recv("INVITE ");
+    d.signal("-TERM");
     // While draining, a new call is refused with 503.
     std::thread::sleep(Duration::from_millis(300));
-    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    udp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let invite = "INVITE sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKd1\r\n\
-                  Max-Forwards: 70\r\nFrom: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:bob@127.0.0.1>\r\n\
-                  Call-ID: drain1\r\nCSeq: 1 INVITE\r\nContact: <sip:a@127.0.0.1:9>\r\nContent-Length: 0\r\n\r\n";
-    udp.send_to(invite.as_bytes(), ("127.0.0.1", d.sip))
-        .unwrap();
-    let mut buf = [0u8; 2048];
-    let n = udp.recv(&mut buf).unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 503"));
-    // It exits by itself once its transactions are done, with status 0.
+    carol.invite(&d, "bob", "drain1");
+    carol.recv("SIP/2.0 503");
+    // The pending call ends (408 from Timer B), then the node exits by itself, status 0.
     let start = Instant::now();
-    let status = loop {
-        if let Some(s) = d.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(40),
-            "drain did not finish"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(status.success(), "{}", d.log());
+    let status = d.exit_within(Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "{}", d.log());
+    assert!(
+        start.elapsed() > Duration::from_secs(3),
+        "left before its call ended"
+    );
+    alice.recv("SIP/2.0 408");
     assert!(d.log().contains("drained; state flushed"));
     d.spawn();
     assert_eq!(

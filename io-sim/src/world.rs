@@ -240,6 +240,7 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
                 };
                 let rc = RunConfig {
                     sip: SocketAddr::new(node_ip(i), 5060),
+                    advertise: SocketAddr::new(node_ip(i), 5060),
                     admin: SocketAddr::new(node_ip(i), 8080),
                     core: core.clone(),
                     node_id: (i + 1) as u16,

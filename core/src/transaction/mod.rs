@@ -271,7 +271,34 @@ impl Transaction {
     }
 
     pub fn is_terminated(&self) -> bool {
-        self.state_name() == "Terminated"
+        match self {
+            Self::ClientInvite(t) => t.state == ClientInviteState::Terminated,
+            Self::ClientNonInvite(t) => t.state == ClientNonInviteState::Terminated,
+            Self::ServerInvite(t) => t.state == ServerInviteState::Terminated,
+            Self::ServerNonInvite(t) => t.state == ServerNonInviteState::Terminated,
+        }
+    }
+
+    /// Whether the transaction still waits for its final response: a client transaction
+    /// that has not heard one, a server transaction that has not sent one. The other states
+    /// only absorb retransmissions (Timers D, I, J, K, L, M), which is no reason for a
+    /// draining node to stay.
+    pub fn awaits_final_response(&self) -> bool {
+        match self {
+            Self::ClientInvite(t) => matches!(
+                t.state,
+                ClientInviteState::Calling | ClientInviteState::Proceeding
+            ),
+            Self::ClientNonInvite(t) => matches!(
+                t.state,
+                ClientNonInviteState::Trying | ClientNonInviteState::Proceeding
+            ),
+            Self::ServerInvite(t) => t.state == ServerInviteState::Proceeding,
+            Self::ServerNonInvite(t) => matches!(
+                t.state,
+                ServerNonInviteState::Trying | ServerNonInviteState::Proceeding
+            ),
+        }
     }
 
     /// States in which only the TU (or the network) can move the transaction on, so that it
@@ -322,6 +349,13 @@ impl TransactionLayer {
     /// Number of live transactions.
     pub fn len(&self) -> usize {
         self.transactions.len()
+    }
+
+    /// Whether some transaction still waits for its final response.
+    pub fn any_awaiting_final_response(&self) -> bool {
+        self.transactions
+            .iter()
+            .any(|(_, t)| t.awaits_final_response())
     }
 
     pub fn is_empty(&self) -> bool {

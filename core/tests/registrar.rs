@@ -1,0 +1,298 @@
+//! The registrar against RFC 3261 §10.3, one rule a test: where the expiration comes from,
+//! 423 and Min-Expires, the cap, `*` (alone, with Expires: 0), Call-ID/CSeq ordering,
+//! removal with expires=0, queries, q-values, the bound on bindings, and expiry.
+
+use drongo_core::config::RegistrarConfig;
+use drongo_core::message::{parse_datagram, Limits, Request, SipMessage};
+use drongo_core::registrar::{RegisterOutcome, Registrar};
+use drongo_core::store::StoreWrite;
+use drongo_core::transaction::{Peer, Transport};
+
+const T0: u64 = 1_700_000_000_000;
+
+fn source() -> Peer {
+    Peer {
+        transport: Transport::Udp,
+        addr: "127.0.0.1:5062".parse().unwrap(),
+    }
+}
+
+/// A REGISTER for bob with `headers` (Contact, Expires …) and Call-ID/CSeq as given.
+fn register(call_id: &str, cseq: u32, headers: &str) -> Request {
+    let text = format!(
+        "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK{cseq}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:bob@127.0.0.1>;tag=r\r\nTo: <sip:bob@127.0.0.1>\r\n\
+         Call-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n{}Content-Length: 0\r\n\r\n",
+        headers
+            .lines()
+            .map(|l| format!("{l}\r\n"))
+            .collect::<String>()
+    );
+    match parse_datagram(text.as_bytes(), &Limits::default()) {
+        Ok(SipMessage::Request(r)) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn cfg() -> RegistrarConfig {
+    RegistrarConfig::default()
+}
+
+/// Registers and expects 200; returns the listed contacts.
+fn ok(r: &mut Registrar, req: &Request, now: u64) -> Vec<(String, u64)> {
+    match r.register("bob", req, source(), now, &cfg()) {
+        RegisterOutcome::Ok { contacts, .. } => contacts,
+        other => panic!("expected 200, got {other:?}"),
+    }
+}
+
+fn refused(r: &mut Registrar, req: &Request, now: u64) -> (u16, Option<u32>) {
+    match r.register("bob", req, source(), now, &cfg()) {
+        RegisterOutcome::Refused {
+            code, min_expires, ..
+        } => (code, min_expires),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn bound(r: &Registrar, now: u64) -> Vec<String> {
+    r.lookup("bob", now).iter().map(|b| b.uri.clone()).collect()
+}
+
+#[test]
+fn expiration_comes_from_the_contact_param_then_the_header_then_the_default() {
+    let mut r = Registrar::default();
+    let listed = ok(
+        &mut r,
+        &register(
+            "c",
+            1,
+            "Contact: <sip:bob@10.0.0.1>;expires=120\nExpires: 600",
+        ),
+        T0,
+    );
+    assert_eq!(listed, [("sip:bob@10.0.0.1".to_string(), 120)]);
+    let listed = ok(
+        &mut r,
+        &register("c", 2, "Contact: <sip:bob@10.0.0.1>\nExpires: 600"),
+        T0,
+    );
+    assert_eq!(listed, [("sip:bob@10.0.0.1".to_string(), 600)]);
+    let listed = ok(&mut r, &register("c", 3, "Contact: <sip:bob@10.0.0.1>"), T0);
+    assert_eq!(
+        listed,
+        [(
+            "sip:bob@10.0.0.1".to_string(),
+            u64::from(cfg().default_expires)
+        )]
+    );
+}
+
+#[test]
+fn too_brief_gets_423_with_min_expires_and_too_long_is_shortened() {
+    let mut r = Registrar::default();
+    let (code, min) = refused(
+        &mut r,
+        &register("c", 1, "Contact: <sip:bob@10.0.0.1>;expires=10"),
+        T0,
+    );
+    assert_eq!((code, min), (423, Some(cfg().min_expires)));
+    assert!(
+        bound(&r, T0).is_empty(),
+        "nothing bound by a refused request"
+    );
+    let listed = ok(
+        &mut r,
+        &register("c", 2, "Contact: <sip:bob@10.0.0.1>;expires=999999"),
+        T0,
+    );
+    assert_eq!(listed[0].1, u64::from(cfg().max_expires));
+}
+
+#[test]
+fn a_query_without_contact_lists_the_bindings_and_writes_nothing() {
+    let mut r = Registrar::default();
+    ok(&mut r, &register("c", 1, "Contact: <sip:bob@10.0.0.1>"), T0);
+    match r.register("bob", &register("q", 1, ""), source(), T0 + 1_000, &cfg()) {
+        RegisterOutcome::Ok { contacts, write } => {
+            assert_eq!(contacts.len(), 1);
+            assert!(write.is_none(), "a query changes nothing");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn wildcard_only_alone_and_with_expires_zero_and_it_removes_every_binding() {
+    let mut r = Registrar::default();
+    ok(&mut r, &register("c", 1, "Contact: <sip:bob@10.0.0.1>"), T0);
+    ok(&mut r, &register("d", 1, "Contact: <sip:bob@10.0.0.2>"), T0);
+    assert_eq!(refused(&mut r, &register("c", 2, "Contact: *"), T0).0, 400);
+    assert_eq!(
+        refused(&mut r, &register("c", 2, "Contact: *\nExpires: 60"), T0).0,
+        400
+    );
+    assert_eq!(
+        refused(
+            &mut r,
+            &register("c", 2, "Contact: *, <sip:bob@10.0.0.3>\nExpires: 0"),
+            T0
+        )
+        .0,
+        400
+    );
+    assert_eq!(bound(&r, T0).len(), 2);
+    match r.register(
+        "bob",
+        &register("c", 2, "Contact: *\nExpires: 0"),
+        source(),
+        T0,
+        &cfg(),
+    ) {
+        RegisterOutcome::Ok { contacts, write } => {
+            assert!(contacts.is_empty());
+            assert!(matches!(write, Some(StoreWrite::Delete { .. })));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(bound(&r, T0).is_empty());
+}
+
+#[test]
+fn wildcard_with_an_old_cseq_of_the_same_call_id_is_refused() {
+    let mut r = Registrar::default();
+    ok(&mut r, &register("c", 5, "Contact: <sip:bob@10.0.0.1>"), T0);
+    assert_eq!(
+        refused(&mut r, &register("c", 5, "Contact: *\nExpires: 0"), T0).0,
+        500
+    );
+    assert_eq!(bound(&r, T0).len(), 1);
+}
+
+#[test]
+fn same_call_id_needs_a_higher_cseq_another_call_id_replaces() {
+    let mut r = Registrar::default();
+    ok(&mut r, &register("c", 5, "Contact: <sip:bob@10.0.0.1>"), T0);
+    assert_eq!(
+        refused(&mut r, &register("c", 4, "Contact: <sip:bob@10.0.0.1>"), T0).0,
+        500
+    );
+    assert_eq!(
+        refused(&mut r, &register("c", 5, "Contact: <sip:bob@10.0.0.1>"), T0).0,
+        500
+    );
+    ok(
+        &mut r,
+        &register("c", 6, "Contact: <sip:bob@10.0.0.1>;expires=100"),
+        T0,
+    );
+    // Another Call-ID (a rebooted phone) may update with any CSeq.
+    ok(
+        &mut r,
+        &register("other", 1, "Contact: <sip:bob@10.0.0.1>;expires=200"),
+        T0,
+    );
+    let b = r.lookup("bob", T0);
+    assert_eq!(b.len(), 1, "one binding per contact URI");
+    assert_eq!((b[0].call_id.as_str(), b[0].cseq), ("other", 1));
+    assert_eq!(b[0].expires_at, T0 + 200_000);
+}
+
+#[test]
+fn expires_zero_removes_one_binding_and_the_last_removal_deletes_the_record() {
+    let mut r = Registrar::default();
+    ok(
+        &mut r,
+        &register("c", 1, "Contact: <sip:bob@10.0.0.1>, <sip:bob@10.0.0.2>"),
+        T0,
+    );
+    let listed = ok(
+        &mut r,
+        &register("c", 2, "Contact: <sip:bob@10.0.0.1>;expires=0"),
+        T0,
+    );
+    assert_eq!(listed.len(), 1);
+    assert_eq!(bound(&r, T0), ["sip:bob@10.0.0.2"]);
+    match r.register(
+        "bob",
+        &register("c", 3, "Contact: <sip:bob@10.0.0.2>\nExpires: 0"),
+        source(),
+        T0,
+        &cfg(),
+    ) {
+        RegisterOutcome::Ok { write, .. } => {
+            assert!(matches!(write, Some(StoreWrite::Delete { key, .. }) if key == "reg/bob"))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn q_values_order_the_lookup_and_a_bad_q_is_refused() {
+    let mut r = Registrar::default();
+    ok(
+        &mut r,
+        &register(
+            "c",
+            1,
+            "Contact: <sip:bob@10.0.0.1>;q=0.2, <sip:bob@10.0.0.2>;q=0.9, <sip:bob@10.0.0.3>",
+        ),
+        T0,
+    );
+    assert_eq!(
+        bound(&r, T0),
+        ["sip:bob@10.0.0.3", "sip:bob@10.0.0.2", "sip:bob@10.0.0.1"]
+    );
+    assert_eq!(
+        refused(
+            &mut r,
+            &register("c", 2, "Contact: <sip:bob@10.0.0.4>;q=1.5"),
+            T0
+        )
+        .0,
+        400
+    );
+}
+
+#[test]
+fn more_bindings_than_allowed_get_503() {
+    let mut r = Registrar::default();
+    let max = cfg().max_bindings;
+    for i in 0..max {
+        ok(
+            &mut r,
+            &register(
+                &format!("c{i}"),
+                1,
+                &format!("Contact: <sip:bob@10.0.0.{i}>"),
+            ),
+            T0,
+        );
+    }
+    assert_eq!(
+        refused(&mut r, &register("x", 1, "Contact: <sip:bob@10.0.1.1>"), T0).0,
+        503
+    );
+    assert_eq!(bound(&r, T0).len(), max);
+}
+
+#[test]
+fn a_binding_expires_at_its_deadline_and_its_removal_is_written() {
+    let mut r = Registrar::default();
+    ok(
+        &mut r,
+        &register("c", 1, "Contact: <sip:bob@10.0.0.1>;expires=60"),
+        T0,
+    );
+    assert_eq!(r.poll_timeout(), Some(T0 + 60_000));
+    assert_eq!(bound(&r, T0 + 59_999).len(), 1);
+    assert!(
+        bound(&r, T0 + 60_000).is_empty(),
+        "never served past expiry"
+    );
+    assert!(r.handle_timeout(T0 + 59_999).is_empty());
+    let writes = r.handle_timeout(T0 + 60_000);
+    assert!(matches!(&writes[..], [StoreWrite::Delete { key, .. }] if key == "reg/bob"));
+    assert_eq!(r.binding_count(), 0);
+    assert_eq!(r.poll_timeout(), None);
+}
