@@ -362,10 +362,17 @@ impl Node {
                     continue;
                 }
                 call.version = r.version;
-                // Transactions died with the old process. Whether the ACK for our 2xx came
-                // is not persisted (it would cost a write per call): assume it did, and let
-                // the session timer end a call whose ACK never came.
-                call.pending_2xx = None;
+                // A 2xx is stored as pending with the record written before it left; its
+                // ACK costs no write, so the record goes on saying "pending" until the
+                // call's next write. Within its 64·T1 window it is retransmitted (a caller
+                // that did ACK acknowledges the copy again, §13.2.2.4); past the window the
+                // ACK is taken as come, since a missing one would have ended the call.
+                let timers = self.cfg.timers;
+                call.pending_2xx = call.pending_2xx.filter(|p| now < p.gives_up_at(&timers));
+                if call.pending_2xx.is_none() {
+                    call.awaiting_ack = None;
+                }
+                // Transactions died with the old process.
                 call.a_invite = None;
                 call.b_invite = None;
                 call.relays.clear();

@@ -355,6 +355,45 @@ fn confirmed_call_survives_a_restart_and_ends_with_bye_from_the_callee() {
 }
 
 #[test]
+fn unacked_2xx_is_retransmitted_by_the_restarted_node_until_the_ack() {
+    let mut n = node(Config::default());
+    let mut store = BTreeMap::new();
+    let (_b_inv, ok) = confirmed_call(&mut n, &mut store);
+    // The node dies 1 s after the answer, before the caller's ACK came.
+    drop(n);
+    let mut n = node(Config::default());
+    let records: Vec<StoredRecord> = store.values().cloned().collect();
+    n.restore(&records, T0 + 1_030);
+    assert_eq!(
+        lines(&run(&mut n, &mut store)),
+        ["127.0.0.1:5061 200 OK"],
+        "the restored node goes on retransmitting the 2xx"
+    );
+    assert_eq!(n.poll_timeout(), Some(T0 + 2_030), "then 2·T1 later");
+    send(&mut n, T0 + 1_500, A, &ack_from_a(&ok));
+    run(&mut n, &mut store);
+    n.handle_timeout(T0 + 2_030);
+    assert!(run(&mut n, &mut store).is_empty(), "the ACK stopped it");
+    assert_eq!(n.active_calls(), 1);
+}
+
+#[test]
+fn a_2xx_past_its_ack_window_is_taken_as_acked_on_restart() {
+    let mut n = node(Config::default());
+    let mut store = BTreeMap::new();
+    confirmed_call(&mut n, &mut store);
+    drop(n);
+    let mut n = node(Config::default());
+    let records: Vec<StoredRecord> = store.values().cloned().collect();
+    n.restore(&records, T0 + 40_000);
+    assert!(
+        run(&mut n, &mut store).is_empty(),
+        "no retransmission, no BYE"
+    );
+    assert_eq!(n.active_calls(), 1);
+}
+
+#[test]
 fn unknown_user_404_known_but_unregistered_480_and_auth_challenge() {
     let cfg = Config {
         users: vec![User {

@@ -238,8 +238,9 @@ fn register_and_call_between_two_registered_users() {
 
 #[test]
 fn register_with_digest_auth() {
-    // SIPp 3.6 answers only the first challenge and only MD5.
-    let cfg = "auth_required = true\ndigest_algorithms = [\"MD5\"]\n[[users]]\nname = \"bob\"\npassword = \"s3cret\"\n";
+    // SIPp 3.6 answers only the first challenge and only MD5, like many phones: the default
+    // algorithm order must let it register.
+    let cfg = "auth_required = true\n[[users]]\nname = \"bob\"\npassword = \"s3cret\"\n";
     let d = Drongo::start(25160, cfg);
     let ok = sipp(
         &d.dir,

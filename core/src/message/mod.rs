@@ -128,6 +128,14 @@ impl Headers {
             .map(|h| h.value.as_str())
     }
 
+    /// The first value of header `name`, to change in place.
+    pub fn first_mut(&mut self, name: &str) -> Option<&mut String> {
+        self.0
+            .iter_mut()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| &mut h.value)
+    }
+
     /// Every value of header `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.0

@@ -223,6 +223,35 @@ impl Out<'_> {
     }
 }
 
+/// The server transport's note of where a request came from, in its top Via (§18.2.1,
+/// RFC 3581): `received=ADDR` when the sent-by host is not the source address, and
+/// `rport=PORT` with `received` when the client asked with a bare `rport`. Responses copy
+/// the Via, so a phone behind NAT learns its public address; they always go back to the
+/// source address and port (symmetric response, as RFC 3581 asks for `rport`).
+fn stamp_source(req: &mut Request, from: Peer) {
+    let Some(top) = req.headers.first_mut("Via") else {
+        return;
+    };
+    let Some(via) = Via::parse(top) else {
+        return;
+    };
+    let ip = from.addr.ip();
+    let host = via.host.trim_start_matches('[').trim_end_matches(']');
+    let wants_rport = via.param("rport") == Some("");
+    let host_differs = host.parse::<std::net::IpAddr>().ok() != Some(ip);
+    if !(wants_rport || host_differs) || via.param("received").is_some() {
+        return;
+    }
+    let mut parts: Vec<String> = top.split(';').map(str::to_string).collect();
+    for p in parts.iter_mut().skip(1) {
+        if p.trim().eq_ignore_ascii_case("rport") {
+            *p = format!("rport={}", from.addr.port());
+        }
+    }
+    parts.push(format!("received={ip}"));
+    *top = parts.join(";");
+}
+
 /// One transaction of any of the four kinds. Serializing it is taking its snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Transaction {
@@ -451,10 +480,11 @@ impl TransactionLayer {
         }
     }
 
-    fn handle_request(&mut self, req: Request, from: Peer, now: UnixMillis) {
+    fn handle_request(&mut self, mut req: Request, from: Peer, now: UnixMillis) {
         let Some(key) = TxKey::for_request(&req) else {
             return; // validation guarantees a Via; nothing to match otherwise
         };
+        stamp_source(&mut req, from);
         if self.transactions.contains(&key) {
             self.step(&key, |tx, out| match tx {
                 Transaction::ServerInvite(t) => t.on_request(req, from, now, out),

@@ -753,3 +753,42 @@ fn withdrawn_2xx_reopens_the_server_invite_for_a_final_error() {
     assert_eq!(lines(&mut l), ["SIP/2.0 500 Server Internal Error"]);
     assert!(!l.withdraw_2xx(&key, T0 + 40), "only from Accepted");
 }
+
+/// RFC 3581 and §18.2.1: what the response's Via says about where the request came from.
+#[test]
+fn responses_carry_received_and_rport_from_the_source_address() {
+    let from = Peer {
+        transport: Transport::Udp,
+        addr: "192.0.2.7:40123".parse().unwrap(),
+    };
+    let via_of_answer = |via: &str| {
+        let mut layer = TransactionLayer::new(TimerConfig::default());
+        let mut req = request("OPTIONS", "z9hG4bKs1");
+        req.headers.set("Via", via);
+        layer.handle_message(SipMessage::Request(req), from, T0);
+        let Some(TxEvent::Request { key, request, .. }) = layer.poll_event() else {
+            panic!("no request event")
+        };
+        layer.send_response(&key, reply(&request, 200), T0).unwrap();
+        let t = layer.poll_transmit().unwrap();
+        assert_eq!(t.to, from, "the response goes back to the source");
+        let text = String::from_utf8(t.bytes).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("Via: "))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        via_of_answer("SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKs1;rport"),
+        "SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKs1;rport=40123;received=192.0.2.7"
+    );
+    assert_eq!(
+        via_of_answer("SIP/2.0/UDP phone.example.com;branch=z9hG4bKs1"),
+        "SIP/2.0/UDP phone.example.com;branch=z9hG4bKs1;received=192.0.2.7"
+    );
+    assert_eq!(
+        via_of_answer("SIP/2.0/UDP 192.0.2.7:40123;branch=z9hG4bKs1"),
+        "SIP/2.0/UDP 192.0.2.7:40123;branch=z9hG4bKs1",
+        "nothing to say when the sent-by is the source"
+    );
+}
