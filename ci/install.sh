@@ -7,6 +7,7 @@ command -v sipp >/dev/null 2>&1 || need_apt+=(sip-tester)
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
+command -v baresip >/dev/null 2>&1 || need_apt+=(baresip)
 [ -e /usr/include/google/protobuf/descriptor.proto ] || need_apt+=(libprotobuf-dev)
 if [ "${1:-}" = "--bench" ]; then
   command -v kamailio >/dev/null 2>&1 || need_apt+=(kamailio)

@@ -77,10 +77,11 @@ pub struct Config {
     /// How long a nonce stays valid (seconds); after that it is answered `stale=true`.
     pub nonce_lifetime_secs: u64,
     /// Digest algorithms offered, one challenge each, in this order ("MD5", "SHA-256").
-    /// The default puts MD5 first so that phones register out of the box: many (baresip
-    /// 1.0, SIPp 3.6, older desk phones) read only the first challenge and know only MD5.
-    /// RFC 8760 clients take the first algorithm they support, so a deployment whose phones
-    /// all know SHA-256 should list it first (or alone).
+    /// The default is MD5 alone, so that common phones register out of the box: SIPp 3.6
+    /// reads only the first challenge, and baresip 1.0 gives up on the whole response when
+    /// any challenge names an algorithm it does not know (SHA-256), whatever the order.
+    /// RFC 8760 clients take the first algorithm they support: where every phone knows
+    /// SHA-256, list it first (or alone).
     pub digest_algorithms: Vec<String>,
     pub users: Vec<User>,
     pub routes: Vec<StaticRoute>,
@@ -101,7 +102,7 @@ impl Default for Config {
             auth_required: false,
             trusted_sources: Vec::new(),
             nonce_lifetime_secs: 300,
-            digest_algorithms: vec!["MD5".into(), "SHA-256".into()],
+            digest_algorithms: vec!["MD5".into()],
             users: Vec::new(),
             routes: Vec::new(),
             timers: TimerConfig::default(),
