@@ -59,6 +59,9 @@ pub struct Metrics {
     /// Messages sent, by method or status code.
     pub messages_out: BTreeMap<String, u64>,
     pub store_failures: u64,
+    /// Responses the transaction layer refused, by reason (`InvalidState` is a second
+    /// final response: a bug of ours; `UnknownTransaction` one that ended meanwhile).
+    pub responses_refused: BTreeMap<String, u64>,
 }
 
 /// What a client transaction of ours is for.
@@ -142,6 +145,7 @@ pub struct Node {
     reveals_deletes: bool,
     extra_transmits: Vec<Transmit>,
     batches: VecDeque<Batch>,
+    diagnostics: VecDeque<String>,
     metrics: Metrics,
     draining: bool,
     node_id: u16,
@@ -173,6 +177,7 @@ impl Node {
             reveals_deletes: false,
             extra_transmits: Vec::new(),
             batches: VecDeque::new(),
+            diagnostics: VecDeque::new(),
             metrics: Metrics::default(),
             draining: false,
             node_id,
@@ -311,7 +316,7 @@ impl Node {
                     err.headers.push(name, v);
                 }
             }
-            let _ = self.tx.send_response(&key, err, now);
+            self.respond(&key, err, now);
         }
         self.flush();
     }
@@ -562,7 +567,31 @@ impl Node {
         for (n, v) in headers {
             resp.headers.push(n, v.clone());
         }
-        let _ = self.tx.send_response(key, resp, now);
+        self.respond(key, resp, now);
+    }
+
+    /// Sends `resp` through server transaction `key`. A refusal is never ignored: it is
+    /// counted and reported (see [`Node::poll_diagnostic`]).
+    fn respond(&mut self, key: &TxKey, resp: Response, now: UnixMillis) {
+        let code = resp.code;
+        if let Err(e) = self.tx.send_response(key, resp, now) {
+            let kind = format!("{e:?}");
+            *self
+                .metrics
+                .responses_refused
+                .entry(kind.clone())
+                .or_default() += 1;
+            self.diagnostics.push_back(format!(
+                "{code} to {} {} not sent: {kind}",
+                key.method, key.branch
+            ));
+        }
+    }
+
+    /// The next line worth logging (a response refused by its transaction); the runtime
+    /// drains these after each input.
+    pub fn poll_diagnostic(&mut self) -> Option<String> {
+        self.diagnostics.pop_front()
     }
 
     fn persist(&mut self, id: &str) {
@@ -660,10 +689,16 @@ impl Node {
         let Some(call) = self.calls.get_mut(id) else {
             return;
         };
-        for (_, relay) in std::mem::take(&mut call.relays) {
-            let tag = &call.dialog(relay.from_side).local_tag;
-            let resp = response_to(&relay.request, 487, None, tag);
-            let _ = self.tx.send_response(&relay.server, resp, now);
+        let answers: Vec<(TxKey, Response)> = std::mem::take(&mut call.relays)
+            .into_iter()
+            .map(|(_, relay)| {
+                let tag = &call.dialog(relay.from_side).local_tag;
+                let resp = response_to(&relay.request, 487, None, tag);
+                (relay.server, resp)
+            })
+            .collect();
+        for (key, resp) in answers {
+            self.respond(&key, resp, now);
         }
     }
 
@@ -909,7 +944,7 @@ impl Node {
         self.metrics.calls_attempted += 1;
         // Tell the caller at once that we are on it (§17.2.1 allows it before 200 ms).
         let trying = response_to(&req, 100, None, "");
-        let _ = self.tx.send_response(&key, trying, now);
+        self.respond(&key, trying, now);
         self.server_invites.insert(key.clone(), id.clone());
         let call = Call {
             id: id.clone(),
@@ -961,7 +996,7 @@ impl Node {
         let a_invite = call.a_invite.clone();
         if let Some((k, r)) = a_invite {
             let resp = response_to(&r, 487, None, &a_tag);
-            let _ = self.tx.send_response(&k, resp, now);
+            self.respond(&k, resp, now);
         }
         if send_cancel {
             self.cancel_callee(id, now);
@@ -983,7 +1018,7 @@ impl Node {
         let send_cancel = call.b_provisional;
         if let Some((k, r)) = a_invite {
             let resp = response_to(&r, 408, None, &a_tag);
-            let _ = self.tx.send_response(&k, resp, now);
+            self.respond(&k, resp, now);
         }
         if send_cancel {
             self.cancel_callee(id, now);
@@ -1241,7 +1276,7 @@ impl Node {
                 contact_for(self.advertise, call.a.peer.transport),
             );
             copy_response_body(&resp, &mut out);
-            let _ = self.tx.send_response(&akey, out, now);
+            self.respond(&akey, out, now);
             return;
         }
         if (200..300).contains(&code) {
@@ -1305,18 +1340,19 @@ impl Node {
             self.metrics.calls_answered += 1;
             // Durable before visible: the record goes in the same batch, before the 200.
             self.persist(id);
-            let _ = self.tx.send_response(&akey, out, now);
+            self.respond(&akey, out, now);
             return;
         }
         // 300-699: relay the failure (the transaction ACKs the callee).
-        if call.state == CallState::Early {
+        let state = call.state;
+        if state == CallState::Early {
             if let Some((akey, areq)) = call.a_invite.clone() {
                 let out = response_to(&areq, code, Some(&resp.reason), &call.a.local_tag);
-                let _ = self.tx.send_response(&akey, out, now);
+                self.respond(&akey, out, now);
             }
             self.metrics.calls_failed += 1;
         }
-        if call.state != CallState::Confirmed {
+        if state != CallState::Confirmed {
             self.remove_call(id, now);
         }
     }
@@ -1372,7 +1408,7 @@ impl Node {
                 self.persist(id);
             }
         }
-        let _ = self.tx.send_response(&relay.server, out, now);
+        self.respond(&relay.server, out, now);
     }
 
     fn on_stray_response(&mut self, resp: Response) {
@@ -1413,7 +1449,7 @@ impl Node {
                 if call.state == CallState::Early {
                     if let Some((akey, areq)) = call.a_invite.clone() {
                         let out = response_to(&areq, code, None, &call.a.local_tag);
-                        let _ = self.tx.send_response(&akey, out, now);
+                        self.respond(&akey, out, now);
                     }
                     self.metrics.calls_failed += 1;
                 }
@@ -1432,7 +1468,7 @@ impl Node {
                 if let Some(pos) = call.relays.iter().position(|(k, _)| k == key) {
                     let relay = call.relays.remove(pos).1;
                     let out = response_to(&relay.request, code, None, "");
-                    let _ = self.tx.send_response(&relay.server, out, now);
+                    self.respond(&relay.server, out, now);
                 }
             }
             Purpose::Fire => {}

@@ -80,6 +80,13 @@ pub fn render_metrics(node: &Node) -> String {
     );
     labelled(
         &mut s,
+        "drongo_responses_refused_total",
+        "Responses a transaction refused (InvalidState: a second final response).",
+        "kind",
+        &m.responses_refused,
+    );
+    labelled(
+        &mut s,
         "drongo_messages_in_total",
         "Messages received, by method or status.",
         "type",

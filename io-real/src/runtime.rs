@@ -500,6 +500,9 @@ pub async fn run<S: Store + Clone>(
     tokio::pin!(shutdown);
     let mut draining_since: Option<UnixMillis> = None;
     loop {
+        while let Some(line) = node.poll_diagnostic() {
+            warn!("{line}");
+        }
         while let Some(b) = node.poll_batch() {
             if batch_tx.send(b).await.is_err() {
                 break;
