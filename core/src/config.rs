@@ -44,13 +44,17 @@ impl Default for RegistrarConfig {
     }
 }
 
-/// Message size limits, as in the config file.
+/// Message size limits and the overload bound, as in the config file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LimitsConfig {
     pub max_message_size: usize,
     pub max_body_size: usize,
     pub max_headers: usize,
+    /// Batches handed to the store and not yet answered beyond which the node is
+    /// overloaded: new INVITEs and REGISTERs get 503 with Retry-After (work already taken
+    /// goes on).
+    pub max_uncommitted_batches: usize,
 }
 
 impl Default for LimitsConfig {
@@ -60,6 +64,7 @@ impl Default for LimitsConfig {
             max_message_size: l.max_message_size,
             max_body_size: l.max_body_size,
             max_headers: l.max_headers,
+            max_uncommitted_batches: 8192,
         }
     }
 }

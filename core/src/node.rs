@@ -35,6 +35,16 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// What the batch must be kept in order with: the store keys it writes and the Call-IDs
+    /// of its messages. Two batches that share none may be committed and sent in either
+    /// order; two that share one must keep theirs.
+    pub fn order_keys(&self) -> impl Iterator<Item = &str> {
+        self.writes
+            .iter()
+            .map(StoreWrite::key)
+            .chain(self.transmits.iter().filter_map(|t| t.call_id.as_deref()))
+    }
+
     /// Whether the transmits must stay back because these of the batch's writes failed
     /// (durable before visible): a failed put always holds them, a failed delete when the
     /// transmits reveal it.
@@ -59,6 +69,8 @@ pub struct Metrics {
     /// Messages sent, by method or status code.
     pub messages_out: BTreeMap<String, u64>,
     pub store_failures: u64,
+    /// New requests answered 503 because too much waited for the store.
+    pub overload_refusals: u64,
     /// Responses the transaction layer refused, by reason (`InvalidState` is a second
     /// final response: a bug of ours; `UnknownTransaction` one that ended meanwhile).
     pub responses_refused: BTreeMap<String, u64>,
@@ -145,6 +157,9 @@ pub struct Node {
     reveals_deletes: bool,
     extra_transmits: Vec<Transmit>,
     batches: VecDeque<Batch>,
+    /// Batches made and not yet answered by the store ([`Node::handle_committed`],
+    /// [`Node::handle_store_failure`]): the measure of overload.
+    uncommitted: usize,
     diagnostics: VecDeque<String>,
     metrics: Metrics,
     draining: bool,
@@ -177,6 +192,7 @@ impl Node {
             reveals_deletes: false,
             extra_transmits: Vec::new(),
             batches: VecDeque::new(),
+            uncommitted: 0,
             diagnostics: VecDeque::new(),
             metrics: Metrics::default(),
             draining: false,
@@ -222,6 +238,21 @@ impl Node {
         self.batches.pop_front()
     }
 
+    /// Whether a batch waits to be taken by [`Node::poll_batch`].
+    pub fn has_batch(&self) -> bool {
+        !self.batches.is_empty()
+    }
+
+    /// `n` batches were committed and their transmits sent.
+    pub fn handle_committed(&mut self, n: usize) {
+        self.uncommitted = self.uncommitted.saturating_sub(n);
+    }
+
+    /// Too much is waiting for the store: new work is refused (503) until it drains.
+    pub fn is_overloaded(&self) -> bool {
+        self.uncommitted >= self.cfg.limits.max_uncommitted_batches
+    }
+
     pub fn poll_timeout(&self) -> Option<UnixMillis> {
         [
             self.tx.poll_timeout(),
@@ -245,6 +276,7 @@ impl Node {
     /// back and hands the record to [`Node::handle_store_record`], which settles what the
     /// store really holds (the write may have happened after all).
     pub fn handle_store_failure(&mut self, now: UnixMillis, batch: &Batch) {
+        self.uncommitted = self.uncommitted.saturating_sub(1);
         self.metrics.store_failures += batch.writes.len() as u64;
         // Nothing of this batch was sent. A 2xx to an INVITE is withdrawn (its transaction
         // goes back to Proceeding and gets an error response below), a failure response to
@@ -438,6 +470,7 @@ impl Node {
         let writes = std::mem::take(&mut self.writes);
         let reveals_deletes = std::mem::take(&mut self.reveals_deletes);
         if !writes.is_empty() || !transmits.is_empty() {
+            self.uncommitted += 1;
             self.batches.push_back(Batch {
                 writes,
                 transmits,
@@ -463,6 +496,7 @@ impl Node {
                         self.extra_transmits.push(Transmit {
                             to: from,
                             bytes: resp,
+                            call_id: None,
                         });
                     }
                 }
@@ -754,6 +788,12 @@ impl Node {
                 None => self.reply(&key, &req, 481, None, &[], now),
             }
             return;
+        }
+        if matches!(req.method, Method::Invite | Method::Register) && self.is_overloaded() {
+            // The store is behind: taking more work would only queue it. §21.5.4.
+            self.metrics.overload_refusals += 1;
+            let wait = (1 + self.ids.below(5)).to_string();
+            return self.reply(&key, &req, 503, None, &[("Retry-After", wait)], now);
         }
         match req.method {
             Method::Invite => self.new_call(key, req, from, now),

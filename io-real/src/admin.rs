@@ -4,7 +4,6 @@
 //! `/healthz` answers `503 draining` once the node drains, so that a load balancer takes it
 //! out of the pool while it finishes its transactions.
 
-use crate::runtime::Input;
 use drongo_core::node::Node;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,6 +56,11 @@ pub fn render_metrics(node: &Node) -> String {
             "Store writes that failed.",
             m.store_failures,
         ),
+        (
+            "drongo_overload_refusals_total",
+            "New requests answered 503 because too much waited for the store.",
+            m.overload_refusals,
+        ),
     ] {
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
     }
@@ -102,10 +106,15 @@ pub fn render_metrics(node: &Node) -> String {
     s
 }
 
-/// Serves the admin endpoint until the node task goes away.
-pub async fn serve(listener: TcpListener, input: mpsc::Sender<Input>, draining: Arc<AtomicBool>) {
+/// Serves the admin endpoint until the node task goes away. `/metrics` asks the node task
+/// for its text through `metrics`.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: mpsc::Sender<oneshot::Sender<String>>,
+    draining: Arc<AtomicBool>,
+) {
     while let Ok((mut stream, _)) = listener.accept().await {
-        let input = input.clone();
+        let metrics = metrics.clone();
         let draining = draining.clone();
         tokio::task::spawn(async move {
             let mut buf = vec![0u8; 4096];
@@ -136,7 +145,7 @@ pub async fn serve(listener: TcpListener, input: mpsc::Sender<Input>, draining: 
                 "/healthz" => ("200 OK", "ok\n".to_string()),
                 "/metrics" => {
                     let (tx, rx) = oneshot::channel();
-                    if input.send(Input::Metrics(tx)).await.is_err() {
+                    if metrics.send(tx).await.is_err() {
                         ("503 Service Unavailable", "node stopped\n".to_string())
                     } else {
                         match rx.await {

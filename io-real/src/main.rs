@@ -134,6 +134,7 @@ fn main() -> ExitCode {
         node_id,
         seed: drongo_io_real::runtime::now_ms() ^ u64::from(std::process::id()).rotate_left(32),
         clock: Default::default(),
+        queue: RunConfig::QUEUE,
     };
     let store = match rt.block_on(AnyStore::open(&url)) {
         Ok(s) => s,

@@ -246,6 +246,7 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
                     node_id: (i + 1) as u16,
                     seed: seed ^ ((i as u64 + 1) << 48) ^ (incarnation << 32),
                     clock: Clock { offset_ms: offset },
+                    queue: RunConfig::QUEUE,
                 };
                 let (trace, who) = (trace.clone(), who.clone());
                 async move {

@@ -159,6 +159,9 @@ impl TxKey {
 pub struct Transmit {
     pub to: Peer,
     pub bytes: Vec<u8>,
+    /// The Call-ID of the message (`None` for an answer to something unparsable): messages
+    /// of one Call-ID keep their order; others need not wait for each other.
+    pub call_id: Option<String>,
 }
 
 /// What the transaction layer tells its user (the TU).
@@ -205,13 +208,19 @@ pub enum TxError {
 /// Where a machine's outputs go during one step.
 pub(crate) struct Out<'a> {
     key: &'a TxKey,
+    /// The Call-ID of the transaction's request, which every message it sends carries.
+    call_id: Option<&'a str>,
     transmits: &'a mut VecDeque<Transmit>,
     events: &'a mut VecDeque<TxEvent>,
 }
 
 impl Out<'_> {
     fn send(&mut self, to: Peer, bytes: Vec<u8>) {
-        self.transmits.push_back(Transmit { to, bytes });
+        self.transmits.push_back(Transmit {
+            to,
+            bytes,
+            call_id: self.call_id.map(str::to_string),
+        });
     }
 
     fn event(&mut self, event: TxEvent) {
@@ -286,6 +295,16 @@ impl Transaction {
             Self::ClientNonInvite(t) => t.on_transport_error(now, out),
             Self::ServerInvite(t) => t.on_transport_error(now, out),
             Self::ServerNonInvite(t) => t.on_transport_error(now, out),
+        }
+    }
+
+    /// The request that opened the transaction.
+    pub fn request(&self) -> &Request {
+        match self {
+            Self::ClientInvite(t) => &t.request,
+            Self::ClientNonInvite(t) => &t.request,
+            Self::ServerInvite(t) => &t.request,
+            Self::ServerNonInvite(t) => &t.request,
         }
     }
 
@@ -421,8 +440,10 @@ impl TransactionLayer {
         f: impl FnOnce(&mut Transaction, &mut Out) -> R,
     ) -> Option<R> {
         let tx = self.transactions.get_mut(key)?;
+        let call_id = tx.request().headers.get("Call-ID").map(str::to_string);
         let mut out = Out {
             key,
+            call_id: call_id.as_deref(),
             transmits: &mut self.transmits,
             events: &mut self.events,
         };
@@ -548,6 +569,7 @@ impl TransactionLayer {
         self.transmits.push_back(Transmit {
             to,
             bytes: req.to_bytes(),
+            call_id: req.headers.get("Call-ID").map(str::to_string),
         });
         let tx = if req.method == Method::Invite {
             Transaction::ClientInvite(ClientInviteTransaction::new(req, to, now))
@@ -578,6 +600,7 @@ impl TransactionLayer {
         self.transmits.push_back(Transmit {
             to,
             bytes: msg.to_bytes(),
+            call_id: msg.headers().get("Call-ID").map(str::to_string),
         });
     }
 

@@ -1,0 +1,311 @@
+//! The committer: takes the node's batches, commits their writes (one group commit for
+//! many batches), and only then sends their transmits (durable before visible).
+//!
+//! Only what must be ordered is: batches that share an order key (a store key or a
+//! Call-ID, [`Batch::order_keys`]) keep their order; others do not wait for each other. A
+//! batch without writes whose keys are free leaves at once. Batches with writes go in one
+//! group commit at a time, so that a busy node commits many with one fsync; but when that
+//! commit stalls (the store is retrying), the batches that do not depend on it get a group
+//! of their own, so a stuck call cannot delay another's answers or retransmissions.
+//!
+//! It never blocks on the node: what it reports goes back on an unbounded channel, whose
+//! size is bounded by the batches in flight (the node refuses new work beyond
+//! `limits.max_uncommitted_batches`). So the node loop and the committer cannot wait on
+//! each other.
+
+use super::pacer::Pacer;
+use super::transport::Sender;
+use super::Clock;
+use crate::store::{apply_resolved, Store, StoreError};
+use drongo_core::node::Batch;
+use drongo_core::store::{StoreWrite, StoredRecord};
+use drongo_core::transaction::Transmit;
+use drongo_core::UnixMillis;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+/// How long a commit keeps retrying a store that is unavailable before it gives up.
+const STORE_PATIENCE: u64 = 5_000;
+/// Batches in one group commit, at most.
+const GROUP_MAX: usize = 1024;
+/// A group commit running this long has stalled: independent batches get a group of their
+/// own instead of waiting for it.
+const STALL_MS: u64 = 50;
+/// Group commits in flight at once, at most.
+const GROUPS_MAX: usize = 16;
+
+/// What the committer tells the node.
+#[derive(Debug)]
+pub enum StoreResult {
+    /// This many batches were committed and their transmits sent.
+    Committed(usize),
+    /// A batch whose writes failed: its transmits were not sent.
+    Failed(Batch),
+    /// What the store holds at `key` now, read after a write to it failed.
+    Record {
+        key: String,
+        record: Option<StoredRecord>,
+    },
+}
+
+/// A group commit that finished.
+struct Done {
+    id: u64,
+    batches: Vec<Batch>,
+    results: Vec<Result<(), StoreError>>,
+}
+
+struct Committer<S> {
+    store: S,
+    sender: Sender,
+    results: mpsc::UnboundedSender<StoreResult>,
+    clock: Clock,
+    pacer: Pacer,
+    /// Transmits of failed batches (but failure responses to INVITE): later copies of them
+    /// (retransmissions queued meanwhile) must not go out either, or a peer would hear a
+    /// response the node has since taken back.
+    withheld: Pacer,
+    /// Batches not yet committed or sent, in the node's order.
+    pending: VecDeque<Batch>,
+    /// Order keys held by the group commits in flight.
+    busy: HashSet<String>,
+    /// Group commits in flight: id → (start time, its keys).
+    running: BTreeMap<u64, (UnixMillis, Vec<String>)>,
+    next_id: u64,
+    done_tx: mpsc::UnboundedSender<Done>,
+}
+
+/// Runs the committer until the node closes `rx` and everything taken is committed and sent.
+pub async fn run<S: Store + Clone>(
+    store: S,
+    mut rx: mpsc::Receiver<Batch>,
+    sender: Sender,
+    results: mpsc::UnboundedSender<StoreResult>,
+    clock: Clock,
+    t1: u64,
+) {
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let mut c = Committer {
+        store,
+        sender,
+        results,
+        clock,
+        pacer: Pacer::new(t1 / 2),
+        withheld: Pacer::new(64 * t1),
+        pending: VecDeque::new(),
+        busy: HashSet::new(),
+        running: BTreeMap::new(),
+        next_id: 0,
+        done_tx,
+    };
+    let mut open = true;
+    loop {
+        c.dispatch().await;
+        if !open && c.pending.is_empty() && c.running.is_empty() {
+            break;
+        }
+        // When batches wait only because a young commit runs, look again once it stalls.
+        let stall_in = c
+            .youngest_start()
+            .filter(|_| !c.pending.is_empty())
+            .map(|at| (at + STALL_MS).saturating_sub(c.clock.now()).max(1));
+        tokio::select! {
+            biased;
+            Some(done) = done_rx.recv() => c.finish(done).await,
+            b = rx.recv(), if open => match b {
+                Some(b) => {
+                    c.pending.push_back(b);
+                    while let Ok(b) = rx.try_recv() {
+                        c.pending.push_back(b);
+                        if c.pending.len() >= 4 * GROUP_MAX {
+                            break;
+                        }
+                    }
+                }
+                None => open = false,
+            },
+            _ = tokio::time::sleep(Duration::from_millis(stall_in.unwrap_or(1_000))), if stall_in.is_some() => {}
+        }
+    }
+}
+
+impl<S: Store + Clone> Committer<S> {
+    fn youngest_start(&self) -> Option<UnixMillis> {
+        self.running.values().map(|(at, _)| *at).max()
+    }
+
+    /// Starts what may start: write-less batches with free keys are sent at once; batches
+    /// with writes (and those ordered behind them in the group) form one group commit, if
+    /// no commit runs or every running one has stalled.
+    async fn dispatch(&mut self) {
+        let now = self.clock.now();
+        let may_start_group = self.running.len() < GROUPS_MAX
+            && self
+                .youngest_start()
+                .is_none_or(|at| now.saturating_sub(at) >= STALL_MS);
+        let mut blocked: HashSet<String> = HashSet::new();
+        let mut group: Vec<Batch> = Vec::new();
+        let mut group_keys: HashSet<String> = HashSet::new();
+        let mut sent = 0;
+        let mut rest = VecDeque::with_capacity(self.pending.len());
+        while let Some(b) = self.pending.pop_front() {
+            let keys: Vec<&str> = b.order_keys().collect();
+            let waits = keys
+                .iter()
+                .any(|k| self.busy.contains(*k) || blocked.contains(*k));
+            let behind_group = keys.iter().any(|k| group_keys.contains(*k));
+            let joins_group = !waits
+                && (behind_group || !b.writes.is_empty())
+                && may_start_group
+                && group.len() < GROUP_MAX;
+            if joins_group {
+                group_keys.extend(keys.iter().map(|k| k.to_string()));
+                group.push(b);
+            } else if !waits && !behind_group && b.writes.is_empty() {
+                self.send_all(b.transmits).await;
+                sent += 1;
+            } else {
+                blocked.extend(keys.iter().map(|k| k.to_string()));
+                rest.push_back(b);
+            }
+        }
+        self.pending = rest;
+        if sent > 0 {
+            let _ = self.results.send(StoreResult::Committed(sent));
+        }
+        if group.is_empty() {
+            return;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let keys: Vec<String> = group_keys.into_iter().collect();
+        self.busy.extend(keys.iter().cloned());
+        self.running.insert(id, (now, keys));
+        let (store, clock, done) = (self.store.clone(), self.clock, self.done_tx.clone());
+        tokio::task::spawn(async move {
+            let writes: Vec<StoreWrite> = group
+                .iter()
+                .flat_map(|b| b.writes.iter().cloned())
+                .collect();
+            let results = if writes.is_empty() {
+                Vec::new()
+            } else {
+                apply_resolved(&store, writes, || clock.now(), STORE_PATIENCE).await
+            };
+            let _ = done.send(Done {
+                id,
+                batches: group,
+                results,
+            });
+        });
+    }
+
+    /// A group commit ended: send what is durable, report what is not.
+    async fn finish(&mut self, done: Done) {
+        if let Some((_, keys)) = self.running.remove(&done.id) {
+            for k in keys {
+                self.busy.remove(&k);
+            }
+        }
+        let mut offset = 0;
+        let mut committed = 0;
+        for batch in done.batches {
+            let n = batch.writes.len();
+            let answers = done.results.get(offset..offset + n).unwrap_or(&[]);
+            offset += n;
+            let failed: Vec<(&StoreWrite, &StoreError)> = batch
+                .writes
+                .iter()
+                .zip(answers)
+                .filter_map(|(w, r)| r.as_ref().err().map(|e| (w, e)))
+                .collect();
+            // Whatever failed is read back, so that the node learns what the store holds.
+            for (w, _) in &failed {
+                tokio::task::spawn(read_back(
+                    self.store.clone(),
+                    w.key().to_string(),
+                    self.results.clone(),
+                    self.clock,
+                ));
+            }
+            // A message may reveal only state that is durable; the core says which failed
+            // writes its transmits reveal.
+            if !batch.held_by(failed.iter().map(|(w, _)| *w)) {
+                self.send_all(batch.transmits).await;
+                committed += 1;
+                continue;
+            }
+            let errors: Vec<&StoreError> = failed.iter().map(|(_, e)| *e).collect();
+            warn!(
+                writes = n,
+                ?errors,
+                "store commit failed; transmits held back"
+            );
+            let now = self.clock.now();
+            for t in batch.transmits.iter().filter(|t| !fails_an_invite(t)) {
+                self.withheld.admit(t, now);
+            }
+            let _ = self.results.send(StoreResult::Failed(batch));
+        }
+        if committed > 0 {
+            let _ = self.results.send(StoreResult::Committed(committed));
+        }
+    }
+
+    async fn send_all(&mut self, transmits: Vec<Transmit>) {
+        let now = self.clock.now();
+        for t in transmits {
+            if self.withheld.contains(&t, now) {
+                debug!(to = %t.to.addr, "copy of a withheld message dropped");
+            } else if self.pacer.admit(&t, now) {
+                self.sender.send(t).await;
+            } else {
+                debug!(to = %t.to.addr, "identical datagram sent moments ago; copy dropped");
+            }
+        }
+    }
+}
+
+/// Whether `t` is a failure response to an INVITE: the node sends those again after a
+/// failed commit rather than taking them back (see `Node::handle_store_failure`).
+fn fails_an_invite(t: &Transmit) -> bool {
+    match drongo_core::message::parse_datagram(&t.bytes, &Default::default()) {
+        Ok(drongo_core::message::SipMessage::Response(r)) => {
+            r.code >= 300
+                && r.headers
+                    .get("CSeq")
+                    .and_then(drongo_core::message::CSeq::parse)
+                    .is_some_and(|c| c.method == drongo_core::message::Method::Invite)
+        }
+        _ => false,
+    }
+}
+
+/// After a failed write the node does not know what the store holds at `key` (the write
+/// may or may not have happened): read it, as long as it takes, and tell the node.
+async fn read_back<S: Store>(
+    store: S,
+    key: String,
+    results: mpsc::UnboundedSender<StoreResult>,
+    clock: Clock,
+) {
+    let mut delay = 100;
+    loop {
+        match store.get(&key, clock.now()).await {
+            Ok(record) => {
+                let _ = results.send(StoreResult::Record { key, record });
+                return;
+            }
+            Err(StoreError::Fatal(e)) => {
+                warn!(%key, error = %e, "cannot read back a failed write");
+                return;
+            }
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                delay = (delay * 2).min(2_000);
+            }
+        }
+    }
+}

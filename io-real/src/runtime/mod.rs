@@ -1,0 +1,244 @@
+//! The node runtime: one task owns the sans-IO [`Node`] and feeds it packets, store results
+//! and time; the committer (see [`committer`]) commits the store writes of the batches the
+//! node makes and only then sends their transmits.
+//!
+//! Neither waits on the other: the node hands a batch over only when the committer's queue
+//! has room (otherwise the batch stays with the node, which refuses new work while too much
+//! is uncommitted), and the committer reports back on a channel it never blocks on.
+
+mod clock;
+mod committer;
+mod pacer;
+mod transport;
+
+use crate::admin;
+use crate::store::{Store, StoreError};
+pub use clock::{now_ms, Clock};
+use committer::StoreResult;
+use drongo_core::config::Config;
+use drongo_core::node::{Batch, Node};
+use drongo_core::transaction::{Peer, Transport};
+use drongo_core::UnixMillis;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+use transport::{spawn_connection, udp_socket, Sender};
+
+/// How long a drain (SIGTERM) may wait for transactions to finish (a second signal ends it
+/// at once; see `main.rs`).
+const DRAIN_LIMIT: u64 = 32_000;
+
+/// A message received: a datagram, or a frame cut from a stream.
+pub struct Packet {
+    pub from: Peer,
+    pub bytes: Vec<u8>,
+}
+
+/// Everything `drongo run` was told.
+pub struct RunConfig {
+    /// Where the SIP sockets (UDP and TCP) bind.
+    pub sip: SocketAddr,
+    /// What the node puts on the wire as its address (Via, Contact): `sip` unless a load
+    /// balancer or NAT stands in front.
+    pub advertise: SocketAddr,
+    pub admin: SocketAddr,
+    pub core: Config,
+    pub node_id: u16,
+    /// Seeds the node's tags, branches and Call-IDs (the simulation fixes it; `drongo run`
+    /// takes it from the clock and the process id).
+    pub seed: u64,
+    pub clock: Clock,
+    /// Capacity of the packet queue and of the committer's queue.
+    pub queue: usize,
+}
+
+impl RunConfig {
+    /// The default capacity of the runtime's queues.
+    pub const QUEUE: usize = 65_536;
+}
+
+/// Runs a node until `shutdown` completes, then drains: no new calls, transactions finish,
+/// every batch is committed and sent.
+pub async fn run<S: Store + Clone>(
+    rc: RunConfig,
+    store: S,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let udp = Arc::new(udp_socket(rc.sip).await?);
+    let tcp = TcpListener::bind(rc.sip).await?;
+    let admin_listener = TcpListener::bind(rc.admin).await?;
+    info!(sip = %rc.sip, advertise = %rc.advertise, admin = %rc.admin, "drongo listening (UDP and TCP)");
+
+    let (packet_tx, mut packet_rx) = mpsc::channel::<Packet>(rc.queue);
+    let (batch_tx, batch_rx) = mpsc::channel::<Batch>(rc.queue);
+    let (results_tx, mut results_rx) = mpsc::unbounded_channel::<StoreResult>();
+    let (metrics_tx, mut metrics_rx) = mpsc::channel::<oneshot::Sender<String>>(16);
+    let sender = Sender {
+        udp: udp.clone(),
+        tcp: Arc::new(Mutex::new(HashMap::new())),
+        input: packet_tx.clone(),
+        max_message: rc.core.limits.max_message_size,
+    };
+    let committer = tokio::task::spawn(committer::run(
+        store.clone(),
+        batch_rx,
+        sender.clone(),
+        results_tx,
+        rc.clock,
+        rc.core.timers.t1,
+    ));
+
+    // UDP receiver.
+    {
+        let (udp, input) = (udp.clone(), packet_tx.clone());
+        tokio::task::spawn(async move {
+            let mut buf = vec![0u8; 65_535];
+            loop {
+                match udp.recv_from(&mut buf).await {
+                    Ok((n, from)) => {
+                        let from = Peer {
+                            transport: Transport::Udp,
+                            addr: from,
+                        };
+                        let bytes = buf[..n].to_vec();
+                        if input.send(Packet { from, bytes }).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => debug!(error = %e, "udp recv error"),
+                }
+            }
+        });
+    }
+    // TCP acceptor.
+    {
+        let sender = sender.clone();
+        tokio::task::spawn(async move {
+            while let Ok((stream, addr)) = tcp.accept().await {
+                let _ = stream.set_nodelay(true);
+                spawn_connection(stream, addr, sender.clone());
+            }
+        });
+    }
+    let draining = Arc::new(AtomicBool::new(false));
+    tokio::task::spawn(admin::serve(admin_listener, metrics_tx, draining.clone()));
+
+    let clock = rc.clock;
+    let now_ms = || clock.now();
+    let mut node = Node::new(rc.core, rc.advertise, rc.node_id, rc.seed);
+    // Load every record; a store that is briefly unavailable is waited for, a fatal error
+    // (or one that lasts) stops the node rather than run it without its state.
+    let mut delay = 100;
+    let records = loop {
+        match store.scan("", usize::MAX, now_ms()).await {
+            Ok(records) => break records,
+            Err(e @ (StoreError::Fatal(_) | StoreError::Conflict)) => {
+                return Err(std::io::Error::other(format!("cannot load state: {e}")));
+            }
+            Err(e) if delay > 20_000 => {
+                return Err(std::io::Error::other(format!("cannot load state: {e}")));
+            }
+            Err(e) => {
+                warn!(error = %e, "store not ready; loading state again");
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                delay *= 2;
+            }
+        }
+    };
+    let now = now_ms();
+    info!(records = records.len(), "state loaded from the store");
+    node.restore(&records, now);
+
+    tokio::pin!(shutdown);
+    let mut draining_since: Option<UnixMillis> = None;
+    loop {
+        while let Some(line) = node.poll_diagnostic() {
+            warn!("{line}");
+        }
+        // Hand batches over while the committer's queue has room; never wait for it here.
+        while node.has_batch() {
+            let Ok(permit) = batch_tx.try_reserve() else {
+                break;
+            };
+            if let Some(b) = node.poll_batch() {
+                permit.send(b);
+            }
+        }
+        let now = now_ms();
+        if let Some(since) = draining_since {
+            if (node.is_idle() && !node.has_batch()) || now.saturating_sub(since) > DRAIN_LIMIT {
+                break;
+            }
+        }
+        let wait = node
+            .poll_timeout()
+            .map_or(Duration::from_secs(1), |t| {
+                Duration::from_millis(t.saturating_sub(now))
+            })
+            .min(Duration::from_secs(1));
+        tokio::select! {
+            biased;
+            _ = &mut shutdown, if draining_since.is_none() => {
+                info!("draining: no new calls; waiting for transactions");
+                node.drain();
+                draining.store(true, Ordering::Relaxed);
+                draining_since = Some(now_ms());
+            }
+            Some(result) = results_rx.recv() => {
+                handle_result(&mut node, result, now_ms());
+                while let Ok(r) = results_rx.try_recv() {
+                    handle_result(&mut node, r, now_ms());
+                }
+            }
+            permit = batch_tx.reserve(), if node.has_batch() => {
+                let Ok(permit) = permit else { break };
+                if let Some(b) = node.poll_batch() {
+                    permit.send(b);
+                }
+            }
+            Some(reply) = metrics_rx.recv() => {
+                let _ = reply.send(admin::render_metrics(&node));
+            }
+            packet = packet_rx.recv() => {
+                let Some(p) = packet else { break };
+                node.handle_datagram(now_ms(), p.from, &p.bytes);
+                // Take whatever else is ready, up to a bound, before looking at timers.
+                for _ in 0..256 {
+                    match packet_rx.try_recv() {
+                        Ok(p) => node.handle_datagram(now_ms(), p.from, &p.bytes),
+                        Err(_) => break,
+                    }
+                }
+                let now = now_ms();
+                if node.poll_timeout().is_some_and(|t| t <= now) {
+                    node.handle_timeout(now);
+                }
+            }
+            _ = tokio::time::sleep(wait) => node.handle_timeout(now_ms()),
+        }
+    }
+    // Whatever the node still holds goes to the committer (which never waits for us now).
+    while let Some(b) = node.poll_batch() {
+        if batch_tx.send(b).await.is_err() {
+            break;
+        }
+    }
+    drop(batch_tx);
+    let _ = committer.await;
+    info!("drained; state flushed");
+    Ok(())
+}
+
+fn handle_result(node: &mut Node, result: StoreResult, now: UnixMillis) {
+    match result {
+        StoreResult::Committed(n) => node.handle_committed(n),
+        StoreResult::Failed(batch) => node.handle_store_failure(now, &batch),
+        StoreResult::Record { key, record } => node.handle_store_record(now, &key, record),
+    }
+}
