@@ -238,8 +238,10 @@ pub(crate) enum UriKind {
     Other,
 }
 
-/// Checks URI syntax: SIP and SIPS URIs through rsip, `tel:` and other absolute URIs by
-/// their generic shape. `None` when the URI is malformed.
+/// Checks URI syntax: SIP and SIPS URIs by the grammar of §25.1 (our own reading: rsip 0.4
+/// refuses valid URIs such as RFC 4475's `1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*`
+/// user part and escaped headers), `tel:` and other absolute URIs by their generic shape.
+/// `None` when the URI is malformed.
 pub(crate) fn check_uri(uri: &str) -> Option<UriKind> {
     let (scheme, rest) = uri.split_once(':')?;
     let scheme_ok = scheme
@@ -258,29 +260,7 @@ pub(crate) fn check_uri(uri: &str) -> Option<UriKind> {
         return None;
     }
     if scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips") {
-        // rsip accepts a host with trailing garbage; check the part we care about ourselves.
-        let (user, hostpart) = match rest.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, rest),
-        };
-        let hostport = hostpart.split([';', '?']).next().unwrap_or("");
-        let (host, _) = parse_host_port(hostport)?;
-        // rsip 0.4 cannot parse IPv6 references; we have checked the host, so let rsip check
-        // the rest with a stand-in host.
-        let for_rsip = if host.starts_with('[') {
-            let tail = &hostpart[hostport.len()..];
-            match user {
-                Some(u) => format!("{scheme}:{u}@ipv6.invalid{tail}"),
-                None => format!("{scheme}:ipv6.invalid{tail}"),
-            }
-        } else {
-            uri.to_string()
-        };
-        let parsed = rsip::Uri::try_from(for_rsip.as_str()).ok()?;
-        if !is_valid_sip_host(&parsed) {
-            return None;
-        }
-        Some(UriKind::Sip)
+        check_sip_uri_rest(rest).then_some(UriKind::Sip)
     } else if scheme.eq_ignore_ascii_case("tel") {
         Some(UriKind::Tel)
     } else {
@@ -288,11 +268,78 @@ pub(crate) fn check_uri(uri: &str) -> Option<UriKind> {
     }
 }
 
-fn is_valid_sip_host(uri: &rsip::Uri) -> bool {
-    match uri.host() {
-        rsip::Host::Domain(d) => !d.to_string().is_empty(),
-        rsip::Host::IpAddr(_) => true,
+/// `unreserved` (alphanum / mark) of §25.1.
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b)
+}
+
+/// Whether `s` is made of `escaped` octets and bytes for which `allowed` holds (at least
+/// `min` bytes long).
+fn escaped_or(s: &str, min: usize, allowed: impl Fn(u8) -> bool) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = |j: usize| b.get(j).is_some_and(|c| c.is_ascii_hexdigit());
+            if !(hex(i + 1) && hex(i + 2)) {
+                return false;
+            }
+            i += 3;
+        } else if allowed(b[i]) {
+            i += 1;
+        } else {
+            return false;
+        }
     }
+    b.len() >= min
+}
+
+/// The part of a SIP URI after `sip:` (§25.1): `[userinfo "@"] hostport uri-parameters
+/// [headers]`.
+fn check_sip_uri_rest(rest: &str) -> bool {
+    let (userinfo, after) = match rest.split_once('@') {
+        Some((u, a)) => (Some(u), a),
+        None => (None, rest),
+    };
+    if let Some(userinfo) = userinfo {
+        let (user, password) = match userinfo.split_once(':') {
+            Some((u, p)) => (u, Some(p)),
+            None => (userinfo, None),
+        };
+        let user_ok = escaped_or(user, 1, |b| is_unreserved(b) || b"&=+$,;?/".contains(&b));
+        let password_ok = password
+            .is_none_or(|p| escaped_or(p, 0, |b| is_unreserved(b) || b"&=+$,".contains(&b)));
+        if !(user_ok && password_ok) {
+            return false;
+        }
+    }
+    let (before_headers, headers) = match after.split_once('?') {
+        Some((b, h)) => (b, Some(h)),
+        None => (after, None),
+    };
+    let mut parts = before_headers.split(';');
+    let hostport = parts.next().unwrap_or("");
+    if parse_host_port(hostport).is_none() {
+        return false;
+    }
+    let paramchar = |b: u8| is_unreserved(b) || b"[]/:&+$".contains(&b);
+    for param in parts {
+        let (name, value) = match param.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (param, None),
+        };
+        if !escaped_or(name, 1, paramchar) || !value.is_none_or(|v| escaped_or(v, 1, paramchar)) {
+            return false;
+        }
+    }
+    let hnv = |b: u8| is_unreserved(b) || b"[]/?:+$".contains(&b);
+    headers.is_none_or(|h| {
+        h.split('&').all(|header| {
+            header
+                .split_once('=')
+                .is_some_and(|(n, v)| escaped_or(n, 1, hnv) && escaped_or(v, 0, hnv))
+        })
+    })
 }
 
 /// A `name-addr` or `addr-spec` with header parameters (From, To, Contact, Route, ...).
@@ -349,7 +396,8 @@ impl NameAddr {
             // addr-spec: parameters after ';' belong to the header (§20.10); a URI holding
             // ',', '?' or ';' of its own must be in angle brackets.
             let end = after_display.find(';').unwrap_or(after_display.len());
-            let uri = &after_display[..end];
+            // LWS may come before the ';' of a header parameter (SEMI = SWS ";" SWS).
+            let uri = after_display[..end].trim_end_matches([' ', '\t']);
             if uri.contains(['?', ',', ' ', '\t']) {
                 return None;
             }
@@ -435,6 +483,36 @@ mod tests {
             "<sip:>",
         ] {
             assert!(NameAddr::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sip_uris_follow_the_grammar_of_25_1() {
+        for ok in [
+            "sip:host",
+            "sip:user@host:5060;transport=tcp;lr",
+            "sip:user:pa$$@host",
+            "sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*@example.com",
+            "sip:user;par=u%40example.net@example.com",
+            "sip:user@example.com?Route=%3Csip:sip.example.com%3E&Subject=",
+            "sip:null-%00-null@example.com",
+            "sip:alice@[2001:db8::1]:5060",
+        ] {
+            assert_eq!(check_uri(ok), Some(UriKind::Sip), "{ok}");
+        }
+        for bad in [
+            "sip:",
+            "sip:@host",
+            "sip:a%zz@host",
+            "sip:a@b@host",
+            "sip:user@host;=x",
+            "sip:user@host;p=",
+            "sip:user@host?noequals",
+            "sip:user@ho st",
+            "sip:user@host:99999",
+            "sip:user@[::1",
+        ] {
+            assert_eq!(check_uri(bad), None, "{bad}");
         }
     }
 

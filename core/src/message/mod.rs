@@ -2,7 +2,8 @@
 //! validation beyond the grammar, and generation of responses, ACK and CANCEL.
 //!
 //! Parsing is our own line-level work (framing, line folding, compact names, LF-only line
-//! ends, Content-Length) because rsip 0.4 gets those wrong; URIs are parsed by rsip.
+//! ends, Content-Length) because rsip 0.4 gets those wrong; so is the syntax check of URIs
+//! (rsip refuses some valid ones).
 
 mod framing;
 mod generate;

@@ -320,10 +320,7 @@ fn parse_headers<'a>(
     }
     let mut headers = Vec::with_capacity(raw.len());
     for (name, value) in raw {
-        if value
-            .bytes()
-            .any(|b| (b.is_ascii_control() && b != b'\t') || b == 0x7f)
-        {
+        if has_bare_control(&value) {
             return Err(reject(Rule::MalformedHeader, is_response));
         }
         let name = canonical_name(name).map_or_else(|| name.to_string(), str::to_string);
@@ -343,6 +340,27 @@ fn parse_headers<'a>(
         }
     }
     Ok(Headers(headers))
+}
+
+/// Whether `value` holds a control character (HTAB aside) that is not the second octet of a
+/// quoted-pair inside a quoted string: §25.1 allows `"\" (%x00-09 / %x0B-0C / %x0E-7F)` there
+/// (RFC 4475 §3.1.1.2 has BEL, NUL and DEL so escaped in a display name), and nowhere else.
+fn has_bare_control(value: &str) -> bool {
+    let mut quoted = false;
+    let mut bytes = value.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'"' => quoted = !quoted,
+            // The escaped octet: CR and LF cannot be here, lines were split on them.
+            b'\\' if quoted => {
+                bytes.next();
+            }
+            b'\t' => {}
+            b if b.is_ascii_control() || b == 0x7f => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Parses a decimal number of at most `max`; `None` for anything else (sign, space, overflow).

@@ -193,14 +193,13 @@ pub fn validate(msg: &SipMessage, limits: &Limits) -> Result<(), Rejection> {
     if cseq.method != req.method {
         return fail(Rule::CSeqMethodMismatch);
     }
-    match h.count("Max-Forwards") {
-        0 => return fail(Rule::MissingHeader("Max-Forwards")),
-        1 => {}
-        _ => return fail(Rule::DuplicateHeader("Max-Forwards")),
+    // A request without Max-Forwards is accepted (RFC 4475 §3.4.1: RFC 2543 elements do not
+    // send it); the node takes it as 70.
+    if h.count("Max-Forwards") > 1 {
+        return fail(Rule::DuplicateHeader("Max-Forwards"));
     }
     if h.get("Max-Forwards")
-        .and_then(|v| parse_decimal(v, 255))
-        .is_none()
+        .is_some_and(|v| parse_decimal(v, 255).is_none())
     {
         return fail(Rule::BadHeaderValue("Max-Forwards"));
     }
