@@ -157,8 +157,8 @@ pub struct Node {
     reveals_deletes: bool,
     extra_transmits: Vec<Transmit>,
     batches: VecDeque<Batch>,
-    /// Batches made and not yet answered by the store ([`Node::handle_committed`],
-    /// [`Node::handle_store_failure`]): the measure of overload.
+    /// Batches with writes made and not yet answered by the store
+    /// ([`Node::handle_committed`], [`Node::handle_store_failure`]): the measure of overload.
     uncommitted: usize,
     diagnostics: VecDeque<String>,
     metrics: Metrics,
@@ -243,7 +243,7 @@ impl Node {
         !self.batches.is_empty()
     }
 
-    /// `n` batches were committed and their transmits sent.
+    /// `n` batches with writes were committed and their transmits sent.
     pub fn handle_committed(&mut self, n: usize) {
         self.uncommitted = self.uncommitted.saturating_sub(n);
     }
@@ -470,7 +470,7 @@ impl Node {
         let writes = std::mem::take(&mut self.writes);
         let reveals_deletes = std::mem::take(&mut self.reveals_deletes);
         if !writes.is_empty() || !transmits.is_empty() {
-            self.uncommitted += 1;
+            self.uncommitted += usize::from(!writes.is_empty());
             self.batches.push_back(Batch {
                 writes,
                 transmits,

@@ -7,6 +7,8 @@
 //! group commit at a time, so that a busy node commits many with one fsync; but when that
 //! commit stalls (the store is retrying), the batches that do not depend on it get a group
 //! of their own, so a stuck call cannot delay another's answers or retransmissions.
+//! A batch is looked at when it arrives (sent at once if it may be) and again only when a
+//! commit ends or stalls, so the work per batch stays constant under load.
 //!
 //! It never blocks on the node: what it reports goes back on an unbounded channel, whose
 //! size is bounded by the batches in flight (the node refuses new work beyond
@@ -21,7 +23,7 @@ use drongo_core::node::Batch;
 use drongo_core::store::{StoreWrite, StoredRecord};
 use drongo_core::transaction::Transmit;
 use drongo_core::UnixMillis;
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -30,16 +32,17 @@ use tracing::{debug, warn};
 const STORE_PATIENCE: u64 = 5_000;
 /// Batches in one group commit, at most.
 const GROUP_MAX: usize = 1024;
-/// A group commit running this long has stalled: independent batches get a group of their
-/// own instead of waiting for it.
-const STALL_MS: u64 = 50;
+/// A group commit running this long has stalled (the store is retrying): independent
+/// batches get a group of their own instead of waiting for it. Well above a loaded fsync, so
+/// that a busy node keeps committing many batches with one.
+const STALL_MS: u64 = 200;
 /// Group commits in flight at once, at most.
 const GROUPS_MAX: usize = 16;
 
 /// What the committer tells the node.
 #[derive(Debug)]
 pub enum StoreResult {
-    /// This many batches were committed and their transmits sent.
+    /// This many batches with writes were committed and their transmits sent.
     Committed(usize),
     /// A batch whose writes failed: its transmits were not sent.
     Failed(Batch),
@@ -67,8 +70,10 @@ struct Committer<S> {
     /// (retransmissions queued meanwhile) must not go out either, or a peer would hear a
     /// response the node has since taken back.
     withheld: Pacer,
-    /// Batches not yet committed or sent, in the node's order.
-    pending: VecDeque<Batch>,
+    /// Batches not yet committed or sent, in the node's order, with their order keys.
+    pending: VecDeque<(Batch, Vec<String>)>,
+    /// How many pending batches hold each key.
+    pending_keys: HashMap<String, usize>,
     /// Order keys held by the group commits in flight.
     busy: HashSet<String>,
     /// Group commits in flight: id → (start time, its keys).
@@ -95,6 +100,7 @@ pub async fn run<S: Store + Clone>(
         pacer: Pacer::new(t1 / 2),
         withheld: Pacer::new(64 * t1),
         pending: VecDeque::new(),
+        pending_keys: HashMap::new(),
         busy: HashSet::new(),
         running: BTreeMap::new(),
         next_id: 0,
@@ -102,7 +108,9 @@ pub async fn run<S: Store + Clone>(
     };
     let mut open = true;
     loop {
-        c.dispatch().await;
+        if !c.pending.is_empty() && c.may_start_group() {
+            c.dispatch().await;
+        }
         if !open && c.pending.is_empty() && c.running.is_empty() {
             break;
         }
@@ -116,12 +124,10 @@ pub async fn run<S: Store + Clone>(
             Some(done) = done_rx.recv() => c.finish(done).await,
             b = rx.recv(), if open => match b {
                 Some(b) => {
-                    c.pending.push_back(b);
-                    while let Ok(b) = rx.try_recv() {
-                        c.pending.push_back(b);
-                        if c.pending.len() >= 4 * GROUP_MAX {
-                            break;
-                        }
+                    c.accept(b).await;
+                    for _ in 0..GROUP_MAX {
+                        let Ok(b) = rx.try_recv() else { break };
+                        c.accept(b).await;
                     }
                 }
                 None => open = false,
@@ -136,45 +142,65 @@ impl<S: Store + Clone> Committer<S> {
         self.running.values().map(|(at, _)| *at).max()
     }
 
-    /// Starts what may start: write-less batches with free keys are sent at once; batches
-    /// with writes (and those ordered behind them in the group) form one group commit, if
-    /// no commit runs or every running one has stalled.
-    async fn dispatch(&mut self) {
+    /// A new group commit may start when none runs, or every running one has stalled.
+    fn may_start_group(&self) -> bool {
         let now = self.clock.now();
-        let may_start_group = self.running.len() < GROUPS_MAX
+        self.running.len() < GROUPS_MAX
             && self
                 .youngest_start()
-                .is_none_or(|at| now.saturating_sub(at) >= STALL_MS);
+                .is_none_or(|at| now.saturating_sub(at) >= STALL_MS)
+    }
+
+    fn report_committed(&self, n: usize) {
+        if n > 0 {
+            let _ = self.results.send(StoreResult::Committed(n));
+        }
+    }
+
+    /// A batch from the node: sent at once when it has no writes and no key it shares with
+    /// a batch before it; otherwise it waits.
+    async fn accept(&mut self, b: Batch) {
+        let free = b.writes.is_empty()
+            && b.order_keys()
+                .all(|k| !self.busy.contains(k) && !self.pending_keys.contains_key(k));
+        if free {
+            return self.send_all(b.transmits).await;
+        }
+        let keys: Vec<String> = b.order_keys().map(str::to_string).collect();
+        for k in &keys {
+            *self.pending_keys.entry(k.clone()).or_default() += 1;
+        }
+        self.pending.push_back((b, keys));
+    }
+
+    /// Starts what may start, in order: write-less batches whose keys are free are sent;
+    /// batches with writes (and those ordered behind them) form one group commit.
+    async fn dispatch(&mut self) {
+        let now = self.clock.now();
         let mut blocked: HashSet<String> = HashSet::new();
         let mut group: Vec<Batch> = Vec::new();
         let mut group_keys: HashSet<String> = HashSet::new();
-        let mut sent = 0;
         let mut rest = VecDeque::with_capacity(self.pending.len());
-        while let Some(b) = self.pending.pop_front() {
-            let keys: Vec<&str> = b.order_keys().collect();
+        self.pending_keys.clear();
+        while let Some((b, keys)) = self.pending.pop_front() {
             let waits = keys
                 .iter()
-                .any(|k| self.busy.contains(*k) || blocked.contains(*k));
-            let behind_group = keys.iter().any(|k| group_keys.contains(*k));
-            let joins_group = !waits
-                && (behind_group || !b.writes.is_empty())
-                && may_start_group
-                && group.len() < GROUP_MAX;
-            if joins_group {
-                group_keys.extend(keys.iter().map(|k| k.to_string()));
+                .any(|k| self.busy.contains(k) || blocked.contains(k));
+            let behind_group = keys.iter().any(|k| group_keys.contains(k));
+            if !waits && (behind_group || !b.writes.is_empty()) && group.len() < GROUP_MAX {
+                group_keys.extend(keys);
                 group.push(b);
             } else if !waits && !behind_group && b.writes.is_empty() {
                 self.send_all(b.transmits).await;
-                sent += 1;
             } else {
-                blocked.extend(keys.iter().map(|k| k.to_string()));
-                rest.push_back(b);
+                for k in &keys {
+                    *self.pending_keys.entry(k.clone()).or_default() += 1;
+                }
+                blocked.extend(keys.iter().cloned());
+                rest.push_back((b, keys));
             }
         }
         self.pending = rest;
-        if sent > 0 {
-            let _ = self.results.send(StoreResult::Committed(sent));
-        }
         if group.is_empty() {
             return;
         }
@@ -233,8 +259,8 @@ impl<S: Store + Clone> Committer<S> {
             // A message may reveal only state that is durable; the core says which failed
             // writes its transmits reveal.
             if !batch.held_by(failed.iter().map(|(w, _)| *w)) {
+                committed += usize::from(n > 0);
                 self.send_all(batch.transmits).await;
-                committed += 1;
                 continue;
             }
             let errors: Vec<&StoreError> = failed.iter().map(|(_, e)| *e).collect();
@@ -249,9 +275,7 @@ impl<S: Store + Clone> Committer<S> {
             }
             let _ = self.results.send(StoreResult::Failed(batch));
         }
-        if committed > 0 {
-            let _ = self.results.send(StoreResult::Committed(committed));
-        }
+        self.report_committed(committed);
     }
 
     async fn send_all(&mut self, transmits: Vec<Transmit>) {
