@@ -15,10 +15,8 @@ use crate::message::{
     Method, Request, Response, SipMessage, Via,
 };
 use crate::registrar::{user_of, RegisterOutcome, Registrar};
-use crate::store::{call_key, StoreWrite, StoredRecord};
-use crate::transaction::{
-    Peer, Transaction, TransactionLayer, Transmit, Transport, TxEvent, TxKey,
-};
+use crate::store::{call_key, Key, StoreWrite, StoredRecord};
+use crate::transaction::{Peer, TransactionLayer, Transmit, Transport, TxEvent, TxKey};
 use crate::UnixMillis;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -111,14 +109,28 @@ fn transport_token(t: Transport) -> &'static str {
     }
 }
 
-/// Copies the body and the headers that describe it.
-fn copy_body(from: &Request, to_headers: &mut crate::message::Headers, body: &mut Vec<u8>) {
-    if !from.body.is_empty() {
-        if let Some(ct) = from.headers.get("Content-Type") {
+/// Copies the body of one message (request or response) into another, with the header
+/// that describes it.
+fn copy_body(
+    from_headers: &crate::message::Headers,
+    from_body: &[u8],
+    to_headers: &mut crate::message::Headers,
+    body: &mut Vec<u8>,
+) {
+    if !from_body.is_empty() {
+        if let Some(ct) = from_headers.get("Content-Type") {
             to_headers.push("Content-Type", ct);
         }
-        *body = from.body.clone();
+        *body = from_body.to_vec();
     }
+}
+
+/// The request's Max-Forwards (70 when absent, as from an RFC 2543 element).
+fn max_forwards(req: &Request) -> u32 {
+    req.headers
+        .get("Max-Forwards")
+        .and_then(|m| m.parse::<u32>().ok())
+        .unwrap_or(70)
 }
 
 fn session_expires(value: Option<&str>) -> Option<u64> {
@@ -312,7 +324,7 @@ impl Node {
         for w in &batch.writes {
             // The bindings of an AOR stay in use until the read-back says what is durable:
             // forgetting them would lose registrations the store still holds.
-            if let Some(id) = w.key().strip_prefix("call/") {
+            if let Some(Key::Call(id)) = Key::parse(w.key()) {
                 if let Some(call) = self.calls.get_mut(id) {
                     // Which version the store holds is unknown until the read-back, which
                     // deletes it (see `handle_store_record`).
@@ -363,20 +375,20 @@ impl Node {
         record: Option<StoredRecord>,
     ) {
         let record = record.filter(|r| r.is_live(now));
-        if let Some(aor) = key.strip_prefix("reg/") {
-            match &record {
+        match Key::parse(key) {
+            Some(Key::Reg(aor)) => match &record {
                 Some(r) => self.registrar.restore(r),
                 None => self.registrar.forget(aor),
-            }
-        } else if let Some(id) = key.strip_prefix("call/") {
-            match (self.calls.get_mut(id), record) {
+            },
+            Some(Key::Call(id)) => match (self.calls.get_mut(id), record) {
                 (Some(call), r) => call.version = r.map_or(0, |r| r.version),
                 (None, Some(r)) => self.writes.push(StoreWrite::Delete {
                     key: key.to_string(),
                     expect: r.version,
                 }),
                 (None, None) => {}
-            }
+            },
+            None => {}
         }
         self.flush();
     }
@@ -385,12 +397,12 @@ impl Node {
     /// their deadlines rebuilt from their fields; an `Ending` call sends its BYEs again.
     pub fn restore(&mut self, records: &[StoredRecord], now: UnixMillis) {
         for r in records {
-            if r.expires_at.is_some_and(|e| e <= now) && r.key.starts_with("reg/") {
-                continue;
-            }
-            if r.key.starts_with("reg/") {
-                self.registrar.restore(r);
-            } else if r.key.starts_with("call/") {
+            let key = Key::parse(&r.key);
+            if matches!(key, Some(Key::Reg(_))) {
+                if r.is_live(now) {
+                    self.registrar.restore(r);
+                }
+            } else if matches!(key, Some(Key::Call(_))) {
                 let Ok(mut call) = serde_json::from_slice::<Call>(&r.value) else {
                     continue;
                 };
@@ -898,11 +910,7 @@ impl Node {
         {
             return;
         }
-        let mf = req
-            .headers
-            .get("Max-Forwards")
-            .and_then(|m| m.parse::<u32>().ok())
-            .unwrap_or(70);
+        let mf = max_forwards(&req);
         if mf == 0 {
             return self.reply(&key, &req, 483, None, &[], now);
         }
@@ -974,7 +982,7 @@ impl Node {
                 b_inv.headers.push(name, v);
             }
         }
-        copy_body(&req, &mut b_inv.headers, &mut b_inv.body);
+        copy_body(&req.headers, &req.body, &mut b_inv.headers, &mut b_inv.body);
         let id = b.call_id.clone();
         let session_interval =
             session_expires(h.get("Session-Expires")).unwrap_or(self.cfg.session_expires_secs);
@@ -1018,35 +1026,15 @@ impl Node {
         // nothing if the INVITE was already answered (its call is then no longer listed).
         self.reply(key, req, 200, None, &[], now);
         if let Some(id) = self.server_invites.get(&invite).cloned() {
-            self.cancel_call(&id, now);
+            self.give_up_ringing(&id, 487, now);
         }
     }
 
-    /// The caller gave up before an answer: 487 to the caller, CANCEL to the callee.
-    fn cancel_call(&mut self, id: &str, now: UnixMillis) {
-        let Some(call) = self.calls.get_mut(id) else {
-            return;
-        };
-        if call.state != CallState::Early {
-            return;
-        }
-        call.state = CallState::Cancelling;
-        let send_cancel = call.b_provisional;
-        let a_tag = call.a.local_tag.clone();
-        let a_invite = call.a_invite.clone();
-        if let Some((k, r)) = a_invite {
-            let resp = response_to(&r, 487, None, &a_tag);
-            self.respond(&k, resp, now);
-        }
-        if send_cancel {
-            self.cancel_callee(id, now);
-        }
-        self.metrics.calls_failed += 1;
-    }
-
-    /// Timer C fired: the caller gets 408, the callee a CANCEL (or, if it never sent a
-    /// provisional, nothing: its INVITE transaction times out on its own).
-    fn give_up_ringing(&mut self, id: &str, now: UnixMillis) {
+    /// A ringing call is given up: the caller's INVITE gets `code` (487 when the caller
+    /// cancelled, 408 when Timer C fired), the callee a CANCEL once it has sent a
+    /// provisional (before that, its INVITE transaction times out on its own). The call
+    /// waits in `Cancelling` for the callee's final answer.
+    fn give_up_ringing(&mut self, id: &str, code: u16, now: UnixMillis) {
         let Some(call) = self.calls.get_mut(id) else {
             return;
         };
@@ -1057,7 +1045,7 @@ impl Node {
         let (a_tag, a_invite) = (call.a.local_tag.clone(), call.a_invite.clone());
         let send_cancel = call.b_provisional;
         if let Some((k, r)) = a_invite {
-            let resp = response_to(&r, 408, None, &a_tag);
+            let resp = response_to(&r, code, None, &a_tag);
             self.respond(&k, resp, now);
         }
         if send_cancel {
@@ -1131,7 +1119,7 @@ impl Node {
                 .get(id)
                 .is_some_and(|c| c.state == CallState::Early)
             {
-                self.cancel_call(id, now);
+                self.give_up_ringing(id, 487, now);
                 return self.remove_call(id, now);
             }
             // Only the other leg gets our BYE.
@@ -1159,12 +1147,7 @@ impl Node {
         let hop = call.dialog(other).next_hop();
         let via = self.via(hop.transport);
         let contact = self.contact(hop.transport);
-        let mf = req
-            .headers
-            .get("Max-Forwards")
-            .and_then(|m| m.parse::<u32>().ok())
-            .unwrap_or(70)
-            .saturating_sub(1);
+        let mf = max_forwards(&req).saturating_sub(1);
         let Some(call) = self.calls.get_mut(id) else {
             return;
         };
@@ -1176,7 +1159,7 @@ impl Node {
                 out.headers.push(name, v);
             }
         }
-        copy_body(&req, &mut out.headers, &mut out.body);
+        copy_body(&req.headers, &req.body, &mut out.headers, &mut out.body);
         let sent_cseq = call.dialog(other).local_cseq;
         let relay = Relay {
             server: key,
@@ -1241,7 +1224,7 @@ impl Node {
                         &contact,
                         70,
                     );
-                    copy_body(&ack, &mut out.headers, &mut out.body);
+                    copy_body(&ack.headers, &ack.body, &mut out.headers, &mut out.body);
                     self.tx.send_stateless(&SipMessage::Request(out), hop);
                 }
             }
@@ -1315,7 +1298,7 @@ impl Node {
                 "Contact",
                 contact_for(self.advertise, call.a.peer.transport),
             );
-            copy_response_body(&resp, &mut out);
+            copy_body(&resp.headers, &resp.body, &mut out.headers, &mut out.body);
             self.respond(&akey, out, now);
             return;
         }
@@ -1363,7 +1346,7 @@ impl Node {
                     call.session_interval = s;
                 }
             }
-            copy_response_body(&resp, &mut out);
+            copy_body(&resp.headers, &resp.body, &mut out.headers, &mut out.body);
             let a_cseq = call.a.remote_cseq.unwrap_or(0);
             call.state = CallState::Confirmed;
             call.answered_at = Some(now);
@@ -1424,7 +1407,7 @@ impl Node {
                 call.dialog_mut(relay.from_side.other()).remote_target = uri_of(c);
             }
         }
-        copy_response_body(&resp, &mut out);
+        copy_body(&resp.headers, &resp.body, &mut out.headers, &mut out.body);
         if code >= 200 {
             call.relays.remove(pos);
             if is_invite && (200..300).contains(&code) {
@@ -1556,13 +1539,8 @@ impl Node {
                 self.end_call(id, now);
             }
             CallTimer::SessionExpired | CallTimer::MaxDuration => self.end_call(id, now),
-            CallTimer::NoAnswer => self.give_up_ringing(id, now),
+            CallTimer::NoAnswer => self.give_up_ringing(id, 408, now),
         }
-    }
-
-    /// Transactions of this node, for tests and diagnostics.
-    pub fn transaction(&self, key: &TxKey) -> Option<&Transaction> {
-        self.tx.get(key)
     }
 }
 
@@ -1574,14 +1552,5 @@ fn contact_for(local: SocketAddr, transport: Transport) -> String {
             "<sip:drongo@{local};transport={}>",
             transport_token(t).to_ascii_lowercase()
         ),
-    }
-}
-
-fn copy_response_body(from: &Response, to: &mut Response) {
-    if !from.body.is_empty() {
-        if let Some(ct) = from.headers.get("Content-Type") {
-            to.headers.push("Content-Type", ct);
-        }
-        to.body = from.body.clone();
     }
 }

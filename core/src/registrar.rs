@@ -6,7 +6,7 @@
 
 use crate::config::RegistrarConfig;
 use crate::message::{header_param, NameAddr, Request};
-use crate::store::{reg_key, StoreWrite, StoredRecord};
+use crate::store::{reg_key, Key, StoreWrite, StoredRecord};
 use crate::transaction::Peer;
 use crate::UnixMillis;
 use serde::{Deserialize, Serialize};
@@ -286,7 +286,7 @@ impl Registrar {
 
     /// Loads a stored `reg/` record (after a restart, or from another node).
     pub fn restore(&mut self, record: &StoredRecord) {
-        let Some(aor) = record.key.strip_prefix("reg/") else {
+        let Some(Key::Reg(aor)) = Key::parse(&record.key) else {
             return;
         };
         let Ok(mut rec) = serde_json::from_slice::<AddressOfRecord>(&record.value) else {

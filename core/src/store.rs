@@ -50,12 +50,38 @@ impl StoredRecord {
     }
 }
 
+/// The key space: what each kind of record is stored under. The only place that knows the
+/// prefixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key<'a> {
+    /// `call/{id}`: one B2BUA call.
+    Call(&'a str),
+    /// `reg/{aor}`: the bindings of one address-of-record.
+    Reg(&'a str),
+}
+
+/// Prefix of every call record.
+pub const CALL_PREFIX: &str = "call/";
+/// Prefix of every registration record.
+pub const REG_PREFIX: &str = "reg/";
+
+impl<'a> Key<'a> {
+    /// What `key` is the key of; `None` for a key outside the space.
+    pub fn parse(key: &'a str) -> Option<Key<'a>> {
+        if let Some(id) = key.strip_prefix(CALL_PREFIX) {
+            Some(Key::Call(id))
+        } else {
+            key.strip_prefix(REG_PREFIX).map(Key::Reg)
+        }
+    }
+}
+
 /// Key of a B2BUA call record.
 pub fn call_key(call: &str) -> String {
-    format!("call/{call}")
+    format!("{CALL_PREFIX}{call}")
 }
 
 /// Key of the bindings of an address-of-record.
 pub fn reg_key(aor: &str) -> String {
-    format!("reg/{aor}")
+    format!("{REG_PREFIX}{aor}")
 }

@@ -4,8 +4,8 @@
 //! URL: `mem:`, `file:DIR`, `etcd://HOST:PORT,...`. Prints p50/p99 of serial get and CAS,
 //! CAS throughput with 16 concurrent clients, and writes per second with batches of 64.
 
+use drongo::store::{AnyStore, Store};
 use drongo_core::store::StoreWrite;
-use drongo_io_real::store::{AnyStore, Store};
 use std::time::{Duration, Instant};
 
 fn put(key: &str, version: u64) -> StoreWrite {

@@ -3,9 +3,9 @@
 //! `drongo run [--sip ADDR] [--advertise ADDR] [--admin ADDR] [--data DIR] [--config FILE] [--store URL]`
 
 use clap::{Parser, Subcommand};
+use drongo::runtime::{run, RunConfig};
+use drongo::store::AnyStore;
 use drongo_core::config::Config;
-use drongo_io_real::runtime::{run, RunConfig};
-use drongo_io_real::store::AnyStore;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -132,7 +132,7 @@ fn main() -> ExitCode {
         admin,
         core,
         node_id,
-        seed: drongo_io_real::runtime::now_ms() ^ u64::from(std::process::id()).rotate_left(32),
+        seed: drongo::runtime::now_ms() ^ u64::from(std::process::id()).rotate_left(32),
         clock: Default::default(),
         queue: RunConfig::QUEUE,
     };

@@ -4,11 +4,11 @@
 //! being answered throughout, new work beyond the overload bound gets 503 with
 //! Retry-After, and once the store is back a REGISTER is answered 200 again.
 
+use drongo::runtime::{run, RunConfig};
+use drongo::store::{Change, MemStore, Store, StoreError};
 use drongo_core::config::Config;
 use drongo_core::store::{StoreWrite, StoredRecord};
 use drongo_core::UnixMillis;
-use drongo_io_real::runtime::{run, RunConfig};
-use drongo_io_real::store::{Change, MemStore, Store, StoreError};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

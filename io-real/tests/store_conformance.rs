@@ -4,8 +4,8 @@
 //! `ci/test.sh`) also: kill the leader during a stream of CAS operations and check the
 //! recorded history for linearizability.
 
-use drongo_io_real::store::conformance::{all, NOW};
-use drongo_io_real::store::{MemStore, RedbStore, Store, StoreError};
+use drongo::store::conformance::{all, NOW};
+use drongo::store::{MemStore, RedbStore, Store, StoreError};
 use std::sync::Arc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,7 +33,7 @@ async fn fatal_errors_are_typed() {
     assert!(matches!(RedbStore::open(&file), Err(StoreError::Fatal(_))));
     let _ = std::fs::remove_file(&file);
     assert!(matches!(
-        drongo_io_real::store::AnyStore::open("bogus:").await,
+        drongo::store::AnyStore::open("bogus:").await,
         Err(StoreError::Fatal(_))
     ));
 }
@@ -254,8 +254,8 @@ pub mod linearizability {
 mod etcd {
     use super::linearizability::{check, Op, Outcome};
     use super::*;
-    use drongo_io_real::store::conformance::{ns, one, put};
-    use drongo_io_real::store::EtcdStore;
+    use drongo::store::conformance::{ns, one, put};
+    use drongo::store::EtcdStore;
     use std::sync::atomic::Ordering;
     use std::time::{Duration, Instant};
 
@@ -407,7 +407,7 @@ mod etcd {
 #[cfg(feature = "tikv")]
 mod tikv {
     use super::*;
-    use drongo_io_real::store::TikvStore;
+    use drongo::store::TikvStore;
 
     /// No TiKV or PD binary can be installed on the CI machines, so this runs only by hand:
     /// `DRONGO_TIKV_PD=127.0.0.1:2379 cargo test -p drongo --features tikv --test

@@ -1,5 +1,5 @@
 //! The simulated world Drongo is tested in: madsim runs Drongo's own node runtime
-//! (`drongo_io_real::runtime::run`, its event loop, group commit and persist-before-send
+//! (`drongo::runtime::run`, its event loop, group commit and persist-before-send
 //! ordering) on simulated time and a simulated network, next to a simulated store server,
 //! strict SIP user agents driven by a seeded workload, and faults from a plan. A run
 //! produces a canonical text trace (and its hash) and the list of invariants it broke.

@@ -8,9 +8,9 @@
 //! (a clogged link looks like a store that never answers).
 
 use crate::trace::Trace;
+use drongo::store::{Change, MemStore, Store, StoreError};
 use drongo_core::store::{StoreWrite, StoredRecord};
 use drongo_core::UnixMillis;
-use drongo_io_real::store::{Change, MemStore, Store, StoreError};
 use madsim::net::Endpoint;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -271,7 +271,7 @@ impl Store for SimStore {
         let (tx, rx) = tokio::sync::mpsc::channel(4096);
         let store = self.clone();
         let prefix = prefix.to_string();
-        let now = drongo_io_real::runtime::now_ms;
+        let now = drongo::runtime::now_ms;
         let mut seen: BTreeMap<String, u64> = store
             .scan(&prefix, usize::MAX, now())
             .await?

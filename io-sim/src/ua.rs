@@ -14,6 +14,7 @@
 use crate::ledger::{Ledger, Leg};
 use crate::link::{first_line, Arrival, Link, LinkFaults};
 use crate::trace::{fnv64, sim_ms, Trace};
+use drongo::runtime::now_ms;
 use drongo_core::ids::IdGen;
 use drongo_core::message::{
     header_param, parse_and_validate, response_to, CSeq, Headers, Limits, Method, NameAddr,
@@ -21,7 +22,6 @@ use drongo_core::message::{
 };
 use drongo_core::transaction::{Peer, TimerConfig, TransactionLayer, Transport, TxEvent, TxKey};
 use drongo_core::UnixMillis;
-use drongo_io_real::runtime::now_ms;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use std::collections::BTreeMap;

@@ -6,9 +6,9 @@ use crate::link::LinkFaults;
 use crate::store::{SimStore, StoreServer, STORE_PORT};
 use crate::trace::{fnv64, sim_ms, Trace};
 use crate::ua::{Command, Ua, UaConfig};
+use drongo::runtime::{now_ms, run as run_node, Clock, RunConfig};
+use drongo::store::Store;
 use drongo_core::config::Config;
-use drongo_io_real::runtime::{now_ms, run as run_node, Clock, RunConfig};
-use drongo_io_real::store::Store;
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, Runtime};
 use madsim::task::NodeId;
@@ -554,7 +554,11 @@ async fn check(trace: &Trace, ledger: &Ledger, server: &StoreServer, finals: boo
             }
         }
     }
-    match server.data.scan("call/", usize::MAX, now_ms()).await {
+    match server
+        .data
+        .scan(drongo_core::store::CALL_PREFIX, usize::MAX, now_ms())
+        .await
+    {
         Ok(left) if !left.is_empty() => {
             let keys: Vec<&str> = left.iter().map(|r| r.key.as_str()).collect();
             trace.violation(

@@ -2,8 +2,8 @@
 //! backends), and its faults look to a client as the contract says they may.
 #![cfg(madsim)]
 
+use drongo::store::{apply_resolved, conformance, Store, StoreError};
 use drongo_core::store::StoreWrite;
-use drongo_io_real::store::{apply_resolved, conformance, Store, StoreError};
 use drongo_io_sim::store::{SimStore, StoreServer, STORE_PORT};
 use drongo_io_sim::trace::Trace;
 use madsim::runtime::{Handle, Runtime};

@@ -390,10 +390,6 @@ impl TransactionLayer {
         }
     }
 
-    pub fn config(&self) -> &TimerConfig {
-        &self.config
-    }
-
     /// Number of live transactions.
     pub fn len(&self) -> usize {
         self.transactions.len()
