@@ -23,6 +23,19 @@ fn node(cfg: Config) -> Node {
     Node::new(cfg, "127.0.0.1:5060".parse().unwrap(), 1, 9)
 }
 
+/// A new process (default config, id seed `seed`) on the same store, restored at `now`.
+fn restarted(store: &BTreeMap<String, StoredRecord>, seed: u64, now: u64) -> Node {
+    let mut n = Node::new(
+        Config::default(),
+        "127.0.0.1:5060".parse().unwrap(),
+        1,
+        seed,
+    );
+    let records: Vec<StoredRecord> = store.values().cloned().collect();
+    n.restore(&records, now);
+    n
+}
+
 /// Applies writes to an in-memory store, as the runtime would, and returns the transmits
 /// as (destination, parsed message).
 fn run(n: &mut Node, store: &mut BTreeMap<String, StoredRecord>) -> Vec<(String, SipMessage)> {
@@ -334,9 +347,7 @@ fn confirmed_call_survives_a_restart_and_ends_with_bye_from_the_callee() {
     let (n, mut store, b_inv, _ok) = acked_call();
     drop(n);
     // A new process on the same store.
-    let mut n = node(Config::default());
-    let records: Vec<StoredRecord> = store.values().cloned().collect();
-    n.restore(&records, T0 + 60_000);
+    let mut n = restarted(&store, 9, T0 + 60_000);
     assert_eq!(n.active_calls(), 1);
     assert_eq!(n.registrations(), 1);
     let bye = from_b(&b_inv, "BYE", 7, "z9hG4bKb9");
@@ -361,9 +372,7 @@ fn unacked_2xx_is_retransmitted_by_the_restarted_node_until_the_ack() {
     let (_b_inv, ok) = confirmed_call(&mut n, &mut store);
     // The node dies 1 s after the answer, before the caller's ACK came.
     drop(n);
-    let mut n = node(Config::default());
-    let records: Vec<StoredRecord> = store.values().cloned().collect();
-    n.restore(&records, T0 + 1_030);
+    let mut n = restarted(&store, 9, T0 + 1_030);
     assert_eq!(
         lines(&run(&mut n, &mut store)),
         ["127.0.0.1:5061 200 OK"],
@@ -383,9 +392,7 @@ fn a_2xx_past_its_ack_window_is_taken_as_acked_on_restart() {
     let mut store = BTreeMap::new();
     confirmed_call(&mut n, &mut store);
     drop(n);
-    let mut n = node(Config::default());
-    let records: Vec<StoredRecord> = store.values().cloned().collect();
-    n.restore(&records, T0 + 40_000);
+    let mut n = restarted(&store, 9, T0 + 40_000);
     assert!(
         run(&mut n, &mut store).is_empty(),
         "no retransmission, no BYE"
@@ -603,9 +610,7 @@ fn bye_lost_with_a_dead_node_is_sent_by_the_restarted_one() {
         }
     }
     drop(n);
-    let mut n = Node::new(Config::default(), "127.0.0.1:5060".parse().unwrap(), 1, 2);
-    let records: Vec<StoredRecord> = store.values().cloned().collect();
-    n.restore(&records, T0 + 5_000);
+    let mut n = restarted(&store, 2, T0 + 5_000);
     let out = run(&mut n, &mut store);
     assert_eq!(lines(&out), ["127.0.0.1:5062 BYE sip:bob@127.0.0.1:5062"]);
     answer_byes(&mut n, &mut store, &out, T0 + 5_100);
