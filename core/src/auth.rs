@@ -65,8 +65,12 @@ pub enum Verdict {
 #[derive(Debug)]
 pub struct Authenticator {
     secret: String,
-    /// Highest nonce-count seen per nonce, with the nonce's issue time for pruning.
-    nonce_counts: BTreeMap<String, (UnixMillis, u32)>,
+    /// Nonces issued so far: part of every nonce, so that two challenges issued in the same
+    /// millisecond (two phones registering at once) never share one.
+    issued: u64,
+    /// Highest nonce-count seen per (nonce, username), with the nonce's issue time for
+    /// pruning.
+    nonce_counts: BTreeMap<(String, String), (UnixMillis, u32)>,
 }
 
 /// Splits a `Digest k=v, k="v"` credentials value into its parameters.
@@ -93,6 +97,7 @@ impl Authenticator {
     pub fn new(secret: String) -> Self {
         Self {
             secret,
+            issued: 0,
             nonce_counts: BTreeMap::new(),
         }
     }
@@ -105,14 +110,15 @@ impl Authenticator {
         hex(&h.finalize()[..16])
     }
 
-    /// A fresh nonce.
-    pub fn nonce(&self, now: UnixMillis) -> String {
-        let issued = format!("{now:x}");
+    /// A fresh nonce: `<issued-at hex>-<sequence hex>.<mac>`.
+    pub fn nonce(&mut self, now: UnixMillis) -> String {
+        self.issued += 1;
+        let issued = format!("{now:x}-{:x}", self.issued);
         format!("{issued}.{}", self.mac(&issued))
     }
 
     /// The challenge header values, one per configured algorithm, in the configured order.
-    pub fn challenges(&self, cfg: &Config, now: UnixMillis, stale: bool) -> Vec<String> {
+    pub fn challenges(&mut self, cfg: &Config, now: UnixMillis, stale: bool) -> Vec<String> {
         let nonce = self.nonce(now);
         let realm = &cfg.realm;
         cfg.digest_algorithms
@@ -154,13 +160,14 @@ impl Authenticator {
             _ => return Verdict::Challenge { stale: false },
         };
         let nonce = field("nonce");
-        let Some((issued_hex, mac)) = nonce.split_once('.') else {
+        let Some((issued_part, mac)) = nonce.split_once('.') else {
             return Verdict::Challenge { stale: false };
         };
-        if !constant_time_eq(mac, &self.mac(issued_hex)) {
+        if !constant_time_eq(mac, &self.mac(issued_part)) {
             // Not ours (e.g. issued before a restart with another secret): a fresh challenge.
             return Verdict::Challenge { stale: true };
         }
+        let issued_hex = issued_part.split('-').next().unwrap_or("");
         let Ok(issued) = u64::from_str_radix(issued_hex, 16) else {
             return Verdict::Challenge { stale: false };
         };
@@ -180,7 +187,8 @@ impl Authenticator {
             let Ok(nc) = u32::from_str_radix(field("nc"), 16) else {
                 return Verdict::Forbidden;
             };
-            let last = self.nonce_counts.get(nonce).map_or(0, |(_, n)| *n);
+            let counted = (nonce.to_string(), username.to_string());
+            let last = self.nonce_counts.get(&counted).map_or(0, |(_, n)| *n);
             if nc <= last {
                 return Verdict::Forbidden; // replay
             }
@@ -190,7 +198,7 @@ impl Authenticator {
                 field("cnonce")
             ));
             if constant_time_eq(&expected, field("response")) {
-                self.nonce_counts.insert(nonce.to_string(), (issued, nc));
+                self.nonce_counts.insert(counted, (issued, nc));
             }
             expected
         } else {
@@ -244,14 +252,57 @@ mod tests {
     }
 
     fn answer(alg: Algorithm, nonce: &str, nc: &str, password: &str) -> String {
-        let ha1 = alg.hash(&format!("alice:drongo:{password}"));
+        answer_as("alice", alg, nonce, nc, password)
+    }
+
+    fn answer_as(user: &str, alg: Algorithm, nonce: &str, nc: &str, password: &str) -> String {
+        let ha1 = alg.hash(&format!("{user}:drongo:{password}"));
         let ha2 = alg.hash("REGISTER:sip:drongo");
         let resp = alg.hash(&format!("{ha1}:{nonce}:{nc}:abc:auth:{ha2}"));
         format!(
-            "Digest username=\"alice\", realm=\"drongo\", nonce=\"{nonce}\", uri=\"sip:drongo\", \
+            "Digest username=\"{user}\", realm=\"drongo\", nonce=\"{nonce}\", uri=\"sip:drongo\", \
              response=\"{resp}\", algorithm={}, qop=auth, nc={nc}, cnonce=\"abc\"",
             alg.name()
         )
+    }
+
+    /// Two phones challenged in the same millisecond used to get the same nonce, and the
+    /// second one's nc=1 was taken for a replay of the first's: 403 (found by the softphone
+    /// test, where both baresip phones register at once).
+    #[test]
+    fn nonces_are_unique_and_nonce_counts_are_per_user() {
+        let mut cfg = cfg();
+        cfg.users.push(User {
+            name: "bob".into(),
+            password: "other".into(),
+        });
+        let mut a = Authenticator::new("s".into());
+        let now = 1_000_000;
+        assert_ne!(a.nonce(now), a.nonce(now), "one nonce per challenge");
+        let shared = a.nonce(now);
+        let alice = register(Some(answer_as(
+            "alice",
+            Algorithm::Md5,
+            &shared,
+            "00000001",
+            "secret",
+        )));
+        let bob = register(Some(answer_as(
+            "bob",
+            Algorithm::Md5,
+            &shared,
+            "00000001",
+            "other",
+        )));
+        assert_eq!(
+            a.verify(&alice, "Authorization", &cfg, now + 1),
+            Verdict::Authenticated("alice".into())
+        );
+        assert_eq!(
+            a.verify(&bob, "Authorization", &cfg, now + 2),
+            Verdict::Authenticated("bob".into()),
+            "bob's first use of the nonce is no replay of alice's"
+        );
     }
 
     #[test]
