@@ -14,7 +14,6 @@ use drongo_core::UnixMillis;
 use madsim::net::Endpoint;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -268,48 +267,8 @@ impl Store for SimStore {
     /// Polls scans, as a backend without a watch stream must: only the final state of a key
     /// between two polls is seen.
     async fn watch(&self, prefix: &str) -> Result<tokio::sync::mpsc::Receiver<Change>, StoreError> {
-        let (tx, rx) = tokio::sync::mpsc::channel(4096);
-        let store = self.clone();
-        let prefix = prefix.to_string();
-        let now = drongo::runtime::now_ms;
-        let mut seen: BTreeMap<String, u64> = store
-            .scan(&prefix, usize::MAX, now())
-            .await?
-            .into_iter()
-            .map(|r| (r.key, r.version))
-            .collect();
-        tokio::task::spawn(async move {
-            loop {
-                madsim::time::sleep(Duration::from_millis(50)).await;
-                let Ok(records) = store.scan(&prefix, usize::MAX, now()).await else {
-                    continue;
-                };
-                let mut next = BTreeMap::new();
-                for r in records {
-                    next.insert(r.key.clone(), r.version);
-                    if seen.get(&r.key) != Some(&r.version) {
-                        let change = Change {
-                            key: r.key.clone(),
-                            record: Some(r),
-                        };
-                        if tx.send(change).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                for key in seen.keys().filter(|k| !next.contains_key(*k)) {
-                    let change = Change {
-                        key: key.clone(),
-                        record: None,
-                    };
-                    if tx.send(change).await.is_err() {
-                        return;
-                    }
-                }
-                seen = next;
-            }
-        });
-        Ok(rx)
+        let period = Duration::from_millis(50);
+        drongo::store::poll_watch(self.clone(), prefix, period, drongo::runtime::now_ms).await
     }
 
     async fn get(&self, key: &str, now: UnixMillis) -> Result<Option<StoredRecord>, StoreError> {

@@ -73,46 +73,8 @@ impl Store for TikvStore {
     /// TiKV's raw API has no watch: this polls the prefix every 500 ms and reports the
     /// differences (a change undone within one period is not seen).
     async fn watch(&self, prefix: &str) -> Result<tokio::sync::mpsc::Receiver<Change>, StoreError> {
-        let (tx, rx) = tokio::sync::mpsc::channel(4096);
-        let (store, prefix) = (self.clone(), prefix.to_string());
-        let mut last: std::collections::BTreeMap<String, StoredRecord> = self
-            .scan(&prefix, usize::MAX, 0)
-            .await?
-            .into_iter()
-            .map(|r| (r.key.clone(), r))
-            .collect();
-        tokio::task::spawn(async move {
-            loop {
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                let Ok(now) = store.scan(&prefix, usize::MAX, 0).await else {
-                    continue;
-                };
-                let now: std::collections::BTreeMap<String, StoredRecord> =
-                    now.into_iter().map(|r| (r.key.clone(), r)).collect();
-                let mut changes = Vec::new();
-                for (k, r) in &now {
-                    if last.get(k) != Some(r) {
-                        changes.push(Change {
-                            key: k.clone(),
-                            record: Some(r.clone()),
-                        });
-                    }
-                }
-                for k in last.keys().filter(|k| !now.contains_key(*k)) {
-                    changes.push(Change {
-                        key: k.clone(),
-                        record: None,
-                    });
-                }
-                for c in changes {
-                    if tx.send(c).await.is_err() {
-                        return;
-                    }
-                }
-                last = now;
-            }
-        });
-        Ok(rx)
+        let period = std::time::Duration::from_millis(500);
+        super::poll_watch(self.clone(), prefix, period, crate::runtime::now_ms).await
     }
 
     async fn get(&self, key: &str, now: UnixMillis) -> Result<Option<StoredRecord>, StoreError> {
