@@ -1093,6 +1093,17 @@ impl Node {
             }
             return self.reply(&key, &req, 481, None, &[], now);
         }
+        // A retransmission of the INVITE whose 2xx we hold (its transaction was lost with a
+        // node that restarted from the store): it gets that 2xx, whose own retransmissions
+        // go on until the ACK (§13.3.1.4). It is no out-of-order request.
+        if let Some(p) = call
+            .pending_2xx
+            .as_ref()
+            .filter(|p| req.method == Method::Invite && p.side == side && p.cseq == cseq)
+        {
+            let ok = p.response.clone();
+            return self.respond(&key, ok, now);
+        }
         let d = call.dialog_mut(side);
         if d.remote_cseq.is_some_and(|rc| cseq <= rc) {
             // §14.1: a random 0–10 s, from the node's seeded generator.

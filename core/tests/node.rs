@@ -689,6 +689,41 @@ fn bye_during_a_relayed_reinvite_answers_it_487() {
     assert_sent(&out, "127.0.0.1:5061 200 OK");
 }
 
+/// The node dies after the callee's 2xx to a relayed re-INVITE was stored but before it
+/// reached the caller (simulation: clock-skew seed 238). The restarted node lost the
+/// caller's transaction; the caller's retransmitted re-INVITE is the request that 2xx
+/// answers, not an out-of-order one: it gets the 2xx, never a 500 followed by the 2xx.
+#[test]
+fn retransmitted_reinvite_to_a_restarted_node_gets_the_stored_2xx() {
+    let (mut n, mut store, _b_inv, ok) = acked_call();
+    let reinvite = ack_from_a(&ok)
+        .replace("ACK sip", "INVITE sip")
+        .replace(
+            "CSeq: 1 ACK",
+            "CSeq: 2 INVITE\nContact: <sip:alice@127.0.0.1:5061>",
+        )
+        .replace("z9hG4bKa2", "z9hG4bKa3");
+    send(&mut n, T0 + 50, A, &reinvite);
+    let out = run(&mut n, &mut store);
+    let SipMessage::Request(relayed) = out[0].1.clone() else {
+        panic!("{:?}", lines(&out))
+    };
+    send(&mut n, T0 + 60, B, &ok_for(&relayed));
+    // The record with the pending 2xx is durable; the node dies before the 2xx leaves.
+    let _lost = run(&mut n, &mut store);
+    drop(n);
+    let mut n = restarted(&store, 3, T0 + 900);
+    let first = lines(&run(&mut n, &mut store));
+    send(&mut n, T0 + 1_000, A, &reinvite);
+    let mut out = first;
+    out.extend(lines(&run(&mut n, &mut store)));
+    assert!(
+        !out.iter().any(|l| l.contains(" 500 ")),
+        "a 500 for the request whose 2xx is stored: {out:?}"
+    );
+    assert_sent(&out, "127.0.0.1:5061 200 OK");
+}
+
 /// A call ends (BYE from the callee) while the caller has not yet ACKed the relayed 2xx
 /// to its re-INVITE: the 2xx is still retransmitted until the ACK comes (§13.3.1.4).
 #[test]
