@@ -262,6 +262,31 @@ fn acked_call() -> (
     (n, store, b_inv, ok)
 }
 
+/// The caller's re-INVITE (CSeq 2) in the dialog of the 200 `ok`.
+fn reinvite_from_a(ok: &drongo_core::message::Response) -> String {
+    ack_from_a(ok)
+        .replace("ACK sip", "INVITE sip")
+        .replace(
+            "CSeq: 1 ACK",
+            "CSeq: 2 INVITE\nContact: <sip:alice@127.0.0.1:5061>",
+        )
+        .replace("z9hG4bKa2", "z9hG4bKa3")
+}
+
+/// Sends `reinvite` from the caller at T0 + 50; returns the request relayed to the callee.
+fn relayed_reinvite(
+    n: &mut Node,
+    store: &mut Store,
+    reinvite: &str,
+) -> drongo_core::message::Request {
+    send(n, T0 + 50, A, reinvite);
+    let out = run(n, store);
+    match out[0].1.clone() {
+        SipMessage::Request(r) => r,
+        SipMessage::Response(_) => panic!("{:?}", lines(&out)),
+    }
+}
+
 fn ack_from_a(ok: &drongo_core::message::Response) -> String {
     format!(
         "ACK sip:drongo@127.0.0.1:5060 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKa2\n\
@@ -696,18 +721,8 @@ fn bye_during_a_relayed_reinvite_answers_it_487() {
 #[test]
 fn retransmitted_reinvite_to_a_restarted_node_gets_the_stored_2xx() {
     let (mut n, mut store, _b_inv, ok) = acked_call();
-    let reinvite = ack_from_a(&ok)
-        .replace("ACK sip", "INVITE sip")
-        .replace(
-            "CSeq: 1 ACK",
-            "CSeq: 2 INVITE\nContact: <sip:alice@127.0.0.1:5061>",
-        )
-        .replace("z9hG4bKa2", "z9hG4bKa3");
-    send(&mut n, T0 + 50, A, &reinvite);
-    let out = run(&mut n, &mut store);
-    let SipMessage::Request(relayed) = out[0].1.clone() else {
-        panic!("{:?}", lines(&out))
-    };
+    let reinvite = reinvite_from_a(&ok);
+    let relayed = relayed_reinvite(&mut n, &mut store, &reinvite);
     send(&mut n, T0 + 60, B, &ok_for(&relayed));
     // The record with the pending 2xx is durable; the node dies before the 2xx leaves.
     let _lost = run(&mut n, &mut store);
@@ -729,18 +744,8 @@ fn retransmitted_reinvite_to_a_restarted_node_gets_the_stored_2xx() {
 #[test]
 fn relayed_2xx_is_retransmitted_after_its_call_ended_until_the_ack() {
     let (mut n, mut store, b_inv, ok) = acked_call();
-    let reinvite = ack_from_a(&ok)
-        .replace("ACK sip", "INVITE sip")
-        .replace(
-            "CSeq: 1 ACK",
-            "CSeq: 2 INVITE\nContact: <sip:alice@127.0.0.1:5061>",
-        )
-        .replace("z9hG4bKa2", "z9hG4bKa3");
-    send(&mut n, T0 + 50, A, &reinvite);
-    let out = run(&mut n, &mut store);
-    let SipMessage::Request(relayed) = out[0].1.clone() else {
-        panic!("{:?}", lines(&out))
-    };
+    let reinvite = reinvite_from_a(&ok);
+    let relayed = relayed_reinvite(&mut n, &mut store, &reinvite);
     send(&mut n, T0 + 60, B, &ok_for(&relayed));
     assert!(lines(&run(&mut n, &mut store)).contains(&"127.0.0.1:5061 200 OK".to_string()));
     // The callee hangs up before the caller's ACK arrives.
