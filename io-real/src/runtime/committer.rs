@@ -114,11 +114,15 @@ pub async fn run<S: Store + Clone>(
         if !open && c.pending.is_empty() && c.running.is_empty() {
             break;
         }
-        // When batches wait only because a young commit runs, look again once it stalls.
+        // When batches wait only because a young commit runs, look again once it stalls
+        // (once: after that, arrivals and finished commits are what can change anything).
+        let now = c.clock.now();
         let stall_in = c
             .youngest_start()
             .filter(|_| !c.pending.is_empty())
-            .map(|at| (at + STALL_MS).saturating_sub(c.clock.now()).max(1));
+            .map(|at| at + STALL_MS)
+            .filter(|due| *due > now)
+            .map(|due| due - now);
         tokio::select! {
             biased;
             Some(done) = done_rx.recv() => c.finish(done).await,
