@@ -397,45 +397,48 @@ impl Node {
     /// their deadlines rebuilt from their fields; an `Ending` call sends its BYEs again.
     pub fn restore(&mut self, records: &[StoredRecord], now: UnixMillis) {
         for r in records {
-            let key = Key::parse(&r.key);
-            if matches!(key, Some(Key::Reg(_))) {
-                if r.is_live(now) {
-                    self.registrar.restore(r);
-                }
-            } else if matches!(key, Some(Key::Call(_))) {
-                let Ok(mut call) = serde_json::from_slice::<Call>(&r.value) else {
-                    continue;
-                };
-                if call.owner != 0 && call.owner != self.node_id {
-                    // Another node's call: not ours to run until takeover exists.
+            match Key::parse(&r.key) {
+                Some(Key::Reg(_)) => {
+                    if r.is_live(now) {
+                        self.registrar.restore(r);
+                    }
                     continue;
                 }
-                call.version = r.version;
-                // A 2xx is stored as pending with the record written before it left; its
-                // ACK costs no write, so the record goes on saying "pending" until the
-                // call's next write. Within its 64·T1 window it is retransmitted (a caller
-                // that did ACK acknowledges the copy again, §13.2.2.4); past the window the
-                // ACK is taken as come, since a missing one would have ended the call.
-                let timers = self.cfg.timers;
-                call.pending_2xx = call.pending_2xx.filter(|p| now < p.gives_up_at(&timers));
-                if call.pending_2xx.is_none() {
-                    call.awaiting_ack = None;
-                }
-                // Transactions died with the old process.
-                call.a_invite = None;
-                call.b_invite = None;
-                call.relays.clear();
-                self.index_call(&call);
-                let id = call.id.clone();
-                let ending = call.byes.clone();
-                self.calls.insert(id.clone(), call);
-                self.reschedule(&id);
-                if !ending.is_empty() {
-                    // Its BYEs may never have left the node that died: send them again
-                    // (with a new CSeq, which is stored first).
-                    self.send_byes(&id, &ending, now);
-                    self.persist(&id);
-                }
+                Some(Key::Call(_)) => {}
+                None => continue,
+            }
+            let Ok(mut call) = serde_json::from_slice::<Call>(&r.value) else {
+                continue;
+            };
+            if call.owner != 0 && call.owner != self.node_id {
+                // Another node's call: not ours to run until takeover exists.
+                continue;
+            }
+            call.version = r.version;
+            // A 2xx is stored as pending with the record written before it left; its
+            // ACK costs no write, so the record goes on saying "pending" until the
+            // call's next write. Within its 64·T1 window it is retransmitted (a caller
+            // that did ACK acknowledges the copy again, §13.2.2.4); past the window the
+            // ACK is taken as come, since a missing one would have ended the call.
+            let timers = self.cfg.timers;
+            call.pending_2xx = call.pending_2xx.filter(|p| now < p.gives_up_at(&timers));
+            if call.pending_2xx.is_none() {
+                call.awaiting_ack = None;
+            }
+            // Transactions died with the old process.
+            call.a_invite = None;
+            call.b_invite = None;
+            call.relays.clear();
+            self.index_call(&call);
+            let id = call.id.clone();
+            let ending = call.byes.clone();
+            self.calls.insert(id.clone(), call);
+            self.reschedule(&id);
+            if !ending.is_empty() {
+                // Its BYEs may never have left the node that died: send them again
+                // (with a new CSeq, which is stored first).
+                self.send_byes(&id, &ending, now);
+                self.persist(&id);
             }
         }
         self.handle_timeout(now);
