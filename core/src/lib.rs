@@ -7,12 +7,16 @@
 
 pub mod auth;
 pub mod b2bua;
+pub mod batch;
 pub mod config;
+pub mod deadline;
 pub mod dialog;
 pub mod ids;
 pub mod message;
+pub mod metrics;
 pub mod node;
 pub mod registrar;
+mod sink;
 pub mod store;
 pub mod transaction;
 

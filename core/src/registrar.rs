@@ -5,12 +5,13 @@
 //! The address-of-record is the user part of the To URI: Drongo serves one domain.
 
 use crate::config::RegistrarConfig;
+use crate::deadline::DeadlineIndex;
 use crate::message::{header_param, NameAddr, Request};
 use crate::store::{reg_key, Key, StoreWrite, StoredRecord};
 use crate::transaction::Peer;
 use crate::UnixMillis;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// One Contact bound to an address-of-record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,9 +62,8 @@ fn refuse(code: u16, reason: &'static str) -> RegisterOutcome {
 #[derive(Debug, Default)]
 pub struct Registrar {
     aors: BTreeMap<String, AddressOfRecord>,
-    expiries: BTreeSet<(UnixMillis, String)>,
-    /// The entry of each AOR in `expiries`, so that re-indexing one AOR is O(log n).
-    indexed: BTreeMap<String, UnixMillis>,
+    /// Each AOR's earliest binding expiry.
+    expiries: DeadlineIndex<String>,
 }
 
 /// The user part of a SIP URI, or `None`.
@@ -98,19 +98,15 @@ impl Registrar {
     }
 
     pub fn poll_timeout(&self) -> Option<UnixMillis> {
-        self.expiries.first().map(|(t, _)| *t)
+        self.expiries.next()
     }
 
     fn index(&mut self, aor: &str) {
-        if let Some(old) = self.indexed.remove(aor) {
-            self.expiries.remove(&(old, aor.to_string()));
-        }
-        if let Some(rec) = self.aors.get(aor) {
-            if let Some(first) = rec.bindings.iter().map(|b| b.expires_at).min() {
-                self.expiries.insert((first, aor.to_string()));
-                self.indexed.insert(aor.to_string(), first);
-            }
-        }
+        let first = self
+            .aors
+            .get(aor)
+            .and_then(|rec| rec.bindings.iter().map(|b| b.expires_at).min());
+        self.expiries.set(&aor.to_string(), first);
     }
 
     /// Stores `bindings` as the new state of `aor` and returns the write that persists it.
@@ -262,10 +258,7 @@ impl Registrar {
     /// Removes bindings that expired by `now`; returns the writes that persist it.
     pub fn handle_timeout(&mut self, now: UnixMillis) -> Vec<StoreWrite> {
         let mut writes = Vec::new();
-        while let Some((at, aor)) = self.expiries.first().cloned() {
-            if at > now {
-                break;
-            }
+        while let Some(aor) = self.expiries.first_due(now).cloned() {
             let mut bindings = self
                 .aors
                 .get(&aor)

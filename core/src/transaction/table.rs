@@ -7,22 +7,22 @@
 //! snapshots are taken and loaded in that order.
 
 use super::{Transaction, TxKey};
+use crate::deadline::DeadlineIndex;
 use crate::UnixMillis;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug)]
 struct Entry {
     key: TxKey,
     tx: Transaction,
-    scheduled: Option<UnixMillis>,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct Table {
     ids: HashMap<TxKey, u64>,
     entries: BTreeMap<u64, Entry>,
-    /// (deadline, id) of every transaction that has a deadline.
-    timers: BTreeSet<(UnixMillis, u64)>,
+    /// The deadline of every transaction that has one, by id (creation order breaks ties).
+    timers: DeadlineIndex<u64>,
     next_id: u64,
 }
 
@@ -53,50 +53,30 @@ impl Table {
         let id = self.next_id;
         self.next_id += 1;
         self.ids.insert(key.clone(), id);
-        self.entries.insert(
-            id,
-            Entry {
-                key,
-                tx,
-                scheduled: None,
-            },
-        );
+        self.entries.insert(id, Entry { key, tx });
     }
 
     pub(crate) fn remove(&mut self, key: &TxKey) -> Option<Transaction> {
         let id = self.ids.remove(key)?;
-        let entry = self.entries.remove(&id)?;
-        if let Some(at) = entry.scheduled {
-            self.timers.remove(&(at, id));
-        }
-        Some(entry.tx)
+        self.timers.remove(&id);
+        self.entries.remove(&id).map(|e| e.tx)
     }
 
     /// Sets (or clears) the deadline of `key` in the index.
     pub(crate) fn schedule(&mut self, key: &TxKey, at: Option<UnixMillis>) {
-        let Some(&id) = self.ids.get(key) else {
-            return;
-        };
-        let Some(entry) = self.entries.get_mut(&id) else {
-            return;
-        };
-        if let Some(old) = entry.scheduled.take() {
-            self.timers.remove(&(old, id));
-        }
-        if let Some(at) = at {
-            entry.scheduled = Some(at);
-            self.timers.insert((at, id));
+        if let Some(id) = self.ids.get(key) {
+            self.timers.set(id, at);
         }
     }
 
     /// The earliest deadline and whose it is.
     pub(crate) fn first_timer(&self) -> Option<(UnixMillis, TxKey)> {
         let (at, id) = self.timers.first()?;
-        self.entries.get(id).map(|e| (*at, e.key.clone()))
+        self.entries.get(id).map(|e| (at, e.key.clone()))
     }
 
     pub(crate) fn next_deadline(&self) -> Option<UnixMillis> {
-        self.timers.first().map(|(at, _)| *at)
+        self.timers.next()
     }
 
     /// Every transaction, in creation order.

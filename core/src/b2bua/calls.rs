@@ -1,0 +1,196 @@
+//! The call table: every call of the node and every index that leads to one (its two
+//! dialogs, the transactions it runs, its next deadline), kept in step in one place.
+//! Also the 2xx responses of calls that ended before their ACK came (§13.3.1.4 wants them
+//! retransmitted until the ACK or 64·T1 all the same).
+
+use super::call::{Call, Pending2xx, Side};
+use crate::deadline::DeadlineIndex;
+use crate::transaction::{Peer, TimerConfig, TxKey};
+use crate::UnixMillis;
+use std::collections::{BTreeMap, HashMap};
+
+/// What a client transaction of ours is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// The INVITE to the callee.
+    Invite,
+    /// An in-dialog request relayed from the other leg.
+    Relay,
+    /// BYE, CANCEL: answers change nothing.
+    Fire,
+    /// The BYE that ends the call on this leg: its answer (or timeout) lets the record go.
+    Bye(Side),
+}
+
+/// A 2xx of an ended call, keyed by its leg's Call-ID and CSeq.
+type OrphanKey = (String, u32);
+
+/// Hash maps here are only looked up, never iterated, so they decide no output order.
+#[derive(Debug, Default)]
+pub(crate) struct Calls {
+    calls: BTreeMap<String, Call>,
+    /// (Call-ID, local tag) of each leg → (call id, side).
+    dialogs: HashMap<(String, String), (String, Side)>,
+    client_txs: HashMap<TxKey, (String, Purpose)>,
+    /// The caller's INVITE server transaction → call id (for CANCEL), until answered.
+    server_invites: HashMap<TxKey, String>,
+    timers: DeadlineIndex<String>,
+    orphans: BTreeMap<OrphanKey, (Pending2xx, Peer)>,
+    orphan_timers: DeadlineIndex<OrphanKey>,
+}
+
+impl Calls {
+    pub(crate) fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub(crate) fn get(&self, id: &str) -> Option<&Call> {
+        self.calls.get(id)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: &str) -> Option<&mut Call> {
+        self.calls.get_mut(id)
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Call> {
+        self.calls.values()
+    }
+
+    /// Adds a call with the indexes of its dialogs and of the caller's INVITE, and its
+    /// deadline.
+    pub(crate) fn insert(&mut self, call: Call, t: &TimerConfig) {
+        for side in [Side::A, Side::B] {
+            let d = call.dialog(side);
+            self.dialogs.insert(
+                (d.call_id.clone(), d.local_tag.clone()),
+                (call.id.clone(), side),
+            );
+        }
+        if let Some((k, _)) = &call.a_invite {
+            self.server_invites.insert(k.clone(), call.id.clone());
+        }
+        let id = call.id.clone();
+        self.calls.insert(id.clone(), call);
+        self.reschedule(&id, t);
+    }
+
+    /// Takes a call out with every index of it. A 2xx it still retransmits goes on as an
+    /// orphan until its ACK or 64·T1.
+    pub(crate) fn remove(&mut self, id: &str, t: &TimerConfig) -> Option<Call> {
+        let call = self.calls.remove(id)?;
+        self.timers.remove(&id.to_string());
+        for side in [Side::A, Side::B] {
+            let d = call.dialog(side);
+            self.dialogs
+                .remove(&(d.call_id.clone(), d.local_tag.clone()));
+        }
+        if let Some((k, _)) = &call.a_invite {
+            self.server_invites.remove(k);
+        }
+        if let Some(p) = &call.pending_2xx {
+            let leg = call.dialog(p.side);
+            let key = (leg.call_id.clone(), p.cseq);
+            self.orphan_timers.set(&key, Some(orphan_deadline(p, t)));
+            self.orphans.insert(key, (p.clone(), leg.peer));
+        }
+        Some(call)
+    }
+
+    /// Re-derives the call's deadline from its fields.
+    pub(crate) fn reschedule(&mut self, id: &str, t: &TimerConfig) {
+        let at = self
+            .calls
+            .get(id)
+            .and_then(|c| c.deadline(t))
+            .map(|(at, _)| at);
+        self.timers.set(&id.to_string(), at);
+    }
+
+    /// The call and side a dialog (Call-ID, our tag) belongs to.
+    pub(crate) fn by_dialog(&self, call_id: &str, local_tag: &str) -> Option<(String, Side)> {
+        self.dialogs
+            .get(&(call_id.to_string(), local_tag.to_string()))
+            .cloned()
+    }
+
+    /// The call ringing through the caller's INVITE server transaction `key`.
+    pub(crate) fn by_server_invite(&self, key: &TxKey) -> Option<String> {
+        self.server_invites.get(key).cloned()
+    }
+
+    /// The caller's INVITE was answered: a CANCEL no longer finds the call.
+    pub(crate) fn answered(&mut self, key: &TxKey) {
+        self.server_invites.remove(key);
+    }
+
+    pub(crate) fn track_client(&mut self, key: TxKey, id: &str, purpose: Purpose) {
+        self.client_txs.insert(key, (id.to_string(), purpose));
+    }
+
+    pub(crate) fn by_client(&self, key: &TxKey) -> Option<(String, Purpose)> {
+        self.client_txs.get(key).cloned()
+    }
+
+    /// Transaction `key` is over.
+    pub(crate) fn transaction_ended(&mut self, key: &TxKey) {
+        self.client_txs.remove(key);
+        self.server_invites.remove(key);
+    }
+
+    /// The earliest deadline of a call or an orphaned 2xx.
+    pub(crate) fn next_deadline(&self) -> Option<UnixMillis> {
+        [self.timers.next(), self.orphan_timers.next()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The call whose timer is due first, if any is due at `now`.
+    pub(crate) fn first_due(&self, now: UnixMillis) -> Option<String> {
+        self.timers.first_due(now).cloned()
+    }
+
+    pub(crate) fn has_orphans(&self) -> bool {
+        !self.orphans.is_empty()
+    }
+
+    /// An ACK for an orphaned 2xx: it stops. `true` if there was one.
+    pub(crate) fn ack_orphan(&mut self, call_id: &str, cseq: u32) -> bool {
+        let key = (call_id.to_string(), cseq);
+        self.orphan_timers.remove(&key);
+        self.orphans.remove(&key).is_some()
+    }
+
+    /// The orphaned 2xx responses due for retransmission at `now`, in key order; those past
+    /// 64·T1 are dropped.
+    pub(crate) fn due_orphans(
+        &mut self,
+        now: UnixMillis,
+        t: &TimerConfig,
+    ) -> Vec<(Pending2xx, Peer)> {
+        let mut due: Vec<OrphanKey> = self.orphan_timers.due(now).cloned().collect();
+        due.sort();
+        let mut out = Vec::new();
+        for key in due {
+            let Some((p, peer)) = self.orphans.get_mut(&key) else {
+                self.orphan_timers.remove(&key);
+                continue;
+            };
+            if now >= p.gives_up_at(t) {
+                self.orphans.remove(&key);
+                self.orphan_timers.remove(&key);
+                continue;
+            }
+            p.retransmits += 1;
+            p.last_sent_at = now;
+            out.push((p.clone(), *peer));
+            let at = orphan_deadline(p, t);
+            self.orphan_timers.set(&key, Some(at));
+        }
+        out
+    }
+}
+
+fn orphan_deadline(p: &Pending2xx, t: &TimerConfig) -> UnixMillis {
+    p.next_retransmit(t).min(p.gives_up_at(t))
+}

@@ -1,0 +1,142 @@
+//! The B2BUA: each call is two dialogs, the A-leg towards the caller and the B-leg towards
+//! the callee, with the transactions that bind them and the call's own timers.
+//!
+//! The call logic is split by SIP concern: [`invite`] (a new call and the answers to its
+//! INVITE, CANCEL), [`in_dialog`] (requests relayed between the legs, their answers, ACK),
+//! [`teardown`] (BYE, ending and removing a call, the call timers). It talks to the node
+//! only through a [`Sink`]; the node decides what reaches it (authentication, routing,
+//! overload) and closes each step into a batch.
+
+mod call;
+mod calls;
+mod in_dialog;
+mod invite;
+mod recovery;
+mod teardown;
+mod wire;
+
+pub use call::{Call, CallState, CallTimer, Pending2xx, Relay, Side};
+pub(crate) use wire::max_forwards;
+
+use crate::message::{Response, SipMessage};
+use crate::sink::Sink;
+use crate::transaction::TxKey;
+use crate::UnixMillis;
+use calls::{Calls, Purpose};
+
+/// Every call of the node and the logic that runs them.
+#[derive(Debug, Default)]
+pub(crate) struct B2bua {
+    calls: Calls,
+}
+
+impl B2bua {
+    pub(crate) fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Nothing a draining node must stay for: no 2xx waits for its ACK, no ending call
+    /// for the answers to its BYEs. (Confirmed calls are in the store.)
+    pub(crate) fn is_idle(&self) -> bool {
+        !self.calls.has_orphans()
+            && self
+                .calls
+                .iter()
+                .all(|c| c.state == CallState::Confirmed && c.pending_2xx.is_none())
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<UnixMillis> {
+        self.calls.next_deadline()
+    }
+
+    /// The call whose timer is due first at `now`; the node fires them one by one
+    /// ([`B2bua::fire_timer`]), each in its own batch.
+    pub(crate) fn first_due(&self, now: UnixMillis) -> Option<String> {
+        self.calls.first_due(now)
+    }
+
+    /// Retransmits the 2xx of ended calls that still wait for their ACK.
+    pub(crate) fn retransmit_orphans(&mut self, s: &mut Sink, now: UnixMillis) {
+        for (p, peer) in self.calls.due_orphans(now, &s.cfg.timers) {
+            s.send_stateless(&SipMessage::Response(p.response), peer);
+        }
+    }
+
+    /// Transaction `key` is over: nothing leads to its call through it any more.
+    pub(crate) fn transaction_ended(&mut self, key: &TxKey) {
+        self.calls.transaction_ended(key);
+    }
+
+    /// A response to one of our client transactions.
+    pub(crate) fn on_response(
+        &mut self,
+        s: &mut Sink,
+        key: &TxKey,
+        resp: Response,
+        now: UnixMillis,
+    ) {
+        let Some((id, purpose)) = self.calls.by_client(key) else {
+            return;
+        };
+        match purpose {
+            Purpose::Invite => self.on_invite_response(s, &id, resp, now),
+            Purpose::Relay => self.on_relay_response(s, &id, key, resp, now),
+            Purpose::Fire => {}
+            Purpose::Bye(side) if resp.code >= 200 => self.bye_done(s, &id, side, now),
+            Purpose::Bye(_) => {}
+        }
+        self.calls.reschedule(&id, &s.cfg.timers);
+    }
+
+    /// One of our client transactions timed out (`code` 408) or could not be delivered
+    /// (503).
+    pub(crate) fn on_client_failure(
+        &mut self,
+        s: &mut Sink,
+        key: &TxKey,
+        code: u16,
+        now: UnixMillis,
+    ) {
+        let Some((id, purpose)) = self.calls.by_client(key) else {
+            return;
+        };
+        match purpose {
+            Purpose::Invite => self.invite_failed(s, &id, code, now),
+            Purpose::Relay => self.relay_failed(s, &id, key, code, now),
+            Purpose::Fire => {}
+            Purpose::Bye(side) => self.bye_done(s, &id, side, now),
+        }
+    }
+
+    /// Sends `req` on a leg of call `id` as a client transaction.
+    fn send(
+        &mut self,
+        s: &mut Sink,
+        id: &str,
+        req: crate::message::Request,
+        to: crate::transaction::Peer,
+        purpose: Purpose,
+        now: UnixMillis,
+    ) -> Option<TxKey> {
+        let key = s.tx.send_request(req, to, now).ok()?;
+        self.calls.track_client(key.clone(), id, purpose);
+        Some(key)
+    }
+
+    /// Writes the call's record (a compare-and-swap on the version it had).
+    fn persist(&mut self, s: &mut Sink, id: &str) {
+        let Some(call) = self.calls.get_mut(id) else {
+            return;
+        };
+        let expect = (call.version > 0).then_some(call.version);
+        call.version += 1;
+        let value = serde_json::to_vec(&*call).unwrap_or_default();
+        s.writes.push(crate::store::StoreWrite::Put {
+            key: crate::store::call_key(id),
+            value,
+            version: call.version,
+            expect,
+            expires_at: None,
+        });
+    }
+}

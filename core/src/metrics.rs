@@ -1,0 +1,32 @@
+//! The node's counters, which the runtime exposes as metrics.
+
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metrics {
+    pub calls_attempted: u64,
+    pub calls_answered: u64,
+    pub calls_failed: u64,
+    /// Rejected messages by the rule they broke.
+    pub parse_errors: BTreeMap<String, u64>,
+    /// Messages received, by method or status code.
+    pub messages_in: BTreeMap<String, u64>,
+    /// Messages sent, by method or status code.
+    pub messages_out: BTreeMap<String, u64>,
+    pub store_failures: u64,
+    /// New requests answered 503 because too much waited for the store.
+    pub overload_refusals: u64,
+    /// Responses the transaction layer refused, by reason (`InvalidState` is a second
+    /// final response: a bug of ours; `UnknownTransaction` one that ended meanwhile).
+    pub responses_refused: BTreeMap<String, u64>,
+}
+
+/// The first line's method or status code, for counting.
+pub(crate) fn label(bytes: &[u8]) -> String {
+    let line = bytes.split(|b| *b == b'\r').next().unwrap_or(b"");
+    let text = String::from_utf8_lossy(line);
+    match text.strip_prefix("SIP/2.0 ") {
+        Some(rest) => rest.chars().take(3).collect(),
+        None => text.split(' ').next().unwrap_or("").to_string(),
+    }
+}

@@ -1,0 +1,191 @@
+//! One Drongo node, sans-IO: bytes, time and store results in; batches of store writes and
+//! transmits out. It ties the message layer, the transaction layer, the registrar, digest
+//! authentication and the B2BUA together: [`requests`] decides what a new request gets,
+//! [`store`] handles the store's answers and restarts; the calls are the B2BUA's.
+//!
+//! Durable before visible: every handler ends by closing one [`Batch`]. The runtime commits
+//! a batch's writes before it sends the batch's transmits, and keeps batches in order.
+
+mod requests;
+mod store;
+
+pub use crate::batch::Batch;
+pub use crate::metrics::Metrics;
+
+use crate::auth::Authenticator;
+use crate::b2bua::B2bua;
+use crate::config::Config;
+use crate::message::{error_response_from_raw, parse_and_validate, Action, SipMessage};
+use crate::registrar::Registrar;
+use crate::sink::Sink;
+use crate::transaction::{Peer, Transmit, TxEvent};
+use crate::UnixMillis;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+/// A Drongo node.
+pub struct Node {
+    /// The transaction layer, ids, addresses and the current step's outputs.
+    sink: Sink,
+    b2bua: B2bua,
+    registrar: Registrar,
+    auth: Authenticator,
+    /// Branch prefix of our own Vias (loop detection).
+    branch_prefix: String,
+    batches: VecDeque<Batch>,
+    /// Batches with writes made and not yet answered by the store
+    /// ([`Node::handle_committed`], [`Node::handle_store_failure`]): the measure of overload.
+    uncommitted: usize,
+    draining: bool,
+}
+
+impl Node {
+    /// A node that puts `advertise` on the wire (Via sent-by, Contact) and takes its ids from
+    /// `seed`. Where it binds is the runtime's business.
+    pub fn new(cfg: Config, advertise: SocketAddr, node_id: u16, seed: u64) -> Self {
+        let mut sink = Sink::new(cfg, advertise, node_id, seed);
+        let secret = format!("{}{}", sink.ids.call_id(), sink.ids.call_id());
+        Self {
+            sink,
+            b2bua: B2bua::default(),
+            registrar: Registrar::default(),
+            auth: Authenticator::new(secret),
+            branch_prefix: format!("{}{:x}.", crate::ids::BRANCH_MAGIC_COOKIE, node_id),
+            batches: VecDeque::new(),
+            uncommitted: 0,
+            draining: false,
+        }
+    }
+
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.sink.metrics
+    }
+
+    pub fn active_calls(&self) -> usize {
+        self.b2bua.len()
+    }
+
+    pub fn registrations(&self) -> usize {
+        self.registrar.binding_count()
+    }
+
+    pub fn transactions(&self) -> usize {
+        self.sink.tx.len()
+    }
+
+    /// Stop taking new calls (SIGTERM); existing calls and transactions go on.
+    pub fn drain(&mut self) {
+        self.draining = true;
+    }
+
+    /// Nothing a draining node must stay for: no transaction waits for its final response,
+    /// no 2xx waits for its ACK, no ending call for the answers to its BYEs. Transactions
+    /// that only absorb retransmissions (Timers D, I, J, K, L, M) are no reason to stay.
+    /// (Confirmed calls are in the store.)
+    pub fn is_idle(&self) -> bool {
+        !self.sink.tx.any_awaiting_final_response() && self.b2bua.is_idle()
+    }
+
+    pub fn poll_batch(&mut self) -> Option<Batch> {
+        self.batches.pop_front()
+    }
+
+    /// Whether a batch waits to be taken by [`Node::poll_batch`].
+    pub fn has_batch(&self) -> bool {
+        !self.batches.is_empty()
+    }
+
+    /// The next line worth logging (a response refused by its transaction); the runtime
+    /// drains these after each input.
+    pub fn poll_diagnostic(&mut self) -> Option<String> {
+        self.sink.diagnostics.pop_front()
+    }
+
+    /// The earliest deadline of any timer: transactions, bindings, calls.
+    pub fn poll_timeout(&self) -> Option<UnixMillis> {
+        [
+            self.sink.tx.poll_timeout(),
+            self.registrar.poll_timeout(),
+            self.b2bua.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// A datagram (or a frame cut from a stream) from `from`.
+    pub fn handle_datagram(&mut self, now: UnixMillis, from: Peer, bytes: &[u8]) {
+        match parse_and_validate(bytes, &self.sink.limits) {
+            Err(rej) => {
+                let m = &mut self.sink.metrics;
+                *m.parse_errors.entry(rej.rule.reason()).or_default() += 1;
+                if matches!(rej.action, Action::Reply(_)) {
+                    let tag = self.sink.ids.tag();
+                    if let Some(resp) = error_response_from_raw(bytes, &rej, &tag) {
+                        self.sink.extra_transmits.push(Transmit {
+                            to: from,
+                            bytes: resp,
+                            call_id: None,
+                        });
+                    }
+                }
+            }
+            Ok(msg) => {
+                let l = match &msg {
+                    SipMessage::Request(r) => r.method.to_string(),
+                    SipMessage::Response(r) => r.code.to_string(),
+                };
+                *self.sink.metrics.messages_in.entry(l).or_default() += 1;
+                self.sink.tx.handle_message(msg, from, now);
+                self.process_events(now);
+            }
+        }
+        self.flush();
+    }
+
+    /// Fires every timer due at `now`.
+    ///
+    /// Each piece of work closes its own batch: a batch's transmits are held back (and its
+    /// transactions taken back) when its writes fail, so a retransmission of one transaction
+    /// must never share a batch with another call's write.
+    pub fn handle_timeout(&mut self, now: UnixMillis) {
+        self.sink.tx.handle_timeout(now);
+        self.flush();
+        self.process_events(now);
+        self.flush();
+        self.b2bua.retransmit_orphans(&mut self.sink, now);
+        self.flush();
+        let writes = self.registrar.handle_timeout(now);
+        self.sink.writes.extend(writes);
+        self.flush();
+        while let Some(id) = self.b2bua.first_due(now) {
+            self.b2bua.fire_timer(&mut self.sink, &id, now);
+            self.process_events(now);
+            self.flush();
+        }
+    }
+
+    /// Hands what the transaction layer reported to the request logic and the B2BUA.
+    fn process_events(&mut self, now: UnixMillis) {
+        while let Some(ev) = self.sink.tx.poll_event() {
+            let (b, s) = (&mut self.b2bua, &mut self.sink);
+            match ev {
+                TxEvent::Request { key, request, from } => self.on_request(key, request, from, now),
+                TxEvent::Response { key, response } => b.on_response(s, &key, response, now),
+                TxEvent::Ack { request, .. } => b.on_ack(s, request),
+                TxEvent::StrayResponse { response, .. } => b.on_stray_response(s, response),
+                TxEvent::Timeout { key, .. } => b.on_client_failure(s, &key, 408, now),
+                TxEvent::TransportError { key } => b.on_client_failure(s, &key, 503, now),
+                TxEvent::Terminated { key } => b.transaction_ended(&key),
+            }
+        }
+    }
+
+    /// Closes the current step into a batch.
+    fn flush(&mut self) {
+        if let Some(batch) = self.sink.close_step() {
+            self.uncommitted += usize::from(!batch.writes.is_empty());
+            self.batches.push_back(batch);
+        }
+    }
+}

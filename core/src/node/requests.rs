@@ -1,0 +1,189 @@
+//! What a new request gets: in-dialog requests go to their call, INVITE is authenticated
+//! and routed before the B2BUA takes it, REGISTER goes to the registrar, OPTIONS is
+//! answered here; overload and draining refuse new work.
+
+use super::Node;
+use crate::auth::Verdict;
+use crate::b2bua::max_forwards;
+use crate::dialog::{peer_for_uri, uri_of};
+use crate::message::{header_param, Method, Request, Via};
+use crate::registrar::{user_of, RegisterOutcome};
+use crate::transaction::{Peer, TxKey};
+use crate::UnixMillis;
+
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REGISTER";
+
+impl Node {
+    /// Too much is waiting for the store: new work is refused (503) until it drains.
+    pub fn is_overloaded(&self) -> bool {
+        self.uncommitted >= self.sink.cfg.limits.max_uncommitted_batches
+    }
+
+    pub(super) fn on_request(&mut self, key: TxKey, req: Request, from: Peer, now: UnixMillis) {
+        let to_tag = req
+            .headers
+            .get("To")
+            .and_then(|t| header_param(t, "tag"))
+            .filter(|t| !t.is_empty())
+            .map(str::to_string);
+        let s = &mut self.sink;
+        if let Some(tag) = to_tag {
+            if req.method == Method::Cancel {
+                return self.b2bua.on_cancel(s, &key, &req, now);
+            }
+            let call_id = req.headers.get("Call-ID").unwrap_or("");
+            return match self.b2bua.dialog_of(call_id, &tag) {
+                Some((id, side)) => self.b2bua.in_dialog(s, &id, side, key, req, now),
+                None => s.reply(&key, &req, 481, None, &[], now),
+            };
+        }
+        if matches!(req.method, Method::Invite | Method::Register) && self.is_overloaded() {
+            // The store is behind: taking more work would only queue it. §21.5.4.
+            let s = &mut self.sink;
+            s.metrics.overload_refusals += 1;
+            let wait = (1 + s.ids.below(5)).to_string();
+            return s.reply(&key, &req, 503, None, &[("Retry-After", wait)], now);
+        }
+        let s = &mut self.sink;
+        match req.method {
+            Method::Invite => self.on_invite(key, req, from, now),
+            Method::Register => self.on_register(key, req, from, now),
+            Method::Cancel => self.b2bua.on_cancel(s, &key, &req, now),
+            Method::Options => {
+                let h = [
+                    ("Allow", ALLOW.to_string()),
+                    ("Accept", "application/sdp".to_string()),
+                    ("Supported", "timer".to_string()),
+                ];
+                s.reply(&key, &req, 200, None, &h, now)
+            }
+            Method::Bye | Method::Update | Method::Info | Method::Prack => {
+                s.reply(&key, &req, 481, None, &[], now)
+            }
+            _ => s.reply(&key, &req, 405, None, &[("Allow", ALLOW.to_string())], now),
+        }
+    }
+
+    /// Challenges or checks credentials; `None` when the request was answered (challenge
+    /// or 403), else the authenticated user, if any.
+    fn authenticate(
+        &mut self,
+        key: &TxKey,
+        req: &Request,
+        proxy: bool,
+        now: UnixMillis,
+    ) -> Option<Option<String>> {
+        let (hdr, challenge, code) = if proxy {
+            ("Proxy-Authorization", "Proxy-Authenticate", 407)
+        } else {
+            ("Authorization", "WWW-Authenticate", 401)
+        };
+        let s = &mut self.sink;
+        match self.auth.verify(req, hdr, &s.cfg, now) {
+            Verdict::Authenticated(user) => Some(Some(user)),
+            Verdict::Challenge { stale } => {
+                let h: Vec<(&str, String)> = self
+                    .auth
+                    .challenges(&s.cfg, now, stale)
+                    .into_iter()
+                    .map(|c| (challenge, c))
+                    .collect();
+                s.reply(key, req, code, None, &h, now);
+                None
+            }
+            Verdict::Forbidden => {
+                s.reply(key, req, 403, None, &[], now);
+                None
+            }
+        }
+    }
+
+    fn on_register(&mut self, key: TxKey, req: Request, from: Peer, now: UnixMillis) {
+        let Some(aor) = req.headers.get("To").map(uri_of).and_then(|u| user_of(&u)) else {
+            return self.sink.reply(&key, &req, 404, None, &[], now);
+        };
+        if self.sink.cfg.auth_required {
+            match self.authenticate(&key, &req, false, now) {
+                None => return,
+                Some(Some(user)) if user != aor => {
+                    return self
+                        .sink
+                        .reply(&key, &req, 403, Some("Wrong User"), &[], now)
+                }
+                Some(_) => {}
+            }
+        }
+        let s = &mut self.sink;
+        match self
+            .registrar
+            .register(&aor, &req, from, now, &s.cfg.registrar)
+        {
+            RegisterOutcome::Ok { contacts, write } => {
+                // The 200 lists what is bound now: a removal it reports must be as durable
+                // as an addition (§10.3 step 8, durable before visible).
+                s.reveals_deletes = true;
+                s.writes.extend(write);
+                let h: Vec<(&str, String)> = contacts
+                    .into_iter()
+                    .map(|(uri, secs)| ("Contact", format!("<{uri}>;expires={secs}")))
+                    .collect();
+                s.reply(&key, &req, 200, None, &h, now);
+            }
+            RegisterOutcome::Refused {
+                code,
+                reason,
+                min_expires,
+            } => {
+                let h: Vec<(&str, String)> = min_expires
+                    .map(|m| ("Min-Expires", m.to_string()))
+                    .into_iter()
+                    .collect();
+                s.reply(&key, &req, code, Some(reason), &h, now);
+            }
+        }
+    }
+
+    /// A new INVITE: refused while draining, authenticated unless from a trusted source,
+    /// checked for loops (§16.3), routed (a configured route, else the callee's best
+    /// binding); then the B2BUA starts the call.
+    fn on_invite(&mut self, key: TxKey, req: Request, from: Peer, now: UnixMillis) {
+        if self.draining {
+            let h = [("Retry-After", "5".to_string())];
+            return self.sink.reply(&key, &req, 503, None, &h, now);
+        }
+        if self.sink.cfg.auth_required
+            && !self.sink.cfg.trusted_sources.contains(&from.addr.ip())
+            && self.authenticate(&key, &req, true, now).is_none()
+        {
+            return;
+        }
+        let s = &mut self.sink;
+        if max_forwards(&req) == 0 {
+            return s.reply(&key, &req, 483, None, &[], now);
+        }
+        let looped = req.headers.get_all("Via").filter_map(Via::parse).any(|v| {
+            v.branch()
+                .is_some_and(|b| b.starts_with(&self.branch_prefix))
+                && v.sent_by() == s.advertise.to_string()
+        });
+        if looped {
+            return s.reply(&key, &req, 482, None, &[], now);
+        }
+        let Some(user) = user_of(&req.uri) else {
+            return s.reply(&key, &req, 404, None, &[], now);
+        };
+        let target = if let Some(r) = s.cfg.routes.iter().find(|r| r.user == user) {
+            peer_for_uri(&r.target).map(|p| (r.target.clone(), p))
+        } else {
+            self.registrar
+                .lookup(&user, now)
+                .first()
+                .map(|b| (b.uri.clone(), peer_for_uri(&b.uri).unwrap_or(b.source)))
+        };
+        let Some(target) = target else {
+            let known = s.cfg.user(&user).is_some();
+            return s.reply(&key, &req, if known { 480 } else { 404 }, None, &[], now);
+        };
+        self.b2bua.new_call(s, key, req, from, target, now);
+    }
+}

@@ -1,0 +1,147 @@
+//! What the node's logic (the B2BUA, the registrar glue) talks to: the transaction layer
+//! it sends through, the ids and addresses it puts on the wire, and the step's outputs
+//! (store writes, stray transmits, counters, diagnostics) until the node closes the step
+//! into a [`Batch`]. The B2BUA modules see the node only through this, so neither imports
+//! the other.
+
+use crate::batch::Batch;
+use crate::config::Config;
+use crate::ids::IdGen;
+use crate::message::{response_to, Limits, Request, Response, SipMessage};
+use crate::metrics::{label, Metrics};
+use crate::store::StoreWrite;
+use crate::transaction::{Peer, TransactionLayer, Transmit, Transport, TxKey};
+use crate::UnixMillis;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+pub(crate) struct Sink {
+    pub(crate) cfg: Config,
+    pub(crate) limits: Limits,
+    /// What goes on the wire as ours (Via sent-by, Contact): the bound address, or the
+    /// address a load balancer or NAT in front of the node is reached at.
+    pub(crate) advertise: SocketAddr,
+    pub(crate) node_id: u16,
+    pub(crate) ids: IdGen,
+    pub(crate) tx: TransactionLayer,
+    pub(crate) writes: Vec<StoreWrite>,
+    /// The current step's transmits reveal its deletes (see [`Batch::reveals_deletes`]).
+    pub(crate) reveals_deletes: bool,
+    /// Transmits of no transaction (answers to unparsable messages).
+    pub(crate) extra_transmits: Vec<Transmit>,
+    pub(crate) metrics: Metrics,
+    pub(crate) diagnostics: VecDeque<String>,
+}
+
+impl Sink {
+    pub(crate) fn new(cfg: Config, advertise: SocketAddr, node_id: u16, seed: u64) -> Self {
+        Self {
+            limits: cfg.parse_limits(),
+            tx: TransactionLayer::new(cfg.timers),
+            cfg,
+            advertise,
+            node_id,
+            ids: IdGen::new(node_id, seed),
+            writes: Vec::new(),
+            reveals_deletes: false,
+            extra_transmits: Vec::new(),
+            metrics: Metrics::default(),
+            diagnostics: VecDeque::new(),
+        }
+    }
+
+    /// A top Via of ours with a fresh branch.
+    pub(crate) fn via(&mut self, transport: Transport) -> String {
+        format!(
+            "SIP/2.0/{} {};branch={};rport",
+            transport_token(transport),
+            self.advertise,
+            self.ids.branch()
+        )
+    }
+
+    /// Our Contact for a leg over `transport`.
+    pub(crate) fn contact(&self, transport: Transport) -> String {
+        match transport {
+            Transport::Udp => format!("<sip:drongo@{}>", self.advertise),
+            t => format!(
+                "<sip:drongo@{};transport={}>",
+                self.advertise,
+                transport_token(t).to_ascii_lowercase()
+            ),
+        }
+    }
+
+    /// Answers server transaction `key` (a To tag is added when the request has none).
+    pub(crate) fn reply(
+        &mut self,
+        key: &TxKey,
+        req: &Request,
+        code: u16,
+        reason: Option<&str>,
+        headers: &[(&str, String)],
+        now: UnixMillis,
+    ) {
+        let tag = self.ids.tag();
+        let mut resp = response_to(req, code, reason, &tag);
+        for (n, v) in headers {
+            resp.headers.push(n, v.clone());
+        }
+        self.respond(key, resp, now);
+    }
+
+    /// Sends `resp` through server transaction `key`. A refusal is never ignored: it is
+    /// counted and reported (see `Node::poll_diagnostic`).
+    pub(crate) fn respond(&mut self, key: &TxKey, resp: Response, now: UnixMillis) {
+        let code = resp.code;
+        if let Err(e) = self.tx.send_response(key, resp, now) {
+            let kind = format!("{e:?}");
+            *self
+                .metrics
+                .responses_refused
+                .entry(kind.clone())
+                .or_default() += 1;
+            self.diagnostics.push_back(format!(
+                "{code} to {} {} not sent: {kind}",
+                key.method, key.branch
+            ));
+        }
+    }
+
+    /// Sends a message outside any transaction (ACK for a 2xx, 2xx retransmissions).
+    pub(crate) fn send_stateless(&mut self, msg: &SipMessage, to: Peer) {
+        self.tx.send_stateless(msg, to);
+    }
+
+    /// Closes the current step: its writes and transmits become one batch.
+    pub(crate) fn close_step(&mut self) -> Option<Batch> {
+        let mut transmits = std::mem::take(&mut self.extra_transmits);
+        while let Some(t) = self.tx.poll_transmit() {
+            transmits.push(t);
+        }
+        for t in &transmits {
+            *self
+                .metrics
+                .messages_out
+                .entry(label(&t.bytes))
+                .or_default() += 1;
+        }
+        let writes = std::mem::take(&mut self.writes);
+        let reveals_deletes = std::mem::take(&mut self.reveals_deletes);
+        (!writes.is_empty() || !transmits.is_empty()).then_some(Batch {
+            writes,
+            transmits,
+            reveals_deletes,
+        })
+    }
+}
+
+pub(crate) fn transport_token(t: Transport) -> &'static str {
+    match t {
+        Transport::Udp => "UDP",
+        Transport::Tcp => "TCP",
+        Transport::Tls => "TLS",
+        Transport::Ws => "WS",
+        Transport::Wss => "WSS",
+    }
+}
