@@ -6,6 +6,7 @@
 
 use drongo::store::conformance::{all, NOW};
 use drongo::store::{MemStore, RedbStore, Store, StoreError};
+#[cfg(feature = "etcd")]
 use std::sync::Arc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

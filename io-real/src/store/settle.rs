@@ -1,0 +1,222 @@
+//! Settling what the contract leaves unsettled: `Retryable` is retried with backoff,
+//! `Ambiguous` is read back, so callers see only success, `Conflict` or `Fatal` (or the
+//! error of a store that stayed away past the deadline).
+
+use super::{Store, StoreError};
+use drongo_core::store::StoreWrite;
+use drongo_core::UnixMillis;
+
+/// Applies `writes` and settles every answer the contract allows to be unsettled, as every
+/// caller must: `Retryable` is tried again with backoff (up to `deadline_ms`), `Ambiguous` is
+/// settled by reading the key back (the write happened if the record now has the version we
+/// wrote, or is gone for a delete; if the record is still what we expected, the write is
+/// tried again). What remains is `Conflict` or `Fatal`, or the error of a store that stayed
+/// unreachable until the deadline.
+pub async fn apply_resolved<S: Store>(
+    store: &S,
+    writes: Vec<StoreWrite>,
+    now: impl Fn() -> UnixMillis,
+    deadline_ms: u64,
+) -> Vec<Result<(), StoreError>> {
+    let started = now();
+    let mut results: Vec<Option<Result<(), StoreError>>> = vec![None; writes.len()];
+    let mut delay = 20u64;
+    loop {
+        let pending: Vec<usize> = (0..writes.len())
+            .filter(|i| {
+                !matches!(
+                    results[*i],
+                    Some(Ok(()))
+                        | Some(Err(StoreError::Conflict))
+                        | Some(Err(StoreError::Fatal(_)))
+                )
+            })
+            .collect();
+        if pending.is_empty() {
+            break;
+        }
+        if now().saturating_sub(started) > deadline_ms {
+            break;
+        }
+        let batch: Vec<StoreWrite> = pending.iter().map(|i| writes[*i].clone()).collect();
+        let answers = match store.apply(batch, now()).await {
+            Ok(a) => a,
+            Err(e) => vec![e; 1]
+                .into_iter()
+                .cycle()
+                .take(pending.len())
+                .map(Err)
+                .collect(),
+        };
+        for (i, answer) in pending.iter().zip(answers) {
+            results[*i] = Some(match answer {
+                Err(StoreError::Ambiguous(e)) => settle(store, &writes[*i], now(), e).await,
+                other => other,
+            });
+        }
+        let retry = results.iter().any(|r| {
+            matches!(
+                r,
+                Some(Err(StoreError::Retryable(_))) | Some(Err(StoreError::Ambiguous(_)))
+            )
+        });
+        if !retry {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        delay = (delay * 2).min(1_000);
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or(Err(StoreError::Retryable("store unreachable".into()))))
+        .collect()
+}
+
+/// After an ambiguous answer: did the write happen? `Ok` if so, `Retryable` if the record is
+/// unchanged (so the write may be tried again), `Conflict` if someone else changed it.
+async fn settle<S: Store>(
+    store: &S,
+    w: &StoreWrite,
+    now: UnixMillis,
+    why: String,
+) -> Result<(), StoreError> {
+    let current = match store.get(w.key(), now).await {
+        Ok(c) => c.map(|r| r.version),
+        Err(_) => return Err(StoreError::Ambiguous(why)),
+    };
+    match w {
+        StoreWrite::Put {
+            version, expect, ..
+        } => {
+            if current == Some(*version) {
+                Ok(())
+            } else if current == *expect {
+                Err(StoreError::Retryable(format!("not applied: {why}")))
+            } else {
+                Err(StoreError::Conflict)
+            }
+        }
+        StoreWrite::Delete { expect, .. } => match current {
+            None => Ok(()),
+            Some(v) if v == *expect => Err(StoreError::Retryable(format!("not applied: {why}"))),
+            Some(_) => Err(StoreError::Conflict),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Change, MemStore};
+    use std::sync::{Arc, Mutex};
+    use drongo_core::store::StoredRecord;
+    use std::collections::VecDeque;
+
+    /// What the next `apply` of the flaky store does.
+    enum Fault {
+        Unavailable,
+        /// The writes happen, but the answer is lost.
+        AmbiguousApplied,
+        /// The answer is lost and the writes did not happen.
+        AmbiguousLost,
+    }
+
+    /// A neighbour for the unit under test: a memory store that misbehaves on cue.
+    #[derive(Clone, Default)]
+    struct Flaky {
+        inner: MemStore,
+        faults: Arc<Mutex<VecDeque<Fault>>>,
+    }
+
+    impl Flaky {
+        fn then(&self, f: Fault) {
+            self.faults.lock().unwrap().push_back(f);
+        }
+    }
+
+    impl Store for Flaky {
+        async fn watch(&self, p: &str) -> Result<tokio::sync::mpsc::Receiver<Change>, StoreError> {
+            self.inner.watch(p).await
+        }
+        async fn get(
+            &self,
+            key: &str,
+            now: UnixMillis,
+        ) -> Result<Option<StoredRecord>, StoreError> {
+            self.inner.get(key, now).await
+        }
+        async fn scan(
+            &self,
+            p: &str,
+            l: usize,
+            now: UnixMillis,
+        ) -> Result<Vec<StoredRecord>, StoreError> {
+            self.inner.scan(p, l, now).await
+        }
+        async fn apply(
+            &self,
+            writes: Vec<StoreWrite>,
+            now: UnixMillis,
+        ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+            let fault = self.faults.lock().unwrap().pop_front();
+            let n = writes.len();
+            let lost = || {
+                Ok((0..n)
+                    .map(|_| Err(StoreError::Ambiguous("timeout".into())))
+                    .collect())
+            };
+            match fault {
+                Some(Fault::Unavailable) => Err(StoreError::Retryable("no leader".into())),
+                Some(Fault::AmbiguousApplied) => {
+                    self.inner.apply(writes, now).await?;
+                    lost()
+                }
+                Some(Fault::AmbiguousLost) => lost(),
+                None => self.inner.apply(writes, now).await,
+            }
+        }
+    }
+
+    fn put(key: &str, version: u64, expect: Option<u64>) -> StoreWrite {
+        StoreWrite::Put {
+            key: key.into(),
+            value: vec![1],
+            version,
+            expect,
+            expires_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_error_kind_is_settled() {
+        let s = Flaky::default();
+        let clock = || 1;
+        // Unavailable, then applied with the answer lost: settled as done by reading back.
+        s.then(Fault::Unavailable);
+        s.then(Fault::AmbiguousApplied);
+        let r = apply_resolved(&s, vec![put("k", 1, None)], clock, 5_000).await;
+        assert_eq!(r, vec![Ok(())]);
+        // Lost before it happened: the record is unchanged, so it is written again.
+        s.then(Fault::AmbiguousLost);
+        let r = apply_resolved(&s, vec![put("k", 2, Some(1))], clock, 5_000).await;
+        assert_eq!(r, vec![Ok(())]);
+        assert_eq!(s.get("k", 1).await.unwrap().unwrap().version, 2);
+        // A conflict stays a conflict; the other write of the group still succeeds.
+        let r = apply_resolved(
+            &s,
+            vec![put("k", 9, Some(5)), put("j", 1, None)],
+            clock,
+            5_000,
+        )
+        .await;
+        assert_eq!(r, vec![Err(StoreError::Conflict), Ok(())]);
+        // A store that never answers: given up after the deadline, as retryable.
+        for _ in 0..100 {
+            s.then(Fault::Unavailable);
+        }
+        let start = std::time::Instant::now();
+        let wall = move || start.elapsed().as_millis() as u64;
+        let r = apply_resolved(&s, vec![put("x", 1, None)], wall, 200).await;
+        assert!(matches!(r[..], [Err(StoreError::Retryable(_))]), "{r:?}");
+    }
+}
