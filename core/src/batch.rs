@@ -1,18 +1,49 @@
 //! What one step of the node hands the runtime: store writes and the transmits that may
-//! only leave once those writes are durable (durable before visible).
+//! only leave once those writes are durable (durable before visible); and the node's
+//! ledger of the batches the store has not answered yet.
 
-use crate::store::StoreWrite;
-use crate::transaction::Transmit;
+use crate::store::{Key, StoreWrite};
+use crate::transaction::{Origin, Transmit};
+use std::collections::{BTreeMap, HashMap};
+
+/// Names a batch, so that the store's answer can refer to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BatchId(pub u64);
 
 /// Store writes and the transmits that may only leave once the writes are durable.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Batch {
+    pub id: BatchId,
     pub writes: Vec<StoreWrite>,
     pub transmits: Vec<Transmit>,
     /// The transmits reveal the batch's deletes too (a de-REGISTER's 200), not only its
     /// puts. A call's last delete reveals nothing: its BYEs must leave whether or not the
     /// record could be removed yet (the read-back removes it later).
     pub reveals_deletes: bool,
+    /// The node waits to hear when the batch has left ([`crate::node::Input::Committed`],
+    /// or `CommitFailed`): every batch with writes, and one that carries a Call-ID of such
+    /// a batch still unanswered (it leaves after that one, so its messages' timers must
+    /// count from when it really left).
+    pub report: bool,
+}
+
+/// Why a write of a batch failed, as the runtime reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteError {
+    /// The compare-and-swap lost: the record is not the version we wrote on. Someone else
+    /// may own it now.
+    Conflict,
+    /// The store could not be reached in time; the write did not happen.
+    Unavailable,
+    /// The store may or may not have applied the write.
+    Ambiguous,
+    /// The store refused the write for good.
+    Fatal,
+}
+
+/// Whether a failed write holds back its batch's transmits.
+fn holds(reveals_deletes: bool, put: bool) -> bool {
+    put || reveals_deletes
 }
 
 impl Batch {
@@ -30,9 +61,117 @@ impl Batch {
     /// (durable before visible): a failed put always holds them, a failed delete when the
     /// transmits reveal it.
     pub fn held_by<'a>(&self, failed: impl IntoIterator<Item = &'a StoreWrite>) -> bool {
-        failed.into_iter().any(|w| match w {
-            StoreWrite::Put { .. } => true,
-            StoreWrite::Delete { .. } => self.reveals_deletes,
+        failed.into_iter().any(|w| {
+            let put = matches!(w, StoreWrite::Put { .. });
+            holds(self.reveals_deletes, put)
         })
+    }
+}
+
+/// What the node remembers of a batch with writes until the store answers: enough to undo
+/// it without its bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct Sent {
+    /// Each write's key and whether it is a put, in the batch's order.
+    pub(crate) writes: Vec<(String, bool)>,
+    /// Each transmit's origin and Call-ID.
+    pub(crate) transmits: Vec<(Origin, Option<String>)>,
+    pub(crate) reveals_deletes: bool,
+    /// The Call-IDs it holds busy (see [`Ledger::is_busy`]).
+    busy: Vec<String>,
+}
+
+impl Sent {
+    /// Whether these failures held back the transmits.
+    pub(crate) fn held_by(&self, errors: &[(usize, WriteError)]) -> bool {
+        errors.iter().any(|(i, _)| {
+            self.writes
+                .get(*i)
+                .is_some_and(|(_, put)| holds(self.reveals_deletes, *put))
+        })
+    }
+}
+
+/// The batches with writes the store has not answered yet.
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    next: u64,
+    sent: BTreeMap<BatchId, Sent>,
+    /// How many unanswered batches carry each Call-ID; only looked up.
+    busy: HashMap<String, u32>,
+}
+
+impl Ledger {
+    /// A fresh batch id.
+    pub(crate) fn next_id(&mut self) -> BatchId {
+        self.next += 1;
+        BatchId(self.next)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.sent.len()
+    }
+
+    /// Whether a batch with these transmits would wait behind an unanswered one.
+    pub(crate) fn holds_back(&self, transmits: &[Transmit]) -> bool {
+        transmits
+            .iter()
+            .filter_map(|t| t.call_id.as_deref())
+            .any(|c| self.is_busy(c))
+    }
+
+    /// Remembers a batch until the runtime reports it.
+    pub(crate) fn record(&mut self, b: &Batch) {
+        let mut busy: Vec<String> = b
+            .transmits
+            .iter()
+            .filter_map(|t| t.call_id.clone())
+            .chain(b.writes.iter().filter_map(|w| match Key::parse(w.key()) {
+                Some(Key::Call(id)) => Some(id.to_string()),
+                _ => None,
+            }))
+            .collect();
+        busy.sort();
+        busy.dedup();
+        for c in &busy {
+            *self.busy.entry(c.clone()).or_default() += 1;
+        }
+        let sent = Sent {
+            writes: b
+                .writes
+                .iter()
+                .map(|w| (w.key().to_string(), matches!(w, StoreWrite::Put { .. })))
+                .collect(),
+            transmits: b
+                .transmits
+                .iter()
+                .map(|t| (t.origin.clone(), t.call_id.clone()))
+                .collect(),
+            reveals_deletes: b.reveals_deletes,
+            busy,
+        };
+        self.sent.insert(b.id, sent);
+    }
+
+    /// The store answered batch `id`.
+    pub(crate) fn settle(&mut self, id: BatchId) -> Option<Sent> {
+        let sent = self.sent.remove(&id)?;
+        for c in &sent.busy {
+            if let Some(n) = self.busy.get_mut(c) {
+                *n -= 1;
+                if *n == 0 {
+                    self.busy.remove(c);
+                }
+            }
+        }
+        Some(sent)
+    }
+
+    /// Whether a batch carrying `call_id` waits for the store. A retransmission on such a
+    /// Call-ID is dropped: it would only queue behind the batch (the runtime keeps a
+    /// Call-ID's messages in order) and leave in a burst with the first copy, or reveal
+    /// what the batch's failure takes back.
+    pub(crate) fn is_busy(&self, call_id: &str) -> bool {
+        self.busy.contains_key(call_id)
     }
 }

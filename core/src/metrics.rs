@@ -19,6 +19,8 @@ pub struct Metrics {
     /// Responses the transaction layer refused, by reason (`InvalidState` is a second
     /// final response: a bug of ours; `UnknownTransaction` one that ended meanwhile).
     pub responses_refused: BTreeMap<String, u64>,
+    /// Retransmissions not sent because the first copy still waited for the store.
+    pub retransmissions_dropped: u64,
 }
 
 /// The first line's method or status code, for counting.

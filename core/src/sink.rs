@@ -8,7 +8,7 @@ use crate::batch::Batch;
 use crate::config::Config;
 use crate::ids::IdGen;
 use crate::message::{response_to, Limits, Request, Response, SipMessage};
-use crate::metrics::{label, Metrics};
+use crate::metrics::Metrics;
 use crate::store::StoreWrite;
 use crate::transaction::{Peer, TransactionLayer, Transmit, Transport, TxKey};
 use crate::UnixMillis;
@@ -108,30 +108,32 @@ impl Sink {
         }
     }
 
-    /// Sends a message outside any transaction (ACK for a 2xx, 2xx retransmissions).
+    /// Sends a message outside any transaction (an ACK for a 2xx).
     pub(crate) fn send_stateless(&mut self, msg: &SipMessage, to: Peer) {
-        self.tx.send_stateless(msg, to);
+        self.tx.send_stateless(msg, to, false);
     }
 
-    /// Closes the current step: its writes and transmits become one batch.
+    /// Sends again a message sent before outside any transaction (the TU's 2xx
+    /// retransmissions, §13.3.1.4).
+    pub(crate) fn resend_stateless(&mut self, msg: &SipMessage, to: Peer) {
+        self.tx.send_stateless(msg, to, true);
+    }
+
+    /// Closes the current step: its writes and transmits become one batch (the node gives
+    /// it its id).
     pub(crate) fn close_step(&mut self) -> Option<Batch> {
         let mut transmits = std::mem::take(&mut self.extra_transmits);
         while let Some(t) = self.tx.poll_transmit() {
             transmits.push(t);
         }
-        for t in &transmits {
-            *self
-                .metrics
-                .messages_out
-                .entry(label(&t.bytes))
-                .or_default() += 1;
-        }
         let writes = std::mem::take(&mut self.writes);
         let reveals_deletes = std::mem::take(&mut self.reveals_deletes);
         (!writes.is_empty() || !transmits.is_empty()).then_some(Batch {
+            id: Default::default(),
             writes,
             transmits,
             reveals_deletes,
+            report: false,
         })
     }
 }

@@ -61,6 +61,11 @@ pub fn render_metrics(node: &Node) -> String {
             "New requests answered 503 because too much waited for the store.",
             m.overload_refusals,
         ),
+        (
+            "drongo_retransmissions_dropped_total",
+            "Retransmissions not sent because the first copy still waited for the store.",
+            m.retransmissions_dropped,
+        ),
     ] {
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
     }

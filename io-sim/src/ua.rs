@@ -971,7 +971,7 @@ impl Ua {
         });
         if let Some(ack) = ack {
             self.tx
-                .send_stateless(&SipMessage::Request(ack), self.home());
+                .send_stateless(&SipMessage::Request(ack), self.home(), false);
         }
     }
 
@@ -1023,7 +1023,7 @@ impl Ua {
             .map_or(0, |c| c.seq);
         if let Some(ack) = c.acks.get(&cseq).cloned() {
             self.tx
-                .send_stateless(&SipMessage::Request(ack), self.home());
+                .send_stateless(&SipMessage::Request(ack), self.home(), false);
             return;
         }
         let (uri, local, remote, local_tag, remote_tag) = (
@@ -1042,7 +1042,7 @@ impl Ua {
             c.acks.insert(cseq, ack.clone());
         }
         self.tx
-            .send_stateless(&SipMessage::Request(ack), self.home());
+            .send_stateless(&SipMessage::Request(ack), self.home(), false);
     }
 
     fn on_response(&mut self, purpose: Option<Purpose>, resp: Response, now: UnixMillis) {

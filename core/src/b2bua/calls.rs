@@ -5,6 +5,7 @@
 
 use super::call::{Call, Pending2xx, Side};
 use crate::deadline::DeadlineIndex;
+use crate::message::Response;
 use crate::transaction::{Peer, TimerConfig, TxKey};
 use crate::UnixMillis;
 use std::collections::{BTreeMap, HashMap};
@@ -37,6 +38,9 @@ pub(crate) struct Calls {
     timers: DeadlineIndex<String>,
     orphans: BTreeMap<OrphanKey, (Pending2xx, Peer)>,
     orphan_timers: DeadlineIndex<OrphanKey>,
+    /// Calls whose write lost its compare-and-swap, with the 2xx responses withdrawn with
+    /// it, until the read-back says whose the call is.
+    contested: BTreeMap<String, Vec<(TxKey, Response)>>,
 }
 
 impl Calls {
@@ -77,16 +81,7 @@ impl Calls {
     /// Takes a call out with every index of it. A 2xx it still retransmits goes on as an
     /// orphan until its ACK or 64·T1.
     pub(crate) fn remove(&mut self, id: &str, t: &TimerConfig) -> Option<Call> {
-        let call = self.calls.remove(id)?;
-        self.timers.remove(&id.to_string());
-        for side in [Side::A, Side::B] {
-            let d = call.dialog(side);
-            self.dialogs
-                .remove(&(d.call_id.clone(), d.local_tag.clone()));
-        }
-        if let Some((k, _)) = &call.a_invite {
-            self.server_invites.remove(k);
-        }
+        let call = self.take(id)?;
         if let Some(p) = &call.pending_2xx {
             let leg = call.dialog(p.side);
             let key = (leg.call_id.clone(), p.cseq);
@@ -96,11 +91,69 @@ impl Calls {
         Some(call)
     }
 
-    /// Re-derives the call's deadline from its fields.
+    fn take(&mut self, id: &str) -> Option<Call> {
+        let call = self.calls.remove(id)?;
+        self.timers.remove(&id.to_string());
+        self.contested.remove(id);
+        for side in [Side::A, Side::B] {
+            let d = call.dialog(side);
+            self.dialogs
+                .remove(&(d.call_id.clone(), d.local_tag.clone()));
+        }
+        if let Some((k, _)) = &call.a_invite {
+            self.server_invites.remove(k);
+        }
+        Some(call)
+    }
+
+    /// Takes a call out with every index of it, leaving nothing behind (no orphaned 2xx):
+    /// another node runs it now. Returns the keys of its transactions, in a fixed order,
+    /// for the caller to abandon.
+    pub(crate) fn forget(&mut self, id: &str) -> Vec<TxKey> {
+        let mut keys: Vec<TxKey> = self
+            .client_txs
+            .iter()
+            .filter(|(_, (c, _))| c == id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.sort_by(|a, b| (&a.branch, &a.sent_by).cmp(&(&b.branch, &b.sent_by)));
+        for k in &keys {
+            self.client_txs.remove(k);
+        }
+        if let Some((k, _)) = self.take(id).and_then(|c| c.a_invite) {
+            keys.push(k);
+        }
+        keys
+    }
+
+    /// A call whose write lost its compare-and-swap waits for its read-back.
+    pub(crate) fn contest(&mut self, id: &str, withdrawn: Vec<(TxKey, Response)>) {
+        if !self.calls.contains_key(id) {
+            return;
+        }
+        self.contested
+            .entry(id.to_string())
+            .or_default()
+            .extend(withdrawn);
+        self.timers.remove(&id.to_string());
+    }
+
+    /// The read-back of a contested call came: what waited with it.
+    pub(crate) fn uncontest(&mut self, id: &str) -> Option<Vec<(TxKey, Response)>> {
+        self.contested.remove(id)
+    }
+
+    /// Whether call `id` waits for its read-back (nothing is sent for it meanwhile).
+    pub(crate) fn is_contested(&self, id: &str) -> bool {
+        self.contested.contains_key(id)
+    }
+
+    /// Re-derives the call's deadline from its fields (none while it is contested).
     pub(crate) fn reschedule(&mut self, id: &str, t: &TimerConfig) {
         let at = self
             .calls
             .get(id)
+            .filter(|_| !self.contested.contains_key(id))
             .and_then(|c| c.deadline(t))
             .map(|(at, _)| at);
         self.timers.set(&id.to_string(), at);

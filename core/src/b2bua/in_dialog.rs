@@ -27,6 +27,11 @@ impl B2bua {
         req: Request,
         now: UnixMillis,
     ) {
+        if self.calls.is_contested(id) {
+            // Unanswered until the read-back says whose the call is: the transaction is
+            // dropped, so the sender's retransmission reaches us afresh.
+            return s.tx.abandon(&key);
+        }
         let Some(call) = self.calls.get_mut(id) else {
             return;
         };
@@ -226,6 +231,9 @@ impl B2bua {
         let Some((id, side)) = self.calls.by_dialog(call_id, tag) else {
             return;
         };
+        if self.calls.is_contested(&id) {
+            return;
+        }
         let Some(call) = self.calls.get_mut(&id) else {
             return;
         };

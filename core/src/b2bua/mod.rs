@@ -16,7 +16,7 @@ mod teardown;
 mod wire;
 
 pub use call::{Call, CallState, CallTimer, Pending2xx, Relay, Side};
-pub(crate) use wire::max_forwards;
+pub(crate) use wire::{max_forwards, not_saved};
 
 use crate::message::{Response, SipMessage};
 use crate::sink::Sink;
@@ -58,7 +58,29 @@ impl B2bua {
     /// Retransmits the 2xx of ended calls that still wait for their ACK.
     pub(crate) fn retransmit_orphans(&mut self, s: &mut Sink, now: UnixMillis) {
         for (p, peer) in self.calls.due_orphans(now, &s.cfg.timers) {
-            s.send_stateless(&SipMessage::Response(p.response), peer);
+            s.resend_stateless(&SipMessage::Response(p.response), peer);
+        }
+    }
+
+    /// A batch that wrote call `id` left at `now`: the 2xx it may have carried is
+    /// retransmitted counting from then (§13.3.1.4), not from when it was made.
+    pub(crate) fn departed(&mut self, s: &Sink, id: &str, now: UnixMillis) {
+        let Some(p) = self.calls.get_mut(id).and_then(|c| c.pending_2xx.as_mut()) else {
+            return;
+        };
+        p.last_sent_at = p.last_sent_at.max(now);
+        self.calls.reschedule(id, &s.cfg.timers);
+    }
+
+    /// A 2xx was withdrawn (its write failed): if its call ended meanwhile and left it to
+    /// retransmit as an orphan, it stops.
+    pub(crate) fn forget_orphan(&mut self, ok: &Response) {
+        let h = &ok.headers;
+        if let (Some(call_id), Some(cseq)) = (
+            h.get("Call-ID"),
+            h.get("CSeq").and_then(crate::message::CSeq::parse),
+        ) {
+            self.calls.ack_orphan(call_id, cseq.seq);
         }
     }
 
@@ -78,6 +100,10 @@ impl B2bua {
         let Some((id, purpose)) = self.calls.by_client(key) else {
             return;
         };
+        if self.calls.is_contested(&id) {
+            // Nothing is done for it until its read-back says whose it is.
+            return;
+        }
         match purpose {
             Purpose::Invite => self.on_invite_response(s, &id, resp, now),
             Purpose::Relay => self.on_relay_response(s, &id, key, resp, now),
@@ -100,6 +126,9 @@ impl B2bua {
         let Some((id, purpose)) = self.calls.by_client(key) else {
             return;
         };
+        if self.calls.is_contested(&id) {
+            return;
+        }
         match purpose {
             Purpose::Invite => self.invite_failed(s, &id, code, now),
             Purpose::Relay => self.relay_failed(s, &id, key, code, now),

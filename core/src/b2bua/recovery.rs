@@ -56,37 +56,97 @@ impl B2bua {
         withdrawn: &[(TxKey, Response)],
         now: UnixMillis,
     ) {
+        // Which version the store holds is unknown until the read-back, which deletes it
+        // (see `read_back`).
+        self.end_unsaved(s, id, 0, withdrawn, now);
+    }
+
+    /// Ends a call whose last write did not happen, writing on `version` (0: none).
+    fn end_unsaved(
+        &mut self,
+        s: &mut Sink,
+        id: &str,
+        version: u64,
+        withdrawn: &[(TxKey, Response)],
+        now: UnixMillis,
+    ) {
         if let Some(call) = self.calls.get_mut(id) {
-            // Which version the store holds is unknown until the read-back, which deletes
-            // it (see `read_back`).
-            call.version = 0;
+            call.version = version;
             let unanswered = call.pending_2xx.as_ref().is_some_and(|p| {
-                p.side == Side::A
-                    && withdrawn
-                        .iter()
-                        .any(|(_, r)| r.headers.get("Call-ID") == Some(call.a.call_id.as_str()))
+                let leg = call.dialog(p.side).call_id.as_str();
+                withdrawn
+                    .iter()
+                    .any(|(_, r)| r.headers.get("Call-ID") == Some(leg))
             });
             if unanswered {
-                // The callee did answer (and its ACK was lost with the batch): it gets its
-                // ACK again, then the BYE.
-                call.pending_2xx = None;
-                call.a.remote_tag = None;
-                let b_cseq = call.b.local_cseq;
-                self.ack_b(s, id, b_cseq);
+                // The 2xx never left: it is not retransmitted, and its sender gets an
+                // error response from the node instead. The other party did answer (and
+                // its ACK was lost with the batch, or waited for this 2xx's): it gets its
+                // ACK, then the BYE. A caller that never heard its answer gets no BYE.
+                let Some(p) = call.pending_2xx.take() else {
+                    return;
+                };
+                // The 2xx made when the callee answered the initial INVITE.
+                let initial = p.side == Side::A && call.answered_at == Some(p.first_sent_at);
+                match (initial, call.awaiting_ack.take()) {
+                    // A relayed re-INVITE's 2xx: the leg that answered gets our ACK.
+                    (_, Some((_, _, sent_cseq))) => self.ack_other(s, id, p.side, sent_cseq),
+                    (true, None) => {
+                        call.a.remote_tag = None;
+                        let b_cseq = call.b.local_cseq;
+                        self.ack_b(s, id, b_cseq);
+                    }
+                    // A relayed 2xx whose ACK the call stopped waiting for when it ended.
+                    _ => {}
+                }
             }
         }
         self.end_call(s, id, now);
     }
 
-    /// What the store holds for call `id`, read back after a write to it failed: a record
-    /// that outlived its call is deleted; a live call learns the version to write on.
+    /// The write of call `id` lost its compare-and-swap: the record changed under us, and
+    /// its owner may be another node now. Nothing more is sent for the call until the
+    /// read-back says whose it is; the 2xx responses withdrawn with the write (taken out
+    /// of `withdrawn`) wait with it.
+    pub(crate) fn contest(&mut self, id: &str, withdrawn: &mut Vec<(TxKey, Response)>) {
+        let Some(call) = self.calls.get(id) else {
+            return;
+        };
+        let legs = [call.a.call_id.clone(), call.b.call_id.clone()];
+        let (mine, rest): (Vec<_>, Vec<_>) =
+            std::mem::take(withdrawn).into_iter().partition(|(_, r)| {
+                r.headers
+                    .get("Call-ID")
+                    .is_some_and(|c| legs.iter().any(|l| l == c))
+            });
+        *withdrawn = rest;
+        self.calls.contest(id, mine);
+    }
+
+    /// What the store holds for call `id`, read back after a write to it failed. A call
+    /// whose compare-and-swap lost is dropped without a word when the record names another
+    /// owner (it runs the call now), and ended as after any failed write otherwise. A live
+    /// call learns the version to write on; a record that outlived its call is deleted.
     pub(crate) fn read_back(
         &mut self,
         s: &mut Sink,
         key: &str,
         id: &str,
         record: Option<StoredRecord>,
+        now: UnixMillis,
     ) {
+        if let Some(withdrawn) = self.calls.uncontest(id) {
+            let owner = record.as_ref().map_or(0, |r| owner_of(&r.value));
+            if owner != 0 && owner != s.node_id {
+                return self.drop_quietly(s, id, &withdrawn);
+            }
+            let version = record.map_or(0, |r| r.version);
+            self.end_unsaved(s, id, version, &withdrawn, now);
+            for (key, ok) in withdrawn {
+                s.respond(&key, super::not_saved(&ok), now);
+            }
+            return;
+        }
         match (self.calls.get_mut(id), record) {
             (Some(call), r) => call.version = r.map_or(0, |r| r.version),
             (None, Some(r)) => s.writes.push(StoreWrite::Delete {
@@ -96,4 +156,24 @@ impl B2bua {
             (None, None) => {}
         }
     }
+
+    /// Another node owns call `id`: forget it with its transactions, sending nothing
+    /// (no BYE, no error response, no retransmission) and writing nothing.
+    fn drop_quietly(&mut self, s: &mut Sink, id: &str, withdrawn: &[(TxKey, Response)]) {
+        let mut keys = self.calls.forget(id);
+        keys.extend(withdrawn.iter().map(|(k, _)| k.clone()));
+        for k in keys {
+            s.tx.abandon(&k);
+        }
+    }
+}
+
+/// The owner named in a stored call record (0: none, or not a call record).
+fn owner_of(value: &[u8]) -> u16 {
+    #[derive(serde::Deserialize)]
+    struct Owner {
+        #[serde(default)]
+        owner: u16,
+    }
+    serde_json::from_slice::<Owner>(value).map_or(0, |o| o.owner)
 }

@@ -1,6 +1,6 @@
 //! Small helpers for building what the B2BUA sends from what it received.
 
-use crate::message::{Headers, Request};
+use crate::message::{Headers, Request, Response};
 
 /// Copies the body of one message (request or response) into another, with the header
 /// that describes it.
@@ -40,4 +40,21 @@ pub(super) fn cseq_of(req: &Request) -> u32 {
         .get("CSeq")
         .and_then(crate::message::CSeq::parse)
         .map_or(0, |c| c.seq)
+}
+
+/// The error response that replaces a 2xx to an INVITE whose call could not be saved
+/// (the 2xx never left).
+pub(crate) fn not_saved(ok: &Response) -> Response {
+    let mut err = Response {
+        code: 500,
+        reason: "Call State Not Saved".into(),
+        headers: Default::default(),
+        body: Vec::new(),
+    };
+    for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+        for v in ok.headers.get_all(name) {
+            err.headers.push(name, v);
+        }
+    }
+    err
 }

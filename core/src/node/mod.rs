@@ -9,16 +9,19 @@
 mod requests;
 mod store;
 
-pub use crate::batch::Batch;
+pub use crate::batch::{Batch, BatchId, WriteError};
 pub use crate::metrics::Metrics;
 
 use crate::auth::Authenticator;
 use crate::b2bua::B2bua;
+use crate::batch::Ledger;
 use crate::config::Config;
 use crate::message::{error_response_from_raw, parse_and_validate, Action, SipMessage};
+use crate::metrics::label;
 use crate::registrar::Registrar;
 use crate::sink::Sink;
-use crate::transaction::{Peer, Transmit, TxEvent};
+use crate::store::StoredRecord;
+use crate::transaction::{Origin, Peer, Transmit, TxEvent};
 use crate::UnixMillis;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -33,10 +36,35 @@ pub struct Node {
     /// Branch prefix of our own Vias (loop detection).
     branch_prefix: String,
     batches: VecDeque<Batch>,
-    /// Batches with writes made and not yet answered by the store
-    /// ([`Node::handle_committed`], [`Node::handle_store_failure`]): the measure of overload.
-    uncommitted: usize,
+    /// Batches with writes not yet answered by the store: the measure of overload, and
+    /// what a failure undoes.
+    ledger: Ledger,
     draining: bool,
+}
+
+/// What the runtime hands the node: bytes, the time, and the store's answers. The node
+/// answers through [`Node::poll_batch`], [`Node::poll_timeout`] and
+/// [`Node::poll_diagnostic`] (quinn-proto's shape: the runtime takes a batch only when
+/// its committer has room, so batches are pulled rather than returned).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A datagram, or a frame cut from a stream, from `from`.
+    Datagram { from: Peer, bytes: Vec<u8> },
+    /// A deadline from [`Node::poll_timeout`] has come.
+    Timeout,
+    /// These batches' writes are durable and their transmits were sent.
+    Committed(Vec<BatchId>),
+    /// Writes of batch `id` failed (by their index in the batch, and why). Its transmits
+    /// were held back when [`Batch::held_by`] says so, and sent otherwise.
+    CommitFailed {
+        id: BatchId,
+        errors: Vec<(usize, WriteError)>,
+    },
+    /// What the store holds at `key`, read back after a write to it failed.
+    Record {
+        key: String,
+        record: Option<StoredRecord>,
+    },
 }
 
 impl Node {
@@ -52,7 +80,7 @@ impl Node {
             auth: Authenticator::new(secret),
             branch_prefix: format!("{}{:x}.", crate::ids::BRANCH_MAGIC_COOKIE, node_id),
             batches: VecDeque::new(),
-            uncommitted: 0,
+            ledger: Ledger::default(),
             draining: false,
         }
     }
@@ -113,6 +141,17 @@ impl Node {
         .min()
     }
 
+    /// One input at `now`.
+    pub fn handle_input(&mut self, now: UnixMillis, input: Input) {
+        match input {
+            Input::Datagram { from, bytes } => self.handle_datagram(now, from, &bytes),
+            Input::Timeout => self.handle_timeout(now),
+            Input::Committed(ids) => self.handle_committed(now, &ids),
+            Input::CommitFailed { id, errors } => self.handle_commit_failed(now, id, &errors),
+            Input::Record { key, record } => self.handle_store_record(now, &key, record),
+        }
+    }
+
     /// A datagram (or a frame cut from a stream) from `from`.
     pub fn handle_datagram(&mut self, now: UnixMillis, from: Peer, bytes: &[u8]) {
         match parse_and_validate(bytes, &self.sink.limits) {
@@ -126,6 +165,8 @@ impl Node {
                             to: from,
                             bytes: resp,
                             call_id: None,
+                            origin: Origin::Stateless,
+                            retransmission: false,
                         });
                     }
                 }
@@ -181,11 +222,30 @@ impl Node {
         }
     }
 
-    /// Closes the current step into a batch.
+    /// Closes the current step into a batch. A retransmission on a Call-ID that waits for
+    /// the store is dropped (see [`Ledger::is_busy`]): the peer has not even had the first
+    /// copy, and the transaction's next timer sends another.
     fn flush(&mut self) {
-        if let Some(batch) = self.sink.close_step() {
-            self.uncommitted += usize::from(!batch.writes.is_empty());
-            self.batches.push_back(batch);
+        let Some(mut batch) = self.sink.close_step() else {
+            return;
+        };
+        let (ledger, m) = (&self.ledger, &mut self.sink.metrics);
+        batch.transmits.retain(|t| {
+            let drop = t.retransmission && t.call_id.as_deref().is_some_and(|c| ledger.is_busy(c));
+            m.retransmissions_dropped += u64::from(drop);
+            !drop
+        });
+        for t in &batch.transmits {
+            *m.messages_out.entry(label(&t.bytes)).or_default() += 1;
         }
+        if batch.writes.is_empty() && batch.transmits.is_empty() {
+            return;
+        }
+        batch.id = self.ledger.next_id();
+        batch.report = !batch.writes.is_empty() || self.ledger.holds_back(&batch.transmits);
+        if batch.report {
+            self.ledger.record(&batch);
+        }
+        self.batches.push_back(batch);
     }
 }

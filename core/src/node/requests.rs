@@ -16,7 +16,7 @@ const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REGISTER";
 impl Node {
     /// Too much is waiting for the store: new work is refused (503) until it drains.
     pub fn is_overloaded(&self) -> bool {
-        self.uncommitted >= self.sink.cfg.limits.max_uncommitted_batches
+        self.ledger.len() >= self.sink.cfg.limits.max_uncommitted_batches
     }
 
     pub(super) fn on_request(&mut self, key: TxKey, req: Request, from: Peer, now: UnixMillis) {

@@ -2,75 +2,102 @@
 //! sent), records read back to settle what the store really holds, and the records a
 //! restarting node loads.
 
-use super::{Batch, Node};
-use crate::message::{parse_datagram, Method, Response, SipMessage};
+use super::{BatchId, Node, WriteError};
+use crate::b2bua::not_saved;
+use crate::message::{Method, Response};
 use crate::store::{Key, StoredRecord};
-use crate::transaction::TxKey;
+use crate::transaction::{Origin, TxKey};
 use crate::UnixMillis;
 
 impl Node {
-    /// `n` batches with writes were committed and their transmits sent.
-    pub fn handle_committed(&mut self, n: usize) {
-        self.uncommitted = self.uncommitted.saturating_sub(n);
-    }
-
-    /// A batch's writes failed (lost CAS, store down): its transmits were not sent. A call
-    /// whose record could not be saved is ended. The runtime then reads every failed key
-    /// back and hands the record to [`Node::handle_store_record`], which settles what the
-    /// store really holds (the write may have happened after all).
-    pub fn handle_store_failure(&mut self, now: UnixMillis, batch: &Batch) {
-        self.uncommitted = self.uncommitted.saturating_sub(1);
-        self.sink.metrics.store_failures += batch.writes.len() as u64;
-        // Nothing of this batch was sent. A 2xx to an INVITE is withdrawn (its transaction
-        // goes back to Proceeding and gets an error response below), a failure response to
-        // an INVITE is sent again; other responses are forgotten with their transactions,
-        // so that a retransmitted request reaches us afresh; requests are forgotten with
-        // their client transactions, so that no retransmission reveals them.
-        let mut withdrawn = Vec::new();
-        let tx = &mut self.sink.tx;
-        for t in &batch.transmits {
-            match parse_datagram(&t.bytes, &self.sink.limits) {
-                Ok(SipMessage::Response(r)) => {
-                    let Some(key) = TxKey::server_key_of_response(&r) else {
-                        continue;
-                    };
-                    let invite = key.method == Method::Invite;
-                    if invite && (200..300).contains(&r.code) && tx.withdraw_2xx(&key, now) {
-                        withdrawn.push((key, r));
-                    } else if invite && r.code >= 300 {
-                        // An INVITE client that heard a provisional does not retransmit: a
-                        // failure answer is sent again rather than taken back (it reveals
-                        // nothing durable).
-                        tx.resend_response(&key);
-                    } else {
-                        tx.abandon(&key);
-                    }
+    /// These batches' writes are durable and their transmits were sent at `now`: what
+    /// they sent is retransmitted counting from `now`, not from when it was made.
+    pub fn handle_committed(&mut self, now: UnixMillis, ids: &[BatchId]) {
+        for id in ids {
+            let Some(sent) = self.ledger.settle(*id) else {
+                continue;
+            };
+            for (origin, _) in &sent.transmits {
+                if let Origin::Request(key) | Origin::Response(key, _) = origin {
+                    self.sink.tx.departed(key, now);
                 }
-                Ok(SipMessage::Request(r)) if r.method != Method::Ack => tx.abandon_request(&r),
-                _ => {}
+            }
+            for (key, _) in &sent.writes {
+                if let Some(Key::Call(call)) = Key::parse(key) {
+                    self.b2bua.departed(&self.sink, call, now);
+                }
             }
         }
         self.process_events(now);
-        for w in &batch.writes {
+        self.flush();
+    }
+
+    /// Writes of batch `id` failed. When they held its transmits back, what those
+    /// transmits would have told is undone: a 2xx to an INVITE is withdrawn (its
+    /// transaction goes back to Proceeding and gets an error response), a failure response
+    /// to an INVITE is sent again (it reveals nothing durable), other responses are
+    /// forgotten with their transactions (a retransmitted request reaches us afresh),
+    /// requests are forgotten with their client transactions (no retransmission reveals
+    /// them); and a call whose record could not be saved is ended. A call whose write lost
+    /// its compare-and-swap waits for the read-back: someone else may own it now.
+    ///
+    /// The runtime reads every failed key back and hands the record to
+    /// [`Node::handle_store_record`], which settles what the store really holds.
+    pub fn handle_commit_failed(
+        &mut self,
+        now: UnixMillis,
+        id: BatchId,
+        errors: &[(usize, WriteError)],
+    ) {
+        let Some(sent) = self.ledger.settle(id) else {
+            return;
+        };
+        self.sink.metrics.store_failures += errors.len() as u64;
+        if !sent.held_by(errors) {
+            // The transmits went out: only the read-back has something to settle.
+            return;
+        }
+        let mut withdrawn: Vec<(TxKey, Response)> = Vec::new();
+        let tx = &mut self.sink.tx;
+        for (origin, _) in &sent.transmits {
+            match origin {
+                Origin::Response(key, code) if key.method == Method::Invite => {
+                    let ok = (200..300).contains(code).then(|| tx.withdraw_2xx(key, now));
+                    if let Some(Some(ok)) = ok {
+                        withdrawn.push((key.clone(), ok));
+                    } else if *code >= 300 {
+                        tx.resend_response(key);
+                    } else {
+                        tx.abandon(key);
+                    }
+                }
+                Origin::Response(key, _) | Origin::Request(key) => tx.abandon(key),
+                Origin::Ack(_) | Origin::Stateless => {}
+            }
+        }
+        self.process_events(now);
+        for (_, ok) in &withdrawn {
+            // A call that ended meanwhile left the 2xx to retransmit on its own.
+            self.b2bua.forget_orphan(ok);
+        }
+        for (i, (key, _)) in sent.writes.iter().enumerate() {
             // The bindings of an AOR stay in use until the read-back says what is durable:
             // forgetting them would lose registrations the store still holds.
-            if let Some(Key::Call(id)) = Key::parse(w.key()) {
-                self.b2bua.write_failed(&mut self.sink, id, &withdrawn, now);
+            let Some(Key::Call(call)) = Key::parse(key) else {
+                continue;
+            };
+            let lost = errors
+                .iter()
+                .any(|(j, e)| *j == i && *e == WriteError::Conflict);
+            if lost {
+                self.b2bua.contest(call, &mut withdrawn);
+            } else {
+                self.b2bua
+                    .write_failed(&mut self.sink, call, &withdrawn, now);
             }
         }
         for (key, ok) in withdrawn {
-            let mut err = Response {
-                code: 500,
-                reason: "Call State Not Saved".into(),
-                headers: Default::default(),
-                body: Vec::new(),
-            };
-            for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
-                for v in ok.headers.get_all(name) {
-                    err.headers.push(name, v);
-                }
-            }
-            self.sink.respond(&key, err, now);
+            self.sink.respond(&key, not_saved(&ok), now);
         }
         self.flush();
     }
@@ -90,7 +117,7 @@ impl Node {
                 Some(r) => self.registrar.restore(r),
                 None => self.registrar.forget(aor),
             },
-            Some(Key::Call(id)) => self.b2bua.read_back(&mut self.sink, key, id, record),
+            Some(Key::Call(id)) => self.b2bua.read_back(&mut self.sink, key, id, record, now),
             None => {}
         }
         self.flush();

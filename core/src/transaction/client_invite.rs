@@ -95,7 +95,7 @@ impl ClientInviteTransaction {
         use ClientInviteState::*;
         match (self.state, timer) {
             (Calling, Timer::A) => {
-                out.send(self.peer, self.request.to_bytes());
+                out.send_request(self.peer, self.request.to_bytes(), true);
                 self.retransmits += 1;
                 self.last_sent_at = now;
             }
@@ -133,7 +133,7 @@ impl ClientInviteTransaction {
             }
             (Calling | Proceeding, _) => {
                 let ack = ack_for_non2xx(&self.request, &resp);
-                out.send(self.peer, ack.to_bytes());
+                out.send_ack(self.peer, ack.to_bytes(), false);
                 self.ack = Some(ack);
                 self.enter(Completed, now);
                 out.event(TxEvent::Response {
@@ -144,7 +144,7 @@ impl ClientInviteTransaction {
             (Completed, 300..) => {
                 // A retransmission of the final response: ACK again, tell nobody.
                 if let Some(ack) = &self.ack {
-                    out.send(self.peer, ack.to_bytes());
+                    out.send_ack(self.peer, ack.to_bytes(), true);
                 }
             }
             (Accepted, 200..=299) => out.event(TxEvent::Response {

@@ -95,7 +95,7 @@ impl ClientNonInviteTransaction {
         use ClientNonInviteState::*;
         match (self.state, timer) {
             (Trying | Proceeding, Timer::E) => {
-                out.send(self.peer, self.request.to_bytes());
+                out.send_request(self.peer, self.request.to_bytes(), true);
                 self.retransmits += 1;
                 self.last_sent_at = now;
                 self.resent_in_proceeding = self.state == Proceeding;

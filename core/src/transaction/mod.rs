@@ -162,6 +162,27 @@ pub struct Transmit {
     /// The Call-ID of the message (`None` for an answer to something unparsable): messages
     /// of one Call-ID keep their order; others need not wait for each other.
     pub call_id: Option<String>,
+    /// What sent it, so that a batch whose writes failed is undone without parsing its
+    /// bytes again.
+    pub origin: Origin,
+    /// A copy of something sent before (a timer's retransmission, an answer resent to a
+    /// retransmitted request): the node drops it while the first copy may still be
+    /// waiting for the store.
+    pub retransmission: bool,
+}
+
+/// What sent a [`Transmit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The request of client transaction `key`.
+    Request(TxKey),
+    /// The ACK that INVITE client transaction `key` sends for a non-2xx answer.
+    Ack(TxKey),
+    /// A response with status `code` of server transaction `key`.
+    Response(TxKey, u16),
+    /// Nothing stateful: an ACK for a 2xx, the TU's 2xx retransmissions, an answer to a
+    /// message that could not be parsed.
+    Stateless,
 }
 
 /// What the transaction layer tells its user (the TU).
@@ -215,12 +236,30 @@ pub(crate) struct Out<'a> {
 }
 
 impl Out<'_> {
-    fn send(&mut self, to: Peer, bytes: Vec<u8>) {
+    fn send(&mut self, to: Peer, bytes: Vec<u8>, origin: Origin, retransmission: bool) {
         self.transmits.push_back(Transmit {
             to,
             bytes,
             call_id: self.call_id.map(str::to_string),
+            origin,
+            retransmission,
         });
+    }
+
+    /// The transaction's request (`again`: a retransmission).
+    fn send_request(&mut self, to: Peer, bytes: Vec<u8>, again: bool) {
+        self.send(to, bytes, Origin::Request(self.key()), again);
+    }
+
+    /// The ACK of an INVITE client transaction for a non-2xx answer.
+    fn send_ack(&mut self, to: Peer, bytes: Vec<u8>, again: bool) {
+        self.send(to, bytes, Origin::Ack(self.key()), again);
+    }
+
+    /// A response of a server transaction.
+    fn send_response(&mut self, to: Peer, resp: &Response, again: bool) {
+        let origin = Origin::Response(self.key(), resp.code);
+        self.send(to, resp.to_bytes(), origin, again);
     }
 
     fn event(&mut self, event: TxEvent) {
@@ -566,6 +605,8 @@ impl TransactionLayer {
             to,
             bytes: req.to_bytes(),
             call_id: req.headers.get("Call-ID").map(str::to_string),
+            origin: Origin::Request(key.clone()),
+            retransmission: false,
         });
         let tx = if req.method == Method::Invite {
             Transaction::ClientInvite(ClientInviteTransaction::new(req, to, now))
@@ -591,12 +632,30 @@ impl TransactionLayer {
         .unwrap_or(Err(TxError::UnknownTransaction))
     }
 
-    /// Sends a message outside any transaction (the ACK for a 2xx, stateless responses).
-    pub fn send_stateless(&mut self, msg: &SipMessage, to: Peer) {
+    /// Sends a message outside any transaction (the ACK for a 2xx, stateless responses);
+    /// `again` when it is a copy of one sent before (the TU's 2xx retransmissions).
+    pub fn send_stateless(&mut self, msg: &SipMessage, to: Peer, again: bool) {
         self.transmits.push_back(Transmit {
             to,
             bytes: msg.to_bytes(),
             call_id: msg.headers().get("Call-ID").map(str::to_string),
+            origin: Origin::Stateless,
+            retransmission: again,
+        });
+    }
+
+    /// The last message of transaction `key` really left at `now` (its batch waited for the
+    /// store): retransmission intervals count from there, so the first copy and the next
+    /// are never closer than the RFC's interval.
+    pub fn departed(&mut self, key: &TxKey, now: UnixMillis) {
+        self.step(key, |tx, _| {
+            let at = match tx {
+                Transaction::ClientInvite(t) => &mut t.last_sent_at,
+                Transaction::ClientNonInvite(t) => &mut t.last_sent_at,
+                Transaction::ServerInvite(t) => &mut t.last_sent_at,
+                Transaction::ServerNonInvite(_) => return,
+            };
+            *at = (*at).max(now);
         });
     }
 
@@ -617,13 +676,14 @@ impl TransactionLayer {
 
     /// The 2xx sent through INVITE server transaction `key` never left (its store write
     /// failed): the transaction goes back to Proceeding, so that the TU can still send a
-    /// final response. `false` if it is not an INVITE server transaction in Accepted.
-    pub fn withdraw_2xx(&mut self, key: &TxKey, now: UnixMillis) -> bool {
+    /// final response. Returns the withdrawn 2xx; `None` if it is not an INVITE server
+    /// transaction in Accepted.
+    pub fn withdraw_2xx(&mut self, key: &TxKey, now: UnixMillis) -> Option<Response> {
         self.step(key, |tx, _| match tx {
             Transaction::ServerInvite(t) => t.withdraw_2xx(now),
-            _ => false,
+            _ => None,
         })
-        .unwrap_or(false)
+        .flatten()
     }
 
     /// Sends the last response of INVITE server transaction `key` again (its first copy
@@ -631,7 +691,8 @@ impl TransactionLayer {
     pub fn resend_response(&mut self, key: &TxKey) {
         self.step(key, |tx, out| {
             if let Transaction::ServerInvite(t) = tx {
-                t.resend_last(out);
+                // Its first copy never left: this is no retransmission.
+                t.resend_last(out, false);
             }
         });
     }

@@ -72,20 +72,19 @@ impl ServerInviteTransaction {
 
     /// The 2xx that moved us to Accepted never left (its store write failed): as far as
     /// the wire knows we are still Proceeding, so we go back there and may still send a
-    /// final response. `false` if we were not in Accepted.
-    pub(crate) fn withdraw_2xx(&mut self, now: UnixMillis) -> bool {
+    /// final response. Returns that 2xx; `None` if we were not in Accepted.
+    pub(crate) fn withdraw_2xx(&mut self, now: UnixMillis) -> Option<Response> {
         if self.state != ServerInviteState::Accepted {
-            return false;
+            return None;
         }
         self.enter(ServerInviteState::Proceeding, now);
         // The provisional we last sent (if any) is not known any more; none is resent.
-        self.last_response = None;
-        true
+        self.last_response.take()
     }
 
-    pub(crate) fn resend_last(&self, out: &mut Out) {
+    pub(crate) fn resend_last(&self, out: &mut Out, again: bool) {
         if let Some(r) = &self.last_response {
-            out.send(self.peer, r.to_bytes());
+            out.send_response(self.peer, r, again);
         }
     }
 
@@ -115,11 +114,11 @@ impl ServerInviteTransaction {
         match (self.state, timer) {
             (Proceeding, Timer::Trying) => {
                 let trying = response_to(&self.request, 100, None, "");
-                out.send(self.peer, trying.to_bytes());
+                out.send_response(self.peer, &trying, false);
                 self.last_response = Some(trying);
             }
             (Completed, Timer::G) => {
-                self.resend_last(out);
+                self.resend_last(out, true);
                 self.retransmits += 1;
                 self.last_sent_at = now;
             }
@@ -139,7 +138,7 @@ impl ServerInviteTransaction {
     pub(crate) fn on_request(&mut self, req: Request, from: Peer, now: UnixMillis, out: &mut Out) {
         use ServerInviteState::*;
         match (self.state, &req.method) {
-            (Proceeding | Completed, Method::Invite) => self.resend_last(out),
+            (Proceeding | Completed, Method::Invite) => self.resend_last(out, true),
             (Completed, Method::Ack) => self.enter(Confirmed, now),
             (Accepted, Method::Ack) => out.event(TxEvent::Ack { request: req, from }),
             _ => {} // Confirmed absorbs ACKs; Accepted absorbs INVITEs (RFC 6026 §7.1).
@@ -166,7 +165,7 @@ impl ServerInviteTransaction {
             (Accepted, 200..=299) => {}
             _ => return Err(TxError::InvalidState),
         }
-        out.send(self.peer, resp.to_bytes());
+        out.send_response(self.peer, &resp, false);
         self.last_response = Some(resp);
         Ok(())
     }

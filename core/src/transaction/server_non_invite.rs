@@ -77,7 +77,7 @@ impl ServerNonInviteTransaction {
     /// A retransmission of the request: resend the last response, if any (§17.2.2).
     pub(crate) fn on_request(&mut self, _req: &Request, out: &mut Out) {
         if let Some(r) = &self.last_response {
-            out.send(self.peer, r.to_bytes());
+            out.send_response(self.peer, r, true);
         }
     }
 
@@ -100,7 +100,7 @@ impl ServerNonInviteTransaction {
             (Trying | Proceeding, 200..) => self.enter(Completed, now),
             _ => return Err(TxError::InvalidState),
         }
-        out.send(self.peer, resp.to_bytes());
+        out.send_response(self.peer, &resp, false);
         self.last_response = Some(resp);
         Ok(())
     }

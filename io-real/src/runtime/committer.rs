@@ -10,23 +10,24 @@
 //! A batch is looked at when it arrives (sent at once if it may be) and again only when a
 //! commit ends or stalls, so the work per batch stays constant under load.
 //!
-//! It never blocks on the node: what it reports goes back on an unbounded channel, whose
-//! size is bounded by the batches in flight (the node refuses new work beyond
-//! `limits.max_uncommitted_batches`). So the node loop and the committer cannot wait on
-//! each other.
+//! It never blocks on the node: what it reports (the core's [`Input`]: `Committed`,
+//! `CommitFailed` with each failed write's kind, `Record`) goes back on an unbounded
+//! channel, whose size is bounded by the batches in flight (the node refuses new work
+//! beyond `limits.max_uncommitted_batches`). So the node loop and the committer cannot wait
+//! on each other. It neither parses nor hashes what it sends: the node drops
+//! retransmissions whose first copy still waits for the store.
 
-use super::pacer::Pacer;
 use super::transport::Sender;
 use super::Clock;
 use crate::store::{apply_resolved, Store, StoreError};
-use drongo_core::node::Batch;
-use drongo_core::store::{StoreWrite, StoredRecord};
+use drongo_core::node::{Batch, BatchId, Input, WriteError};
+use drongo_core::store::StoreWrite;
 use drongo_core::transaction::Transmit;
 use drongo_core::UnixMillis;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::warn;
 
 /// How long a commit keeps retrying a store that is unavailable before it gives up.
 const STORE_PATIENCE: u64 = 5_000;
@@ -39,20 +40,6 @@ const STALL_MS: u64 = 200;
 /// Group commits in flight at once, at most.
 const GROUPS_MAX: usize = 16;
 
-/// What the committer tells the node.
-#[derive(Debug)]
-pub enum StoreResult {
-    /// This many batches with writes were committed and their transmits sent.
-    Committed(usize),
-    /// A batch whose writes failed: its transmits were not sent.
-    Failed(Batch),
-    /// What the store holds at `key` now, read after a write to it failed.
-    Record {
-        key: String,
-        record: Option<StoredRecord>,
-    },
-}
-
 /// A group commit that finished.
 struct Done {
     id: u64,
@@ -63,13 +50,8 @@ struct Done {
 struct Committer<S> {
     store: S,
     sender: Sender,
-    results: mpsc::UnboundedSender<StoreResult>,
+    results: mpsc::UnboundedSender<Input>,
     clock: Clock,
-    pacer: Pacer,
-    /// Transmits of failed batches (but failure responses to INVITE): later copies of them
-    /// (retransmissions queued meanwhile) must not go out either, or a peer would hear a
-    /// response the node has since taken back.
-    withheld: Pacer,
     /// Batches not yet committed or sent, in the node's order, with their order keys.
     pending: VecDeque<(Batch, Vec<String>)>,
     /// How many pending batches hold each key.
@@ -87,9 +69,8 @@ pub async fn run<S: Store + Clone>(
     store: S,
     mut rx: mpsc::Receiver<Batch>,
     sender: Sender,
-    results: mpsc::UnboundedSender<StoreResult>,
+    results: mpsc::UnboundedSender<Input>,
     clock: Clock,
-    t1: u64,
 ) {
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut c = Committer {
@@ -97,8 +78,6 @@ pub async fn run<S: Store + Clone>(
         sender,
         results,
         clock,
-        pacer: Pacer::new(t1 / 2),
-        withheld: Pacer::new(64 * t1),
         pending: VecDeque::new(),
         pending_keys: HashMap::new(),
         busy: HashSet::new(),
@@ -155,9 +134,9 @@ impl<S: Store + Clone> Committer<S> {
                 .is_none_or(|at| now.saturating_sub(at) >= STALL_MS)
     }
 
-    fn report_committed(&self, n: usize) {
-        if n > 0 {
-            let _ = self.results.send(StoreResult::Committed(n));
+    fn report_committed(&self, ids: Vec<BatchId>) {
+        if !ids.is_empty() {
+            let _ = self.results.send(Input::Committed(ids));
         }
     }
 
@@ -168,7 +147,9 @@ impl<S: Store + Clone> Committer<S> {
             && b.order_keys()
                 .all(|k| !self.busy.contains(k) && !self.pending_keys.contains_key(k));
         if free {
-            return self.send_all(b.transmits).await;
+            let report = b.report.then_some(b.id);
+            self.send_all(b.transmits).await;
+            return self.report_committed(report.into_iter().collect());
         }
         let keys: Vec<String> = b.order_keys().map(str::to_string).collect();
         for k in &keys {
@@ -185,6 +166,7 @@ impl<S: Store + Clone> Committer<S> {
         let mut group: Vec<Batch> = Vec::new();
         let mut group_keys: HashSet<String> = HashSet::new();
         let mut rest = VecDeque::with_capacity(self.pending.len());
+        let mut sent = Vec::new();
         self.pending_keys.clear();
         while let Some((b, keys)) = self.pending.pop_front() {
             let waits = keys
@@ -195,6 +177,9 @@ impl<S: Store + Clone> Committer<S> {
                 group_keys.extend(keys);
                 group.push(b);
             } else if !waits && !behind_group && b.writes.is_empty() {
+                if b.report {
+                    sent.push(b.id);
+                }
                 self.send_all(b.transmits).await;
             } else {
                 for k in &keys {
@@ -205,6 +190,7 @@ impl<S: Store + Clone> Committer<S> {
             }
         }
         self.pending = rest;
+        self.report_committed(sent);
         if group.is_empty() {
             return;
         }
@@ -240,19 +226,27 @@ impl<S: Store + Clone> Committer<S> {
             }
         }
         let mut offset = 0;
-        let mut committed = 0;
+        let mut committed = Vec::new();
         for batch in done.batches {
             let n = batch.writes.len();
             let answers = done.results.get(offset..offset + n).unwrap_or(&[]);
             offset += n;
-            let failed: Vec<(&StoreWrite, &StoreError)> = batch
+            let failed: Vec<(usize, &StoreWrite, &StoreError)> = batch
                 .writes
                 .iter()
                 .zip(answers)
-                .filter_map(|(w, r)| r.as_ref().err().map(|e| (w, e)))
+                .enumerate()
+                .filter_map(|(i, (w, r))| r.as_ref().err().map(|e| (i, w, e)))
                 .collect();
+            if failed.is_empty() {
+                if batch.report {
+                    committed.push(batch.id);
+                }
+                self.send_all(batch.transmits).await;
+                continue;
+            }
             // Whatever failed is read back, so that the node learns what the store holds.
-            for (w, _) in &failed {
+            for (_, w, _) in &failed {
                 tokio::task::spawn(read_back(
                     self.store.clone(),
                     w.key().to_string(),
@@ -262,52 +256,38 @@ impl<S: Store + Clone> Committer<S> {
             }
             // A message may reveal only state that is durable; the core says which failed
             // writes its transmits reveal.
-            if !batch.held_by(failed.iter().map(|(w, _)| *w)) {
-                committed += usize::from(n > 0);
+            let held = batch.held_by(failed.iter().map(|(_, w, _)| *w));
+            let errors = failed.iter().map(|(i, _, e)| (*i, kind(e))).collect();
+            if held {
+                let errors: Vec<&StoreError> = failed.iter().map(|(_, _, e)| *e).collect();
+                warn!(
+                    writes = n,
+                    ?errors,
+                    "store commit failed; transmits held back"
+                );
+            } else {
                 self.send_all(batch.transmits).await;
-                continue;
             }
-            let errors: Vec<&StoreError> = failed.iter().map(|(_, e)| *e).collect();
-            warn!(
-                writes = n,
-                ?errors,
-                "store commit failed; transmits held back"
-            );
-            let now = self.clock.now();
-            for t in batch.transmits.iter().filter(|t| !fails_an_invite(t)) {
-                self.withheld.admit(t, now);
-            }
-            let _ = self.results.send(StoreResult::Failed(batch));
+            let id = batch.id;
+            let _ = self.results.send(Input::CommitFailed { id, errors });
         }
         self.report_committed(committed);
     }
 
     async fn send_all(&mut self, transmits: Vec<Transmit>) {
-        let now = self.clock.now();
         for t in transmits {
-            if self.withheld.contains(&t, now) {
-                debug!(to = %t.to.addr, "copy of a withheld message dropped");
-            } else if self.pacer.admit(&t, now) {
-                self.sender.send(t).await;
-            } else {
-                debug!(to = %t.to.addr, "identical datagram sent moments ago; copy dropped");
-            }
+            self.sender.send(t).await;
         }
     }
 }
 
-/// Whether `t` is a failure response to an INVITE: the node sends those again after a
-/// failed commit rather than taking them back (see `Node::handle_store_failure`).
-fn fails_an_invite(t: &Transmit) -> bool {
-    match drongo_core::message::parse_datagram(&t.bytes, &Default::default()) {
-        Ok(drongo_core::message::SipMessage::Response(r)) => {
-            r.code >= 300
-                && r.headers
-                    .get("CSeq")
-                    .and_then(drongo_core::message::CSeq::parse)
-                    .is_some_and(|c| c.method == drongo_core::message::Method::Invite)
-        }
-        _ => false,
+/// The core's name for a store error.
+fn kind(e: &StoreError) -> WriteError {
+    match e {
+        StoreError::Conflict => WriteError::Conflict,
+        StoreError::Retryable(_) => WriteError::Unavailable,
+        StoreError::Ambiguous(_) => WriteError::Ambiguous,
+        StoreError::Fatal(_) => WriteError::Fatal,
     }
 }
 
@@ -316,14 +296,14 @@ fn fails_an_invite(t: &Transmit) -> bool {
 async fn read_back<S: Store>(
     store: S,
     key: String,
-    results: mpsc::UnboundedSender<StoreResult>,
+    results: mpsc::UnboundedSender<Input>,
     clock: Clock,
 ) {
     let mut delay = 100;
     loop {
         match store.get(&key, clock.now()).await {
             Ok(record) => {
-                let _ = results.send(StoreResult::Record { key, record });
+                let _ = results.send(Input::Record { key, record });
                 return;
             }
             Err(StoreError::Fatal(e)) => {

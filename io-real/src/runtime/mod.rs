@@ -8,15 +8,13 @@
 
 mod clock;
 mod committer;
-mod pacer;
 mod transport;
 
 use crate::admin;
 use crate::store::{Store, StoreError};
 pub use clock::{now_ms, Clock};
-use committer::StoreResult;
 use drongo_core::config::Config;
-use drongo_core::node::{Batch, Node};
+use drongo_core::node::{Batch, Input, Node};
 use drongo_core::transaction::{Peer, Transport};
 use drongo_core::UnixMillis;
 use std::collections::HashMap;
@@ -33,12 +31,6 @@ use transport::{spawn_connection, udp_socket, Sender};
 /// How long a drain (SIGTERM) may wait for transactions to finish (a second signal ends it
 /// at once; see `main.rs`).
 const DRAIN_LIMIT: u64 = 32_000;
-
-/// A message received: a datagram, or a frame cut from a stream.
-pub struct Packet {
-    pub from: Peer,
-    pub bytes: Vec<u8>,
-}
 
 /// Everything `drongo run` was told.
 pub struct RunConfig {
@@ -75,9 +67,11 @@ pub async fn run<S: Store + Clone>(
     let admin_listener = TcpListener::bind(rc.admin).await?;
     info!(sip = %rc.sip, advertise = %rc.advertise, admin = %rc.admin, "drongo listening (UDP and TCP)");
 
-    let (packet_tx, mut packet_rx) = mpsc::channel::<Packet>(rc.queue);
+    // Datagrams (and frames cut from streams) come on one channel, the committer's answers
+    // on another: both are the core's `Input`.
+    let (packet_tx, mut packet_rx) = mpsc::channel::<Input>(rc.queue);
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(rc.queue);
-    let (results_tx, mut results_rx) = mpsc::unbounded_channel::<StoreResult>();
+    let (results_tx, mut results_rx) = mpsc::unbounded_channel::<Input>();
     let (metrics_tx, mut metrics_rx) = mpsc::channel::<oneshot::Sender<String>>(16);
     let sender = Sender {
         udp: udp.clone(),
@@ -91,7 +85,6 @@ pub async fn run<S: Store + Clone>(
         sender.clone(),
         results_tx,
         rc.clock,
-        rc.core.timers.t1,
     ));
 
     // UDP receiver.
@@ -107,7 +100,7 @@ pub async fn run<S: Store + Clone>(
                             addr: from,
                         };
                         let bytes = buf[..n].to_vec();
-                        if input.send(Packet { from, bytes }).await.is_err() {
+                        if input.send(Input::Datagram { from, bytes }).await.is_err() {
                             break;
                         }
                     }
@@ -191,9 +184,9 @@ pub async fn run<S: Store + Clone>(
                 draining_since = Some(now_ms());
             }
             Some(result) = results_rx.recv() => {
-                handle_result(&mut node, result, now_ms());
+                node.handle_input(now_ms(), result);
                 while let Ok(r) = results_rx.try_recv() {
-                    handle_result(&mut node, r, now_ms());
+                    node.handle_input(now_ms(), r);
                 }
             }
             permit = batch_tx.reserve(), if node.has_batch() => {
@@ -207,11 +200,11 @@ pub async fn run<S: Store + Clone>(
             }
             packet = packet_rx.recv() => {
                 let Some(p) = packet else { break };
-                node.handle_datagram(now_ms(), p.from, &p.bytes);
+                node.handle_input(now_ms(), p);
                 // Take whatever else is ready, up to a bound, before looking at timers.
                 for _ in 0..256 {
                     match packet_rx.try_recv() {
-                        Ok(p) => node.handle_datagram(now_ms(), p.from, &p.bytes),
+                        Ok(p) => node.handle_input(now_ms(), p),
                         Err(_) => break,
                     }
                 }
@@ -233,12 +226,4 @@ pub async fn run<S: Store + Clone>(
     let _ = committer.await;
     info!("drained; state flushed");
     Ok(())
-}
-
-fn handle_result(node: &mut Node, result: StoreResult, now: UnixMillis) {
-    match result {
-        StoreResult::Committed(n) => node.handle_committed(n),
-        StoreResult::Failed(batch) => node.handle_store_failure(now, &batch),
-        StoreResult::Record { key, record } => node.handle_store_record(now, &key, record),
-    }
 }

@@ -2,8 +2,8 @@
 //! core's stream framer, and closed after a long silence. Under `--cfg madsim` the same code
 //! runs on madsim's simulated sockets.
 
-use super::Packet;
 use drongo_core::message::{error_response_from_raw, Frame, Rejection, Rule, StreamFramer};
+use drongo_core::node::Input;
 use drongo_core::transaction::{Peer, Transmit, Transport};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,7 +24,7 @@ pub(super) type TcpConns = Arc<Mutex<HashMap<SocketAddr, mpsc::UnboundedSender<V
 pub(super) struct Sender {
     pub(super) udp: Arc<UdpSocket>,
     pub(super) tcp: TcpConns,
-    pub(super) input: mpsc::Sender<Packet>,
+    pub(super) input: mpsc::Sender<Input>,
     pub(super) max_message: usize,
 }
 
@@ -98,7 +98,12 @@ pub(super) fn spawn_connection(
             while let Some(frame) = framer.next_frame() {
                 match frame {
                     Ok(Frame::Message(bytes)) => {
-                        if sender.input.send(Packet { from, bytes }).await.is_err() {
+                        if sender
+                            .input
+                            .send(Input::Datagram { from, bytes })
+                            .await
+                            .is_err()
+                        {
                             break 'conn;
                         }
                     }
@@ -129,13 +134,6 @@ pub(super) fn spawn_connection(
     tx
 }
 
-/// Keeps identical datagrams to one peer at least `window` apart.
-///
-/// A message whose batch waits for a slow store commit leaves late, but its transaction's
-/// retransmission timers started when it was made: the copies they produce meanwhile queue
-/// up behind it and would all leave at once when the commit finally succeeds (the
-/// simulation's `store-outage` scenario found these bursts). A copy that follows an
-/// identical datagram by less than half of T1 carries no news, so it is dropped; the next
 #[cfg(not(madsim))]
 pub(super) async fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};

@@ -1,0 +1,193 @@
+//! What the node does with the store's answers to its batches, named by batch id: a
+//! retransmission waits for its first copy to leave, a compare-and-swap lost to another
+//! owner drops the call without a word, and a 2xx taken back is never retransmitted.
+
+mod common;
+
+use common::*;
+
+/// Takes every batch the node has, reports the reported ones as sent at `now`, and
+/// returns the first lines sent to `to`.
+fn take_sent(n: &mut Node, now: u64, to: &str) -> Vec<String> {
+    let mut lines_to = Vec::new();
+    while let Some(b) = n.poll_batch() {
+        if b.report {
+            n.handle_committed(now, &[b.id]);
+        }
+        for t in &b.transmits {
+            if t.to.addr.to_string() == to {
+                let m = parse_datagram(&t.bytes, &Limits::default()).unwrap();
+                lines_to.push(first_line(&m));
+            }
+        }
+    }
+    lines_to
+}
+
+/// The callee answers the call's INVITE at T0 + 30; returns the B-leg INVITE and the
+/// batch with the call's record and the 200 for the caller, which the store has not
+/// answered yet.
+fn answered_unsaved(n: &mut Node) -> (drongo_core::message::Request, Batch) {
+    let mut store = BTreeMap::new();
+    register_bob(n, &mut store);
+    send(n, T0 + 10, A, INVITE);
+    let out = run(n, &mut store);
+    let SipMessage::Request(b_inv) = out[0].1.clone() else {
+        panic!()
+    };
+    send(n, T0 + 30, B, &reply(&b_inv, "200 OK"));
+    let batch = n.poll_batch().unwrap();
+    assert!(batch.report && batch.writes.len() == 1);
+    (b_inv, batch)
+}
+
+#[test]
+fn a_2xx_is_retransmitted_counting_from_when_its_first_copy_left() {
+    let mut n = node(Config::default());
+    let (_, first) = answered_unsaved(&mut n);
+    // The store takes 2 s. Meanwhile T1 and 2·T1 pass: no copy of the 200 is made (it
+    // would only queue behind the first and leave with it).
+    for t in [T0 + 530, T0 + 1530] {
+        n.handle_timeout(t);
+        assert_eq!(take_sent(&mut n, t, A), Vec::<String>::new(), "at {t}");
+    }
+    assert_eq!(n.metrics().retransmissions_dropped, 2);
+    // The first copy leaves at T0 + 2000: the next is due 2 s (T1·2², the copies already
+    // due counted) after that, not before.
+    n.handle_committed(T0 + 2_000, &[first.id]);
+    for t in (T0 + 2_000..T0 + 4_000).step_by(100) {
+        n.handle_timeout(t);
+        assert_eq!(take_sent(&mut n, t, A), Vec::<String>::new(), "at {t}");
+    }
+    n.handle_timeout(T0 + 4_000);
+    assert_eq!(take_sent(&mut n, T0 + 4_000, A), ["200 OK"]);
+}
+
+#[test]
+fn a_call_whose_write_lost_to_another_owner_is_dropped_without_a_word() {
+    let (mut n, store, _b_inv, ok) = acked_call();
+    // The caller hangs up: the record becomes `Ending`, the callee is to get our BYE.
+    send(&mut n, T0 + 100, A, &from_a(&ok, "BYE", 2, "z9hG4bKa3"));
+    let batch = n.poll_batch().unwrap();
+    let key = batch.writes[0].key().to_string();
+    let errors = vec![(0, WriteError::Conflict)];
+    n.handle_input(
+        T0 + 110,
+        Input::CommitFailed {
+            id: batch.id,
+            errors,
+        },
+    );
+    assert!(n.poll_batch().is_none(), "nothing before the read-back");
+    // Node 2 has taken the call over: the record names it.
+    let mut record = store[&key].clone();
+    let text = String::from_utf8(record.value.clone()).unwrap();
+    assert!(text.contains("\"owner\":1"), "{text}");
+    record.value = text.replace("\"owner\":1", "\"owner\":2").into_bytes();
+    record.version += 1;
+    n.handle_input(
+        T0 + 120,
+        Input::Record {
+            key,
+            record: Some(record),
+        },
+    );
+    assert!(
+        n.poll_batch().is_none(),
+        "no BYE, no error response, no write: the call is node 2's"
+    );
+    assert_eq!(n.active_calls(), 0);
+    n.handle_timeout(T0 + 60_000);
+    assert!(n.poll_batch().is_none(), "and nothing later either");
+}
+
+#[test]
+fn a_lost_compare_and_swap_on_our_own_record_ends_the_call_on_its_version() {
+    let (mut n, store, _b_inv, ok) = acked_call();
+    send(&mut n, T0 + 100, A, &from_a(&ok, "BYE", 2, "z9hG4bKa3"));
+    let batch = n.poll_batch().unwrap();
+    let key = batch.writes[0].key().to_string();
+    let errors = vec![(0, WriteError::Conflict)];
+    n.handle_input(
+        T0 + 110,
+        Input::CommitFailed {
+            id: batch.id,
+            errors,
+        },
+    );
+    // Our own earlier write landed after all (version 2): still ours, so it ends as after
+    // any failed write, writing on the version the store holds.
+    let mut record = store[&key].clone();
+    record.version = 2;
+    n.handle_input(
+        T0 + 120,
+        Input::Record {
+            key,
+            record: Some(record),
+        },
+    );
+    let again = n.poll_batch().unwrap();
+    assert!(
+        matches!(
+            &again.writes[..],
+            [StoreWrite::Put {
+                expect: Some(2),
+                ..
+            }]
+        ),
+        "{:?}",
+        again.writes
+    );
+    let to_b: Vec<String> = again
+        .transmits
+        .iter()
+        .filter(|t| t.to.addr.to_string() == B)
+        .map(|t| first_line(&parse_datagram(&t.bytes, &Limits::default()).unwrap()))
+        .collect();
+    assert_eq!(to_b, ["BYE sip:bob@127.0.0.1:5062"]);
+}
+
+#[test]
+fn a_2xx_taken_back_after_its_call_ended_is_never_retransmitted() {
+    let mut n = node(Config::default());
+    let (b_inv, first) = answered_unsaved(&mut n);
+    // While the record waits for the store, the callee hangs up and the caller answers
+    // our BYE: the call is over, its 2xx left to retransmit on its own until the ACK.
+    send(&mut n, T0 + 40, B, &from_b(&b_inv, "BYE", 2, "z9hG4bKb9"));
+    let ending = n.poll_batch().unwrap();
+    let bye = ending
+        .transmits
+        .iter()
+        .map(|t| parse_datagram(&t.bytes, &Limits::default()).unwrap())
+        .find_map(|m| match m {
+            SipMessage::Request(r) if r.method.as_str() == "BYE" => Some(r),
+            _ => None,
+        })
+        .expect("a BYE to the caller");
+    n.handle_committed(T0 + 45, &[ending.id]);
+    send(&mut n, T0 + 50, A, &ok_for(&bye));
+    take_sent(&mut n, T0 + 50, A);
+    assert_eq!(n.active_calls(), 0);
+    // Now the record's write fails: the 200 never left, and the caller gets 500 instead.
+    let errors = vec![(0, WriteError::Unavailable)];
+    n.handle_input(
+        T0 + 60,
+        Input::CommitFailed {
+            id: first.id,
+            errors,
+        },
+    );
+    let mut to_a = take_sent(&mut n, T0 + 60, A);
+    for t in (T0 + 100..T0 + 40_000).step_by(100) {
+        n.handle_timeout(t);
+        to_a.extend(take_sent(&mut n, t, A));
+    }
+    assert!(
+        to_a.iter().all(|l| l != "200 OK"),
+        "a 200 the caller never had must not follow its 500: {to_a:?}"
+    );
+    assert!(
+        to_a.iter().any(|l| l == "500 Call State Not Saved"),
+        "{to_a:?}"
+    );
+}
