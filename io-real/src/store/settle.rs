@@ -108,9 +108,9 @@ async fn settle<S: Store>(
 mod tests {
     use super::*;
     use crate::store::{Change, MemStore};
-    use std::sync::{Arc, Mutex};
     use drongo_core::store::StoredRecord;
     use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
 
     /// What the next `apply` of the flaky store does.
     enum Fault {

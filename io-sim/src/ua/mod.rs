@@ -1,0 +1,413 @@
+//! A strict simulated SIP user agent.
+//!
+//! It registers (with refreshes, and sometimes lets its registration lapse), looks its
+//! binding up now and then, calls registered users, rings, answers, rejects or is
+//! cancelled, re-INVITEs, hangs up from either side and sometimes goes silent in a dialog.
+//! Retransmissions come from the core's transaction layer; the dialog logic and every check
+//! are its own. It checks what Drongo sends against RFC 3261 and records a violation in the
+//! trace when something is wrong: a response to a request never sent, headers not copied,
+//! a missing To tag, two different final responses for one transaction, a missing Contact
+//! in a 2xx, a request routed to the wrong user, a CSeq going backwards, a registration
+//! that is gone before it expires or lives on after, retransmissions faster than the RFC's
+//! schedule or after the transaction should have given up.
+
+mod checks;
+mod protocol;
+mod workload;
+
+use crate::ledger::{Ledger, Leg};
+use crate::link::{first_line, Arrival, Link, LinkFaults};
+use crate::trace::{fnv64, sim_ms, Trace};
+use drongo::runtime::now_ms;
+use drongo_core::ids::IdGen;
+use drongo_core::message::{
+    header_param, parse_and_validate, response_to, CSeq, Headers, Limits, Method, NameAddr,
+    Request, Response, SipMessage, Via,
+};
+use drongo_core::transaction::{Peer, TimerConfig, TransactionLayer, Transport, TxEvent, TxKey};
+use drongo_core::UnixMillis;
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How a user agent behaves, fixed by the world from the seed.
+#[derive(Debug, Clone)]
+pub struct UaConfig {
+    pub name: String,
+    pub user: String,
+    pub addr: SocketAddr,
+    /// The Drongo node it registers with and calls through.
+    pub home: SocketAddr,
+    pub node_id: u16,
+    pub seed: u64,
+    pub link: LinkFaults,
+    /// Expiry asked for in REGISTER (seconds).
+    pub reg_expires: u32,
+    /// Stop refreshing the registration at this simulated time (it then lapses).
+    pub lapse_at_ms: Option<u64>,
+    /// Largest clock difference between Drongo nodes and the true time.
+    pub skew_bound_ms: u64,
+    /// Probability that the user agent goes silent in a dialog it is in.
+    pub vanish: f64,
+    /// Hold Drongo's retransmissions to the RFC's exact schedule. Off when the store
+    /// misbehaves: Drongo then holds every message behind the slow commit before it (its
+    /// batches leave in order), so copies leave late and bunched; they must still be at
+    /// least T1/2 apart and no more than the schedule's number.
+    pub strict_schedule: bool,
+    /// How much longer than usual one store commit can take here (the store's extra
+    /// latency, both ways): a retransmission may wait behind one such commit.
+    pub commit_slack_ms: u64,
+}
+
+/// What the workload tells a user agent to do.
+#[derive(Debug)]
+pub enum Command {
+    Call { callee: String, token: String },
+}
+
+/// Something to do at a time.
+#[derive(Debug, Clone)]
+enum Action {
+    Register,
+    Probe,
+    Answer(String),
+    Reject(String, u16),
+    Cancel(String),
+    Hangup(String),
+    Reinvite(String),
+    Vanish(String),
+    Resend2xx(String),
+    /// 64·T1 after our CANCEL: an INVITE still without a final response is given up (§9.1).
+    Abandon(String),
+}
+
+/// Why a client transaction was started.
+#[derive(Debug, Clone)]
+enum Purpose {
+    Register { requested: u32, sent_at: UnixMillis },
+    Probe { sent_at: UnixMillis },
+    Invite(String),
+    Reinvite(String),
+    Cancel,
+    Bye,
+}
+
+/// A request we sent, to check responses against.
+struct Sent {
+    method: Method,
+    call_id: String,
+    from_tag: String,
+    cseq: u32,
+    has_sdp: bool,
+    to_tag: Option<String>,
+    final_: Option<(u16, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum State {
+    #[default]
+    Early,
+    Confirmed,
+    Ended,
+}
+
+/// A 2xx we retransmit until its ACK comes (§13.3.1.4).
+struct Pending2xx {
+    key: TxKey,
+    response: Response,
+    cseq: u32,
+    interval: u64,
+    give_up_at: UnixMillis,
+}
+
+/// One dialog of this user agent (a call it made or got).
+#[derive(Default)]
+struct Call {
+    token: String,
+    caller: bool,
+    /// Index of this leg among the callee legs of the token (callee side).
+    leg: usize,
+    local_tag: String,
+    remote_tag: Option<String>,
+    local_uri: String,
+    remote_uri: String,
+    remote_target: String,
+    local_cseq: u32,
+    remote_cseq: Option<u32>,
+    state: State,
+    invite: Option<Request>,
+    server_invite: Option<(TxKey, Request)>,
+    canceled: bool,
+    vanished: bool,
+    pending_2xx: Option<Pending2xx>,
+    /// Caller: a provisional response came (only then may a CANCEL go, §9.1).
+    provisional: bool,
+    /// Caller: we mean to CANCEL as soon as a provisional response allows it.
+    cancel_wanted: bool,
+    /// Callee: our 2xx to the INVITE went out (the dialog exists).
+    sent_2xx: bool,
+    reinvite_pending: bool,
+    acks: BTreeMap<u32, Request>,
+}
+
+/// Binding facts for the registration checks (true time, milliseconds).
+#[derive(Default)]
+struct Registration {
+    call_id: String,
+    cseq: u32,
+    /// Each 200 that listed our binding: (answer received, expiry it implies).
+    grants: Vec<(UnixMillis, UnixMillis)>,
+    /// Latest time a binding we asked for could expire: from each 200 (processed before
+    /// it arrived) and from each REGISTER that got no answer at all (processed, if at all,
+    /// by its last retransmission).
+    could_live_until: UnixMillis,
+    /// The bound of the REGISTER in flight, until its answer replaces it.
+    pending: Option<UnixMillis>,
+}
+
+pub struct Ua {
+    cfg: UaConfig,
+    who: String,
+    trace: Trace,
+    ledger: Ledger,
+    link: Link,
+    tx: TransactionLayer,
+    timers_cfg: TimerConfig,
+    ids: IdGen,
+    rng: ChaCha8Rng,
+    timers: BTreeMap<(UnixMillis, u64), Action>,
+    seq: u64,
+    calls: BTreeMap<String, Call>,
+    purposes: BTreeMap<TxKey, Purpose>,
+    sent: BTreeMap<String, Sent>,
+    /// Arrival times of each request Drongo retransmits (branch + method).
+    copies: BTreeMap<String, Vec<u64>>,
+    /// Arrival times of each 2xx to INVITE (Call-ID + CSeq).
+    ok_copies: BTreeMap<String, Vec<u64>>,
+    reg: Registration,
+    limits: Limits,
+}
+
+fn contact_uri(cfg: &UaConfig) -> String {
+    format!("sip:{}@{}", cfg.user, cfg.addr)
+}
+
+fn tag_of(value: Option<&str>) -> Option<String> {
+    value
+        .and_then(|v| header_param(v, "tag"))
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+}
+
+/// The branch of the top Via.
+fn top_branch(h: &Headers) -> Option<String> {
+    h.get("Via")
+        .and_then(Via::parse)
+        .and_then(|v| v.branch().map(str::to_string))
+}
+
+fn uri_in(value: &str) -> String {
+    NameAddr::parse(value).map_or_else(|| value.to_string(), |n| n.uri)
+}
+
+fn sdp(cfg: &UaConfig, token: &str, version: u32) -> Vec<u8> {
+    format!(
+        "v=0\r\no=- 1 {version} IN IP4 {ip}\r\ns={token}\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+        ip = cfg.addr.ip()
+    )
+    .into_bytes()
+}
+
+fn token_of(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("s="))
+        .map(|s| s.trim().to_string())
+}
+
+impl Ua {
+    pub async fn run(
+        cfg: UaConfig,
+        trace: Trace,
+        ledger: Ledger,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+    ) {
+        let (in_tx, mut inbox) = mpsc::unbounded_channel::<Arrival>();
+        let who = cfg.name.clone();
+        let link = match Link::bind(
+            cfg.addr,
+            cfg.link,
+            cfg.seed ^ 0x11,
+            trace.clone(),
+            who.clone(),
+            in_tx,
+        )
+        .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                trace.violation(&who, format_args!("cannot bind {}: {e}", cfg.addr));
+                return;
+            }
+        };
+        let timers_cfg = TimerConfig::default();
+        let mut ua = Ua {
+            who,
+            trace,
+            ledger,
+            link,
+            tx: TransactionLayer::new(timers_cfg),
+            timers_cfg,
+            ids: IdGen::new(cfg.node_id, cfg.seed),
+            rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+            timers: BTreeMap::new(),
+            seq: 0,
+            calls: BTreeMap::new(),
+            purposes: BTreeMap::new(),
+            sent: BTreeMap::new(),
+            copies: BTreeMap::new(),
+            ok_copies: BTreeMap::new(),
+            reg: Registration::default(),
+            limits: Limits::default(),
+            cfg,
+        };
+        ua.reg.call_id = ua.ids.call_id();
+        let start = now_ms();
+        let first = ua.between(0, 1_000);
+        ua.at(start + first, Action::Register);
+        let probe = ua.between(5_000, 15_000);
+        ua.at(start + probe, Action::Probe);
+        let mut commands_open = true;
+        loop {
+            ua.flush();
+            let now = now_ms();
+            let next = [ua.tx.poll_timeout(), ua.timers.keys().next().map(|k| k.0)]
+                .into_iter()
+                .flatten()
+                .min();
+            let wait = next.map_or(Duration::from_secs(3600), |t| {
+                Duration::from_millis(t.saturating_sub(now))
+            });
+            tokio::select! {
+                biased;
+                arrival = inbox.recv() => {
+                    let Some(a) = arrival else { break };
+                    ua.on_arrival(a);
+                }
+                cmd = commands.recv(), if commands_open => match cmd {
+                    Some(c) => ua.on_command(c),
+                    None => commands_open = false,
+                },
+                _ = madsim::time::sleep(wait) => ua.on_timeout(),
+            }
+        }
+    }
+
+    fn home(&self) -> Peer {
+        Peer {
+            transport: Transport::Udp,
+            addr: self.cfg.home,
+        }
+    }
+
+    /// Sends what the transaction layer queued, and handles what it has to say.
+    fn flush(&mut self) {
+        loop {
+            let mut busy = false;
+            while let Some(t) = self.tx.poll_transmit() {
+                busy = true;
+                self.trace.log(
+                    &self.who,
+                    format_args!("> {} {}", t.to.addr, summary(&t.bytes)),
+                );
+                self.link.send(t.to.addr, t.bytes);
+            }
+            while let Some(e) = self.tx.poll_event() {
+                busy = true;
+                self.on_event(e);
+            }
+            if !busy {
+                break;
+            }
+        }
+    }
+
+    fn on_timeout(&mut self) {
+        let now = now_ms();
+        self.tx.handle_timeout(now);
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let action = entry.remove();
+            self.on_action(action, now);
+        }
+    }
+
+    // ----- requests we start -----
+
+    fn base_request(&mut self, method: Method, uri: &str) -> Request {
+        let mut r = Request {
+            method,
+            uri: uri.to_string(),
+            headers: Default::default(),
+            body: Vec::new(),
+        };
+        let branch = self.ids.branch();
+        r.headers.push(
+            "Via",
+            format!("SIP/2.0/UDP {};branch={branch}", self.cfg.addr),
+        );
+        r.headers.push("Max-Forwards", "70");
+        r
+    }
+
+    fn send_request(&mut self, req: Request, purpose: Purpose) {
+        let h = &req.headers;
+        let branch = top_branch(h).unwrap_or_default();
+        let cseq = h.get("CSeq").and_then(CSeq::parse).map_or(0, |c| c.seq);
+        self.sent.insert(
+            format!("{branch} {}", req.method),
+            Sent {
+                method: req.method.clone(),
+                call_id: h.get("Call-ID").unwrap_or("").to_string(),
+                from_tag: tag_of(h.get("From")).unwrap_or_default(),
+                cseq,
+                has_sdp: !req.body.is_empty(),
+                to_tag: None,
+                final_: None,
+            },
+        );
+        match self.tx.send_request(req, self.home(), now_ms()) {
+            Ok(key) => {
+                self.purposes.insert(key, purpose);
+            }
+            Err(e) => self.violation(format_args!("own request refused: {e:?}")),
+        }
+    }
+}
+
+/// A trace line for a message: start line, Call-ID, CSeq and a hash of the exact bytes.
+pub fn summary(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let header = |name: &str| {
+        text.lines()
+            .find_map(|l| {
+                let (n, v) = l.split_once(':')?;
+                n.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| v.trim().to_string())
+            })
+            .unwrap_or_default()
+    };
+    format!(
+        "{} | {} | {} | #{:08x}",
+        first_line(bytes),
+        header("Call-ID"),
+        header("CSeq"),
+        fnv64(bytes) as u32
+    )
+}

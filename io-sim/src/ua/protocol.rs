@@ -1,0 +1,542 @@
+//! The SIP side of the user agent: what it does with each request, response and
+//! transaction event that arrives.
+
+use super::*;
+
+impl Ua {
+    pub(super) fn on_arrival(&mut self, a: Arrival) {
+        let now = now_ms();
+        self.trace.log(
+            &self.who,
+            format_args!("< {} {}", a.from, summary(&a.bytes)),
+        );
+        let msg = match parse_and_validate(&a.bytes, &self.limits) {
+            Ok(m) => m,
+            Err(e) => {
+                self.violation(format_args!(
+                    "Drongo sent a message we cannot accept ({e:?}): {}",
+                    first_line(&a.bytes)
+                ));
+                return;
+            }
+        };
+        match &msg {
+            SipMessage::Response(r) => self.check_response(r, a.duplicate),
+            SipMessage::Request(r) => self.check_request(r, a.duplicate),
+        }
+        self.tx.handle_message(
+            msg,
+            Peer {
+                transport: Transport::Udp,
+                addr: a.from,
+            },
+            now,
+        );
+    }
+
+    pub(super) fn on_event(&mut self, e: TxEvent) {
+        let now = now_ms();
+        match e {
+            TxEvent::Request { key, request, .. } => self.on_request(key, request, now),
+            TxEvent::Response { key, response } => {
+                let purpose = self.purposes.get(&key).cloned();
+                if key.method == Method::Invite {
+                    let id = format!("{} {}", self.who, key.branch);
+                    let mut l = self.ledger.lock();
+                    if response.code < 200 {
+                        let what = format!(
+                            "{}: INVITE {} got {} and no final response",
+                            self.who,
+                            response.headers.get("Call-ID").unwrap_or(""),
+                            response.code
+                        );
+                        l.proceeding.entry(id).or_insert((sim_ms(), what));
+                    } else {
+                        l.proceeding.remove(&id);
+                    }
+                }
+                self.on_response(purpose, response, now);
+            }
+            TxEvent::StrayResponse { response, .. } => {
+                // A 2xx retransmission after the INVITE transaction ended: ACK it again.
+                self.reack(&response);
+            }
+            TxEvent::Ack { request, .. } => self.on_ack(&request),
+            TxEvent::Timeout { key, .. } | TxEvent::TransportError { key } => {
+                let purpose = self.purposes.get(&key).cloned();
+                self.on_failure(purpose, now);
+            }
+            TxEvent::Terminated { key } => {
+                self.purposes.remove(&key);
+                let id = format!("{} {}", self.who, key.branch);
+                self.ledger.lock().proceeding.remove(&id);
+            }
+        }
+    }
+
+    pub(super) fn reack(&mut self, resp: &Response) {
+        let h = &resp.headers;
+        let cseq = h.get("CSeq").and_then(CSeq::parse);
+        let (Some(id), Some(cseq)) = (h.get("Call-ID"), cseq) else {
+            return;
+        };
+        if cseq.method != Method::Invite || !(200..300).contains(&resp.code) {
+            return;
+        }
+        let ack = self.calls.get(id).and_then(|c| {
+            if c.vanished {
+                None
+            } else {
+                c.acks.get(&cseq.seq).cloned()
+            }
+        });
+        if let Some(ack) = ack {
+            self.tx
+                .send_stateless(&SipMessage::Request(ack), self.home(), false);
+        }
+    }
+
+    pub(super) fn on_failure(&mut self, purpose: Option<Purpose>, now: UnixMillis) {
+        match purpose {
+            Some(Purpose::Register { .. }) => {
+                // No answer: it may have been processed all the same.
+                if let Some(latest) = self.reg.pending.take() {
+                    self.reg.could_live_until = self.reg.could_live_until.max(latest);
+                }
+                self.at(now + 5_000, Action::Register);
+            }
+            Some(Purpose::Invite(id)) => {
+                if let Some(c) = self.calls.get_mut(&id) {
+                    if c.state == State::Early {
+                        c.state = State::Ended;
+                        let token = c.token.clone();
+                        self.ledger.call(&token, |l| l.final_seen = true);
+                    }
+                }
+            }
+            Some(Purpose::Reinvite(id)) => {
+                // §12.2.1.2 / §14.1: a timed-out re-INVITE ends the dialog.
+                self.reinvite_done(&id);
+                self.hang_up(&id);
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn reinvite_done(&mut self, id: &str) {
+        if let Some(c) = self.calls.get_mut(id) {
+            if c.reinvite_pending {
+                c.reinvite_pending = false;
+                let token = c.token.clone();
+                self.ledger.call(&token, |l| {
+                    l.reinvites_pending = l.reinvites_pending.saturating_sub(1)
+                });
+            }
+        }
+    }
+
+    pub(super) fn send_ack(&mut self, id: &str, resp: &Response) {
+        let Some(c) = self.calls.get(id) else { return };
+        let cseq = resp
+            .headers
+            .get("CSeq")
+            .and_then(CSeq::parse)
+            .map_or(0, |c| c.seq);
+        if let Some(ack) = c.acks.get(&cseq).cloned() {
+            self.tx
+                .send_stateless(&SipMessage::Request(ack), self.home(), false);
+            return;
+        }
+        let (uri, local, remote, local_tag, remote_tag) = (
+            c.remote_target.clone(),
+            c.local_uri.clone(),
+            c.remote_uri.clone(),
+            c.local_tag.clone(),
+            c.remote_tag.clone().unwrap_or_default(),
+        );
+        let mut ack = self.base_request(Method::Ack, &uri);
+        ack.headers.push("From", format!("{local};tag={local_tag}"));
+        ack.headers.push("To", format!("{remote};tag={remote_tag}"));
+        ack.headers.push("Call-ID", id);
+        ack.headers.push("CSeq", format!("{cseq} ACK"));
+        if let Some(c) = self.calls.get_mut(id) {
+            c.acks.insert(cseq, ack.clone());
+        }
+        self.tx
+            .send_stateless(&SipMessage::Request(ack), self.home(), false);
+    }
+
+    pub(super) fn on_response(
+        &mut self,
+        purpose: Option<Purpose>,
+        resp: Response,
+        now: UnixMillis,
+    ) {
+        let code = resp.code;
+        match purpose {
+            Some(Purpose::Register { requested, sent_at }) if code >= 200 => {
+                // Answered: a 200 says what the binding is (below); a refusal changed nothing.
+                self.reg.pending = None;
+                self.on_register_answer(&resp, requested, sent_at, now)
+            }
+            Some(Purpose::Probe { sent_at }) if code >= 200 => {
+                self.on_probe_answer(&resp, sent_at, now)
+            }
+            Some(Purpose::Invite(id)) => self.on_invite_response(&id, &resp, now),
+            Some(Purpose::Reinvite(id)) if code >= 200 => {
+                self.reinvite_done(&id);
+                if (200..300).contains(&code) {
+                    self.send_ack(&id, &resp);
+                } else if code == 481 || code == 408 {
+                    self.end_leg(&id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn on_invite_response(&mut self, id: &str, resp: &Response, now: UnixMillis) {
+        let code = resp.code;
+        let Some(c) = self.calls.get_mut(id) else {
+            return;
+        };
+        let token = c.token.clone();
+        if code == 180 || code == 183 {
+            self.ledger.call(&token, |l| l.ringing = true);
+        }
+        if code < 200 {
+            if c.remote_tag.is_none() {
+                c.remote_tag = tag_of(resp.headers.get("To"));
+            }
+            c.provisional = true;
+            if c.cancel_wanted {
+                c.cancel_wanted = false;
+                self.cancel(id, now);
+            }
+            return;
+        }
+        self.ledger.call(&token, |l| l.final_seen = true);
+        if code >= 300 {
+            c.state = State::Ended;
+            return;
+        }
+        if c.state == State::Confirmed || c.state == State::Ended {
+            // A retransmission, or a 2xx that crossed a BYE: ACK it (§13.2.2.4), with the
+            // To tag the 2xx carries if the dialog never learnt one.
+            if c.remote_tag.is_none() {
+                c.remote_tag = tag_of(resp.headers.get("To"));
+            }
+            self.send_ack(id, resp);
+            return;
+        }
+        c.remote_tag = tag_of(resp.headers.get("To"));
+        if let Some(target) = resp.headers.get("Contact") {
+            c.remote_target = uri_in(target);
+        }
+        c.state = State::Confirmed;
+        let canceled = c.canceled;
+        self.ledger.call(&token, |l| l.caller.answered = true);
+        self.trace
+            .log(&self.who, format_args!("call {token} answered"));
+        self.send_ack(id, resp);
+        if canceled {
+            // The 2xx crossed our CANCEL: the call is up, so it is ended with BYE.
+            self.hang_up(id);
+        } else {
+            self.plan_confirmed(id, now);
+        }
+    }
+
+    pub(super) fn on_register_answer(
+        &mut self,
+        resp: &Response,
+        requested: u32,
+        sent_at: UnixMillis,
+        now: UnixMillis,
+    ) {
+        if resp.code != 200 {
+            self.at(now + 5_000, Action::Register);
+            return;
+        }
+        let granted = self
+            .our_binding(resp)
+            .and_then(|n| n.param("expires").and_then(|e| e.parse::<u64>().ok()));
+        let Some(secs) = granted else {
+            return self.violation("200 to REGISTER does not list our binding");
+        };
+        if secs > u64::from(requested) {
+            self.violation(format_args!(
+                "granted {secs} s, more than the {requested} s asked"
+            ));
+        }
+        // Drongo set the expiry when it processed the request: after we sent it, before
+        // its answer arrived.
+        self.reg.grants.push((sent_at, sent_at + secs * 1000));
+        self.reg.could_live_until = self.reg.could_live_until.max(now + secs * 1000);
+        self.ledger
+            .lock()
+            .regs
+            .entry(self.who.clone())
+            .or_default()
+            .refreshed += 1;
+        let refresh = secs * 1000 / 2 + self.between(0, 2_000);
+        self.at(now + refresh, Action::Register);
+    }
+
+    /// Our contact among the bindings a 200 to REGISTER lists.
+    pub(super) fn our_binding(&self, resp: &Response) -> Option<NameAddr> {
+        let ours = contact_uri(&self.cfg);
+        resp.headers
+            .get_all("Contact")
+            .filter_map(NameAddr::parse)
+            .find(|n| n.uri.eq_ignore_ascii_case(&ours))
+    }
+
+    pub(super) fn on_probe_answer(
+        &mut self,
+        resp: &Response,
+        sent_at: UnixMillis,
+        now: UnixMillis,
+    ) {
+        if resp.code != 200 {
+            return;
+        }
+        let listed = self.our_binding(resp).is_some();
+        let bound = 1_500 + self.cfg.skew_bound_ms + self.tolerance();
+        // Found until it expires: a grant whose expiry is after the latest time the lookup
+        // could have been processed (plus the bound) must be listed.
+        let must = self
+            .reg
+            .grants
+            .iter()
+            .any(|(_, until)| *until > now + bound);
+        // None lives on after its expiry: nothing we asked for could still be alive.
+        let must_not = self.reg.could_live_until + bound < sent_at && self.reg.pending.is_none();
+        self.ledger
+            .lock()
+            .regs
+            .entry(self.who.clone())
+            .or_default()
+            .lookups += 1;
+        if must && !listed {
+            let until = self.reg.grants.iter().map(|g| g.1).max().unwrap_or(0);
+            self.violation(format_args!(
+                "registration lost: granted until {until}, not listed at {now}"
+            ));
+        }
+        if must_not && listed {
+            self.violation(format_args!(
+                "registration outlived its expiry: could live until {}, listed at {sent_at}",
+                self.reg.could_live_until
+            ));
+        }
+    }
+
+    pub(super) fn on_ack(&mut self, ack: &Request) {
+        let h = &ack.headers;
+        let Some(id) = h.get("Call-ID") else { return };
+        let cseq = h.get("CSeq").and_then(CSeq::parse).map_or(0, |c| c.seq);
+        let now = now_ms();
+        let Some(c) = self.calls.get_mut(id) else {
+            return;
+        };
+        let Some(p) = &c.pending_2xx else { return };
+        if p.cseq != cseq {
+            return;
+        }
+        c.pending_2xx = None;
+        if c.state == State::Early {
+            c.state = State::Confirmed;
+            let id = id.to_string();
+            self.plan_confirmed(&id, now);
+        }
+    }
+
+    pub(super) fn on_request(&mut self, key: TxKey, req: Request, now: UnixMillis) {
+        let h = &req.headers;
+        let to_tag = tag_of(h.get("To"));
+        let call_id = h.get("Call-ID").unwrap_or("").to_string();
+        if req.method == Method::Cancel {
+            let invite = self.tx.invite_for_cancel(&key);
+            let call = self
+                .calls
+                .values_mut()
+                .find(|c| c.server_invite.as_ref().map(|s| &s.0) == invite.as_ref());
+            let Some(c) = call else {
+                let r = response_to(&req, 481, None, "x");
+                let _ = self.tx.send_response(&key, r, now);
+                return;
+            };
+            let tag = c.local_tag.clone();
+            let _ = self
+                .tx
+                .send_response(&key, response_to(&req, 200, None, &tag), now);
+            // After our 2xx the INVITE is answered: the CANCEL changes nothing (§9.2).
+            if c.state == State::Early && !c.sent_2xx {
+                c.canceled = true;
+                c.state = State::Ended;
+                if let Some((ikey, inv)) = c.server_invite.clone() {
+                    let _ = self
+                        .tx
+                        .send_response(&ikey, response_to(&inv, 487, None, &tag), now);
+                }
+            }
+            return;
+        }
+        if to_tag.is_none() {
+            if req.method == Method::Invite {
+                return self.new_call(key, req, now);
+            }
+            let r = response_to(&req, 405, None, "x");
+            let _ = self.tx.send_response(&key, r, now);
+            return;
+        }
+        // In a dialog.
+        let cseq = h.get("CSeq").and_then(CSeq::parse).map_or(0, |c| c.seq);
+        let known = self
+            .calls
+            .get(&call_id)
+            .filter(|c| Some(&c.local_tag) == to_tag.as_ref());
+        let Some(c) = known else {
+            let r = response_to(&req, 481, None, "x");
+            let _ = self.tx.send_response(&key, r, now);
+            return;
+        };
+        if c.vanished {
+            if req.method == Method::Bye {
+                self.trace
+                    .log(&self.who, format_args!("(silent) got BYE in {call_id}"));
+                self.end_leg(&call_id);
+            }
+            return;
+        }
+        if c.state == State::Ended {
+            let r = response_to(&req, 481, None, "x");
+            let _ = self.tx.send_response(&key, r, now);
+            return;
+        }
+        if c.remote_cseq.is_some_and(|r| cseq <= r) {
+            self.violation(format_args!(
+                "{} in {call_id} with CSeq {cseq}, not above the last ({:?})",
+                req.method, c.remote_cseq
+            ));
+            let r = response_to(&req, 500, None, "x");
+            let _ = self.tx.send_response(&key, r, now);
+            return;
+        }
+        let tag = c.local_tag.clone();
+        let (reinvite_pending, awaiting_ack, token) =
+            (c.reinvite_pending, c.pending_2xx.is_some(), c.token.clone());
+        if let Some(c) = self.calls.get_mut(&call_id) {
+            c.remote_cseq = Some(cseq);
+        }
+        match req.method {
+            Method::Bye => {
+                let _ = self
+                    .tx
+                    .send_response(&key, response_to(&req, 200, None, &tag), now);
+                self.end_leg(&call_id);
+            }
+            Method::Invite => {
+                if reinvite_pending || awaiting_ack {
+                    let r = response_to(&req, 491, None, &tag);
+                    let _ = self.tx.send_response(&key, r, now);
+                    return;
+                }
+                let mut resp = response_to(&req, 200, None, &tag);
+                resp.headers
+                    .push("Contact", format!("<{}>", contact_uri(&self.cfg)));
+                resp.headers.push("Content-Type", "application/sdp");
+                resp.body = sdp(&self.cfg, &token, 3);
+                let t1 = self.timers_cfg.t1;
+                if let Some(target) = req.headers.get("Contact") {
+                    if let Some(c) = self.calls.get_mut(&call_id) {
+                        c.remote_target = uri_in(target);
+                    }
+                }
+                if let Some(c) = self.calls.get_mut(&call_id) {
+                    c.pending_2xx = Some(Pending2xx {
+                        key: key.clone(),
+                        response: resp.clone(),
+                        cseq,
+                        interval: t1,
+                        give_up_at: now + 64 * t1,
+                    });
+                }
+                let _ = self.tx.send_response(&key, resp, now);
+                self.at(now + t1, Action::Resend2xx(call_id));
+            }
+            _ => {
+                let r = response_to(&req, 200, None, &tag);
+                let _ = self.tx.send_response(&key, r, now);
+            }
+        }
+    }
+
+    pub(super) fn new_call(&mut self, key: TxKey, req: Request, now: UnixMillis) {
+        let h = &req.headers;
+        let user = req
+            .uri
+            .strip_prefix("sip:")
+            .and_then(|u| u.split('@').next())
+            .unwrap_or("");
+        if user != self.cfg.user {
+            self.violation(format_args!(
+                "INVITE for {} reached {}",
+                req.uri, self.cfg.user
+            ));
+        }
+        let Some(token) = token_of(&req.body) else {
+            self.violation("INVITE without the caller's SDP");
+            let r = response_to(&req, 488, None, "x");
+            let _ = self.tx.send_response(&key, r, now);
+            return;
+        };
+        let call_id = h.get("Call-ID").unwrap_or("").to_string();
+        let local_tag = self.ids.tag();
+        let leg = {
+            let mut l = self.ledger.lock();
+            let c = l.calls.entry(token.clone()).or_default();
+            c.callees.push(Leg {
+                ua: self.who.clone(),
+                ..Leg::default()
+            });
+            c.callees.len() - 1
+        };
+        let call = Call {
+            token,
+            caller: false,
+            leg,
+            local_tag: local_tag.clone(),
+            remote_tag: tag_of(h.get("From")),
+            local_uri: h.get("To").unwrap_or("").to_string(),
+            remote_uri: h
+                .get("From")
+                .map(|f| f.split(";tag=").next().unwrap_or(f).to_string())
+                .unwrap_or_default(),
+            remote_target: h.get("Contact").map(uri_in).unwrap_or_default(),
+            local_cseq: 0,
+            remote_cseq: h.get("CSeq").and_then(CSeq::parse).map(|c| c.seq),
+            server_invite: Some((key.clone(), req.clone())),
+            ..Call::default()
+        };
+        if call.remote_target.is_empty() {
+            self.violation("INVITE without Contact");
+        }
+        self.calls.insert(call_id.clone(), call);
+        let mut ringing = response_to(&req, 180, None, &local_tag);
+        ringing
+            .headers
+            .push("Contact", format!("<{}>", contact_uri(&self.cfg)));
+        let _ = self.tx.send_response(&key, ringing, now);
+        let roll = self.rng.next_u64() % 100;
+        let after = self.between(0, 5_000);
+        let action = match roll {
+            0..=74 => Action::Answer(call_id),
+            75..=84 => Action::Reject(call_id, 486),
+            85..=89 => Action::Reject(call_id, 603),
+            _ => return, // never answers: the caller gives up
+        };
+        self.at(now + after, action);
+    }
+}

@@ -1,0 +1,210 @@
+//! The fault plan: what can go wrong, when it strikes, and how it is inflicted on the
+//! simulated world (kills, partitions, store outages, clock skew).
+
+use super::*;
+
+/// When a fault strikes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Trigger {
+    /// At this simulated time (milliseconds from the start).
+    At(u64),
+    /// As soon as some caller hears ringing and no final answer yet, after this time.
+    Ringing { after_ms: u64 },
+    /// As soon as some call is confirmed, after this time.
+    InCall { after_ms: u64 },
+    /// As soon as a re-INVITE is in progress, after this time.
+    Reinvite { after_ms: u64 },
+}
+
+/// One fault of a plan. Durations are drawn from the ranges with the run's seed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// Kill a Drongo node (it loses everything not in the store) and restart it later;
+    /// it comes back with a new clock offset within the skew bound.
+    KillNode {
+        node: usize,
+        when: Trigger,
+        down_ms: (u64, u64),
+    },
+    /// The store answers every request "retry" (no leader) for a while.
+    StoreUnavailable { when: Trigger, for_ms: (u64, u64) },
+    /// Write answers are lost with probability `rate` (half of those writes happened).
+    StoreAmbiguous {
+        when: Trigger,
+        for_ms: (u64, u64),
+        rate: f64,
+    },
+    /// Cut the network between a Drongo node and the store, then heal it.
+    PartitionNodeStore {
+        node: usize,
+        when: Trigger,
+        for_ms: (u64, u64),
+    },
+    /// The store loses every record: a disaster Drongo cannot survive, used to show that
+    /// the invariants notice lost state.
+    WipeStore { when: Trigger },
+    /// Cut a node off from every user agent (but not from the store), then heal it.
+    PartitionNodeUas {
+        node: usize,
+        when: Trigger,
+        for_ms: (u64, u64),
+    },
+}
+
+pub(super) struct FaultCtx {
+    pub(super) trace: Trace,
+    pub(super) ledger: Ledger,
+    pub(super) server: StoreServer,
+    pub(super) nodes: Vec<NodeId>,
+    pub(super) uas: Vec<NodeId>,
+    pub(super) store: NodeId,
+    pub(super) book: Arc<Mutex<NodeBook>>,
+    pub(super) skew: u64,
+    pub(super) rng: ChaCha8Rng,
+}
+
+impl FaultCtx {
+    async fn wait(&self, when: Trigger) {
+        let (after, cond): (u64, fn(&Ledger) -> bool) = match when {
+            Trigger::At(t) => (t, |_| true),
+            Trigger::Ringing { after_ms } => (after_ms, Ledger::any_ringing),
+            Trigger::InCall { after_ms } => (after_ms, |l| l.confirmed_calls() > 0),
+            Trigger::Reinvite { after_ms } => (after_ms, Ledger::any_reinvite),
+        };
+        let now = sim_ms();
+        if after > now {
+            madsim::time::sleep(Duration::from_millis(after - now)).await;
+        }
+        // Give up on a condition that never comes (the run still has to end).
+        for _ in 0..30_000 {
+            if cond(&self.ledger) {
+                return;
+            }
+            madsim::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.trace
+            .log("fault", "trigger never came; striking anyway");
+    }
+
+    /// Cuts drongo`node` off from `others` (both ways) for a while, then heals it.
+    async fn partition(
+        &mut self,
+        who: &str,
+        node: usize,
+        when: Trigger,
+        for_ms: (u64, u64),
+        others: &[NodeId],
+        what: &str,
+    ) {
+        self.wait(when).await;
+        let d = draw(&mut self.rng, for_ms);
+        let Some(id) = self.nodes.get(node).copied() else {
+            return;
+        };
+        let net = NetSim::current();
+        self.trace.log(
+            who,
+            format_args!("partitions drongo{} from {what} for {d} ms", node + 1),
+        );
+        for other in others {
+            net.clog_link(id, *other);
+            net.clog_link(*other, id);
+        }
+        madsim::time::sleep(Duration::from_millis(d)).await;
+        for other in others {
+            net.unclog_link(id, *other);
+            net.unclog_link(*other, id);
+        }
+        self.trace.log(who, "heals the partition");
+    }
+
+    pub(super) async fn inflict(mut self, n: usize, fault: Fault) {
+        let who = format!("fault{n}");
+        match fault {
+            Fault::KillNode {
+                node,
+                when,
+                down_ms,
+            } => {
+                self.wait(when).await;
+                let down = draw(&mut self.rng, down_ms);
+                let Some(id) = self.nodes.get(node).copied() else {
+                    return;
+                };
+                self.trace
+                    .log(&who, format_args!("kills drongo{} for {down} ms", node + 1));
+                Handle::current().kill(id);
+                madsim::time::sleep(Duration::from_millis(down)).await;
+                let offset = offset(&mut self.rng, self.skew);
+                if let Some(o) = self
+                    .book
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .offsets
+                    .get_mut(node)
+                {
+                    *o = offset;
+                }
+                self.trace
+                    .log(&who, format_args!("restarts drongo{}", node + 1));
+                Handle::current().restart(id);
+            }
+            Fault::StoreUnavailable { when, for_ms } => {
+                self.wait(when).await;
+                let d = draw(&mut self.rng, for_ms);
+                self.trace
+                    .log(&who, format_args!("store unavailable for {d} ms"));
+                self.server.set_faults(|f| f.unavailable = true);
+                madsim::time::sleep(Duration::from_millis(d)).await;
+                self.server.set_faults(|f| f.unavailable = false);
+                self.trace.log(&who, "store available");
+            }
+            Fault::StoreAmbiguous { when, for_ms, rate } => {
+                self.wait(when).await;
+                let d = draw(&mut self.rng, for_ms);
+                self.trace.log(
+                    &who,
+                    format_args!(
+                        "store loses {:.0}% of write answers for {d} ms",
+                        rate * 100.0
+                    ),
+                );
+                self.server.set_faults(|f| f.ambiguous_rate = rate);
+                madsim::time::sleep(Duration::from_millis(d)).await;
+                self.server.set_faults(|f| f.ambiguous_rate = 0.0);
+                self.trace.log(&who, "store answers every write");
+            }
+            Fault::PartitionNodeStore { node, when, for_ms } => {
+                let store = vec![self.store];
+                self.partition(&who, node, when, for_ms, &store, "the store")
+                    .await;
+            }
+            Fault::WipeStore { when } => {
+                self.wait(when).await;
+                let records = self
+                    .server
+                    .data
+                    .scan("", usize::MAX, 0)
+                    .await
+                    .unwrap_or_default();
+                self.trace.log(
+                    &who,
+                    format_args!("wipes the store ({} records)", records.len()),
+                );
+                let deletes = records
+                    .into_iter()
+                    .map(|r| drongo_core::store::StoreWrite::Delete {
+                        key: r.key,
+                        expect: r.version,
+                    })
+                    .collect();
+                let _ = self.server.data.apply(deletes, 0).await;
+            }
+            Fault::PartitionNodeUas { node, when, for_ms } => {
+                let uas = self.uas.clone();
+                self.partition(&who, node, when, for_ms, &uas, "the user agents")
+                    .await;
+            }
+        }
+    }
+}
