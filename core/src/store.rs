@@ -31,6 +31,25 @@ impl StoreWrite {
             StoreWrite::Put { key, .. } | StoreWrite::Delete { key, .. } => key,
         }
     }
+
+    /// The record the write leaves in the store (`None` for a delete).
+    pub fn into_record(self) -> Option<StoredRecord> {
+        match self {
+            StoreWrite::Put {
+                key,
+                value,
+                version,
+                expires_at,
+                ..
+            } => Some(StoredRecord {
+                key,
+                value,
+                version,
+                expires_at,
+            }),
+            StoreWrite::Delete { .. } => None,
+        }
+    }
 }
 
 /// A record as the store holds it.

@@ -63,10 +63,11 @@ fn a_2xx_is_retransmitted_counting_from_when_its_first_copy_left() {
     assert_eq!(take_sent(&mut n, T0 + 4_000, A), ["200 OK"]);
 }
 
-#[test]
-fn a_call_whose_write_lost_to_another_owner_is_dropped_without_a_word() {
+/// A confirmed call whose caller hangs up (the record is to become `Ending`, the callee
+/// to get our BYE), and whose write loses its compare-and-swap; returns the node, its
+/// store and the call's key.
+fn bye_lost_its_cas() -> (Node, Store, String) {
     let (mut n, store, _b_inv, ok) = acked_call();
-    // The caller hangs up: the record becomes `Ending`, the callee is to get our BYE.
     send(&mut n, T0 + 100, A, &from_a(&ok, "BYE", 2, "z9hG4bKa3"));
     let batch = n.poll_batch().unwrap();
     let key = batch.writes[0].key().to_string();
@@ -79,6 +80,12 @@ fn a_call_whose_write_lost_to_another_owner_is_dropped_without_a_word() {
         },
     );
     assert!(n.poll_batch().is_none(), "nothing before the read-back");
+    (n, store, key)
+}
+
+#[test]
+fn a_call_whose_write_lost_to_another_owner_is_dropped_without_a_word() {
+    let (mut n, store, key) = bye_lost_its_cas();
     // Node 2 has taken the call over: the record names it.
     let mut record = store[&key].clone();
     let text = String::from_utf8(record.value.clone()).unwrap();
@@ -103,18 +110,7 @@ fn a_call_whose_write_lost_to_another_owner_is_dropped_without_a_word() {
 
 #[test]
 fn a_lost_compare_and_swap_on_our_own_record_ends_the_call_on_its_version() {
-    let (mut n, store, _b_inv, ok) = acked_call();
-    send(&mut n, T0 + 100, A, &from_a(&ok, "BYE", 2, "z9hG4bKa3"));
-    let batch = n.poll_batch().unwrap();
-    let key = batch.writes[0].key().to_string();
-    let errors = vec![(0, WriteError::Conflict)];
-    n.handle_input(
-        T0 + 110,
-        Input::CommitFailed {
-            id: batch.id,
-            errors,
-        },
-    );
+    let (mut n, store, key) = bye_lost_its_cas();
     // Our own earlier write landed after all (version 2): still ours, so it ends as after
     // any failed write, writing on the version the store holds.
     let mut record = store[&key].clone();

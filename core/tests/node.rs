@@ -202,22 +202,7 @@ fn failed_registration_write_is_settled_by_reading_it_back() {
     let again = n.poll_batch().unwrap();
     assert_eq!(again.writes.len(), 1);
     fail(&mut n, T0 + 4, &again);
-    let StoreWrite::Put {
-        key,
-        value,
-        version,
-        expires_at,
-        ..
-    } = again.writes[0].clone()
-    else {
-        panic!("a put")
-    };
-    let record = StoredRecord {
-        key,
-        value,
-        version,
-        expires_at,
-    };
+    let record = again.writes[0].clone().into_record().expect("a put");
     n.handle_store_record(T0 + 5, "reg/bob", Some(record));
     assert_eq!(n.registrations(), 1);
     assert_eq!(n.metrics().store_failures, 2);
@@ -327,22 +312,7 @@ fn bye_lost_with_a_dead_node_is_sent_by_the_restarted_one() {
     // The batch's writes are committed; the node dies before its transmits leave.
     let batch = n.poll_batch().unwrap();
     for w in batch.writes {
-        if let StoreWrite::Put {
-            key,
-            value,
-            version,
-            expires_at,
-            ..
-        } = w
-        {
-            let record = StoredRecord {
-                key: key.clone(),
-                value,
-                version,
-                expires_at,
-            };
-            store.insert(key, record);
-        }
+        commit(&mut store, w);
     }
     drop(n);
     let mut n = restarted(&store, 2, T0 + 5_000);

@@ -97,13 +97,9 @@ impl B2bua {
         resp: Response,
         now: UnixMillis,
     ) {
-        let Some((id, purpose)) = self.calls.by_client(key) else {
+        let Some((id, purpose)) = self.client_of_live_call(key) else {
             return;
         };
-        if self.calls.is_contested(&id) {
-            // Nothing is done for it until its read-back says whose it is.
-            return;
-        }
         match purpose {
             Purpose::Invite => self.on_invite_response(s, &id, resp, now),
             Purpose::Relay => self.on_relay_response(s, &id, key, resp, now),
@@ -123,18 +119,23 @@ impl B2bua {
         code: u16,
         now: UnixMillis,
     ) {
-        let Some((id, purpose)) = self.calls.by_client(key) else {
+        let Some((id, purpose)) = self.client_of_live_call(key) else {
             return;
         };
-        if self.calls.is_contested(&id) {
-            return;
-        }
         match purpose {
             Purpose::Invite => self.invite_failed(s, &id, code, now),
             Purpose::Relay => self.relay_failed(s, &id, key, code, now),
             Purpose::Fire => {}
             Purpose::Bye(side) => self.bye_done(s, &id, side, now),
         }
+    }
+
+    /// The call and purpose of client transaction `key`; none while the call is contested
+    /// (nothing is done for it until its read-back says whose it is).
+    fn client_of_live_call(&self, key: &TxKey) -> Option<(String, Purpose)> {
+        self.calls
+            .by_client(key)
+            .filter(|(id, _)| !self.calls.is_contested(id))
     }
 
     /// Sends `req` on a leg of call `id` as a client transaction.

@@ -37,6 +37,19 @@ pub fn restarted(store: &BTreeMap<String, StoredRecord>, seed: u64, now: u64) ->
     n
 }
 
+/// Applies one write to an in-memory store as a compare-and-swap that must succeed.
+pub fn commit(store: &mut BTreeMap<String, StoredRecord>, w: StoreWrite) {
+    let (key, expect) = match &w {
+        StoreWrite::Put { key, expect, .. } => (key.clone(), *expect),
+        StoreWrite::Delete { key, expect } => (key.clone(), Some(*expect)),
+    };
+    assert_eq!(store.get(&key).map(|r| r.version), expect, "CAS on {key}");
+    match w.into_record() {
+        Some(r) => store.insert(key, r),
+        None => store.remove(&key),
+    };
+}
+
 /// Applies writes to an in-memory store, as the runtime would, and returns the transmits
 /// as (destination, parsed message).
 pub fn run(n: &mut Node, store: &mut BTreeMap<String, StoredRecord>) -> Vec<(String, SipMessage)> {
@@ -51,29 +64,7 @@ pub fn run(n: &mut Node, store: &mut BTreeMap<String, StoredRecord>) -> Vec<(Str
     {
         let committed = report;
         for w in writes {
-            match w {
-                StoreWrite::Put {
-                    key,
-                    value,
-                    version,
-                    expect,
-                    expires_at,
-                } => {
-                    assert_eq!(store.get(&key).map(|r| r.version), expect, "CAS on {key}");
-                    store.insert(
-                        key.clone(),
-                        StoredRecord {
-                            key,
-                            value,
-                            version,
-                            expires_at,
-                        },
-                    );
-                }
-                StoreWrite::Delete { key, expect } => {
-                    assert_eq!(store.remove(&key).map(|r| r.version), Some(expect));
-                }
-            }
+            commit(store, w);
         }
         if committed {
             n.handle_committed(0, &[id]);
@@ -245,24 +236,7 @@ pub fn confirmed_call(
     }
     n.handle_committed(0, &[batch.id]);
     for w in batch.writes {
-        if let StoreWrite::Put {
-            key,
-            value,
-            version,
-            expires_at,
-            ..
-        } = w
-        {
-            store.insert(
-                key.clone(),
-                StoredRecord {
-                    key,
-                    value,
-                    version,
-                    expires_at,
-                },
-            );
-        }
+        commit(store, w);
     }
     assert_eq!(
         lines(&out),

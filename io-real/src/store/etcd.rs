@@ -12,7 +12,7 @@
 //! the leader died), and the caller must re-read.
 
 use super::redb_store::RedbStore;
-use super::{apply_by_key, check, record_of, Change, KeyWriter, Store, StoreError};
+use super::{apply_by_key, check, Change, KeyWriter, Store, StoreError};
 use drongo_core::store::{StoreWrite, StoredRecord};
 use drongo_core::UnixMillis;
 use etcd_client::{
@@ -70,7 +70,7 @@ impl KeyWriter for EtcdStore {
         } else {
             Compare::mod_revision(full.clone(), CompareOp::Equal, revision)
         };
-        let op = match record_of(w) {
+        let op = match w.into_record() {
             Some(r) => {
                 let mut opts = PutOptions::new();
                 if let Some(exp) = r.expires_at {

@@ -1,7 +1,7 @@
 //! The in-memory backend.
 
 use super::watch::LocalChanges;
-use super::{check, record_of, Change, Store, StoreError};
+use super::{check, Change, Store, StoreError};
 use drongo_core::store::{StoreWrite, StoredRecord};
 use drongo_core::UnixMillis;
 use std::collections::BTreeMap;
@@ -58,7 +58,7 @@ impl Store for MemStore {
                 check(map.get(w.key()), &w, now)?;
                 self.changes.publish(&w);
                 let key = w.key().to_string();
-                match record_of(w) {
+                match w.into_record() {
                     Some(r) => map.insert(key, r),
                     None => map.remove(&key),
                 };

@@ -129,21 +129,3 @@ fn check(
         Err(StoreError::Conflict)
     }
 }
-
-pub(crate) fn record_of(w: StoreWrite) -> Option<StoredRecord> {
-    match w {
-        StoreWrite::Put {
-            key,
-            value,
-            version,
-            expires_at,
-            ..
-        } => Some(StoredRecord {
-            key,
-            value,
-            version,
-            expires_at,
-        }),
-        StoreWrite::Delete { .. } => None,
-    }
-}

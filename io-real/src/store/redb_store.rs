@@ -1,6 +1,6 @@
 //! Embedded durable backend (`file:DIR`, the default) on redb.
 
-use super::{check, record_of, Change, LocalChanges, Store, StoreError};
+use super::{check, Change, LocalChanges, Store, StoreError};
 use drongo_core::store::{StoreWrite, StoredRecord};
 use drongo_core::UnixMillis;
 use std::path::Path;
@@ -109,7 +109,7 @@ impl RedbStore {
                 }
                 let key = w.key().to_string();
                 applied.push(w.clone());
-                match record_of(w) {
+                match w.into_record() {
                     Some(r) => {
                         let bytes = Self::encode(&r);
                         table

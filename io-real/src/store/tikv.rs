@@ -13,7 +13,7 @@
 //!   record created after the tombstone.
 
 use super::redb_store::RedbStore;
-use super::{apply_by_key, check, record_of, Change, KeyWriter, Store, StoreError};
+use super::{apply_by_key, check, Change, KeyWriter, Store, StoreError};
 use drongo_core::store::{StoreWrite, StoredRecord};
 use drongo_core::UnixMillis;
 use tikv_client::RawClient;
@@ -55,7 +55,9 @@ impl KeyWriter for TikvStore {
             .filter(|b| !b.is_empty())
             .and_then(|b| RedbStore::decode(w.key(), b));
         check(current.as_ref(), &w, now)?;
-        let new = record_of(w).map_or_else(Vec::new, |r| RedbStore::encode(&r));
+        let new = w
+            .into_record()
+            .map_or_else(Vec::new, |r| RedbStore::encode(&r));
         let (_, swapped) = self
             .client
             .compare_and_swap(full, raw, new)

@@ -1,7 +1,7 @@
 //! Watches for the backends that cannot stream changes themselves: a polling watch (TiKV,
 //! the simulated store) and the fan-out of one process's own writes (embedded, in-memory).
 
-use super::{record_of, Change, Store, StoreError};
+use super::{Change, Store, StoreError};
 use drongo_core::store::{StoreWrite, StoredRecord};
 use drongo_core::UnixMillis;
 use std::collections::BTreeMap;
@@ -71,7 +71,7 @@ impl LocalChanges {
     pub(crate) fn publish(&self, w: &StoreWrite) {
         let change = Change {
             key: w.key().to_string(),
-            record: record_of(w.clone()),
+            record: w.clone().into_record(),
         };
         let _ = self.0.send(change);
     }
