@@ -247,18 +247,8 @@ impl B2bua {
         if let Some((wait_side, recv_cseq, sent_cseq)) = call.awaiting_ack {
             if wait_side == side && recv_cseq == cseq.seq {
                 call.awaiting_ack = None;
-                let other = side.other();
-                let hop = call.dialog(other).next_hop();
-                let via = s.via(hop.transport);
-                let contact = s.contact(hop.transport);
-                if let Some(call) = self.calls.get(&id) {
-                    let mut out = call.dialog(other).request_with_cseq(
-                        Method::Ack,
-                        sent_cseq,
-                        &via,
-                        &contact,
-                        70,
-                    );
+                // Relayed to the leg whose 2xx it acknowledges, with its body.
+                if let Some((mut out, hop)) = self.ack_on(s, &id, side.other(), sent_cseq) {
                     copy_body(&ack.headers, &ack.body, &mut out.headers, &mut out.body);
                     s.send_stateless(&SipMessage::Request(out), hop);
                 }

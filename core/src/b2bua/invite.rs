@@ -5,7 +5,7 @@ use super::calls::Purpose;
 use super::wire::{copy_body, max_forwards, session_expires};
 use super::B2bua;
 use crate::dialog::{strip_tag, uri_of, Dialog};
-use crate::message::{header_param, response_to, CSeq, Method, Request, Response, SipMessage};
+use crate::message::{header_param, response_to, CSeq, Method, Request, Response};
 use crate::sink::Sink;
 use crate::transaction::{Peer, TxKey};
 use crate::UnixMillis;
@@ -152,22 +152,6 @@ impl B2bua {
         };
         let cancel = crate::message::cancel_for(&b_req);
         self.send(s, id, cancel, peer, Purpose::Fire, now);
-    }
-
-    /// ACK for a 2xx to our INVITE on leg B (§13.2.2.4): a new transaction-less request.
-    pub(super) fn ack_b(&mut self, s: &mut Sink, id: &str, cseq: u32) {
-        let Some(call) = self.calls.get(id) else {
-            return;
-        };
-        let hop = call.b.next_hop();
-        let via = s.via(hop.transport);
-        let contact = s.contact(hop.transport);
-        if let Some(call) = self.calls.get(id) {
-            let ack = call
-                .b
-                .request_with_cseq(Method::Ack, cseq, &via, &contact, 70);
-            s.send_stateless(&SipMessage::Request(ack), hop);
-        }
     }
 
     pub(super) fn on_invite_response(

@@ -18,9 +18,9 @@ mod wire;
 pub use call::{Call, CallState, CallTimer, Pending2xx, Relay, Side};
 pub(crate) use wire::{max_forwards, not_saved};
 
-use crate::message::{Response, SipMessage};
+use crate::message::{Method, Request, Response, SipMessage};
 use crate::sink::Sink;
-use crate::transaction::TxKey;
+use crate::transaction::{Peer, TxKey};
 use crate::UnixMillis;
 use calls::{Calls, Purpose};
 
@@ -151,6 +151,34 @@ impl B2bua {
         let key = s.tx.send_request(req, to, now).ok()?;
         self.calls.track_client(key.clone(), id, purpose);
         Some(key)
+    }
+
+    /// The ACK for a 2xx to our INVITE with CSeq `cseq` on leg `side` (§13.2.2.4): a
+    /// request of its own, outside any transaction, and where it goes.
+    fn ack_on(&mut self, s: &mut Sink, id: &str, side: Side, cseq: u32) -> Option<(Request, Peer)> {
+        let hop = self.calls.get(id)?.dialog(side).next_hop();
+        let via = s.via(hop.transport);
+        let contact = s.contact(hop.transport);
+        let leg = self.calls.get(id)?.dialog(side);
+        Some((
+            leg.request_with_cseq(Method::Ack, cseq, &via, &contact, 70),
+            hop,
+        ))
+    }
+
+    /// Sends the ACK for the callee's 2xx to our INVITE with CSeq `cseq`.
+    fn ack_b(&mut self, s: &mut Sink, id: &str, cseq: u32) {
+        if let Some((ack, hop)) = self.ack_on(s, id, Side::B, cseq) {
+            s.send_stateless(&SipMessage::Request(ack), hop);
+        }
+    }
+
+    /// The ACK that a relayed re-INVITE's 2xx waited for from `side` will not come: the
+    /// other leg gets ours (CSeq `sent_cseq`), so its INVITE transaction ends.
+    fn ack_other(&mut self, s: &mut Sink, id: &str, side: Side, sent_cseq: u32) {
+        if let Some((ack, hop)) = self.ack_on(s, id, side.other(), sent_cseq) {
+            s.send_stateless(&SipMessage::Request(ack), hop);
+        }
     }
 
     /// Writes the call's record (a compare-and-swap on the version it had).

@@ -103,21 +103,6 @@ impl B2bua {
         }
     }
 
-    /// The ACK that a relayed re-INVITE's 2xx waited for from `side` will not come: the
-    /// other leg gets ours (CSeq `sent_cseq`, §13.2.2.4), so its INVITE transaction ends.
-    pub(super) fn ack_other(&mut self, s: &mut Sink, id: &str, side: Side, sent_cseq: u32) {
-        let Some(call) = self.calls.get(id) else {
-            return;
-        };
-        let other = side.other();
-        let hop = call.dialog(other).next_hop();
-        let via = s.via(hop.transport);
-        let ack = call
-            .dialog(other)
-            .request_with_cseq(Method::Ack, sent_cseq, &via, "", 70);
-        s.send_stateless(&SipMessage::Request(ack), hop);
-    }
-
     /// Fires the due timer of call `id` and re-derives its next deadline.
     pub(crate) fn fire_timer(&mut self, s: &mut Sink, id: &str, now: UnixMillis) {
         self.call_timer(s, id, now);

@@ -1,7 +1,8 @@
 //! Framing SIP messages out of a byte stream (TCP, TLS): Content-Length framing (§18.3),
 //! CRLF keep-alives (RFC 5626 §3.5.1), and a bounded buffer.
 
-use super::parse::{find_head_end, parse_decimal};
+use super::lex::parse_decimal;
+use super::parse::find_head_end;
 
 /// What the framer cut from the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]

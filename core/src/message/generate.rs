@@ -4,7 +4,7 @@
 
 use super::headers::header_param;
 use super::parse::{find_head_end, skip_leading_crlf};
-use super::validate::{Action, Rejection, Rule};
+use super::rules::{Action, Rejection, Rule};
 use super::{reason_phrase, Headers, Method, Request, Response};
 
 /// Adds `;tag=..` to a From/To value that has none.

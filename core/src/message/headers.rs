@@ -1,7 +1,8 @@
 //! Typed views of the header fields the core reasons about: Via, CSeq, and the name-addr of
 //! From, To and Contact. Each parser returns `None` for anything that is not well-formed.
 
-use super::{is_token_char, Method};
+use super::lex::{find_plain, is_token_char, lex, parse_decimal, quotes_closed, Part};
+use super::Method;
 
 /// A header or URI parameter: `name` or `name=value` (quotes kept on quoted values).
 pub type Param = (String, Option<String>);
@@ -16,27 +17,9 @@ fn parse_params(s: &str) -> Option<Vec<Param>> {
     let s = s.strip_prefix(';')?;
     let mut rest = s;
     loop {
-        // Find the end of this parameter: the next ';' outside quotes.
-        let mut quoted = false;
-        let mut escaped = false;
-        let mut end = rest.len();
-        for (i, c) in rest.char_indices() {
-            if quoted {
-                if escaped {
-                    escaped = false;
-                } else if c == '\\' {
-                    escaped = true;
-                } else if c == '"' {
-                    quoted = false;
-                }
-            } else if c == '"' {
-                quoted = true;
-            } else if c == ';' {
-                end = i;
-                break;
-            }
-        }
-        if quoted {
+        // This parameter ends at the next ';' outside quotes.
+        let end = find_plain(rest, ';').unwrap_or(rest.len());
+        if !quotes_closed(&rest[..end]) {
             return None;
         }
         let item = rest[..end].trim_matches([' ', '\t']);
@@ -125,7 +108,7 @@ fn parse_host_port(s: &str) -> Option<(String, Option<u16>)> {
         return None;
     }
     let port = match port {
-        Some(p) => Some(super::parse::parse_decimal(p, 65535)? as u16),
+        Some(p) => Some(parse_decimal(p, 65535)? as u16),
         None => None,
     };
     Some((host.to_ascii_lowercase(), port))
@@ -221,7 +204,7 @@ impl CSeq {
     /// Parses `num SP method`; the number must be below 2^31 (§8.1.1.5).
     pub fn parse(value: &str) -> Option<CSeq> {
         let mut it = value.split([' ', '\t']).filter(|s| !s.is_empty());
-        let seq = super::parse::parse_decimal(it.next()?, (1u64 << 31) - 1)? as u32;
+        let seq = parse_decimal(it.next()?, (1u64 << 31) - 1)? as u32;
         let method = Method::from_token(it.next()?)?;
         if it.next().is_some() {
             return None;
@@ -355,23 +338,12 @@ impl NameAddr {
     /// Parses and checks the syntax of the value, including its URI.
     pub fn parse(value: &str) -> Option<NameAddr> {
         let v = value.trim_matches([' ', '\t']);
-        let (display, after_display) = if let Some(q) = v.strip_prefix('"') {
-            let mut escaped = false;
-            let mut end = None;
-            for (i, c) in q.char_indices() {
-                if escaped {
-                    escaped = false;
-                } else if c == '\\' {
-                    escaped = true;
-                } else if c == '"' {
-                    end = Some(i);
-                    break;
-                }
-            }
-            let end = end?;
+        let (display, after_display) = if v.starts_with('"') {
+            // The quoted display name ends at its closing quote.
+            let (end, _, _) = lex(v).skip(1).find(|&(_, _, p)| p == Part::Quote)?;
             (
-                Some(format!("\"{}\"", &q[..end])),
-                q[end + 1..].trim_start_matches([' ', '\t']),
+                Some(v[..=end].to_string()),
+                v[end + 1..].trim_start_matches([' ', '\t']),
             )
         } else if let Some(lt) = v.find('<') {
             let d = v[..lt].trim_matches([' ', '\t']);

@@ -8,15 +8,18 @@
 mod framing;
 mod generate;
 mod headers;
+mod lex;
 mod parse;
+mod rules;
 mod validate;
 
 pub use framing::{Frame, FramingError, StreamFramer};
 pub use generate::{ack_for_non2xx, cancel_for, error_response_from_raw, response_to};
 pub use headers::{header_param, CSeq, NameAddr, Via};
-pub(crate) use parse::split_list as split_commas;
-pub use parse::{parse_datagram, Limits};
-pub use validate::{validate, Action, Rejection, Rule};
+pub(crate) use lex::split_list as split_commas;
+pub use parse::parse_datagram;
+pub use rules::{Action, Limits, Rejection, Rule};
+pub use validate::validate;
 
 /// Parses one datagram (or stream frame) and validates it: the message a server may act on,
 /// or the rejection that says how to answer or whether to drop.
@@ -26,6 +29,7 @@ pub fn parse_and_validate(bytes: &[u8], limits: &Limits) -> Result<SipMessage, R
     Ok(msg)
 }
 
+use lex::is_token_char;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -100,11 +104,6 @@ impl fmt::Display for Method {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// `token` characters of RFC 3261 §25.1.
-pub(crate) fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
 }
 
 /// One header field: a name in canonical form and a value with folding undone and outer

@@ -4,32 +4,9 @@
 //! header line folding, whitespace before the colon, compact header names, comma-separated
 //! list headers, and Content-Length framing of the body.
 
-use super::validate::{Action, Rejection, Rule};
-use super::{is_token_char, Header, Headers, Method, Request, Response, SipMessage};
-
-/// Size limits applied while parsing. Defaults suit a public-facing server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest whole message, head and body (bytes). Larger requests get 513.
-    pub max_message_size: usize,
-    /// Largest body (bytes). Larger requests get 413.
-    pub max_body_size: usize,
-    /// Most header field values (after splitting comma lists).
-    pub max_headers: usize,
-    /// Option tags we support; a Require naming another gets 420 (§8.2.2.3).
-    pub supported_extensions: Vec<String>,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_message_size: 64 * 1024,
-            max_body_size: 60 * 1024,
-            max_headers: 256,
-            supported_extensions: Vec::new(),
-        }
-    }
-}
+use super::lex::{is_token_char, lex, parse_decimal, split_list, Part};
+use super::rules::{Action, Limits, Rejection, Rule};
+use super::{Header, Headers, Method, Request, Response, SipMessage};
 
 /// Compact forms (§7.3.3 and later RFCs) and the canonical spelling of well-known names.
 fn canonical_name(name: &str) -> Option<&'static str> {
@@ -90,40 +67,6 @@ fn is_list_header(name: &str) -> bool {
     ["Via", "Route", "Record-Route", "Contact"]
         .iter()
         .any(|n| n.eq_ignore_ascii_case(name))
-}
-
-/// Splits a header value at commas that are outside quoted strings and angle brackets.
-pub(crate) fn split_list(value: &str) -> Option<Vec<&str>> {
-    let mut parts = Vec::new();
-    let (mut quoted, mut escaped, mut angle) = (false, false, false);
-    let mut start = 0;
-    for (i, c) in value.char_indices() {
-        if quoted {
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                quoted = false;
-            }
-            continue;
-        }
-        match c {
-            '"' => quoted = true,
-            '<' => angle = true,
-            '>' => angle = false,
-            ',' if !angle => {
-                parts.push(value[start..i].trim_matches([' ', '\t']));
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    parts.push(value[start..].trim_matches([' ', '\t']));
-    if parts.iter().any(|p| p.is_empty()) {
-        return None;
-    }
-    Some(parts)
 }
 
 fn reject(rule: Rule, is_response: bool) -> Rejection {
@@ -346,29 +289,8 @@ fn parse_headers<'a>(
 /// quoted-pair inside a quoted string: §25.1 allows `"\" (%x00-09 / %x0B-0C / %x0E-7F)` there
 /// (RFC 4475 §3.1.1.2 has BEL, NUL and DEL so escaped in a display name), and nowhere else.
 fn has_bare_control(value: &str) -> bool {
-    let mut quoted = false;
-    let mut bytes = value.bytes();
-    while let Some(b) = bytes.next() {
-        match b {
-            b'"' => quoted = !quoted,
-            // The escaped octet: CR and LF cannot be here, lines were split on them.
-            b'\\' if quoted => {
-                bytes.next();
-            }
-            b'\t' => {}
-            b if b.is_ascii_control() || b == 0x7f => return true,
-            _ => {}
-        }
-    }
-    false
-}
-
-/// Parses a decimal number of at most `max`; `None` for anything else (sign, space, overflow).
-pub(crate) fn parse_decimal(s: &str, max: u64) -> Option<u64> {
-    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse::<u64>().ok().filter(|v| *v <= max)
+    // CR and LF cannot be here at all: lines were split on them.
+    lex(value).any(|(_, c, part)| part != Part::Escaped && c != '\t' && c.is_ascii_control())
 }
 
 /// The Content-Length, checking that every copy agrees (RFC 4475 §3.3.9).
@@ -483,14 +405,5 @@ mod tests {
             "X-A: 1\r\n".repeat(300)
         );
         assert_eq!(parse(&many).unwrap_err().rule, Rule::TooManyHeaders);
-    }
-
-    #[test]
-    fn split_list_respects_quotes_and_brackets() {
-        assert_eq!(
-            split_list(r#""a, \"b" <sip:x@y;p=1,2>;q=1 , <sip:z>"#).unwrap(),
-            [r#""a, \"b" <sip:x@y;p=1,2>;q=1"#, "<sip:z>"]
-        );
-        assert!(split_list("a,,b").is_none());
     }
 }

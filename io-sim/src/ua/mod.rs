@@ -19,6 +19,7 @@ use crate::ledger::{Ledger, Leg};
 use crate::link::{first_line, Arrival, Link, LinkFaults};
 use crate::trace::{fnv64, sim_ms, Trace};
 use drongo::runtime::now_ms;
+use drongo_core::dialog::uri_of;
 use drongo_core::ids::IdGen;
 use drongo_core::message::{
     header_param, parse_and_validate, response_to, CSeq, Headers, Limits, Method, NameAddr,
@@ -207,10 +208,6 @@ fn top_branch(h: &Headers) -> Option<String> {
     h.get("Via")
         .and_then(Via::parse)
         .and_then(|v| v.branch().map(str::to_string))
-}
-
-fn uri_in(value: &str) -> String {
-    NameAddr::parse(value).map_or_else(|| value.to_string(), |n| n.uri)
 }
 
 fn sdp(cfg: &UaConfig, token: &str, version: u32) -> Vec<u8> {

@@ -231,7 +231,7 @@ impl Ua {
         }
         c.remote_tag = tag_of(resp.headers.get("To"));
         if let Some(target) = resp.headers.get("Contact") {
-            c.remote_target = uri_in(target);
+            c.remote_target = uri_of(target);
         }
         c.state = State::Confirmed;
         let canceled = c.canceled;
@@ -451,7 +451,7 @@ impl Ua {
                 let t1 = self.timers_cfg.t1;
                 if let Some(target) = req.headers.get("Contact") {
                     if let Some(c) = self.calls.get_mut(&call_id) {
-                        c.remote_target = uri_in(target);
+                        c.remote_target = uri_of(target);
                     }
                 }
                 if let Some(c) = self.calls.get_mut(&call_id) {
@@ -514,7 +514,7 @@ impl Ua {
                 .get("From")
                 .map(|f| f.split(";tag=").next().unwrap_or(f).to_string())
                 .unwrap_or_default(),
-            remote_target: h.get("Contact").map(uri_in).unwrap_or_default(),
+            remote_target: h.get("Contact").map(uri_of).unwrap_or_default(),
             local_cseq: 0,
             remote_cseq: h.get("CSeq").and_then(CSeq::parse).map(|c| c.seq),
             server_invite: Some((key.clone(), req.clone())),
