@@ -27,3 +27,6 @@ print(f"drongo parse + validate:        {1e9/ours:12,.0f} msg/s  ({ours/1000:.2f
 print(f"ratio drongo/rsip (throughput): {rsip/ours:.2f}")
 print(f"non-INVITE transaction round:   {1e9/round_:12,.0f} rounds/s ({round_/1000:.2f} us; 2 messages parsed per round)")
 PY
+# The two criterion runs above are taken one after the other; on a shared VM their ratio
+# drifts. The alternating measurement is the one to compare against the target (>= 1.0).
+cargo bench -p drongo-core --bench parse_ratio 2>/dev/null | grep alternating

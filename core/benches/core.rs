@@ -5,23 +5,8 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughpu
 use drongo_core::message::{parse_and_validate, response_to, Limits, SipMessage};
 use drongo_core::transaction::{Peer, TimerConfig, TransactionLayer, Transport, TxEvent};
 
-const INVITE: &[u8] = b"INVITE sip:bob@biloxi.example.com SIP/2.0\r\n\
-Via: SIP/2.0/UDP pc33.atlanta.example.com:5060;branch=z9hG4bK776asdhds\r\n\
-Max-Forwards: 70\r\n\
-To: Bob <sip:bob@biloxi.example.com>\r\n\
-From: Alice <sip:alice@atlanta.example.com>;tag=1928301774\r\n\
-Call-ID: a84b4c76e66710@pc33.atlanta.example.com\r\n\
-CSeq: 314159 INVITE\r\n\
-Contact: <sip:alice@pc33.atlanta.example.com>\r\n\
-Content-Type: application/sdp\r\n\
-Content-Length: 127\r\n\
-\r\n\
-v=0\r\n\
-o=alice 2890844526 2890844526 IN IP4 pc33.atlanta.example.com\r\n\
-s=-\r\n\
-c=IN IP4 192.0.2.101\r\n\
-t=0 0\r\n\
-m=audio 49172 RTP/AVP 0\r\n";
+/// An INVITE with SDP, as in RFC 3261 §24.2.
+const INVITE: &[u8] = include_bytes!("invite.sip");
 
 fn parsing(c: &mut Criterion) {
     let mut g = c.benchmark_group("parse");

@@ -7,20 +7,21 @@ use super::Method;
 /// A header or URI parameter: `name` or `name=value` (quotes kept on quoted values).
 pub type Param = (String, Option<String>);
 
-/// Splits `;a=1;b;c="x;y"` into parameters (the leading `;` optional).
-fn parse_params(s: &str) -> Option<Vec<Param>> {
-    let mut params = Vec::new();
+/// Walks `;a=1;b;c="x;y"` (the leading `;` optional), checking each parameter and handing
+/// its name and value (quotes kept) to `each`; `false` when one is malformed.
+fn walk_params<'a>(s: &'a str, mut each: impl FnMut(&'a str, Option<&'a str>)) -> bool {
     let s = s.trim_matches([' ', '\t']);
     if s.is_empty() {
-        return Some(params);
+        return true;
     }
-    let s = s.strip_prefix(';')?;
-    let mut rest = s;
+    let Some(mut rest) = s.strip_prefix(';') else {
+        return false;
+    };
     loop {
         // This parameter ends at the next ';' outside quotes.
         let end = find_plain(rest, ';').unwrap_or(rest.len());
         if !quotes_closed(&rest[..end]) {
-            return None;
+            return false;
         }
         let item = rest[..end].trim_matches([' ', '\t']);
         let (name, value) = match item.split_once('=') {
@@ -31,7 +32,7 @@ fn parse_params(s: &str) -> Option<Vec<Param>> {
             None => (item, None),
         };
         if name.is_empty() || !name.bytes().all(is_token_char) {
-            return None;
+            return false;
         }
         if let Some(v) = value {
             let ok = if v.starts_with('"') {
@@ -40,15 +41,24 @@ fn parse_params(s: &str) -> Option<Vec<Param>> {
                 !v.is_empty() && v.bytes().all(|b| is_token_char(b) || b"[]:".contains(&b))
             };
             if !ok {
-                return None;
+                return false;
             }
         }
-        params.push((name.to_ascii_lowercase(), value.map(str::to_string)));
+        each(name, value);
         if end == rest.len() {
-            return Some(params);
+            return true;
         }
         rest = &rest[end + 1..];
     }
+}
+
+/// Splits `;a=1;b;c="x;y"` into parameters (names lower-cased).
+fn parse_params(s: &str) -> Option<Vec<Param>> {
+    let mut params = Vec::new();
+    walk_params(s, |n, v| {
+        params.push((n.to_ascii_lowercase(), v.map(str::to_string)))
+    })
+    .then_some(params)
 }
 
 fn find_param<'a>(params: &'a [Param], name: &str) -> Option<&'a str> {
@@ -90,6 +100,11 @@ fn is_valid_host(host: &str) -> bool {
 
 /// Splits `host[:port]`, validating both.
 fn parse_host_port(s: &str) -> Option<(String, Option<u16>)> {
+    split_host_port(s).map(|(h, p)| (h.to_ascii_lowercase(), p))
+}
+
+/// Splits `host[:port]`, validating both, without copying.
+fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
     let (host, port) = if s.starts_with('[') {
         let close = s.find(']')?;
         let (h, rest) = s.split_at(close + 1);
@@ -111,7 +126,7 @@ fn parse_host_port(s: &str) -> Option<(String, Option<u16>)> {
         Some(p) => Some(parse_decimal(p, 65535)? as u16),
         None => None,
     };
-    Some((host.to_ascii_lowercase(), port))
+    Some((host, port))
 }
 
 /// One Via header field value (§20.42): `SIP/2.0/UDP host:port;branch=...`.
@@ -126,11 +141,30 @@ pub struct Via {
 
 impl Via {
     pub fn parse(value: &str) -> Option<Via> {
+        let (transport, sent_by, params) = Via::parts(value)?;
+        let (host, port) = parse_host_port(&sent_by)?;
+        Some(Via {
+            transport: transport.to_ascii_uppercase(),
+            host,
+            port,
+            params: parse_params(params)?,
+        })
+    }
+
+    /// Whether `value` is a well-formed Via, without building one.
+    pub(crate) fn is_valid(value: &str) -> bool {
+        Via::parts(value).is_some_and(|(_, sent_by, params)| {
+            split_host_port(&sent_by).is_some() && walk_params(params, |_, _| {})
+        })
+    }
+
+    /// The transport, sent-by (LWS around its colon removed) and parameters of a Via.
+    fn parts(value: &str) -> Option<(&str, std::borrow::Cow<'_, str>, &str)> {
         let value = value.trim();
         // sent-protocol = protocol-name SLASH protocol-version SLASH transport, LWS allowed.
         let mut rest = value;
-        let mut fields = Vec::with_capacity(3);
-        for i in 0..3 {
+        let mut fields = [""; 3];
+        for (i, slot) in fields.iter_mut().enumerate() {
             rest = rest.trim_start_matches([' ', '\t']);
             let end = rest
                 .find(|c: char| !(c.is_ascii() && is_token_char(c as u8)))
@@ -139,16 +173,16 @@ impl Via {
             if field.is_empty() {
                 return None;
             }
-            fields.push(field);
+            *slot = field;
             rest = tail;
             if i < 2 {
                 rest = rest.trim_start_matches([' ', '\t']).strip_prefix('/')?;
             }
         }
-        if !fields[0].eq_ignore_ascii_case("SIP") || fields[1] != "2.0" {
+        let [protocol, version, transport] = fields;
+        if !protocol.eq_ignore_ascii_case("SIP") || version != "2.0" {
             return None;
         }
-        let transport = fields[2].to_ascii_uppercase();
         if !rest.starts_with([' ', '\t']) {
             return None;
         }
@@ -156,22 +190,19 @@ impl Via {
         let params_at = rest.find(';').unwrap_or(rest.len());
         let sent_by = rest[..params_at].trim_end_matches([' ', '\t']);
         // LWS may surround the colon before the port, and nowhere else.
-        let sent_by: Vec<&str> = sent_by
-            .split(':')
-            .map(|p| p.trim_matches([' ', '\t']))
-            .collect();
-        let sent_by = sent_by.join(":");
+        let sent_by = if sent_by.contains([' ', '\t']) {
+            let parts: Vec<&str> = sent_by
+                .split(':')
+                .map(|p| p.trim_matches([' ', '\t']))
+                .collect();
+            std::borrow::Cow::Owned(parts.join(":"))
+        } else {
+            std::borrow::Cow::Borrowed(sent_by)
+        };
         if sent_by.contains([' ', '\t']) {
             return None;
         }
-        let (host, port) = parse_host_port(&sent_by)?;
-        let params = parse_params(&rest[params_at..])?;
-        Some(Via {
-            transport,
-            host,
-            port,
-            params,
-        })
+        Some((transport, sent_by, &rest[params_at..]))
     }
 
     pub fn param(&self, name: &str) -> Option<&str> {
@@ -337,12 +368,31 @@ pub struct NameAddr {
 impl NameAddr {
     /// Parses and checks the syntax of the value, including its URI.
     pub fn parse(value: &str) -> Option<NameAddr> {
+        let (display, uri, params) = NameAddr::parts(value)?;
+        check_uri(uri)?;
+        Some(NameAddr {
+            display: display.map(str::to_string),
+            uri: uri.to_string(),
+            params: parse_params(params)?,
+        })
+    }
+
+    /// Checks the syntax of the value as [`NameAddr::parse`] does, handing each header
+    /// parameter to `each`, without building one.
+    pub(crate) fn check<'a>(value: &'a str, each: impl FnMut(&'a str, Option<&'a str>)) -> bool {
+        NameAddr::parts(value)
+            .is_some_and(|(_, uri, params)| check_uri(uri).is_some() && walk_params(params, each))
+    }
+
+    /// The display name (quotes kept), URI and header parameters of a name-addr or
+    /// addr-spec.
+    fn parts(value: &str) -> Option<(Option<&str>, &str, &str)> {
         let v = value.trim_matches([' ', '\t']);
         let (display, after_display) = if v.starts_with('"') {
             // The quoted display name ends at its closing quote.
             let (end, _, _) = lex(v).skip(1).find(|&(_, _, p)| p == Part::Quote)?;
             (
-                Some(v[..=end].to_string()),
+                Some(&v[..=end]),
                 v[end + 1..].trim_start_matches([' ', '\t']),
             )
         } else if let Some(lt) = v.find('<') {
@@ -354,7 +404,7 @@ impl NameAddr {
             if !tokens_ok {
                 return None;
             }
-            ((!d.is_empty()).then(|| d.to_string()), &v[lt..])
+            ((!d.is_empty()).then_some(d), &v[lt..])
         } else {
             (None, v)
         };
@@ -375,12 +425,7 @@ impl NameAddr {
             }
             (uri, &after_display[end..])
         };
-        check_uri(uri)?;
-        Some(NameAddr {
-            display,
-            uri: uri.to_string(),
-            params: parse_params(params)?,
-        })
+        Some((display, uri, params))
     }
 
     pub fn param(&self, name: &str) -> Option<&str> {

@@ -15,6 +15,77 @@ pub(crate) enum Part {
     Escaped,
 }
 
+/// Compact forms (§7.3.3 and later RFCs), by their letter.
+const COMPACT: &[(u8, &str)] = &[
+    (b'i', "Call-ID"),
+    (b'm', "Contact"),
+    (b'e', "Content-Encoding"),
+    (b'l', "Content-Length"),
+    (b'c', "Content-Type"),
+    (b'f', "From"),
+    (b's', "Subject"),
+    (b'k', "Supported"),
+    (b't', "To"),
+    (b'v', "Via"),
+    (b'o', "Event"),
+    (b'r', "Refer-To"),
+    (b'b', "Referred-By"),
+    (b'u', "Allow-Events"),
+    (b'x', "Session-Expires"),
+    (b'a', "Accept-Contact"),
+    (b'j', "Reject-Contact"),
+    (b'd', "Request-Disposition"),
+    (b'y', "Identity"),
+];
+
+/// The canonical spelling of the header names the core knows.
+const KNOWN: &[&str] = &[
+    "Accept",
+    "Allow",
+    "Authorization",
+    "Call-ID",
+    "Contact",
+    "Content-Encoding",
+    "Content-Length",
+    "Content-Type",
+    "CSeq",
+    "Expires",
+    "From",
+    "Max-Forwards",
+    "Min-Expires",
+    "Min-SE",
+    "Proxy-Authenticate",
+    "Proxy-Authorization",
+    "Proxy-Require",
+    "Record-Route",
+    "Require",
+    "Retry-After",
+    "Route",
+    "Session-Expires",
+    "Supported",
+    "To",
+    "Unsupported",
+    "Via",
+    "WWW-Authenticate",
+];
+
+/// The canonical spelling of a header name given in any case, or of its compact form;
+/// `None` for a name the core does not know (it is kept as written).
+pub(crate) fn canonical_name(name: &str) -> Option<&'static str> {
+    let first = name.as_bytes().first()?.to_ascii_lowercase();
+    if name.len() == 1 {
+        return COMPACT.iter().find(|(c, _)| *c == first).map(|(_, n)| *n);
+    }
+    KNOWN
+        .iter()
+        .find(|k| {
+            k.len() == name.len()
+                && k.as_bytes().first().map(u8::to_ascii_lowercase) == Some(first)
+                && k.eq_ignore_ascii_case(name)
+        })
+        .copied()
+}
+
 /// Each character of `s` with its byte index and the part of the value it is in.
 pub(crate) fn lex(s: &str) -> impl Iterator<Item = (usize, char, Part)> + '_ {
     let (mut quoted, mut escaped) = (false, false);
@@ -71,6 +142,11 @@ pub(crate) fn parse_decimal(s: &str, max: u64) -> Option<u64> {
 
 /// Splits a header value at commas that are outside quoted strings and angle brackets.
 pub(crate) fn split_list(value: &str) -> Option<Vec<&str>> {
+    if memchr::memchr(b',', value.as_bytes()).is_none() {
+        // One value: the common case, with no quotes to scan.
+        let v = value.trim_matches([' ', '\t']);
+        return (!v.is_empty()).then(|| vec![v]);
+    }
     let mut parts = Vec::new();
     let (mut angle, mut start) = (false, 0);
     for (i, c, part) in lex(value) {

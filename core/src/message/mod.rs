@@ -31,6 +31,7 @@ pub fn parse_and_validate(bytes: &[u8], limits: &Limits) -> Result<SipMessage, R
 
 use lex::is_token_char;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::fmt;
 
 /// A SIP request method (§7.1). Methods are case-sensitive.
@@ -111,8 +112,17 @@ impl fmt::Display for Method {
 /// Record-Route, Contact) are split into one `Header` per value when parsed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
-    pub name: String,
+    /// Known names are the canonical `&'static str`, so parsing allocates nothing for them.
+    pub name: Cow<'static, str>,
     pub value: String,
+}
+
+/// A header name as stored: the canonical spelling when the core knows it.
+fn header_name(name: &str) -> Cow<'static, str> {
+    match lex::canonical_name(name) {
+        Some(n) => Cow::Borrowed(n),
+        None => Cow::Owned(name.to_string()),
+    }
 }
 
 /// The header fields of a message, in order.
@@ -151,7 +161,7 @@ impl Headers {
     /// Appends a header.
     pub fn push(&mut self, name: &str, value: impl Into<String>) {
         self.0.push(Header {
-            name: name.to_string(),
+            name: header_name(name),
             value: value.into(),
         });
     }
@@ -161,7 +171,7 @@ impl Headers {
         self.0.insert(
             0,
             Header {
-                name: name.to_string(),
+                name: header_name(name),
                 value: value.into(),
             },
         );

@@ -4,63 +4,10 @@
 //! header line folding, whitespace before the colon, compact header names, comma-separated
 //! list headers, and Content-Length framing of the body.
 
-use super::lex::{is_token_char, lex, parse_decimal, split_list, Part};
+use super::lex::{canonical_name, is_token_char, lex, parse_decimal, split_list, Part};
 use super::rules::{Action, Limits, Rejection, Rule};
 use super::{Header, Headers, Method, Request, Response, SipMessage};
-
-/// Compact forms (§7.3.3 and later RFCs) and the canonical spelling of well-known names.
-fn canonical_name(name: &str) -> Option<&'static str> {
-    const NAMES: &[(&str, &str)] = &[
-        ("i", "Call-ID"),
-        ("m", "Contact"),
-        ("e", "Content-Encoding"),
-        ("l", "Content-Length"),
-        ("c", "Content-Type"),
-        ("f", "From"),
-        ("s", "Subject"),
-        ("k", "Supported"),
-        ("t", "To"),
-        ("v", "Via"),
-        ("o", "Event"),
-        ("r", "Refer-To"),
-        ("b", "Referred-By"),
-        ("u", "Allow-Events"),
-        ("x", "Session-Expires"),
-        ("a", "Accept-Contact"),
-        ("j", "Reject-Contact"),
-        ("d", "Request-Disposition"),
-        ("y", "Identity"),
-        ("Accept", "Accept"),
-        ("Allow", "Allow"),
-        ("Authorization", "Authorization"),
-        ("Call-ID", "Call-ID"),
-        ("Contact", "Contact"),
-        ("Content-Encoding", "Content-Encoding"),
-        ("Content-Length", "Content-Length"),
-        ("Content-Type", "Content-Type"),
-        ("CSeq", "CSeq"),
-        ("Expires", "Expires"),
-        ("From", "From"),
-        ("Max-Forwards", "Max-Forwards"),
-        ("Min-Expires", "Min-Expires"),
-        ("Proxy-Authenticate", "Proxy-Authenticate"),
-        ("Proxy-Authorization", "Proxy-Authorization"),
-        ("Proxy-Require", "Proxy-Require"),
-        ("Record-Route", "Record-Route"),
-        ("Require", "Require"),
-        ("Route", "Route"),
-        ("Session-Expires", "Session-Expires"),
-        ("Supported", "Supported"),
-        ("To", "To"),
-        ("Unsupported", "Unsupported"),
-        ("Via", "Via"),
-        ("WWW-Authenticate", "WWW-Authenticate"),
-    ];
-    NAMES
-        .iter()
-        .find(|(k, _)| k.len() == name.len() && k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| *v)
-}
+use std::borrow::Cow;
 
 /// Headers whose values may be comma-separated lists that we keep one value per header.
 fn is_list_header(name: &str) -> bool {
@@ -88,18 +35,18 @@ pub(crate) fn skip_leading_crlf(bytes: &[u8]) -> &[u8] {
 }
 
 /// Finds the end of the header section: returns (head length without the blank line,
-/// offset where the body starts). Accepts CRLF and LF-only line ends.
+/// offset where the body starts). Accepts CRLF and LF-only line ends. The blank line is the
+/// first LF followed by CRLF or by LF; `bytes` does not start with one (see
+/// [`skip_leading_crlf`]).
 pub(crate) fn find_head_end(bytes: &[u8]) -> Option<(usize, usize)> {
-    let mut line_start = 0;
-    while let Some(off) = bytes[line_start..].iter().position(|b| *b == b'\n') {
-        let nl = line_start + off;
-        let line = &bytes[line_start..nl];
-        if line.is_empty() || line == b"\r" {
-            return Some((line_start, nl + 1));
-        }
-        line_start = nl + 1;
+    let crlf = memchr::memmem::find(bytes, b"\n\r\n");
+    let lf = memchr::memmem::find(bytes, b"\n\n");
+    match (crlf, lf) {
+        (Some(c), Some(l)) if l < c => Some((l + 1, l + 2)),
+        (Some(c), _) => Some((c + 1, c + 3)),
+        (None, Some(l)) => Some((l + 1, l + 2)),
+        (None, None) => None,
     }
-    None
 }
 
 /// Parses one message received as a datagram (or one frame cut from a stream).
@@ -234,7 +181,7 @@ fn parse_headers<'a>(
     is_response: bool,
 ) -> Result<Headers, Rejection> {
     // First undo folding (§7.3.1): a line starting with SP or HT continues the previous one.
-    let mut raw: Vec<(&'a str, String)> = Vec::new();
+    let mut raw: Vec<(&'a str, Cow<'a, str>)> = Vec::new();
     for line in lines {
         if line.starts_with([' ', '\t']) {
             let Some(last) = raw.last_mut() else {
@@ -242,10 +189,11 @@ fn parse_headers<'a>(
             };
             let cont = line.trim_matches([' ', '\t']);
             if !cont.is_empty() {
-                if !last.1.is_empty() {
-                    last.1.push(' ');
+                let value = last.1.to_mut();
+                if !value.is_empty() {
+                    value.push(' ');
                 }
-                last.1.push_str(cont);
+                value.push_str(cont);
             }
             continue;
         }
@@ -256,7 +204,7 @@ fn parse_headers<'a>(
         if name.is_empty() || !name.bytes().all(is_token_char) {
             return Err(reject(Rule::MalformedHeader, is_response));
         }
-        raw.push((name, value.trim_matches([' ', '\t']).to_string()));
+        raw.push((name, Cow::Borrowed(value.trim_matches([' ', '\t']))));
         if raw.len() > limits.max_headers {
             return Err(reject(Rule::TooManyHeaders, is_response));
         }
@@ -266,7 +214,10 @@ fn parse_headers<'a>(
         if has_bare_control(&value) {
             return Err(reject(Rule::MalformedHeader, is_response));
         }
-        let name = canonical_name(name).map_or_else(|| name.to_string(), str::to_string);
+        let name: Cow<'static, str> = match canonical_name(name) {
+            Some(n) => Cow::Borrowed(n),
+            None => Cow::Owned(name.to_string()),
+        };
         if is_list_header(&name) && value != "*" {
             let parts = split_list(&value).ok_or(reject(Rule::MalformedHeader, is_response))?;
             for part in parts {
@@ -276,6 +227,7 @@ fn parse_headers<'a>(
                 });
             }
         } else {
+            let value = value.into_owned();
             headers.push(Header { name, value });
         }
         if headers.len() > limits.max_headers {
@@ -289,6 +241,14 @@ fn parse_headers<'a>(
 /// quoted-pair inside a quoted string: §25.1 allows `"\" (%x00-09 / %x0B-0C / %x0E-7F)` there
 /// (RFC 4475 §3.1.1.2 has BEL, NUL and DEL so escaped in a display name), and nowhere else.
 fn has_bare_control(value: &str) -> bool {
+    // Almost no value holds a control character at all: the quoted-pair scan is for those.
+    // (A fold without early exit, so that it runs on whole vectors.)
+    let any_control = value.bytes().fold(false, |seen, b| {
+        seen | ((b < 0x20) & (b != b'\t')) | (b == 0x7f)
+    });
+    if !any_control {
+        return false;
+    }
     // CR and LF cannot be here at all: lines were split on them.
     lex(value).any(|(_, c, part)| part != Part::Escaped && c != '\t' && c.is_ascii_control())
 }

@@ -28,7 +28,7 @@ pub fn validate(msg: &SipMessage, limits: &Limits) -> Result<(), Rejection> {
     if h.count("Via") == 0 {
         return Err(Rejection::drop(Rule::MissingHeader("Via")));
     }
-    if h.get_all("Via").any(|v| Via::parse(v).is_none()) {
+    if !h.get_all("Via").all(Via::is_valid) {
         return fail(Rule::BadHeaderValue("Via"));
     }
     for name in ["Call-ID", "From", "To", "CSeq"] {
@@ -45,10 +45,11 @@ pub fn validate(msg: &SipMessage, limits: &Limits) -> Result<(), Rejection> {
     let Some(cseq) = h.get("CSeq").and_then(CSeq::parse) else {
         return fail(Rule::BadHeaderValue("CSeq"));
     };
-    if h.get("From").and_then(NameAddr::parse).is_none() {
+    let name_addr = |v: &str| NameAddr::check(v, |_, _| {});
+    if !h.get("From").is_some_and(name_addr) {
         return fail(Rule::BadHeaderValue("From"));
     }
-    if h.get("To").and_then(NameAddr::parse).is_none() {
+    if !h.get("To").is_some_and(name_addr) {
         return fail(Rule::BadHeaderValue("To"));
     }
     if let Some(e) = h.get("Expires") {
@@ -57,12 +58,15 @@ pub fn validate(msg: &SipMessage, limits: &Limits) -> Result<(), Rejection> {
         }
     }
     for c in h.get_all("Contact") {
-        let ok = match NameAddr::parse(c) {
-            Some(na) => na
-                .param("expires")
-                .is_none_or(|e| parse_decimal(e, u32::MAX as u64).is_some()),
-            None => c == "*",
-        };
+        // The first `expires` parameter, if any, must be a number.
+        let mut expires: Option<Option<&str>> = None;
+        let ok = NameAddr::check(c, |name, value| {
+            if expires.is_none() && name.eq_ignore_ascii_case("expires") {
+                expires = Some(value);
+            }
+        }) && expires
+            .is_none_or(|e| parse_decimal(e.unwrap_or(""), u32::MAX as u64).is_some())
+            || c == "*";
         if !ok {
             return fail(Rule::BadHeaderValue("Contact"));
         }
