@@ -11,6 +11,9 @@
 
 mod client_invite;
 mod client_non_invite;
+mod key;
+mod machine;
+mod output;
 mod server_invite;
 mod server_non_invite;
 mod table;
@@ -18,213 +21,18 @@ mod timers;
 
 pub use client_invite::{ClientInviteState, ClientInviteTransaction};
 pub use client_non_invite::{ClientNonInviteState, ClientNonInviteTransaction};
+pub use key::{Peer, Role, Transport, TxKey};
+pub use machine::{Snapshot, Transaction};
+pub use output::{Origin, Transmit, TxError, TxEvent};
 pub use server_invite::{ServerInviteState, ServerInviteTransaction};
 pub use server_non_invite::{ServerNonInviteState, ServerNonInviteTransaction};
 pub use timers::{Deadline, Timer, TimerConfig, TIMER_D_UNRELIABLE, TRYING_DELAY};
 
-use crate::ids::BRANCH_MAGIC_COOKIE;
-use crate::message::{header_param, CSeq, Method, Request, Response, SipMessage, Via};
+use crate::message::{CSeq, Method, Request, Response, SipMessage, Via};
 use crate::UnixMillis;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use table::Table;
-
-/// A transport protocol of §18.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Transport {
-    Udp,
-    Tcp,
-    Tls,
-    Ws,
-    Wss,
-}
-
-impl Transport {
-    /// Reliable transports need no retransmissions and zero wait timers (D, I, J, K).
-    pub fn is_reliable(self) -> bool {
-        !matches!(self, Transport::Udp)
-    }
-}
-
-/// Where a message came from or goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Peer {
-    pub transport: Transport,
-    pub addr: SocketAddr,
-}
-
-/// Client or server side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Role {
-    Client,
-    Server,
-}
-
-/// Identifies a transaction (§17.1.3, §17.2.3): the branch, the sent-by of the top Via
-/// (server side), and the method, where ACK counts as INVITE. A request whose branch lacks
-/// the magic cookie (RFC 2543) gets a branch made of the fields §17.2.3 says to compare.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct TxKey {
-    pub role: Role,
-    pub branch: String,
-    pub sent_by: String,
-    pub method: Method,
-}
-
-impl TxKey {
-    fn matching_method(method: &Method) -> Method {
-        if *method == Method::Ack {
-            Method::Invite
-        } else {
-            method.clone()
-        }
-    }
-
-    /// The server transaction key of a request; `None` if it has no usable Via or CSeq.
-    pub fn for_request(req: &Request) -> Option<TxKey> {
-        let via = Via::parse(req.headers.get("Via")?)?;
-        let method = Self::matching_method(&req.method);
-        let branch = match via.branch() {
-            Some(b) if b.starts_with(BRANCH_MAGIC_COOKIE) => b.to_string(),
-            _ => {
-                let h = &req.headers;
-                let cseq = CSeq::parse(h.get("CSeq")?)?;
-                let from_tag = h.get("From").and_then(|f| header_param(f, "tag"));
-                format!(
-                    "rfc2543|{}|{}|{}|{}|{}",
-                    req.uri,
-                    h.get("Call-ID")?,
-                    from_tag.unwrap_or(""),
-                    cseq.seq,
-                    h.get("Via")?
-                )
-            }
-        };
-        Some(TxKey {
-            role: Role::Server,
-            branch,
-            sent_by: via.sent_by(),
-            method,
-        })
-    }
-
-    /// The client transaction key a response matches (§17.1.3): top Via branch and the
-    /// CSeq method.
-    pub fn for_response(resp: &Response) -> Option<TxKey> {
-        let via = Via::parse(resp.headers.get("Via")?)?;
-        let cseq = CSeq::parse(resp.headers.get("CSeq")?)?;
-        Some(TxKey {
-            role: Role::Client,
-            branch: via.branch()?.to_string(),
-            sent_by: String::new(),
-            method: cseq.method,
-        })
-    }
-
-    /// The server transaction key a response we sent belongs to (magic-cookie branches
-    /// only: that is how a server finds it again).
-    pub fn server_key_of_response(resp: &Response) -> Option<TxKey> {
-        let via = Via::parse(resp.headers.get("Via")?)?;
-        let cseq = CSeq::parse(resp.headers.get("CSeq")?)?;
-        let branch = via
-            .branch()
-            .filter(|b| b.starts_with(BRANCH_MAGIC_COOKIE))?;
-        Some(TxKey {
-            role: Role::Server,
-            branch: branch.to_string(),
-            sent_by: via.sent_by(),
-            method: Self::matching_method(&cseq.method),
-        })
-    }
-
-    /// The key of the client transaction that sends `req`.
-    fn for_outgoing(req: &Request) -> Option<TxKey> {
-        let via = Via::parse(req.headers.get("Via")?)?;
-        let branch = via.branch()?;
-        if !branch.starts_with(BRANCH_MAGIC_COOKIE) {
-            return None;
-        }
-        Some(TxKey {
-            role: Role::Client,
-            branch: branch.to_string(),
-            sent_by: String::new(),
-            method: req.method.clone(),
-        })
-    }
-}
-
-/// Bytes to send to a peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    pub to: Peer,
-    pub bytes: Vec<u8>,
-    /// The Call-ID of the message (`None` for an answer to something unparsable): messages
-    /// of one Call-ID keep their order; others need not wait for each other.
-    pub call_id: Option<String>,
-    /// What sent it, so that a batch whose writes failed is undone without parsing its
-    /// bytes again.
-    pub origin: Origin,
-    /// A copy of something sent before (a timer's retransmission, an answer resent to a
-    /// retransmitted request): the node drops it while the first copy may still be
-    /// waiting for the store.
-    pub retransmission: bool,
-}
-
-/// What sent a [`Transmit`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    /// The request of client transaction `key`.
-    Request(TxKey),
-    /// The ACK that INVITE client transaction `key` sends for a non-2xx answer.
-    Ack(TxKey),
-    /// A response with status `code` of server transaction `key`.
-    Response(TxKey, u16),
-    /// Nothing stateful: an ACK for a 2xx, the TU's 2xx retransmissions, an answer to a
-    /// message that could not be parsed.
-    Stateless,
-}
-
-/// What the transaction layer tells its user (the TU).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TxEvent {
-    /// A new server transaction: the TU must answer it with `send_response`.
-    Request {
-        key: TxKey,
-        request: Request,
-        from: Peer,
-    },
-    /// A response for a client transaction.
-    Response { key: TxKey, response: Response },
-    /// An ACK that is not part of a transaction (the ACK for a 2xx, §17.1.1.3), or that
-    /// reached an INVITE server transaction in the Accepted state (RFC 6026 §8.7).
-    Ack { request: Request, from: Peer },
-    /// A response that matches no client transaction.
-    StrayResponse { response: Response, from: Peer },
-    /// Timer B or F fired (no final response), or Timer H (no ACK for our final response).
-    Timeout { key: TxKey, timer: Timer },
-    /// The transport failed to send for this transaction.
-    TransportError { key: TxKey },
-    /// The transaction is gone; its key may be reused.
-    Terminated { key: TxKey },
-}
-
-/// A command the layer refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TxError {
-    /// No such transaction (it may have terminated).
-    UnknownTransaction,
-    /// A transaction with this key already exists.
-    DuplicateTransaction,
-    /// The request has no top Via with a magic-cookie branch, or no valid CSeq.
-    BadRequest,
-    /// The response is not allowed in the transaction's state (e.g. a second final).
-    InvalidState,
-    /// RFC 4320: a non-INVITE transaction never sends 100, nor 408.
-    ForbiddenResponse,
-    /// ACK is never a client transaction; send it with `send_stateless`.
-    AckIsNotATransaction,
-}
 
 /// Where a machine's outputs go during one step.
 pub(crate) struct Out<'a> {
@@ -298,117 +106,6 @@ fn stamp_source(req: &mut Request, from: Peer) {
     }
     parts.push(format!("received={ip}"));
     *top = parts.join(";");
-}
-
-/// One transaction of any of the four kinds. Serializing it is taking its snapshot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Transaction {
-    ClientInvite(ClientInviteTransaction),
-    ClientNonInvite(ClientNonInviteTransaction),
-    ServerInvite(ServerInviteTransaction),
-    ServerNonInvite(ServerNonInviteTransaction),
-}
-
-impl Transaction {
-    fn deadline(&self, cfg: &TimerConfig) -> Option<Deadline> {
-        match self {
-            Self::ClientInvite(t) => t.deadline(cfg),
-            Self::ClientNonInvite(t) => t.deadline(cfg),
-            Self::ServerInvite(t) => t.deadline(cfg),
-            Self::ServerNonInvite(t) => t.deadline(cfg),
-        }
-    }
-
-    fn on_timer(&mut self, timer: Timer, now: UnixMillis, out: &mut Out) {
-        match self {
-            Self::ClientInvite(t) => t.on_timer(timer, now, out),
-            Self::ClientNonInvite(t) => t.on_timer(timer, now, out),
-            Self::ServerInvite(t) => t.on_timer(timer, now, out),
-            Self::ServerNonInvite(t) => t.on_timer(timer, now, out),
-        }
-    }
-
-    fn on_transport_error(&mut self, now: UnixMillis, out: &mut Out) {
-        match self {
-            Self::ClientInvite(t) => t.on_transport_error(now, out),
-            Self::ClientNonInvite(t) => t.on_transport_error(now, out),
-            Self::ServerInvite(t) => t.on_transport_error(now, out),
-            Self::ServerNonInvite(t) => t.on_transport_error(now, out),
-        }
-    }
-
-    /// The request that opened the transaction.
-    pub fn request(&self) -> &Request {
-        match self {
-            Self::ClientInvite(t) => &t.request,
-            Self::ClientNonInvite(t) => &t.request,
-            Self::ServerInvite(t) => &t.request,
-            Self::ServerNonInvite(t) => &t.request,
-        }
-    }
-
-    /// The state's name, as in the RFC figures.
-    pub fn state_name(&self) -> &'static str {
-        match self {
-            Self::ClientInvite(t) => t.state.name(),
-            Self::ClientNonInvite(t) => t.state.name(),
-            Self::ServerInvite(t) => t.state.name(),
-            Self::ServerNonInvite(t) => t.state.name(),
-        }
-    }
-
-    pub fn is_terminated(&self) -> bool {
-        match self {
-            Self::ClientInvite(t) => t.state == ClientInviteState::Terminated,
-            Self::ClientNonInvite(t) => t.state == ClientNonInviteState::Terminated,
-            Self::ServerInvite(t) => t.state == ServerInviteState::Terminated,
-            Self::ServerNonInvite(t) => t.state == ServerNonInviteState::Terminated,
-        }
-    }
-
-    /// Whether the transaction still waits for its final response: a client transaction
-    /// that has not heard one, a server transaction that has not sent one. The other states
-    /// only absorb retransmissions (Timers D, I, J, K, L, M), which is no reason for a
-    /// draining node to stay.
-    pub fn awaits_final_response(&self) -> bool {
-        match self {
-            Self::ClientInvite(t) => matches!(
-                t.state,
-                ClientInviteState::Calling | ClientInviteState::Proceeding
-            ),
-            Self::ClientNonInvite(t) => matches!(
-                t.state,
-                ClientNonInviteState::Trying | ClientNonInviteState::Proceeding
-            ),
-            Self::ServerInvite(t) => t.state == ServerInviteState::Proceeding,
-            Self::ServerNonInvite(t) => matches!(
-                t.state,
-                ServerNonInviteState::Trying | ServerNonInviteState::Proceeding
-            ),
-        }
-    }
-
-    /// States in which only the TU (or the network) can move the transaction on, so that it
-    /// may rightly have no deadline: a server transaction waiting for the TU's answer, and a
-    /// client INVITE transaction that got a provisional response (Timer C is the TU's).
-    pub fn awaits_tu(&self) -> bool {
-        match self {
-            Self::ClientInvite(t) => t.state == ClientInviteState::Proceeding,
-            Self::ClientNonInvite(_) => false,
-            Self::ServerInvite(t) => t.state == ServerInviteState::Proceeding,
-            Self::ServerNonInvite(t) => matches!(
-                t.state,
-                ServerNonInviteState::Trying | ServerNonInviteState::Proceeding
-            ),
-        }
-    }
-}
-
-/// A transaction with its key: what a node persists and another node restores.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Snapshot {
-    pub key: TxKey,
-    pub transaction: Transaction,
 }
 
 /// All transactions of a node, matched by key, with their timers in one index.
