@@ -4,6 +4,7 @@
 
 use crate::store::{Key, StoreWrite};
 use crate::transaction::{Origin, Transmit};
+use crate::UnixMillis;
 use std::collections::{BTreeMap, HashMap};
 
 /// Names a batch, so that the store's answer can refer to it.
@@ -77,6 +78,8 @@ pub(crate) struct Sent {
     /// Each transmit's origin and Call-ID.
     pub(crate) transmits: Vec<(Origin, Option<String>)>,
     pub(crate) reveals_deletes: bool,
+    /// When the node made it.
+    pub(crate) made_at: UnixMillis,
     /// The Call-IDs it holds busy (see [`Ledger::is_busy`]).
     busy: Vec<String>,
 }
@@ -120,8 +123,8 @@ impl Ledger {
             .any(|c| self.is_busy(c))
     }
 
-    /// Remembers a batch until the runtime reports it.
-    pub(crate) fn record(&mut self, b: &Batch) {
+    /// Remembers a batch, made at `now`, until the runtime reports it.
+    pub(crate) fn record(&mut self, b: &Batch, now: UnixMillis) {
         let mut busy: Vec<String> = b
             .transmits
             .iter()
@@ -148,6 +151,7 @@ impl Ledger {
                 .map(|t| (t.origin.clone(), t.call_id.clone()))
                 .collect(),
             reveals_deletes: b.reveals_deletes,
+            made_at: now,
             busy,
         };
         self.sent.insert(b.id, sent);

@@ -87,9 +87,12 @@ pub struct Call {
     pub a: Dialog,
     pub b: Dialog,
     /// The caller's initial INVITE and its server transaction, until the call is answered
-    /// or fails.
+    /// or fails. Transactions live only in memory (a restored call has none), so this and
+    /// `b_invite` and `relays` are not stored.
+    #[serde(skip)]
     pub a_invite: Option<(TxKey, Request)>,
     /// The client transaction of the INVITE to the callee, until it ends.
+    #[serde(skip)]
     pub b_invite: Option<(TxKey, Request)>,
     /// Whether the callee has sent a provisional response (a CANCEL may be sent).
     pub b_provisional: bool,
@@ -103,6 +106,7 @@ pub struct Call {
     pub pending_2xx: Option<Pending2xx>,
     /// Re-INVITEs and other in-dialog requests on their way to the other leg, by the key of
     /// the client transaction that carries them.
+    #[serde(skip)]
     pub relays: Vec<(TxKey, Relay)>,
     /// A relayed re-INVITE answered 2xx whose ACK we wait for from `Side`, with the CSeq the
     /// other leg's ACK must carry.

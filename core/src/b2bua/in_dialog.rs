@@ -49,11 +49,19 @@ impl B2bua {
         // go on until the ACK (§13.3.1.4). It is no out-of-order request.
         if let Some(p) = call
             .pending_2xx
-            .as_ref()
+            .as_mut()
             .filter(|p| req.method == Method::Invite && p.side == side && p.cseq == cseq)
         {
+            if now < p.last_sent_at + s.cfg.timers.t1 / 2 {
+                // A copy left moments ago: this retransmission is absorbed (its transaction
+                // dropped, so that the next one reaches us afresh).
+                return s.tx.abandon(&key);
+            }
+            // This answer is a copy like the timer's: the next one is due an interval on.
+            p.last_sent_at = now;
             let ok = p.response.clone();
-            return s.respond(&key, ok, now);
+            s.respond(&key, ok, now);
+            return self.calls.reschedule(id, &s.cfg.timers);
         }
         let d = call.dialog_mut(side);
         if d.remote_cseq.is_some_and(|rc| cseq <= rc) {

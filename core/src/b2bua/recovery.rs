@@ -31,10 +31,7 @@ impl B2bua {
         if call.pending_2xx.is_none() {
             call.awaiting_ack = None;
         }
-        // Transactions died with the old process.
-        call.a_invite = None;
-        call.b_invite = None;
-        call.relays.clear();
+        // Transactions died with the old process (they are not stored: see `Call`).
         let id = call.id.clone();
         let ending = call.byes.clone();
         self.calls.insert(call, &timers);

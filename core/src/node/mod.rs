@@ -40,6 +40,8 @@ pub struct Node {
     /// what a failure undoes.
     ledger: Ledger,
     draining: bool,
+    /// The time of the input being handled (every public `handle_*` sets it).
+    now: UnixMillis,
 }
 
 /// What the runtime hands the node: bytes, the time, and the store's answers. The node
@@ -82,6 +84,7 @@ impl Node {
             batches: VecDeque::new(),
             ledger: Ledger::default(),
             draining: false,
+            now: 0,
         }
     }
 
@@ -154,6 +157,7 @@ impl Node {
 
     /// A datagram (or a frame cut from a stream) from `from`.
     pub fn handle_datagram(&mut self, now: UnixMillis, from: Peer, bytes: &[u8]) {
+        self.now = now;
         match parse_and_validate(bytes, &self.sink.limits) {
             Err(rej) => {
                 let m = &mut self.sink.metrics;
@@ -190,6 +194,7 @@ impl Node {
     /// transactions taken back) when its writes fail, so a retransmission of one transaction
     /// must never share a batch with another call's write.
     pub fn handle_timeout(&mut self, now: UnixMillis) {
+        self.now = now;
         self.sink.tx.handle_timeout(now);
         self.flush();
         self.process_events(now);
@@ -244,7 +249,7 @@ impl Node {
         batch.id = self.ledger.next_id();
         batch.report = !batch.writes.is_empty() || self.ledger.holds_back(&batch.transmits);
         if batch.report {
-            self.ledger.record(&batch);
+            self.ledger.record(&batch, self.now);
         }
         self.batches.push_back(batch);
     }

@@ -13,10 +13,17 @@ impl Node {
     /// These batches' writes are durable and their transmits were sent at `now`: what
     /// they sent is retransmitted counting from `now`, not from when it was made.
     pub fn handle_committed(&mut self, now: UnixMillis, ids: &[BatchId]) {
+        self.now = now;
+        // A batch that left within a fraction of T1 changes no retransmission schedule
+        // worth the work (the common case: a prompt fsync).
+        let late = now.saturating_sub(self.sink.cfg.timers.t1 / 4);
         for id in ids {
             let Some(sent) = self.ledger.settle(*id) else {
                 continue;
             };
+            if sent.made_at > late {
+                continue;
+            }
             for (origin, _) in &sent.transmits {
                 if let Origin::Request(key) | Origin::Response(key, _) = origin {
                     self.sink.tx.departed(key, now);
@@ -49,6 +56,7 @@ impl Node {
         id: BatchId,
         errors: &[(usize, WriteError)],
     ) {
+        self.now = now;
         let Some(sent) = self.ledger.settle(id) else {
             return;
         };
@@ -111,6 +119,7 @@ impl Node {
         key: &str,
         record: Option<StoredRecord>,
     ) {
+        self.now = now;
         let record = record.filter(|r| r.is_live(now));
         match Key::parse(key) {
             Some(Key::Reg(aor)) => match &record {
@@ -126,6 +135,7 @@ impl Node {
     /// Loads stored records (after a restart): registrations and this node's calls, with
     /// their deadlines rebuilt from their fields; an `Ending` call sends its BYEs again.
     pub fn restore(&mut self, records: &[StoredRecord], now: UnixMillis) {
+        self.now = now;
         for r in records {
             match Key::parse(&r.key) {
                 Some(Key::Reg(_)) if r.is_live(now) => self.registrar.restore(r),
