@@ -1,7 +1,7 @@
 //! Typed views of the header fields the core reasons about: Via, CSeq, and the name-addr of
 //! From, To and Contact. Each parser returns `None` for anything that is not well-formed.
 
-use super::lex::{find_plain, is_token_char, lex, parse_decimal, quotes_closed, Part};
+use super::lex::{find_plain, is_token_char, lex, parse_decimal, quotes_closed, ByteClass, Part};
 use super::Method;
 
 /// A header or URI parameter: `name` or `name=value` (quotes kept on quoted values).
@@ -269,7 +269,7 @@ pub(crate) fn check_uri(uri: &str) -> Option<UriKind> {
         || rest.is_empty()
         || uri
             .bytes()
-            .any(|b| b <= b' ' || b >= 0x7f || b"<>\"".contains(&b))
+            .any(|b| b <= b' ' || b >= 0x7f || matches!(b, b'<' | b'>' | b'"'))
     {
         return None;
     }
@@ -283,9 +283,11 @@ pub(crate) fn check_uri(uri: &str) -> Option<UriKind> {
 }
 
 /// `unreserved` (alphanum / mark) of §25.1.
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b)
-}
+// §25.1 classes, each `unreserved` (alphanum / mark `-_.!~*'()`) plus its own extras.
+const USER: ByteClass = ByteClass::alphanumeric_and(b"-_.!~*'()&=+$,;?/");
+const PASSWORD: ByteClass = ByteClass::alphanumeric_and(b"-_.!~*'()&=+$,");
+const PARAM_CHAR: ByteClass = ByteClass::alphanumeric_and(b"-_.!~*'()[]/:&+$");
+const HNV_CHAR: ByteClass = ByteClass::alphanumeric_and(b"-_.!~*'()[]/?:+$");
 
 /// Whether `s` is made of `escaped` octets and bytes for which `allowed` holds (at least
 /// `min` bytes long).
@@ -320,9 +322,8 @@ fn check_sip_uri_rest(rest: &str) -> bool {
             Some((u, p)) => (u, Some(p)),
             None => (userinfo, None),
         };
-        let user_ok = escaped_or(user, 1, |b| is_unreserved(b) || b"&=+$,;?/".contains(&b));
-        let password_ok = password
-            .is_none_or(|p| escaped_or(p, 0, |b| is_unreserved(b) || b"&=+$,".contains(&b)));
+        let user_ok = escaped_or(user, 1, |b| USER.has(b));
+        let password_ok = password.is_none_or(|p| escaped_or(p, 0, |b| PASSWORD.has(b)));
         if !(user_ok && password_ok) {
             return false;
         }
@@ -333,10 +334,10 @@ fn check_sip_uri_rest(rest: &str) -> bool {
     };
     let mut parts = before_headers.split(';');
     let hostport = parts.next().unwrap_or("");
-    if parse_host_port(hostport).is_none() {
+    if split_host_port(hostport).is_none() {
         return false;
     }
-    let paramchar = |b: u8| is_unreserved(b) || b"[]/:&+$".contains(&b);
+    let paramchar = |b: u8| PARAM_CHAR.has(b);
     for param in parts {
         let (name, value) = match param.split_once('=') {
             Some((n, v)) => (n, Some(v)),
@@ -346,7 +347,7 @@ fn check_sip_uri_rest(rest: &str) -> bool {
             return false;
         }
     }
-    let hnv = |b: u8| is_unreserved(b) || b"[]/?:+$".contains(&b);
+    let hnv = |b: u8| HNV_CHAR.has(b);
     headers.is_none_or(|h| {
         h.split('&').all(|header| {
             header

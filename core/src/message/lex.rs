@@ -38,8 +38,23 @@ const COMPACT: &[(u8, &str)] = &[
     (b'y', "Identity"),
 ];
 
-/// The canonical spelling of the header names the core knows.
-const KNOWN: &[&str] = &[
+/// The header names the core knows, in their canonical spelling: the list, and an exact
+/// match on it (which the compiler turns into a dispatch on length and bytes; most
+/// messages spell names canonically).
+macro_rules! known_names {
+    ($($name:literal),* $(,)?) => {
+        const KNOWN: &[&str] = &[$($name),*];
+
+        fn exact_name(name: &str) -> Option<&'static str> {
+            match name {
+                $($name => Some($name),)*
+                _ => None,
+            }
+        }
+    };
+}
+
+known_names!(
     "Accept",
     "Allow",
     "Authorization",
@@ -67,11 +82,14 @@ const KNOWN: &[&str] = &[
     "Unsupported",
     "Via",
     "WWW-Authenticate",
-];
+);
 
 /// The canonical spelling of a header name given in any case, or of its compact form;
 /// `None` for a name the core does not know (it is kept as written).
 pub(crate) fn canonical_name(name: &str) -> Option<&'static str> {
+    if let Some(n) = exact_name(name) {
+        return Some(n);
+    }
     let first = name.as_bytes().first()?.to_ascii_lowercase();
     if name.len() == 1 {
         return COMPACT.iter().find(|(c, _)| *c == first).map(|(_, n)| *n);
@@ -129,8 +147,36 @@ pub(crate) fn find_plain(s: &str, c: char) -> Option<usize> {
 
 /// `token` characters of RFC 3261 §25.1.
 pub(crate) fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+    TOKEN.has(b)
 }
+
+/// A set of bytes, looked up in one step (character classes of §25.1 are tested for every
+/// byte of every header).
+pub(crate) struct ByteClass([bool; 256]);
+
+impl ByteClass {
+    /// Letters, digits and `extra`.
+    pub(crate) const fn alphanumeric_and(extra: &[u8]) -> ByteClass {
+        let mut t = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            t[b] = (b as u8).is_ascii_alphanumeric();
+            b += 1;
+        }
+        let mut i = 0;
+        while i < extra.len() {
+            t[extra[i] as usize] = true;
+            i += 1;
+        }
+        ByteClass(t)
+    }
+
+    pub(crate) fn has(&self, b: u8) -> bool {
+        self.0[usize::from(b)]
+    }
+}
+
+const TOKEN: ByteClass = ByteClass::alphanumeric_and(b"-.!%*_+`'~");
 
 /// Parses a decimal number of at most `max`; `None` for anything else (sign, space, overflow).
 pub(crate) fn parse_decimal(s: &str, max: u64) -> Option<u64> {

@@ -79,7 +79,8 @@ pub fn parse_datagram(bytes: &[u8], limits: &Limits) -> Result<SipMessage, Rejec
     let start_line = lines.next().unwrap_or("");
     let headers = parse_headers(lines, limits, is_response)?;
 
-    let body = match content_length(&headers, is_response)? {
+    let declared = content_length(&headers, is_response)?;
+    let body = match declared {
         Some(len) if len > raw_body.len() => {
             return Err(reject(Rule::ContentLengthExceedsBody, is_response))
         }
@@ -90,7 +91,14 @@ pub fn parse_datagram(bytes: &[u8], limits: &Limits) -> Result<SipMessage, Rejec
         return Err(reject(Rule::BodyTooLarge, is_response));
     }
     let mut headers = headers;
-    headers.set("Content-Length", body.len().to_string());
+    // One Content-Length saying the body's length, written as we would write it, stays.
+    let canonical = declared.is_some()
+        && headers
+            .get("Content-Length")
+            .is_some_and(|v| v == "0" || !v.starts_with('0'));
+    if !canonical {
+        headers.set("Content-Length", body.len().to_string());
+    }
     // The Content-Length we add counts too, so that our own output parses again.
     if headers.len() > limits.max_headers {
         return Err(reject(Rule::TooManyHeaders, is_response));
