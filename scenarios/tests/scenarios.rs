@@ -20,7 +20,8 @@ fn traces_of_short_scenarios() {
     }
 }
 
-/// The same seed gives a byte-identical trace, for every scenario.
+/// The same seed gives a byte-identical trace, and another seed another trace (a seed that
+/// did not reach the run would make 500 seeds one run), for every scenario.
 #[test]
 fn every_scenario_repeats_byte_for_byte() {
     for s in all() {
@@ -28,6 +29,12 @@ fn every_scenario_repeats_byte_for_byte() {
         let (a, b) = (run(&spec, 3), run(&spec, 3));
         assert_eq!(a.hash, b.hash, "{}: two runs of seed 3 differ", s.name);
         assert!(a.trace.len() > 1000, "{}: the trace has content", s.name);
+        let other = run(&spec, 4);
+        assert_ne!(
+            a.hash, other.hash,
+            "{}: seeds 3 and 4 give the same trace",
+            s.name
+        );
     }
 }
 
