@@ -75,8 +75,8 @@ impl Batch {
 pub(crate) struct Sent {
     /// Each write's key and whether it is a put, in the batch's order.
     pub(crate) writes: Vec<(String, bool)>,
-    /// Each transmit's origin and Call-ID.
-    pub(crate) transmits: Vec<(Origin, Option<String>)>,
+    /// Each transmit's origin.
+    pub(crate) transmits: Vec<Origin>,
     pub(crate) reveals_deletes: bool,
     /// When the node made it.
     pub(crate) made_at: UnixMillis,
@@ -145,11 +145,7 @@ impl Ledger {
                 .iter()
                 .map(|w| (w.key().to_string(), matches!(w, StoreWrite::Put { .. })))
                 .collect(),
-            transmits: b
-                .transmits
-                .iter()
-                .map(|t| (t.origin.clone(), t.call_id.clone()))
-                .collect(),
+            transmits: b.transmits.iter().map(|t| t.origin.clone()).collect(),
             reveals_deletes: b.reveals_deletes,
             made_at: now,
             busy,

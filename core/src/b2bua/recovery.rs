@@ -75,14 +75,11 @@ impl B2bua {
                     .iter()
                     .any(|(_, r)| r.headers.get("Call-ID") == Some(leg))
             });
-            if unanswered {
-                // The 2xx never left: it is not retransmitted, and its sender gets an
-                // error response from the node instead. The other party did answer (and
-                // its ACK was lost with the batch, or waited for this 2xx's): it gets its
-                // ACK, then the BYE. A caller that never heard its answer gets no BYE.
-                let Some(p) = call.pending_2xx.take() else {
-                    return;
-                };
+            // The 2xx never left: it is not retransmitted, and its sender gets an error
+            // response from the node instead. The other party did answer (and its ACK was
+            // lost with the batch, or waited for this 2xx's): it gets its ACK, then the
+            // BYE. A caller that never heard its answer gets no BYE.
+            if let Some(p) = call.pending_2xx.take_if(|_| unanswered) {
                 // The 2xx made when the callee answered the initial INVITE.
                 let initial = p.side == Side::A && call.answered_at == Some(p.first_sent_at);
                 match (initial, call.awaiting_ack.take()) {

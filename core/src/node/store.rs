@@ -24,7 +24,7 @@ impl Node {
             if sent.made_at > late {
                 continue;
             }
-            for (origin, _) in &sent.transmits {
+            for origin in &sent.transmits {
                 if let Origin::Request(key) | Origin::Response(key, _) = origin {
                     self.sink.tx.departed(key, now);
                 }
@@ -67,7 +67,7 @@ impl Node {
         }
         let mut withdrawn: Vec<(TxKey, Response)> = Vec::new();
         let tx = &mut self.sink.tx;
-        for (origin, _) in &sent.transmits {
+        for origin in &sent.transmits {
             match origin {
                 Origin::Response(key, code) if key.method == Method::Invite => {
                     let ok = (200..300).contains(code).then(|| tx.withdraw_2xx(key, now));
