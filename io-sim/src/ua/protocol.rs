@@ -147,18 +147,9 @@ impl Ua {
                 .send_stateless(&SipMessage::Request(ack), self.home(), false);
             return;
         }
-        let (uri, local, remote, local_tag, remote_tag) = (
-            c.remote_target.clone(),
-            c.local_uri.clone(),
-            c.remote_uri.clone(),
-            c.local_tag.clone(),
-            c.remote_tag.clone().unwrap_or_default(),
-        );
-        let mut ack = self.base_request(Method::Ack, &uri);
-        ack.headers.push("From", format!("{local};tag={local_tag}"));
-        ack.headers.push("To", format!("{remote};tag={remote_tag}"));
-        ack.headers.push("Call-ID", id);
-        ack.headers.push("CSeq", format!("{cseq} ACK"));
+        let Some(ack) = self.request_in_dialog(id, Method::Ack, cseq) else {
+            return;
+        };
         if let Some(c) = self.calls.get_mut(id) {
             c.acks.insert(cseq, ack.clone());
         }

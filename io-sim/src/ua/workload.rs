@@ -36,7 +36,21 @@ impl Ua {
         self.send_request(r, purpose);
     }
 
+    /// A new request in call `call_id`'s dialog, with the next local CSeq.
     pub(super) fn dialog_request(&mut self, call_id: &str, method: Method) -> Option<Request> {
+        let c = self.calls.get_mut(call_id)?;
+        c.local_cseq += 1;
+        let cseq = c.local_cseq;
+        self.request_in_dialog(call_id, method, cseq)
+    }
+
+    /// A request in call `call_id`'s dialog with CSeq `cseq` (an ACK takes its INVITE's).
+    pub(super) fn request_in_dialog(
+        &mut self,
+        call_id: &str,
+        method: Method,
+        cseq: u32,
+    ) -> Option<Request> {
         let c = self.calls.get(call_id)?;
         let (uri, local, remote, local_tag, remote_tag) = (
             c.remote_target.clone(),
@@ -46,12 +60,10 @@ impl Ua {
             c.remote_tag.clone().unwrap_or_default(),
         );
         let mut r = self.base_request(method.clone(), &uri);
-        let c = self.calls.get_mut(call_id)?;
-        c.local_cseq += 1;
         r.headers.push("From", format!("{local};tag={local_tag}"));
         r.headers.push("To", format!("{remote};tag={remote_tag}"));
         r.headers.push("Call-ID", call_id);
-        r.headers.push("CSeq", format!("{} {method}", c.local_cseq));
+        r.headers.push("CSeq", format!("{cseq} {method}"));
         Some(r)
     }
 
