@@ -287,6 +287,29 @@ mod tests {
     }
 
     #[test]
+    fn content_length_is_rewritten_unless_already_in_our_spelling() {
+        let msg = |cl: &str| {
+            format!(
+                "OPTIONS sip:b@example.com SIP/2.0\r\nVia: SIP/2.0/UDP a.example.com;branch=z9hG4bK1\r\n\
+                 {cl}\r\n\r\nbody"
+            )
+        };
+        for (given, kept) in [
+            ("Content-Length: 4", "4"),
+            ("Content-Length: 04", "4"),
+            ("l: 4", "4"),
+            ("Max-Forwards: 70", "4"),
+        ] {
+            let m = parse(&msg(given)).unwrap();
+            assert_eq!(
+                m.headers().get_all("Content-Length").collect::<Vec<_>>(),
+                [kept],
+                "{given}"
+            );
+        }
+    }
+
+    #[test]
     fn folding_compact_names_lf_only_and_space_before_colon() {
         let m = parse(
             "\r\nOPTIONS sip:bob@example.com SIP/2.0\n\
