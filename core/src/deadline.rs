@@ -28,6 +28,9 @@ impl<K> Default for DeadlineIndex<K> {
 impl<K: Ord + Hash + Clone> DeadlineIndex<K> {
     /// Sets `key`'s deadline (`None` clears it).
     pub fn set(&mut self, key: &K, at: Option<UnixMillis>) {
+        if at.is_some() && self.at.get(key) == at.as_ref() {
+            return;
+        }
         if let Some(old) = self.at.remove(key) {
             self.by_time.remove(&(old, key.clone()));
         }

@@ -64,16 +64,22 @@ pub fn uri_of(value: &str) -> String {
 /// 5060, and its transport parameter (UDP by default). `None` for host names: the core does
 /// no DNS, so the caller falls back to a known peer address.
 pub fn peer_for_uri(uri: &str) -> Option<Peer> {
-    let parsed = rsip::Uri::try_from(uri).ok();
-    let transport = match parsed.as_ref().and_then(|u| u.transport().cloned()) {
-        Some(rsip::Transport::Tcp) => Transport::Tcp,
-        Some(rsip::Transport::Tls) => Transport::Tls,
-        _ => Transport::Udp,
-    };
-    // Host and port from the text, which also covers IPv6 references rsip cannot parse.
     let rest = uri.split_once(':')?.1;
     let hostpart = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-    let hostport = hostpart.split([';', '?', '>']).next()?;
+    let hostpart = hostpart.split(['?', '>']).next()?;
+    let mut parts = hostpart.split(';');
+    let hostport = parts.next()?;
+    // The transport parameter (§19.1.1), read from the text: parsing the whole URI for it
+    // cost more than the rest of routing a request.
+    let transport = parts
+        .filter_map(|p| p.split_once('='))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("transport"))
+        .map(|(_, v)| v.trim());
+    let transport = match transport {
+        Some(t) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
+        Some(t) if t.eq_ignore_ascii_case("tls") => Transport::Tls,
+        _ => Transport::Udp,
+    };
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
         let (h, p) = v6.split_once(']')?;
         (h, p.strip_prefix(':'))
@@ -187,5 +193,10 @@ mod tests {
         let p = peer_for_uri("sip:[::1]").unwrap();
         assert_eq!(p.addr, "[::1]:5060".parse().unwrap());
         assert!(peer_for_uri("sip:bob@example.com").is_none());
+        let p = peer_for_uri("sip:10.0.0.1;lr;Transport=TLS?Subject=x").unwrap();
+        assert_eq!(p.transport, Transport::Tls);
+        let p = peer_for_uri("<sip:bob@10.0.0.1:5070;maddr=x>;transport=tcp").unwrap();
+        assert_eq!(p.addr, "10.0.0.1:5070".parse().unwrap());
+        assert_eq!(p.transport, Transport::Udp, "a header parameter is not the URI's");
     }
 }

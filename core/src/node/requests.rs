@@ -161,11 +161,17 @@ impl Node {
         if max_forwards(&req) == 0 {
             return s.reply(&key, &req, 483, None, &[], now);
         }
-        let looped = req.headers.get_all("Via").filter_map(Via::parse).any(|v| {
-            v.branch()
-                .is_some_and(|b| b.starts_with(&self.branch_prefix))
-                && v.sent_by() == s.advertise.to_string()
-        });
+        // Only a Via carrying our branch prefix can be ours: the others are not parsed.
+        let prefix = self.branch_prefix.as_str();
+        let looped = req
+            .headers
+            .get_all("Via")
+            .filter(|raw| raw.contains(prefix))
+            .filter_map(Via::parse)
+            .any(|v| {
+                v.branch().is_some_and(|b| b.starts_with(prefix))
+                    && v.sent_by() == s.advertise.to_string()
+            });
         if looped {
             return s.reply(&key, &req, 482, None, &[], now);
         }
