@@ -197,6 +197,10 @@ mod tests {
         assert_eq!(p.transport, Transport::Tls);
         let p = peer_for_uri("<sip:bob@10.0.0.1:5070;maddr=x>;transport=tcp").unwrap();
         assert_eq!(p.addr, "10.0.0.1:5070".parse().unwrap());
-        assert_eq!(p.transport, Transport::Udp, "a header parameter is not the URI's");
+        assert_eq!(
+            p.transport,
+            Transport::Udp,
+            "a header parameter is not the URI's"
+        );
     }
 }

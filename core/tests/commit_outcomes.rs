@@ -187,3 +187,66 @@ fn a_2xx_taken_back_after_its_call_ended_is_never_retransmitted() {
         "{to_a:?}"
     );
 }
+
+/// The caller's BYE ends the call while the store is down: its 200 waits for the record
+/// (`Ending`) and is taken back when that write fails. The call ends all the same once
+/// the store is back; the caller, still retransmitting its BYE, must then get 200, not
+/// 481: Drongo did what it asked. (Found by the continuity check: store-outage seed 7.)
+#[test]
+fn a_bye_whose_200_was_taken_back_gets_200_after_its_call_is_gone() {
+    let (mut n, mut store, _b_inv, ok) = acked_call();
+    let bye = from_a(&ok, "BYE", 2, "z9hG4bKa3");
+    send(&mut n, T0 + 100, A, &bye);
+    let batch = n.poll_batch().unwrap();
+    assert!(!batch.writes.is_empty());
+    fail(&mut n, T0 + 110, &batch);
+    // The store is back: the runtime reads the record back, and the call ends (BYE to the
+    // callee, answered; record deleted).
+    let key = batch.writes[0].key().to_string();
+    let record = store.get(&key).cloned();
+    n.handle_input(T0 + 150, Input::Record { key, record });
+    let out = run(&mut n, &mut store);
+    let out = answer_byes(&mut n, &mut store, &out, T0 + 200);
+    assert!(
+        lines(&out).iter().all(|l| !l.ends_with("200 OK")),
+        "{:?}",
+        lines(&out)
+    );
+    assert_eq!(n.active_calls(), 0);
+    assert!(store.keys().all(|k| !k.starts_with("call/")), "{store:?}");
+    // The caller's BYE retransmission (its transaction was dropped with the batch).
+    send(&mut n, T0 + 600, A, &bye);
+    assert_eq!(lines(&run(&mut n, &mut store)), ["127.0.0.1:5061 200 OK"]);
+    // Past 64·T1 the dialog is forgotten: 481 as for any unknown dialog.
+    send(
+        &mut n,
+        T0 + 40_000,
+        A,
+        &bye.replace("z9hG4bKa3", "z9hG4bKa4"),
+    );
+    let late = lines(&run(&mut n, &mut store));
+    assert_eq!(late, ["127.0.0.1:5061 481 Call/Transaction Does Not Exist"]);
+}
+
+/// The caller's BYE made the call `Ending` in the store, and the node died before the 200
+/// (and our BYE to the callee) left. The restarted node sends its BYE again and the call
+/// goes; the caller's BYE retransmission then gets 200, not 481. (Found by the continuity
+/// check: node-crash-during-ringing seed 848.)
+#[test]
+fn a_bye_whose_200_died_with_the_node_gets_200_from_the_restarted_node() {
+    let (mut n, mut store, _b_inv, ok) = acked_call();
+    let bye = from_a(&ok, "BYE", 2, "z9hG4bKa3");
+    send(&mut n, T0 + 100, A, &bye);
+    let batch = n.poll_batch().unwrap();
+    for w in batch.writes {
+        commit(&mut store, w);
+    }
+    drop(n); // killed: nothing of the batch left the node
+    let mut n = restarted(&store, 2, T0 + 3_000);
+    let out = run(&mut n, &mut store);
+    assert_eq!(lines(&out), ["127.0.0.1:5062 BYE sip:bob@127.0.0.1:5062"]);
+    answer_byes(&mut n, &mut store, &out, T0 + 3_100);
+    assert!(store.keys().all(|k| !k.starts_with("call/")), "{store:?}");
+    send(&mut n, T0 + 3_500, A, &bye);
+    assert_eq!(lines(&run(&mut n, &mut store)), ["127.0.0.1:5061 200 OK"]);
+}

@@ -108,6 +108,12 @@ pub struct Call {
     /// the client transaction that carries them.
     #[serde(skip)]
     pub relays: Vec<(TxKey, Relay)>,
+    /// A 200 to a party's BYE may never have reached it: a write of the call failed (the
+    /// 200 was withdrawn with it), or the call was restored `Ending` (the 200 may have died
+    /// with the node). Once the call is gone its dialogs still answer that BYE's
+    /// retransmissions (see `Calls::remember_ended`).
+    #[serde(skip)]
+    pub bye_owed: bool,
     /// A relayed re-INVITE answered 2xx whose ACK we wait for from `Side`, with the CSeq the
     /// other leg's ACK must carry.
     pub awaiting_ack: Option<(Side, u32, u32)>,

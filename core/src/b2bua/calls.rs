@@ -41,6 +41,11 @@ pub(crate) struct Calls {
     /// Calls whose write lost its compare-and-swap, with the 2xx responses withdrawn with
     /// it, until the read-back says whose the call is.
     contested: BTreeMap<String, Vec<(TxKey, Response)>>,
+    /// Dialogs of calls that ended after a failed write, until 64·T1 after: a party whose
+    /// BYE lost its 200 with that write goes on retransmitting it, and is told 200 (the
+    /// dialog is over, as it asked), not 481.
+    ended: HashMap<(String, String), UnixMillis>,
+    ended_timers: DeadlineIndex<(String, String)>,
 }
 
 impl Calls {
@@ -89,6 +94,28 @@ impl Calls {
             self.orphans.insert(key, (p.clone(), leg.peer));
         }
         Some(call)
+    }
+
+    /// Keeps the dialogs of `call`, which ended after a failed write, until `until`
+    /// (and forgets those kept past their time).
+    pub(crate) fn remember_ended(&mut self, call: &Call, until: UnixMillis, now: UnixMillis) {
+        while let Some(k) = self.ended_timers.first_due(now).cloned() {
+            self.ended_timers.remove(&k);
+            self.ended.remove(&k);
+        }
+        for side in [Side::A, Side::B] {
+            let d = call.dialog(side);
+            let k = (d.call_id.clone(), d.local_tag.clone());
+            self.ended_timers.set(&k, Some(until));
+            self.ended.insert(k, until);
+        }
+    }
+
+    /// Whether (Call-ID, local tag) is a dialog kept by `remember_ended` at `now`.
+    pub(crate) fn was_ended(&self, call_id: &str, local_tag: &str, now: UnixMillis) -> bool {
+        self.ended
+            .get(&(call_id.to_string(), local_tag.to_string()))
+            .is_some_and(|until| now < *until)
     }
 
     fn take(&mut self, id: &str) -> Option<Call> {

@@ -17,6 +17,12 @@ impl B2bua {
         self.calls.by_dialog(call_id, local_tag)
     }
 
+    /// Whether a BYE on a dialog we no longer hold is the retransmission of one that ended
+    /// its call while the store failed (its 200 was withdrawn): it gets 200 then.
+    pub(crate) fn bye_owed(&self, call_id: &str, local_tag: &str, now: UnixMillis) -> bool {
+        self.calls.was_ended(call_id, local_tag, now)
+    }
+
     /// A request on leg `side` of call `id`.
     pub(crate) fn in_dialog(
         &mut self,

@@ -96,6 +96,7 @@ impl B2bua {
             max_duration: s.cfg.max_call_duration_secs,
             pending_2xx: None,
             relays: Vec::new(),
+            bye_owed: false,
             awaiting_ack: None,
             byes: Vec::new(),
             owner: s.node_id,

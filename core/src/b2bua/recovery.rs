@@ -34,6 +34,7 @@ impl B2bua {
         // Transactions died with the old process (they are not stored: see `Call`).
         let id = call.id.clone();
         let ending = call.byes.clone();
+        call.bye_owed = !ending.is_empty();
         self.calls.insert(call, &timers);
         if !ending.is_empty() {
             // Its BYEs may never have left the node that died: send them again (with a
@@ -69,6 +70,7 @@ impl B2bua {
     ) {
         if let Some(call) = self.calls.get_mut(id) {
             call.version = version;
+            call.bye_owed = true;
             let unanswered = call.pending_2xx.as_ref().is_some_and(|p| {
                 let leg = call.dialog(p.side).call_id.as_str();
                 withdrawn

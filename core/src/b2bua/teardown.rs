@@ -18,6 +18,10 @@ impl B2bua {
         let Some(call) = self.calls.remove(id, &s.cfg.timers) else {
             return;
         };
+        if call.bye_owed {
+            let until = now + 64 * s.cfg.timers.t1;
+            self.calls.remember_ended(&call, until, now);
+        }
         if call.version > 0 {
             s.writes.push(StoreWrite::Delete {
                 key: call_key(id),

@@ -34,6 +34,9 @@ impl Node {
             let call_id = req.headers.get("Call-ID").unwrap_or("");
             return match self.b2bua.dialog_of(call_id, &tag) {
                 Some((id, side)) => self.b2bua.in_dialog(s, &id, side, key, req, now),
+                None if req.method == Method::Bye && self.b2bua.bye_owed(call_id, &tag, now) => {
+                    s.reply(&key, &req, 200, None, &[], now)
+                }
                 None => s.reply(&key, &req, 481, None, &[], now),
             };
         }
