@@ -4,7 +4,7 @@
 //! Calls are linked across the B2BUA by a token the caller puts in its SDP (`s=` line),
 //! which Drongo relays to the callee unchanged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// One leg of a call as its user agent saw it.
@@ -17,6 +17,26 @@ pub struct Leg {
     pub ended: bool,
     /// The user agent went silent in this dialog (no BYE, no answers).
     pub vanished: bool,
+    /// When (simulated ms) it went silent.
+    pub vanished_at: Option<u64>,
+    /// When this party sent its BYE (it hung up).
+    pub bye_sent_at: Option<u64>,
+    /// When a BYE from Drongo first reached this party.
+    pub got_bye_at: Option<u64>,
+}
+
+/// An in-dialog request on a confirmed call that got no 2xx (481, 408 or silence). At
+/// the end of the run it is excused only when the call was ending anyway by then (either
+/// party had sent BYE or gone silent, or Drongo was ending it); otherwise Drongo lost a
+/// confirmed call.
+#[derive(Debug, Clone)]
+pub struct Suspect {
+    pub at: u64,
+    pub caller: bool,
+    pub leg: usize,
+    /// It was a BYE (its party's own BYE does not excuse it then).
+    pub bye: bool,
+    pub what: String,
 }
 
 #[derive(Debug, Default)]
@@ -27,6 +47,80 @@ pub struct CallLedger {
     pub ringing: bool,
     pub final_seen: bool,
     pub reinvites_pending: u32,
+    pub suspects: Vec<Suspect>,
+    /// INFO requests (by the id in their body) that got a 2xx, and those that reached the
+    /// other party: a 2xx Drongo relayed must come from the party the INFO was for.
+    pub infos_answered: BTreeSet<String>,
+    pub infos_seen: BTreeSet<String>,
+}
+
+/// What a run did, for the vacuity checks and the runner's summary: a run that did
+/// nothing proves nothing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counts {
+    pub calls_attempted: u64,
+    pub calls_answered: u64,
+    /// Confirmed calls ended by the caller's BYE, the callee's, or by Drongo (its BYE came
+    /// first: session timer, failed write).
+    pub ended_by_caller: u64,
+    pub ended_by_callee: u64,
+    pub ended_by_drongo: u64,
+    pub registrations: u64,
+    pub deregistrations: u64,
+    pub reinvites: u64,
+    pub infos: u64,
+    pub byes: u64,
+    pub faults_planned: u64,
+    pub faults_struck: u64,
+    /// Faults whose trigger ("while ringing", "in a call", "during a re-INVITE") was met
+    /// when they struck (an `At` trigger always is).
+    pub triggers_met: u64,
+    /// Confirmed calls at the moment a node was killed, summed over kills.
+    pub calls_up_at_kills: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, o: &Counts) {
+        self.calls_attempted += o.calls_attempted;
+        self.calls_answered += o.calls_answered;
+        self.ended_by_caller += o.ended_by_caller;
+        self.ended_by_callee += o.ended_by_callee;
+        self.ended_by_drongo += o.ended_by_drongo;
+        self.registrations += o.registrations;
+        self.deregistrations += o.deregistrations;
+        self.reinvites += o.reinvites;
+        self.infos += o.infos;
+        self.byes += o.byes;
+        self.faults_planned += o.faults_planned;
+        self.faults_struck += o.faults_struck;
+        self.triggers_met += o.triggers_met;
+        self.calls_up_at_kills += o.calls_up_at_kills;
+    }
+}
+
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "calls {} attempted, {} answered, ended by caller {} / callee {} / drongo {}; \
+             registrations {}, de-registrations {}; re-INVITEs {}, INFOs {}, BYEs {}; \
+             faults {} planned, {} struck, {} on their trigger; calls up at kills {}",
+            self.calls_attempted,
+            self.calls_answered,
+            self.ended_by_caller,
+            self.ended_by_callee,
+            self.ended_by_drongo,
+            self.registrations,
+            self.deregistrations,
+            self.reinvites,
+            self.infos,
+            self.byes,
+            self.faults_planned,
+            self.faults_struck,
+            self.triggers_met,
+            self.calls_up_at_kills,
+        )
+    }
 }
 
 /// What one user agent knows about its registration.
@@ -40,7 +134,8 @@ pub struct RegLedger {
 pub struct Inner {
     pub calls: BTreeMap<String, CallLedger>,
     pub regs: BTreeMap<String, RegLedger>,
-    pub calls_started: u64,
+    /// What the user agents and faults did (the call outcomes are added at the end).
+    pub counts: Counts,
     /// INVITE transactions of the user agents that got a provisional response and no final
     /// one yet (an INVITE client transaction has no timer then): since when, and what.
     pub proceeding: BTreeMap<String, (u64, String)>,

@@ -14,4 +14,5 @@ pub mod trace;
 pub mod ua;
 pub mod world;
 
+pub use ledger::Counts;
 pub use world::{run, Fault, Outcome, Trigger, WorldSpec};

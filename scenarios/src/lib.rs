@@ -109,8 +109,10 @@ pub fn find(name: &str) -> Option<Scenario> {
 fn smoke() -> WorldSpec {
     WorldSpec {
         uas: 2,
-        calls: 3,
-        workload_ms: 20_000,
+        // Enough that a call is up in every seed (the crash and outage variants strike
+        // while one is: a fault without its trigger fails the run as vacuous).
+        calls: 10,
+        workload_ms: 30_000,
         vanish: 0.0,
         lapse: 0.0,
         session_expires_secs: 30,

@@ -80,6 +80,11 @@ fn seeds_that_found_bugs() {
         // A 2xx that crossed a BYE was ACKed (by the user agent, with no To tag) and Drongo
         // answered that broken ACK 400; a CANCEL after the answer got 481 instead of 200.
         ("chaos", 424),
+        // Call continuity: a BYE whose 200 was withdrawn with a failed write, or died with
+        // the node after its call was stored `Ending`, got 481 once the call was gone.
+        ("store-outage", 7),
+        ("store-ambiguous-writes", 11),
+        ("partition-node-store", 4),
     ];
     for (name, seed) in found {
         let o = run(&spec(name), seed);
@@ -138,4 +143,65 @@ fn invariants_catch_a_lost_registration() {
         "{:?}",
         o.violations
     );
+}
+
+/// Call continuity can fail: a node that restarts without its calls (and erases their
+/// records) is caught in every seed where a call was up when it was killed: the parties'
+/// in-dialog requests and BYEs get 481, or no answer.
+#[test]
+fn continuity_catches_a_node_that_forgets_its_calls() {
+    let spec = WorldSpec {
+        mutant_forget_calls: true,
+        ..spec("node-crash-in-call")
+    };
+    let mut caught = 0;
+    for seed in 1..=20 {
+        let o = run(&spec, seed);
+        assert!(o.counts.calls_up_at_kills > 0, "seed {seed}: {}", o.counts);
+        assert!(
+            o.violations.iter().any(|v| v.contains("continuity")),
+            "seed {seed}: the lost calls went unnoticed: {:?}",
+            o.violations
+        );
+        caught += 1;
+    }
+    assert_eq!(caught, 20);
+}
+
+/// Vacuity: a run whose faults never met their trigger, or that answered no call, fails.
+#[test]
+fn vacuity_fails_a_run_that_did_nothing() {
+    // Nobody is registered before the fault's deadline: no call rings in time.
+    let spec = WorldSpec {
+        faults: vec![Fault::KillNode {
+            node: 0,
+            when: Trigger::Ringing { after_ms: 1_000 },
+            down_ms: (100, 100),
+        }],
+        calls: 0,
+        ..spec("smoke")
+    };
+    let o = run(&spec, 1);
+    assert!(
+        o.violations
+            .iter()
+            .any(|v| v.contains("vacuous") && v.contains("without their trigger")),
+        "{:?}",
+        o.violations
+    );
+}
+
+/// Vacuity: a node that refuses every call fails every scenario (here with no other
+/// check to fail: its user agents are told "401" and carry on).
+#[test]
+fn vacuity_fails_a_node_that_answers_nothing() {
+    for s in all() {
+        let spec = WorldSpec {
+            mutant_refuse_all: true,
+            ..(s.spec)()
+        };
+        let o = run(&spec, 1);
+        let vacuous = o.violations.iter().any(|v| v.contains("vacuous"));
+        assert!(vacuous, "{}: {:?} {}", s.name, o.violations, o.counts);
+    }
 }

@@ -9,7 +9,10 @@
 //! a missing To tag, two different final responses for one transaction, a missing Contact
 //! in a 2xx, a request routed to the wrong user, a CSeq going backwards, a registration
 //! that is gone before it expires or lives on after, retransmissions faster than the RFC's
-//! schedule or after the transaction should have given up.
+//! schedule or after the transaction should have given up. In a confirmed call it sends
+//! INFOs and re-INVITEs all through the call (across faults) and ends its leg only when its
+//! BYE's transaction ends: every 481, 408 or silence in a call Drongo confirmed is recorded
+//! and judged at the end of the run (call continuity, `world::invariants`).
 
 mod checks;
 mod protocol;
@@ -79,6 +82,7 @@ enum Action {
     Cancel(String),
     Hangup(String),
     Reinvite(String),
+    Info(String),
     Vanish(String),
     Resend2xx(String),
     /// 64·T1 after our CANCEL: an INVITE still without a final response is given up (§9.1).
@@ -88,12 +92,19 @@ enum Action {
 /// Why a client transaction was started.
 #[derive(Debug, Clone)]
 enum Purpose {
-    Register { requested: u32, sent_at: UnixMillis },
-    Probe { sent_at: UnixMillis },
+    Register {
+        requested: u32,
+        sent_at: UnixMillis,
+    },
+    Probe {
+        sent_at: UnixMillis,
+    },
     Invite(String),
     Reinvite(String),
+    /// An INFO in call `.0`, with the id its body carries.
+    Info(String, String),
     Cancel,
-    Bye,
+    Bye(String),
 }
 
 /// A request we sent, to check responses against.
@@ -112,6 +123,8 @@ enum State {
     #[default]
     Early,
     Confirmed,
+    /// Our BYE is out; the leg ends when its transaction does (§15.1.1).
+    Closing,
     Ended,
 }
 
@@ -152,6 +165,10 @@ struct Call {
     sent_2xx: bool,
     reinvite_pending: bool,
     acks: BTreeMap<u32, Request>,
+    /// INFO requests sent so far (numbers their ids).
+    infos: u32,
+    /// BYEs sent again after a 5xx.
+    bye_retries: u32,
 }
 
 /// Binding facts for the registration checks (true time, milliseconds).

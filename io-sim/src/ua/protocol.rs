@@ -117,8 +117,14 @@ impl Ua {
             Some(Purpose::Reinvite(id)) => {
                 // §12.2.1.2 / §14.1: a timed-out re-INVITE ends the dialog.
                 self.reinvite_done(&id);
+                self.suspect(&id, false, "re-INVITE got no answer");
                 self.hang_up(&id);
             }
+            Some(Purpose::Info(id, _)) => {
+                self.suspect(&id, false, "INFO got no answer");
+                self.hang_up(&id);
+            }
+            Some(Purpose::Bye(id)) => self.on_bye_answer(&id, 408, now),
             _ => {}
         }
     }
@@ -179,9 +185,32 @@ impl Ua {
                 if (200..300).contains(&code) {
                     self.send_ack(&id, &resp);
                 } else if code == 481 || code == 408 {
-                    self.end_leg(&id);
+                    // §12.2.1.2: the dialog is over (408: with our BYE).
+                    self.suspect(&id, false, format_args!("re-INVITE answered {code}"));
+                    if code == 481 {
+                        self.end_leg(&id);
+                    } else {
+                        self.hang_up(&id);
+                    }
                 }
             }
+            Some(Purpose::Info(id, info)) if code >= 200 => {
+                if (200..300).contains(&code) {
+                    if let Some(c) = self.calls.get(&id) {
+                        self.ledger.call(&c.token, |l| {
+                            l.infos_answered.insert(info);
+                        });
+                    }
+                } else if code == 481 || code == 408 {
+                    self.suspect(&id, false, format_args!("INFO answered {code}"));
+                    if code == 481 {
+                        self.end_leg(&id);
+                    } else {
+                        self.hang_up(&id);
+                    }
+                }
+            }
+            Some(Purpose::Bye(id)) if code >= 200 => self.on_bye_answer(&id, code, now),
             _ => {}
         }
     }
@@ -211,7 +240,7 @@ impl Ua {
             c.state = State::Ended;
             return;
         }
-        if c.state == State::Confirmed || c.state == State::Ended {
+        if matches!(c.state, State::Confirmed | State::Closing | State::Ended) {
             // A retransmission, or a 2xx that crossed a BYE: ACK it (§13.2.2.4), with the
             // To tag the 2xx carries if the dialog never learnt one.
             if c.remote_tag.is_none() {
@@ -393,6 +422,16 @@ impl Ua {
             let _ = self.tx.send_response(&key, r, now);
             return;
         };
+        if req.method == Method::Bye {
+            let (token, caller, leg) = (c.token.clone(), c.caller, c.leg);
+            let at = sim_ms();
+            self.ledger_leg(&token, caller, leg, |l| {
+                l.got_bye_at.get_or_insert(at);
+            });
+        }
+        let Some(c) = self.calls.get(&call_id) else {
+            return;
+        };
         if c.vanished {
             if req.method == Method::Bye {
                 self.trace
@@ -401,16 +440,28 @@ impl Ua {
             }
             return;
         }
-        if c.state == State::Ended {
+        // After our BYE only the BYE that crosses it is taken.
+        if c.state == State::Ended || (c.state == State::Closing && req.method != Method::Bye) {
             let r = response_to(&req, 481, None, "x");
             let _ = self.tx.send_response(&key, r, now);
             return;
         }
         if c.remote_cseq.is_some_and(|r| cseq <= r) {
-            self.violation(format_args!(
-                "{} in {call_id} with CSeq {cseq}, not above the last ({:?})",
-                req.method, c.remote_cseq
-            ));
+            // §12.2.2: out of order, refused with 500. Two requests of Drongo's in flight
+            // on one leg can arrive swapped (loss, jitter): a lower CSeq is the network's
+            // doing. The same CSeq on a new request is Drongo's: it never numbers two
+            // requests alike (a restart included: the CSeq is stored before it is used).
+            if c.remote_cseq == Some(cseq) {
+                self.violation(format_args!(
+                    "{} in {call_id} reuses CSeq {cseq} of an earlier request",
+                    req.method
+                ));
+            } else {
+                self.trace.log(
+                    &self.who,
+                    format_args!("{} in {call_id}: CSeq {cseq} out of order: 500", req.method),
+                );
+            }
             let r = response_to(&req, 500, None, "x");
             let _ = self.tx.send_response(&key, r, now);
             return;
@@ -458,6 +509,12 @@ impl Ua {
                 self.at(now + t1, Action::Resend2xx(call_id));
             }
             _ => {
+                if req.method == Method::Info {
+                    let info = String::from_utf8_lossy(&req.body).into_owned();
+                    self.ledger.call(&token, |l| {
+                        l.infos_seen.insert(info);
+                    });
+                }
                 let r = response_to(&req, 200, None, &tag);
                 let _ = self.tx.send_response(&key, r, now);
             }

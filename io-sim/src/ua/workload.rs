@@ -91,7 +91,7 @@ impl Ua {
                 ..Leg::default()
             }
         });
-        self.ledger.lock().calls_started += 1;
+        self.ledger.lock().counts.calls_attempted += 1;
         self.trace.log(
             &self.who,
             format_args!("calls {callee} (call {token}, Call-ID {call_id})"),
@@ -187,7 +187,25 @@ impl Ua {
                     c.reinvite_pending = true;
                 }
                 self.ledger.call(&token, |c| c.reinvites_pending += 1);
+                self.ledger.lock().counts.reinvites += 1;
                 self.send_request(r, Purpose::Reinvite(id));
+            }
+            Action::Info(id) => {
+                let Some(c) = self.calls.get_mut(&id) else {
+                    return;
+                };
+                if c.state != State::Confirmed || c.vanished {
+                    return;
+                }
+                c.infos += 1;
+                let info_id = format!("{} {} {}", c.token, self.who, c.infos);
+                let Some(mut r) = self.dialog_request(&id, Method::Info) else {
+                    return;
+                };
+                r.headers.push("Content-Type", "application/x-drongo-sim");
+                r.body = info_id.clone().into_bytes();
+                self.ledger.lock().counts.infos += 1;
+                self.send_request(r, Purpose::Info(id, info_id));
             }
             Action::Vanish(id) => {
                 let Some(c) = self.calls.get_mut(&id) else {
@@ -200,7 +218,11 @@ impl Ua {
                 let (token, caller, leg) = (c.token.clone(), c.caller, c.leg);
                 self.trace
                     .log(&self.who, format_args!("goes silent in {id}"));
-                self.ledger_leg(&token, caller, leg, |l| l.vanished = true);
+                let at = sim_ms();
+                self.ledger_leg(&token, caller, leg, |l| {
+                    l.vanished = true;
+                    l.vanished_at = Some(at);
+                });
             }
             Action::Resend2xx(id) => {
                 let Some(c) = self.calls.get_mut(&id) else {
@@ -255,6 +277,7 @@ impl Ua {
         self.at(now + 64 * t1, Action::Abandon(id.to_string()));
     }
 
+    /// Sends BYE; the leg ends when the BYE's transaction does (`on_bye_answer`).
     pub(super) fn hang_up(&mut self, id: &str) {
         let Some(c) = self.calls.get(id) else { return };
         if c.state != State::Confirmed || c.vanished {
@@ -263,8 +286,55 @@ impl Ua {
         let Some(r) = self.dialog_request(id, Method::Bye) else {
             return;
         };
+        let Some(c) = self.calls.get_mut(id) else {
+            return;
+        };
+        c.state = State::Closing;
+        c.pending_2xx = None;
+        let (token, caller, leg) = (c.token.clone(), c.caller, c.leg);
+        let at = sim_ms();
+        self.ledger_leg(&token, caller, leg, |l| {
+            l.bye_sent_at.get_or_insert(at);
+        });
+        self.ledger.lock().counts.byes += 1;
+        self.send_request(r, Purpose::Bye(id.to_string()));
+    }
+
+    /// The final answer to our BYE (408 for none at all). A 481 or 408 on a call Drongo
+    /// confirmed means it lost the call, unless the call was ending anyway (checked at the
+    /// end of the run); a 5xx is tried again a few times.
+    pub(super) fn on_bye_answer(&mut self, id: &str, code: u16, now: UnixMillis) {
+        match code {
+            200..=299 => {}
+            481 | 408 => self.suspect(id, true, format_args!("BYE answered {code}")),
+            500..=599 => {
+                let Some(c) = self.calls.get_mut(id) else {
+                    return;
+                };
+                if c.state == State::Closing && c.bye_retries < 3 {
+                    c.bye_retries += 1;
+                    c.state = State::Confirmed;
+                    self.at(now + 2_000, Action::Hangup(id.to_string()));
+                    return;
+                }
+                self.suspect(id, true, format_args!("BYE answered {code}, three times"));
+            }
+            _ => self.violation(format_args!("BYE in {id} answered {code}")),
+        }
         self.end_leg(id);
-        self.send_request(r, Purpose::Bye);
+    }
+
+    /// Records an in-dialog request of a confirmed call that got no 2xx (see `Suspect`).
+    pub(super) fn suspect(&mut self, id: &str, bye: bool, what: impl std::fmt::Display) {
+        let Some(c) = self.calls.get(id) else { return };
+        let s = crate::ledger::Suspect {
+            at: sim_ms(),
+            caller: c.caller,
+            leg: c.leg,
+            bye,
+            what: format!("{}: {what} in {id}", self.who),
+        };
+        self.ledger.call(&c.token, |l| l.suspects.push(s));
     }
 
     /// This user agent is done with the dialog.
@@ -324,6 +394,12 @@ impl Ua {
         if self.chance(0.3) {
             let at = self.between(200, hold);
             self.at(now + at, Action::Reinvite(id.to_string()));
+        }
+        // In-dialog requests all through the call: they cross faults, and each must get
+        // its 2xx from the other party while the call is up.
+        for _ in 0..self.between(0, 2) {
+            let at = self.between(100, hold);
+            self.at(now + at, Action::Info(id.to_string()));
         }
         if self.chance(self.cfg.vanish) {
             let at = self.between(0, hold);

@@ -61,10 +61,20 @@ pub(super) struct FaultCtx {
     pub(super) book: Arc<Mutex<NodeBook>>,
     pub(super) skew: u64,
     pub(super) rng: ChaCha8Rng,
+    /// The mutant of `WorldSpec::mutant_forget_calls`.
+    pub(super) forget_calls: bool,
 }
 
 impl FaultCtx {
+    /// Waits for `when`; counts the fault as struck, and whether its trigger was met.
     async fn wait(&self, when: Trigger) {
+        let met = self.wait_for(when).await;
+        let mut l = self.ledger.lock();
+        l.counts.faults_struck += 1;
+        l.counts.triggers_met += u64::from(met);
+    }
+
+    async fn wait_for(&self, when: Trigger) -> bool {
         let (after, cond): (u64, fn(&Ledger) -> bool) = match when {
             Trigger::At(t) => (t, |_| true),
             Trigger::Ringing { after_ms } => (after_ms, Ledger::any_ringing),
@@ -78,12 +88,13 @@ impl FaultCtx {
         // Give up on a condition that never comes (the run still has to end).
         for _ in 0..30_000 {
             if cond(&self.ledger) {
-                return;
+                return true;
             }
             madsim::time::sleep(Duration::from_millis(10)).await;
         }
         self.trace
             .log("fault", "trigger never came; striking anyway");
+        false
     }
 
     /// Cuts drongo`node` off from `others` (both ways) for a while, then heals it.
@@ -118,6 +129,31 @@ impl FaultCtx {
         self.trace.log(who, "heals the partition");
     }
 
+    /// Deletes every record under `prefix` from the store.
+    async fn erase(&self, who: &str, prefix: &str) {
+        let records = self
+            .server
+            .data
+            .scan(prefix, usize::MAX, 0)
+            .await
+            .unwrap_or_default();
+        self.trace.log(
+            who,
+            format_args!(
+                "wipes the store of {} records under '{prefix}'",
+                records.len()
+            ),
+        );
+        let deletes = records
+            .into_iter()
+            .map(|r| drongo_core::store::StoreWrite::Delete {
+                key: r.key,
+                expect: r.version,
+            })
+            .collect();
+        let _ = self.server.data.apply(deletes, 0).await;
+    }
+
     pub(super) async fn inflict(mut self, n: usize, fault: Fault) {
         let who = format!("fault{n}");
         match fault {
@@ -131,6 +167,8 @@ impl FaultCtx {
                 let Some(id) = self.nodes.get(node).copied() else {
                     return;
                 };
+                let up = self.ledger.confirmed_calls() as u64;
+                self.ledger.lock().counts.calls_up_at_kills += up;
                 self.trace
                     .log(&who, format_args!("kills drongo{} for {down} ms", node + 1));
                 Handle::current().kill(id);
@@ -144,6 +182,9 @@ impl FaultCtx {
                     .get_mut(node)
                 {
                     *o = offset;
+                }
+                if self.forget_calls {
+                    self.erase(&who, drongo_core::store::CALL_PREFIX).await;
                 }
                 self.trace
                     .log(&who, format_args!("restarts drongo{}", node + 1));
@@ -181,24 +222,7 @@ impl FaultCtx {
             }
             Fault::WipeStore { when } => {
                 self.wait(when).await;
-                let records = self
-                    .server
-                    .data
-                    .scan("", usize::MAX, 0)
-                    .await
-                    .unwrap_or_default();
-                self.trace.log(
-                    &who,
-                    format_args!("wipes the store ({} records)", records.len()),
-                );
-                let deletes = records
-                    .into_iter()
-                    .map(|r| drongo_core::store::StoreWrite::Delete {
-                        key: r.key,
-                        expect: r.version,
-                    })
-                    .collect();
-                let _ = self.server.data.apply(deletes, 0).await;
+                self.erase(&who, "").await;
             }
             Fault::PartitionNodeUas { node, when, for_ms } => {
                 let uas = self.uas.clone();

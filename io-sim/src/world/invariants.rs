@@ -2,6 +2,7 @@
 //! the store holds.
 
 use super::*;
+use crate::ledger::{CallLedger, Leg};
 
 /// The invariants over what the user agents saw and what the store holds.
 /// `finals`: every INVITE that got a provisional response must have got a final one
@@ -44,6 +45,7 @@ pub(super) async fn check(
                     );
                 }
             }
+            continuity(trace, token, call, t);
         }
     }
     match server
@@ -62,4 +64,47 @@ pub(super) async fn check(
         Err(e) => trace.violation("check", format_args!("store scan failed: {e}")),
     }
     trace.log("check", "done");
+}
+
+/// Call continuity: a call Drongo confirmed stays usable until one of its parties (or Drongo)
+/// ends it. Every in-dialog request that got 481, 408 or no answer is a violation unless
+/// by then its own party or the other had sent BYE or gone silent, or a BYE from Drongo
+/// reached its party within `t` (64·T1) of it (Drongo was ending the call: the requests
+/// crossed). And an INFO that got its 2xx reached the other party.
+fn continuity(trace: &Trace, token: &str, call: &CallLedger, t: u64) {
+    let before = |at: Option<u64>, limit: u64| at.is_some_and(|a| a <= limit);
+    // Only a call Drongo confirmed counts: its caller got the 2xx (sent only once the call
+    // was stored). A callee that answered an INVITE whose node died before the 2xx was
+    // relayed has a dialog Drongo never knew, and with more than one answered callee leg
+    // (a restart can make two INVITEs) the one Drongo kept is unknown.
+    let bridged = call.callees.iter().filter(|l| l.answered).count() == 1;
+    if !call.caller.answered {
+        return;
+    }
+    for s in call.suspects.iter().filter(|s| s.caller || bridged) {
+        let (own, peers): (Option<&Leg>, Vec<&Leg>) = if s.caller {
+            (
+                Some(&call.caller),
+                call.callees.iter().filter(|l| l.answered).collect(),
+            )
+        } else {
+            (call.callees.get(s.leg), vec![&call.caller])
+        };
+        let ending = |l: &Leg| before(l.bye_sent_at, s.at) || before(l.vanished_at, s.at);
+        let excused = own.is_some_and(|o| {
+            (!s.bye && before(o.bye_sent_at, s.at)) || before(o.got_bye_at, s.at + t)
+        }) || peers.iter().any(|p| ending(p));
+        if !excused {
+            trace.violation(
+                "check",
+                format_args!("{token}: {} while the call was up (continuity)", s.what),
+            );
+        }
+    }
+    for info in call.infos_answered.difference(&call.infos_seen) {
+        trace.violation(
+            "check",
+            format_args!("{token}: INFO {info} got a 2xx but never reached the other party"),
+        );
+    }
 }

@@ -9,7 +9,7 @@ pub use faults::{Fault, Trigger};
 use faults::FaultCtx;
 use invariants::check;
 
-use crate::ledger::Ledger;
+use crate::ledger::{Counts, Ledger};
 use crate::link::LinkFaults;
 use crate::store::{SimStore, StoreServer, STORE_PORT};
 use crate::trace::{fnv64, sim_ms, Trace};
@@ -48,6 +48,11 @@ pub struct WorldSpec {
     /// How long the world runs on after the workload before the invariants are checked;
     /// `None`: long enough for every call to end by its session timer.
     pub settle_ms: Option<u64>,
+    /// A mutant for the tests that show the checks can fail: a restarted node comes back
+    /// without its calls, whose records are erased (as a node that forgot them would).
+    pub mutant_forget_calls: bool,
+    /// A mutant node that refuses every request (it demands credentials nobody has).
+    pub mutant_refuse_all: bool,
 }
 
 impl Default for WorldSpec {
@@ -65,6 +70,8 @@ impl Default for WorldSpec {
             session_expires_secs: 60,
             faults: Vec::new(),
             settle_ms: None,
+            mutant_forget_calls: false,
+            mutant_refuse_all: false,
         }
     }
 }
@@ -89,9 +96,8 @@ pub struct Outcome {
     pub trace: String,
     pub hash: u64,
     pub violations: Vec<String>,
-    pub calls_started: u64,
-    pub calls_answered: u64,
-    pub registrations: u64,
+    /// What the run did (see `Counts`).
+    pub counts: Counts,
     pub sim_ms: u64,
     pub wall_ms: u64,
 }
@@ -127,18 +133,72 @@ pub fn run(spec: &WorldSpec, seed: u64) -> Outcome {
         (trace, ledger, sim_ms())
     });
     let text = trace.text();
-    let l = ledger.lock();
+    let counts = counts(&ledger);
+    let mut violations = trace.violations();
+    violations.extend(vacuity(&counts));
     Outcome {
         seed,
         hash: fnv64(text.as_bytes()),
         trace: text,
-        violations: trace.violations(),
-        calls_started: l.calls_started,
-        calls_answered: l.calls.values().filter(|c| c.caller.answered).count() as u64,
-        registrations: l.regs.values().map(|r| r.refreshed).sum(),
+        violations,
+        counts,
         sim_ms,
         wall_ms: wall.elapsed().as_millis() as u64,
     }
+}
+
+/// What the run did: the user agents' and faults' counts, and how each answered call ended.
+fn counts(ledger: &Ledger) -> Counts {
+    let l = ledger.lock();
+    let mut c = l.counts.clone();
+    c.registrations = l.regs.values().map(|r| r.refreshed).sum();
+    for call in l.calls.values().filter(|c| c.caller.answered) {
+        c.calls_answered += 1;
+        let legs = || std::iter::once(&call.caller).chain(&call.callees);
+        let caller = call.caller.bye_sent_at;
+        let callee = call.callees.iter().filter_map(|l| l.bye_sent_at).min();
+        // Drongo's BYE came first only if it reached a party before either party's BYE.
+        let drongo = legs()
+            .filter_map(|l| l.got_bye_at)
+            .min()
+            .unwrap_or(u64::MAX);
+        let (a, b) = (caller.unwrap_or(u64::MAX), callee.unwrap_or(u64::MAX));
+        if a < b && a <= drongo {
+            c.ended_by_caller += 1;
+        } else if b <= a && b < u64::MAX && b <= drongo {
+            c.ended_by_callee += 1;
+        } else if drongo < u64::MAX {
+            c.ended_by_drongo += 1;
+        }
+    }
+    c
+}
+
+/// A run that did not do what it is for proves nothing: every fault must strike on its
+/// trigger, and a run with many calls must answer some. (A short run may answer none by
+/// chance; the runner also fails a sweep in which no call was answered at all.)
+fn vacuity(c: &Counts) -> Vec<String> {
+    let mut v = Vec::new();
+    if c.calls_attempted >= 10 && c.calls_answered == 0 {
+        v.push(format!(
+            "vacuous: none of {} calls was answered",
+            c.calls_attempted
+        ));
+    }
+    if c.faults_struck < c.faults_planned {
+        v.push(format!(
+            "vacuous: {} of {} faults struck",
+            c.faults_struck, c.faults_planned
+        ));
+    }
+    if c.triggers_met < c.faults_struck {
+        v.push(format!(
+            "vacuous: {} of {} faults struck without their trigger",
+            c.faults_struck - c.triggers_met,
+            c.faults_struck
+        ));
+    }
+    v
 }
 
 fn draw(rng: &mut ChaCha8Rng, (lo, hi): (u64, u64)) -> u64 {
@@ -183,6 +243,7 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
         ..Config::default()
     };
     core.registrar.min_expires = 30;
+    core.auth_required = spec.mutant_refuse_all;
     let mut nodes: Vec<NodeId> = Vec::new();
     for i in 0..spec.nodes {
         let (book, trace, core) = (book.clone(), trace.clone(), core.clone());
@@ -260,6 +321,7 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
     }
 
     // Faults.
+    ledger.lock().counts.faults_planned = spec.faults.len() as u64;
     let mut fault_tasks = Vec::new();
     for (n, fault) in spec.faults.iter().enumerate() {
         let fault_rng = ChaCha8Rng::seed_from_u64(rng.next_u64());
@@ -273,6 +335,7 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
             book: book.clone(),
             skew: spec.skew_bound_ms,
             rng: fault_rng,
+            forget_calls: spec.mutant_forget_calls,
         };
         let fault = fault.clone();
         fault_tasks.push(tokio::task::spawn(async move {

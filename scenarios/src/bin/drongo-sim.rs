@@ -24,7 +24,7 @@ fn main() -> std::process::ExitCode {
 
 #[cfg(madsim)]
 mod runner {
-    use drongo_io_sim::{run, Outcome};
+    use drongo_io_sim::{run, Counts, Outcome};
     use drongo_scenarios::{all, find, Scenario};
     use std::process::ExitCode;
 
@@ -45,19 +45,17 @@ mod runner {
     fn report(s: &Scenario, o: &Outcome) {
         let wall = o.wall_ms.max(1) as f64 / 1000.0;
         println!(
-            "{} seed {}: {} | trace {:016x} ({} lines) | {} calls started, {} answered, {} registrations | {:.1} sim s in {:.2} wall s ({:.0} sim s/s, {:.0} calls/s)",
+            "{} seed {}: {} | trace {:016x} ({} lines) | {:.1} sim s in {:.2} wall s ({:.0} sim s/s, {:.0} calls/s)\n  did: {}",
             s.name,
             o.seed,
             if o.violations.is_empty() { "ok" } else { "FAILED" },
             o.hash,
             o.trace.lines().count(),
-            o.calls_started,
-            o.calls_answered,
-            o.registrations,
             o.sim_ms as f64 / 1000.0,
             wall,
             o.sim_ms as f64 / 1000.0 / wall,
-            o.calls_started as f64 / wall,
+            o.counts.calls_attempted as f64 / wall,
+            o.counts,
         );
         for v in &o.violations {
             println!("  broken: {v}");
@@ -127,11 +125,13 @@ mod runner {
                 };
                 let verbose = args.iter().any(|a| a == "-v");
                 let mut failed = Vec::new();
+                let mut total = Counts::default();
                 let (mut n, mut calls, mut sim_ms, mut wall_ms) = (0u64, 0u64, 0u64, 0u64);
                 for seed in range {
                     let o = run(&spec, seed);
                     n += 1;
-                    calls += o.calls_started;
+                    total.add(&o.counts);
+                    calls += o.counts.calls_attempted;
                     sim_ms += o.sim_ms;
                     wall_ms += o.wall_ms;
                     if verbose || !o.violations.is_empty() {
@@ -154,7 +154,14 @@ mod runner {
                     sim_ms as f64 / 1000.0 / wall,
                     calls as f64 / wall,
                 );
-                if failed.is_empty() {
+                println!("  did: {total}");
+                // A sweep whose runs answered no call at all tested nothing (one short run
+                // may answer none by chance; see `vacuity` in io-sim).
+                let vacuous = total.calls_answered == 0;
+                if vacuous {
+                    println!("  VACUOUS: no call was answered in any seed");
+                }
+                if failed.is_empty() && !vacuous {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::FAILURE
