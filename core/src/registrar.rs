@@ -110,9 +110,13 @@ impl Registrar {
     }
 
     /// Stores `bindings` as the new state of `aor` and returns the write that persists it.
-    fn commit(&mut self, aor: &str, bindings: Vec<Binding>) -> StoreWrite {
+    /// A record created afresh starts at version `now` (not 1): once an AOR's record is
+    /// deleted and made again, a stale copy elsewhere (another node's, or a write held up
+    /// in the network) must not name the new record's version, or its compare-and-swap
+    /// would succeed on a record it never saw.
+    fn commit(&mut self, aor: &str, bindings: Vec<Binding>, now: UnixMillis) -> StoreWrite {
         let old_version = self.aors.get(aor).map(|a| a.version);
-        let version = old_version.unwrap_or(0) + 1;
+        let version = old_version.map_or(now.max(1), |v| v + 1);
         let write = if bindings.is_empty() {
             self.aors.remove(aor);
             StoreWrite::Delete {
@@ -187,7 +191,7 @@ impl Registrar {
             {
                 return refuse(500, "Out Of Order Request");
             }
-            let write = self.commit(aor, Vec::new());
+            let write = self.commit(aor, Vec::new(), now);
             return RegisterOutcome::Ok {
                 contacts: Vec::new(),
                 write: Some(write),
@@ -248,7 +252,7 @@ impl Registrar {
             }
         }
         let contacts = listing(&bindings);
-        let write = self.commit(aor, bindings);
+        let write = self.commit(aor, bindings, now);
         RegisterOutcome::Ok {
             contacts,
             write: Some(write),
@@ -265,7 +269,7 @@ impl Registrar {
                 .map(|a| a.bindings.clone())
                 .unwrap_or_default();
             bindings.retain(|b| b.expires_at > now);
-            writes.push(self.commit(&aor, bindings));
+            writes.push(self.commit(&aor, bindings, now));
         }
         writes
     }

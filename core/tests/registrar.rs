@@ -296,3 +296,43 @@ fn a_binding_expires_at_its_deadline_and_its_removal_is_written() {
     assert_eq!(r.binding_count(), 0);
     assert_eq!(r.poll_timeout(), None);
 }
+
+/// The write a REGISTER made.
+fn write_of(r: &mut Registrar, req: &Request, now: u64) -> StoreWrite {
+    match r.register("bob", req, source(), now, &cfg()) {
+        RegisterOutcome::Ok { write: Some(w), .. } => w,
+        other => panic!("expected 200 with a write, got {other:?}"),
+    }
+}
+
+/// An AOR record made again after its delete never reuses a version: a stale copy's
+/// compare-and-swap (another node's expiry, say) must fail on it. (Found by the simulation:
+/// clock-skew seed 3, where the other node's stale delete of v1 removed a new v1.)
+#[test]
+fn a_record_made_again_after_its_delete_has_a_version_never_used_before() {
+    let mut r = Registrar::default();
+    let first = write_of(&mut r, &register("c", 1, "Contact: <sip:bob@10.0.0.1>"), T0);
+    let StoreWrite::Put { version: v1, .. } = first else {
+        panic!("{first:?}")
+    };
+    let gone = write_of(&mut r, &register("c", 2, "Contact: *\nExpires: 0"), T0 + 10);
+    assert!(matches!(gone, StoreWrite::Delete { expect, .. } if expect == v1));
+    let again = write_of(
+        &mut r,
+        &register("c", 3, "Contact: <sip:bob@10.0.0.1>"),
+        T0 + 20,
+    );
+    let StoreWrite::Put {
+        version: v2,
+        expect: None,
+        ..
+    } = again
+    else {
+        panic!("{again:?}")
+    };
+    assert_ne!(
+        v1, v2,
+        "a stale delete expecting {v1} would remove the new record"
+    );
+    assert!(v2 > v1);
+}
