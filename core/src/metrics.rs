@@ -21,6 +21,8 @@ pub struct Metrics {
     pub responses_refused: BTreeMap<String, u64>,
     /// Retransmissions not sent because the first copy still waited for the store.
     pub retransmissions_dropped: u64,
+    /// Call records of this node that no call held, deleted by the sweep.
+    pub records_swept: u64,
 }
 
 /// The first line's method or status code, for counting.

@@ -250,3 +250,33 @@ fn a_bye_whose_200_died_with_the_node_gets_200_from_the_restarted_node() {
     send(&mut n, T0 + 3_500, A, &bye);
     assert_eq!(lines(&run(&mut n, &mut store)), ["127.0.0.1:5061 200 OK"]);
 }
+
+/// The sweep deletes a call record that no call of ours holds (here: a create that landed
+/// after its call ended), and leaves alone our live calls and other nodes' records.
+#[test]
+fn the_sweep_deletes_call_records_no_call_holds() {
+    let (mut n, store, _b_inv, _ok) = acked_call();
+    let live = store
+        .values()
+        .find(|r| r.key.starts_with("call/"))
+        .unwrap()
+        .clone();
+    let mut stray = live.clone();
+    stray.key = "call/1.stray".into();
+    let mut theirs = live.clone();
+    theirs.key = "call/2.theirs".into();
+    let text = String::from_utf8(theirs.value.clone()).unwrap();
+    theirs.value = text.replace("\"owner\":1", "\"owner\":2").into_bytes();
+    n.handle_input(T0 + 500, Input::Sweep(vec![live, stray.clone(), theirs]));
+    let b = n.poll_batch().expect("a batch with the delete");
+    assert_eq!(
+        b.writes,
+        [StoreWrite::Delete {
+            key: stray.key,
+            expect: stray.version
+        }]
+    );
+    assert!(b.transmits.is_empty());
+    assert!(n.poll_batch().is_none());
+    assert_eq!(n.metrics().records_swept, 1);
+}

@@ -66,6 +66,11 @@ pub fn render_metrics(node: &Node) -> String {
             "Retransmissions not sent because the first copy still waited for the store.",
             m.retransmissions_dropped,
         ),
+        (
+            "drongo_records_swept_total",
+            "Call records no call held (a late write, say), deleted by the periodic sweep.",
+            m.records_swept,
+        ),
     ] {
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
     }

@@ -153,6 +153,20 @@ impl B2bua {
         }
     }
 
+    /// A swept record of call `id`: deleted when it is ours (or nobody's) and no call of
+    /// ours holds it (see `Node::handle_sweep`).
+    pub(crate) fn sweep(&mut self, s: &mut Sink, id: &str, r: &StoredRecord) {
+        let owner = owner_of(&r.value);
+        if self.calls.get(id).is_some() || (owner != 0 && owner != s.node_id) {
+            return;
+        }
+        s.metrics.records_swept += 1;
+        s.writes.push(StoreWrite::Delete {
+            key: r.key.clone(),
+            expect: r.version,
+        });
+    }
+
     /// Another node owns call `id`: forget it with its transactions, sending nothing
     /// (no BYE, no error response, no retransmission) and writing nothing.
     fn drop_quietly(&mut self, s: &mut Sink, id: &str, withdrawn: &[(TxKey, Response)]) {

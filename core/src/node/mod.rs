@@ -67,6 +67,9 @@ pub enum Input {
         key: String,
         record: Option<StoredRecord>,
     },
+    /// Every call record the store holds, scanned now and then (see
+    /// [`Node::handle_sweep`]).
+    Sweep(Vec<StoredRecord>),
 }
 
 impl Node {
@@ -152,6 +155,7 @@ impl Node {
             Input::Committed(ids) => self.handle_committed(now, &ids),
             Input::CommitFailed { id, errors } => self.handle_commit_failed(now, id, &errors),
             Input::Record { key, record } => self.handle_store_record(now, &key, record),
+            Input::Sweep(records) => self.handle_sweep(now, &records),
         }
     }
 

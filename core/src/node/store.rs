@@ -132,6 +132,21 @@ impl Node {
         self.flush();
     }
 
+    /// The call records the store holds (a periodic scan): one of this node's that no call
+    /// of ours holds is deleted on the version read. A write that landed after its call
+    /// ended leaves such a record (a create held up in the network, applied after the
+    /// call's delete: compare-and-swap cannot tell that absence from the first), and so
+    /// does any other write the node gave up on.
+    pub fn handle_sweep(&mut self, now: UnixMillis, records: &[StoredRecord]) {
+        self.now = now;
+        for r in records.iter().filter(|r| r.is_live(now)) {
+            if let Some(Key::Call(id)) = Key::parse(&r.key) {
+                self.b2bua.sweep(&mut self.sink, id, r);
+            }
+        }
+        self.flush();
+    }
+
     /// Loads stored records (after a restart): registrations and this node's calls, with
     /// their deadlines rebuilt from their fields; an `Ending` call sends its BYEs again.
     pub fn restore(&mut self, records: &[StoredRecord], now: UnixMillis) {

@@ -31,6 +31,8 @@ use transport::{spawn_connection, udp_socket, Sender};
 /// How long a drain (SIGTERM) may wait for transactions to finish (a second signal ends it
 /// at once; see `main.rs`).
 const DRAIN_LIMIT: u64 = 32_000;
+/// How often the call records are swept for ones no call holds (`Node::handle_sweep`).
+const SWEEP_MS: u64 = 30_000;
 
 /// Everything `drongo run` was told.
 pub struct RunConfig {
@@ -83,9 +85,25 @@ pub async fn run<S: Store + Clone>(
         store.clone(),
         batch_rx,
         sender.clone(),
-        results_tx,
+        results_tx.clone(),
         rc.clock,
     ));
+    // The sweep: every call record, now and then, for the node to delete what no call of
+    // its holds (`Node::handle_sweep`). A failed scan waits for the next round.
+    {
+        let (store, results, clock) = (store.clone(), results_tx, rc.clock);
+        tokio::task::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(SWEEP_MS)).await;
+                let prefix = drongo_core::store::CALL_PREFIX;
+                if let Ok(records) = store.scan(prefix, usize::MAX, clock.now()).await {
+                    if results.send(Input::Sweep(records)).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+    }
 
     // UDP receiver.
     {
