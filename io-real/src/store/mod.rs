@@ -26,6 +26,7 @@ mod by_key;
 pub mod conformance;
 #[cfg(feature = "etcd")]
 mod etcd;
+pub mod linearizability;
 mod mem;
 // The embedded store does blocking file I/O, which a simulation cannot run; the simulated
 // node uses io-sim's store instead.
