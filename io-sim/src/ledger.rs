@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 #[derive(Debug, Clone, Default)]
 pub struct Leg {
     pub ua: String,
+    /// The leg's Call-ID (a callee's names Drongo's call record, `call/{call_id}`).
+    pub call_id: String,
     /// The dialog was established (caller: got a 2xx; callee: sent a 2xx).
     pub answered: bool,
     /// The dialog is over for this user agent (it sent or received BYE, or gave up).
@@ -136,9 +138,14 @@ pub struct Inner {
     pub regs: BTreeMap<String, RegLedger>,
     /// What the user agents and faults did (the call outcomes are added at the end).
     pub counts: Counts,
+    /// When nodes were killed.
+    pub kills: Vec<u64>,
     /// INVITE transactions of the user agents that got a provisional response and no final
-    /// one yet (an INVITE client transaction has no timer then): since when, and what.
-    pub proceeding: BTreeMap<String, (u64, String)>,
+    /// one yet (an INVITE client transaction has no timer then): since when, what, the
+    /// call's token, and whether it is the initial INVITE (not a re-INVITE).
+    pub proceeding: BTreeMap<String, (u64, String, String, bool)>,
+    /// INVITEs given up without a final response 64·T1 after their CANCEL: (token, what).
+    pub unanswered: Vec<(String, String)>,
 }
 
 #[derive(Clone, Default)]

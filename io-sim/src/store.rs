@@ -3,11 +3,16 @@
 //!
 //! The server applies each operation atomically when it handles it, so the store is
 //! linearizable; faults are injected on cue: latency, unavailability (a leader election:
-//! `Retryable`), and ambiguous writes (the write happened or not, but the answer is lost, so
-//! the client times out: the classic timeout after commit). Partitions come from madsim
+//! `Retryable`), and ambiguous writes (the answer is lost, so the client times out: the write
+//! happened before that, or it never happens, or it lands late, up to 5 s after the client
+//! gave up and may have read the key back, as a write stuck in a Raft log can).
+//!
+//! The client records what it asked and what it was told about `call/` keys (which have no
+//! leases) in a [`History`], which the world checks for linearizability at the end. Partitions come from madsim
 //! (a clogged link looks like a store that never answers).
 
-use crate::trace::Trace;
+use crate::trace::{sim_ms, Trace};
+use drongo::store::linearizability as lin;
 use drongo::store::{Change, MemStore, Store, StoreError};
 use drongo_core::store::{StoreWrite, StoredRecord};
 use drongo_core::UnixMillis;
@@ -119,10 +124,10 @@ impl StoreServer {
                 let fate = if s.faults.unavailable {
                     Fate::Unavailable
                 } else if matches!(op, Op::Apply { .. }) && roll < s.faults.ambiguous_rate {
-                    if s.rng.next_u64().is_multiple_of(2) {
-                        Fate::AppliedAnswerLost
-                    } else {
-                        Fate::Lost
+                    match s.rng.next_u64() % 3 {
+                        0 => Fate::AppliedAnswerLost,
+                        1 => Fate::Lost,
+                        _ => Fate::AppliedLate(500 + s.rng.next_u64() % 4_501),
                     }
                 } else {
                     Fate::Normal
@@ -152,6 +157,29 @@ impl StoreServer {
                 self.trace.log(&who, "request lost (not applied)");
                 return None;
             }
+            Fate::AppliedLate(ms) => {
+                self.trace.log(
+                    &who,
+                    format_args!("answer lost; the write lands in {ms} ms"),
+                );
+                if let Op::Apply { writes, now } = op {
+                    let (data, trace, ms) = (self.data.clone(), self.trace.clone(), *ms);
+                    tokio::task::spawn(async move {
+                        madsim::time::sleep(Duration::from_millis(ms)).await;
+                        let summary: Vec<String> = writes.iter().map(describe).collect();
+                        let r = data.apply(writes, now).await;
+                        trace.log(
+                            &who,
+                            format_args!(
+                                "late apply [{}] -> [{}]",
+                                summary.join(", "),
+                                outcomes(&r)
+                            ),
+                        );
+                    });
+                }
+                return None;
+            }
             _ => {}
         }
         let reply = match op {
@@ -176,16 +204,9 @@ impl StoreServer {
             Op::Apply { writes, now } => {
                 let summary: Vec<String> = writes.iter().map(describe).collect();
                 let r = self.data.apply(writes, now).await;
-                let outcome: Vec<&str> = match &r {
-                    Ok(rs) => rs
-                        .iter()
-                        .map(|x| if x.is_ok() { "ok" } else { "conflict" })
-                        .collect(),
-                    Err(_) => vec!["error"],
-                };
                 self.trace.log(
                     &who,
-                    format_args!("apply [{}] -> [{}]", summary.join(", "), outcome.join(", ")),
+                    format_args!("apply [{}] -> [{}]", summary.join(", "), outcomes(&r)),
                 );
                 r.map(Answer::Applied)
             }
@@ -203,6 +224,20 @@ enum Fate {
     Unavailable,
     Lost,
     AppliedAnswerLost,
+    /// Applied this many milliseconds later; the answer is lost.
+    AppliedLate(u64),
+}
+
+/// "ok, conflict, …" for a trace line.
+fn outcomes(r: &Result<Vec<Result<(), StoreError>>, StoreError>) -> String {
+    match r {
+        Ok(rs) => rs
+            .iter()
+            .map(|x| if x.is_ok() { "ok" } else { "conflict" })
+            .collect::<Vec<_>>()
+            .join(", "),
+        Err(_) => "error".into(),
+    }
 }
 
 fn version(r: Option<StoredRecord>) -> String {
@@ -231,14 +266,50 @@ pub struct SimStore {
     ep: Endpoint,
     server: SocketAddr,
     next_id: Arc<AtomicU64>,
+    history: History,
+}
+
+/// Operations on `call/` keys as the clients saw them, in true simulated time.
+#[derive(Clone, Default)]
+pub struct History(Arc<Mutex<Vec<lin::Op>>>);
+
+impl History {
+    pub fn ops(&self) -> Vec<lin::Op> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Adds `op`; returns its place, for `settle`.
+    fn push(&self, op: lin::Op) -> usize {
+        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        v.push(op);
+        v.len() - 1
+    }
+
+    /// The answer to the write at `at` came at `ret`. ("Retryable", nothing happened,
+    /// stays ambiguous: that allows "never happened".)
+    fn settle(&self, at: usize, ret: u64, outcome: lin::Outcome) {
+        let mut v = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(op) = v.get_mut(at) {
+            op.ret = ret;
+            if let lin::Kind::Write { outcome: o, .. } = &mut op.kind {
+                *o = outcome;
+            }
+        }
+    }
+}
+
+/// Whether `key`'s operations go into the history (records without leases only).
+fn recorded(key: &str) -> bool {
+    key.starts_with(drongo_core::store::CALL_PREFIX)
 }
 
 impl SimStore {
-    pub async fn connect(server: SocketAddr) -> std::io::Result<Self> {
+    pub async fn connect(server: SocketAddr, history: History) -> std::io::Result<Self> {
         Ok(Self {
             ep: Endpoint::bind("0.0.0.0:0").await?,
             server,
             next_id: Arc::new(AtomicU64::new(1)),
+            history,
         })
     }
 
@@ -276,8 +347,21 @@ impl Store for SimStore {
             key: key.to_string(),
             now,
         };
+        let call = sim_ms();
         match self.call(op).await {
-            Some(Ok(Answer::Record(r))) => Ok(r),
+            Some(Ok(Answer::Record(r))) => {
+                if recorded(key) {
+                    self.history.push(lin::Op {
+                        key: key.to_string(),
+                        call,
+                        ret: sim_ms(),
+                        kind: lin::Kind::Read {
+                            seen: r.as_ref().map(|r| r.version),
+                        },
+                    });
+                }
+                Ok(r)
+            }
             Some(Ok(_)) => Err(unexpected()),
             Some(Err(e)) => Err(e),
             None => Err(StoreError::Retryable("store timeout".into())),
@@ -308,11 +392,56 @@ impl Store for SimStore {
         writes: Vec<StoreWrite>,
         now: UnixMillis,
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-        match self.call(Op::Apply { writes, now }).await {
+        // Each write goes into the history as ambiguous when it is sent (a node killed
+        // while it waits never hears back) and is settled by the answer: (position in the
+        // group, place in the history).
+        let call = sim_ms();
+        let asked: Vec<(usize, usize)> = writes
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| recorded(w.key()))
+            .map(|(i, w)| {
+                let (key, expect, new) = match w {
+                    StoreWrite::Put {
+                        key,
+                        version,
+                        expect,
+                        ..
+                    } => (key.clone(), *expect, Some(*version)),
+                    StoreWrite::Delete { key, expect } => (key.clone(), Some(*expect), None),
+                };
+                let kind = lin::Kind::Write {
+                    expect,
+                    new,
+                    outcome: lin::Outcome::Ambiguous,
+                };
+                let op = lin::Op {
+                    key,
+                    call,
+                    ret: call,
+                    kind,
+                };
+                (i, self.history.push(op))
+            })
+            .collect();
+        let answer = match self.call(Op::Apply { writes, now }).await {
             Some(Ok(Answer::Applied(r))) => Ok(r),
             Some(Ok(_)) => Err(unexpected()),
             Some(Err(e)) => Err(e),
             None => Err(StoreError::Ambiguous("store timeout".into())),
+        };
+        let ret = sim_ms();
+        for (i, at) in asked {
+            let outcome = match &answer {
+                Ok(rs) => match rs.get(i) {
+                    Some(Ok(())) => lin::Outcome::Ok,
+                    Some(Err(StoreError::Conflict)) => lin::Outcome::Conflict,
+                    _ => lin::Outcome::Ambiguous,
+                },
+                _ => lin::Outcome::Ambiguous,
+            };
+            self.history.settle(at, ret, outcome);
         }
+        answer
     }
 }

@@ -85,6 +85,12 @@ fn seeds_that_found_bugs() {
         ("store-outage", 7),
         ("store-ambiguous-writes", 11),
         ("partition-node-store", 4),
+        // A create held up in the network landed after its call's delete and left the
+        // record behind (late writes; fixed by the sweep).
+        ("store-ambiguous-writes", 2),
+        // Another node's stale delete of an AOR record (v1) removed the record made again
+        // after a de-registration (also v1): versions were reused.
+        ("clock-skew", 3),
     ];
     for (name, seed) in found {
         let o = run(&spec(name), seed);
@@ -204,4 +210,42 @@ fn vacuity_fails_a_node_that_answers_nothing() {
         let vacuous = o.violations.iter().any(|v| v.contains("vacuous"));
         assert!(vacuous, "{}: {:?} {}", s.name, o.violations, o.counts);
     }
+}
+
+/// Every INVITE gets a final response: with a node that ignores CANCEL, a cancelled INVITE
+/// whose callee never answers waits in vain, and the check says so (before, it was given up
+/// after 64·T1 without a word).
+#[test]
+fn finals_catch_a_node_that_ignores_cancel() {
+    let spec = WorldSpec {
+        mutant_ignore_cancel: true,
+        ..spec("steady")
+    };
+    let o = run(&spec, 1);
+    assert!(
+        o.violations
+            .iter()
+            .any(|v| v.contains("no final response, 64·T1 after its CANCEL")),
+        "{:?}",
+        o.violations
+    );
+}
+
+/// De-registration can fail: with a registrar that keeps the bindings its user agents
+/// remove, the 200 still lists them and the check says so.
+#[test]
+fn registration_checks_catch_a_registrar_that_keeps_removed_bindings() {
+    let spec = WorldSpec {
+        mutant_keep_bindings: true,
+        ..spec("steady")
+    };
+    let o = run(&spec, 1);
+    assert!(o.counts.deregistrations > 0, "{}", o.counts);
+    assert!(
+        o.violations
+            .iter()
+            .any(|v| v.contains("de-REGISTER still lists our binding")),
+        "{:?}",
+        o.violations
+    );
 }

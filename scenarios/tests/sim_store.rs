@@ -36,7 +36,9 @@ where
             .build();
         let s = server.clone();
         node.spawn(async move {
-            let store = SimStore::connect(server_addr()).await.unwrap();
+            let store = SimStore::connect(server_addr(), Default::default())
+                .await
+                .unwrap();
             client(store, s).await;
         })
         .await

@@ -16,6 +16,7 @@
 
 mod checks;
 mod protocol;
+mod registration;
 mod workload;
 
 use crate::ledger::{Ledger, Leg};
@@ -64,6 +65,11 @@ pub struct UaConfig {
     /// How much longer than usual one store commit can take here (the store's extra
     /// latency, both ways): a retransmission may wait behind one such commit.
     pub commit_slack_ms: u64,
+    /// For `WorldSpec::mutant_ignore_cancel`: CANCELs are dropped before they leave.
+    pub swallow_cancel: bool,
+    /// For `WorldSpec::mutant_keep_bindings`: a de-REGISTER asks for an hour instead (as if
+    /// the registrar kept the binding).
+    pub mutant_keep_bindings: bool,
 }
 
 /// What the workload tells a user agent to do.
@@ -76,6 +82,7 @@ pub enum Command {
 #[derive(Debug, Clone)]
 enum Action {
     Register,
+    Deregister,
     Probe,
     Answer(String),
     Reject(String, u16),
@@ -99,6 +106,7 @@ enum Purpose {
     Probe {
         sent_at: UnixMillis,
     },
+    Deregister,
     Invite(String),
     Reinvite(String),
     /// An INFO in call `.0`, with the id its body carries.
@@ -184,6 +192,8 @@ struct Registration {
     could_live_until: UnixMillis,
     /// The bound of the REGISTER in flight, until its answer replaces it.
     pending: Option<UnixMillis>,
+    /// A de-REGISTER is in flight.
+    deregistering: bool,
 }
 
 pub struct Ua {
@@ -294,6 +304,12 @@ impl Ua {
         ua.at(start + first, Action::Register);
         let probe = ua.between(5_000, 15_000);
         ua.at(start + probe, Action::Probe);
+        // Some user agents de-register once (and register again): drawn from a generator of
+        // their own, so that the other draws stay as they were.
+        let mut d = ChaCha8Rng::seed_from_u64(ua.cfg.seed ^ 0xde5e_9157);
+        if d.next_u64() % 100 < 30 {
+            ua.at(start + 20_000 + d.next_u64() % 40_000, Action::Deregister);
+        }
         let mut commands_open = true;
         loop {
             ua.flush();

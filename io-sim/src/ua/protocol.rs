@@ -42,6 +42,13 @@ impl Ua {
                 let purpose = self.purposes.get(&key).cloned();
                 if key.method == Method::Invite {
                     let id = format!("{} {}", self.who, key.branch);
+                    let token = match &purpose {
+                        Some(Purpose::Invite(c) | Purpose::Reinvite(c)) => {
+                            self.calls.get(c).map(|c| c.token.clone())
+                        }
+                        _ => None,
+                    };
+                    let initial = matches!(purpose, Some(Purpose::Invite(_)));
                     let mut l = self.ledger.lock();
                     if response.code < 200 {
                         let what = format!(
@@ -50,7 +57,9 @@ impl Ua {
                             response.headers.get("Call-ID").unwrap_or(""),
                             response.code
                         );
-                        l.proceeding.entry(id).or_insert((sim_ms(), what));
+                        let token = token.unwrap_or_default();
+                        let entry = (sim_ms(), what, token, initial);
+                        l.proceeding.entry(id).or_insert(entry);
                     } else {
                         l.proceeding.remove(&id);
                     }
@@ -120,6 +129,11 @@ impl Ua {
                 self.suspect(&id, false, "re-INVITE got no answer");
                 self.hang_up(&id);
             }
+            Some(Purpose::Deregister) => {
+                // It may have been processed: the binding may live on until its expiry.
+                self.reg.deregistering = false;
+                self.at(now + 5_000, Action::Deregister);
+            }
             Some(Purpose::Info(id, _)) => {
                 self.suspect(&id, false, "INFO got no answer");
                 self.hang_up(&id);
@@ -176,6 +190,7 @@ impl Ua {
                 self.reg.pending = None;
                 self.on_register_answer(&resp, requested, sent_at, now)
             }
+            Some(Purpose::Deregister) if code >= 200 => self.on_deregister_answer(&resp, now),
             Some(Purpose::Probe { sent_at }) if code >= 200 => {
                 self.on_probe_answer(&resp, sent_at, now)
             }
@@ -267,91 +282,6 @@ impl Ua {
         }
     }
 
-    pub(super) fn on_register_answer(
-        &mut self,
-        resp: &Response,
-        requested: u32,
-        sent_at: UnixMillis,
-        now: UnixMillis,
-    ) {
-        if resp.code != 200 {
-            self.at(now + 5_000, Action::Register);
-            return;
-        }
-        let granted = self
-            .our_binding(resp)
-            .and_then(|n| n.param("expires").and_then(|e| e.parse::<u64>().ok()));
-        let Some(secs) = granted else {
-            return self.violation("200 to REGISTER does not list our binding");
-        };
-        if secs > u64::from(requested) {
-            self.violation(format_args!(
-                "granted {secs} s, more than the {requested} s asked"
-            ));
-        }
-        // Drongo set the expiry when it processed the request: after we sent it, before
-        // its answer arrived.
-        self.reg.grants.push((sent_at, sent_at + secs * 1000));
-        self.reg.could_live_until = self.reg.could_live_until.max(now + secs * 1000);
-        self.ledger
-            .lock()
-            .regs
-            .entry(self.who.clone())
-            .or_default()
-            .refreshed += 1;
-        let refresh = secs * 1000 / 2 + self.between(0, 2_000);
-        self.at(now + refresh, Action::Register);
-    }
-
-    /// Our contact among the bindings a 200 to REGISTER lists.
-    pub(super) fn our_binding(&self, resp: &Response) -> Option<NameAddr> {
-        let ours = contact_uri(&self.cfg);
-        resp.headers
-            .get_all("Contact")
-            .filter_map(NameAddr::parse)
-            .find(|n| n.uri.eq_ignore_ascii_case(&ours))
-    }
-
-    pub(super) fn on_probe_answer(
-        &mut self,
-        resp: &Response,
-        sent_at: UnixMillis,
-        now: UnixMillis,
-    ) {
-        if resp.code != 200 {
-            return;
-        }
-        let listed = self.our_binding(resp).is_some();
-        let bound = 1_500 + self.cfg.skew_bound_ms + self.tolerance();
-        // Found until it expires: a grant whose expiry is after the latest time the lookup
-        // could have been processed (plus the bound) must be listed.
-        let must = self
-            .reg
-            .grants
-            .iter()
-            .any(|(_, until)| *until > now + bound);
-        // None lives on after its expiry: nothing we asked for could still be alive.
-        let must_not = self.reg.could_live_until + bound < sent_at && self.reg.pending.is_none();
-        self.ledger
-            .lock()
-            .regs
-            .entry(self.who.clone())
-            .or_default()
-            .lookups += 1;
-        if must && !listed {
-            let until = self.reg.grants.iter().map(|g| g.1).max().unwrap_or(0);
-            self.violation(format_args!(
-                "registration lost: granted until {until}, not listed at {now}"
-            ));
-        }
-        if must_not && listed {
-            self.violation(format_args!(
-                "registration outlived its expiry: could live until {}, listed at {sent_at}",
-                self.reg.could_live_until
-            ));
-        }
-    }
-
     pub(super) fn on_ack(&mut self, ack: &Request) {
         let h = &ack.headers;
         let Some(id) = h.get("Call-ID") else { return };
@@ -440,8 +370,10 @@ impl Ua {
             }
             return;
         }
-        // After our BYE only the BYE that crosses it is taken.
-        if c.state == State::Ended || (c.state == State::Closing && req.method != Method::Bye) {
+        // The dialog lasts until our BYE's transaction ends (§15.1.1): a request that
+        // crosses our BYE is answered (a re-INVITE 491 below), never 481, which would tell
+        // Drongo the dialog was gone before our BYE reached it.
+        if c.state == State::Ended {
             let r = response_to(&req, 481, None, "x");
             let _ = self.tx.send_response(&key, r, now);
             return;
@@ -467,8 +399,11 @@ impl Ua {
             return;
         }
         let tag = c.local_tag.clone();
-        let (reinvite_pending, awaiting_ack, token) =
-            (c.reinvite_pending, c.pending_2xx.is_some(), c.token.clone());
+        let (reinvite_pending, awaiting_ack, token) = (
+            c.reinvite_pending || c.state == State::Closing,
+            c.pending_2xx.is_some(),
+            c.token.clone(),
+        );
         if let Some(c) = self.calls.get_mut(&call_id) {
             c.remote_cseq = Some(cseq);
         }
@@ -547,6 +482,7 @@ impl Ua {
             let c = l.calls.entry(token.clone()).or_default();
             c.callees.push(Leg {
                 ua: self.who.clone(),
+                call_id: call_id.clone(),
                 ..Leg::default()
             });
             c.callees.len() - 1

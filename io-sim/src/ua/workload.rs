@@ -5,37 +5,6 @@
 use super::*;
 
 impl Ua {
-    pub(super) fn register(&mut self, query: bool) {
-        let now = now_ms();
-        let uri = format!("sip:{}", self.cfg.home);
-        let mut r = self.base_request(Method::Register, &uri);
-        let aor = format!("<sip:{}@drongo>", self.cfg.user);
-        let tag = self.ids.tag();
-        r.headers.push("From", format!("{aor};tag={tag}"));
-        r.headers.push("To", aor);
-        r.headers.push("Call-ID", self.reg.call_id.clone());
-        self.reg.cseq += 1;
-        r.headers
-            .push("CSeq", format!("{} REGISTER", self.reg.cseq));
-        let purpose = if query {
-            Purpose::Probe { sent_at: now }
-        } else {
-            let e = self.cfg.reg_expires;
-            r.headers.push(
-                "Contact",
-                format!("<{}>;expires={e}", contact_uri(&self.cfg)),
-            );
-            // Processed at the latest when its last retransmission arrives (64·T1).
-            let latest = now + self.timers_cfg.t1 * 64 + u64::from(e) * 1000;
-            self.reg.pending = Some(latest);
-            Purpose::Register {
-                requested: e,
-                sent_at: now,
-            }
-        };
-        self.send_request(r, purpose);
-    }
-
     /// A new request in call `call_id`'s dialog, with the next local CSeq.
     pub(super) fn dialog_request(&mut self, call_id: &str, method: Method) -> Option<Request> {
         let c = self.calls.get_mut(call_id)?;
@@ -125,6 +94,10 @@ impl Ua {
                 }
                 self.register(false);
             }
+            Action::Deregister => {
+                let star = self.reg.cseq.is_multiple_of(2);
+                self.deregister(star);
+            }
             Action::Probe => {
                 self.register(true);
                 let next = self.between(10_000, 20_000);
@@ -156,6 +129,7 @@ impl Ua {
                     return;
                 }
                 c.state = State::Ended;
+                let token = c.token.clone();
                 let Some(invite) = c.invite.clone() else {
                     return;
                 };
@@ -163,6 +137,11 @@ impl Ua {
                     &self.who,
                     format_args!("no final response after CANCEL; {id} given up"),
                 );
+                let what = format!(
+                    "{}: INVITE {id} got no final response, 64·T1 after its CANCEL",
+                    self.who
+                );
+                self.ledger.lock().unanswered.push((token, what));
                 self.tx.abandon_request(&invite);
             }
             Action::Hangup(id) => self.hang_up(&id),
@@ -273,7 +252,9 @@ impl Ua {
         let cancel = drongo_core::message::cancel_for(&invite);
         self.trace
             .log(&self.who, format_args!("gives up on {id}: CANCEL"));
-        self.send_request(cancel, Purpose::Cancel);
+        if !self.cfg.swallow_cancel {
+            self.send_request(cancel, Purpose::Cancel);
+        }
         self.at(now + 64 * t1, Action::Abandon(id.to_string()));
     }
 

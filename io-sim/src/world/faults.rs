@@ -168,7 +168,11 @@ impl FaultCtx {
                     return;
                 };
                 let up = self.ledger.confirmed_calls() as u64;
-                self.ledger.lock().counts.calls_up_at_kills += up;
+                {
+                    let mut l = self.ledger.lock();
+                    l.counts.calls_up_at_kills += up;
+                    l.kills.push(sim_ms());
+                }
                 self.trace
                     .log(&who, format_args!("kills drongo{} for {down} ms", node + 1));
                 Handle::current().kill(id);

@@ -11,10 +11,11 @@ use invariants::check;
 
 use crate::ledger::{Counts, Ledger};
 use crate::link::LinkFaults;
-use crate::store::{SimStore, StoreServer, STORE_PORT};
+use crate::store::{History, SimStore, StoreServer, STORE_PORT};
 use crate::trace::{fnv64, sim_ms, Trace};
 use crate::ua::{Command, Ua, UaConfig};
 use drongo::runtime::{now_ms, run as run_node, Clock, RunConfig};
+use drongo::store::linearizability as lin;
 use drongo::store::Store;
 use drongo_core::config::Config;
 use madsim::net::NetSim;
@@ -53,6 +54,11 @@ pub struct WorldSpec {
     pub mutant_forget_calls: bool,
     /// A mutant node that refuses every request (it demands credentials nobody has).
     pub mutant_refuse_all: bool,
+    /// A mutant node that ignores CANCEL (the user agents' CANCELs never reach it), so a
+    /// cancelled INVITE never gets its 487.
+    pub mutant_ignore_cancel: bool,
+    /// A mutant registrar that keeps a binding its user agent de-registers.
+    pub mutant_keep_bindings: bool,
 }
 
 impl Default for WorldSpec {
@@ -72,6 +78,8 @@ impl Default for WorldSpec {
             settle_ms: None,
             mutant_forget_calls: false,
             mutant_refuse_all: false,
+            mutant_ignore_cancel: false,
+            mutant_keep_bindings: false,
         }
     }
 }
@@ -231,7 +239,8 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
             .build()
     };
 
-    // Drongo nodes.
+    // Drongo nodes, whose store clients record what they did to call records.
+    let history = History::default();
     let book = Arc::new(Mutex::new(NodeBook {
         offsets: (0..spec.nodes)
             .map(|_| offset(&mut rng, spec.skew_bound_ms))
@@ -247,6 +256,7 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
     let mut nodes: Vec<NodeId> = Vec::new();
     for i in 0..spec.nodes {
         let (book, trace, core) = (book.clone(), trace.clone(), core.clone());
+        let history = history.clone();
         let name = format!("drongo{}", i + 1);
         let who = name.clone();
         let node = handle
@@ -269,13 +279,13 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
                     clock: Clock { offset_ms: offset },
                     queue: RunConfig::QUEUE,
                 };
-                let (trace, who) = (trace.clone(), who.clone());
+                let (trace, who, history) = (trace.clone(), who.clone(), history.clone());
                 async move {
                     trace.log(
                         &who,
                         format_args!("starts (incarnation {incarnation}, clock {offset:+} ms)"),
                     );
-                    let store = match SimStore::connect(store_addr()).await {
+                    let store = match SimStore::connect(store_addr(), history).await {
                         Ok(s) => s,
                         Err(e) => return trace.violation(&who, format_args!("no store: {e}")),
                     };
@@ -308,6 +318,8 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
             vanish: spec.vanish,
             strict_schedule: !spec.store_misbehaves(),
             commit_slack_ms: 2 * spec.store_latency_ms.1,
+            swallow_cancel: spec.mutant_ignore_cancel,
+            mutant_keep_bindings: spec.mutant_keep_bindings,
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let node = handle
@@ -379,5 +391,37 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
         .faults
         .iter()
         .any(|f| matches!(f, Fault::KillNode { .. }));
-    check(&trace, &ledger, &server, !kills, 64 * t1).await;
+    let ops = history.ops();
+    // Call records a write was acknowledged to have created.
+    let stored = ops
+        .iter()
+        .filter(|o| {
+            matches!(
+                o.kind,
+                lin::Kind::Write {
+                    expect: None,
+                    outcome: lin::Outcome::Ok,
+                    ..
+                }
+            )
+        })
+        .map(|o| o.key.clone())
+        .collect();
+    check(&trace, &ledger, &server, !kills, &stored, 64 * t1).await;
+    // The clients' history of call records must be linearizable, unless the world wrote
+    // to the store behind their backs.
+    let tampered = spec.mutant_forget_calls
+        || spec
+            .faults
+            .iter()
+            .any(|f| matches!(f, Fault::WipeStore { .. }));
+    if !tampered {
+        match drongo::store::linearizability::check(&ops, |_| None) {
+            Ok(()) => trace.log(
+                "check",
+                format_args!("{} store operations linearizable", ops.len()),
+            ),
+            Err(e) => trace.violation("check", format_args!("store history: {e}")),
+        }
+    }
 }
