@@ -3,7 +3,7 @@
 //! ledger of the batches the store has not answered yet.
 
 use crate::store::{Key, StoreWrite};
-use crate::transaction::{Origin, Transmit};
+use crate::transaction::{Origin, Transmit, TxKey};
 use crate::UnixMillis;
 use std::collections::{BTreeMap, HashMap};
 
@@ -95,6 +95,23 @@ impl Sent {
     }
 }
 
+/// The transaction a transmit belongs to, if any.
+fn tx_of(origin: &Origin) -> Option<&TxKey> {
+    match origin {
+        Origin::Request(k) | Origin::Response(k, _) | Origin::Ack(k) => Some(k),
+        Origin::Stateless => None,
+    }
+}
+
+fn release<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, u32>, k: &K) {
+    if let Some(n) = counts.get_mut(k) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(k);
+        }
+    }
+}
+
 /// The batches with writes the store has not answered yet.
 #[derive(Debug, Default)]
 pub(crate) struct Ledger {
@@ -102,6 +119,8 @@ pub(crate) struct Ledger {
     sent: BTreeMap<BatchId, Sent>,
     /// How many unanswered batches carry each Call-ID; only looked up.
     busy: HashMap<String, u32>,
+    /// How many unanswered batches carry a message of each transaction; only looked up.
+    busy_tx: HashMap<TxKey, u32>,
 }
 
 impl Ledger {
@@ -131,13 +150,18 @@ impl Ledger {
             .filter_map(|t| t.call_id.clone())
             .chain(b.writes.iter().filter_map(|w| match Key::parse(w.key()) {
                 Some(Key::Call(id)) => Some(id.to_string()),
-                _ => None,
+                // An AOR's key itself (see `Ledger::is_busy`).
+                Some(Key::Reg(_)) => Some(w.key().to_string()),
+                None => None,
             }))
             .collect();
         busy.sort();
         busy.dedup();
         for c in &busy {
             *self.busy.entry(c.clone()).or_default() += 1;
+        }
+        for k in b.transmits.iter().filter_map(|t| tx_of(&t.origin)) {
+            *self.busy_tx.entry(k.clone()).or_default() += 1;
         }
         let sent = Sent {
             writes: b
@@ -157,17 +181,28 @@ impl Ledger {
     pub(crate) fn settle(&mut self, id: BatchId) -> Option<Sent> {
         let sent = self.sent.remove(&id)?;
         for c in &sent.busy {
-            if let Some(n) = self.busy.get_mut(c) {
-                *n -= 1;
-                if *n == 0 {
-                    self.busy.remove(c);
-                }
-            }
+            release(&mut self.busy, c);
+        }
+        for k in sent.transmits.iter().filter_map(tx_of) {
+            release(&mut self.busy_tx, k);
         }
         Some(sent)
     }
 
-    /// Whether a batch carrying `call_id` waits for the store. A retransmission on such a
+    /// Whether a retransmission with `origin` on `call_id` is dropped: its transaction's
+    /// first copy still waits for the store in an unanswered batch (the peer has not had
+    /// it; the transaction's next timer sends another). A copy the TU makes itself (a 2xx
+    /// retransmitted until its ACK) is known only by its Call-ID. A transaction whose first
+    /// copy left goes on with its schedule, whatever else of its call waits.
+    pub(crate) fn holds_copy(&self, origin: &Origin, call_id: Option<&str>) -> bool {
+        match tx_of(origin) {
+            Some(k) => self.busy_tx.contains_key(k),
+            None => call_id.is_some_and(|c| self.is_busy(c)),
+        }
+    }
+
+    /// Whether a batch carrying `call_id` (or writing the AOR key `reg/…`) waits for the
+    /// store. A retransmission on such a
     /// Call-ID is dropped: it would only queue behind the batch (the runtime keeps a
     /// Call-ID's messages in order) and leave in a burst with the first copy, or reveal
     /// what the batch's failure takes back.

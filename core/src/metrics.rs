@@ -23,6 +23,9 @@ pub struct Metrics {
     pub retransmissions_dropped: u64,
     /// Call records of this node that no call held, deleted by the sweep.
     pub records_swept: u64,
+    /// REGISTER queries left unanswered (until retransmitted) while a write of their AOR
+    /// waited for the store.
+    pub lookups_deferred: u64,
 }
 
 /// The first line's method or status code, for counting.

@@ -303,7 +303,9 @@ fn call_record_left_by_a_failed_write_is_deleted_once_read_back() {
 }
 
 /// The node dies after the caller's BYE was committed (the record says `Ending`) but
-/// before the BYE to the callee left: the restarted node sends it.
+/// before the BYE to the callee (and the 200 to the caller) left: the restarted node sends
+/// it, and the caller's BYE retransmission then gets 200, not 481 (found by the continuity
+/// check: node-crash-during-ringing seed 848).
 #[test]
 fn bye_lost_with_a_dead_node_is_sent_by_the_restarted_one() {
     let (mut n, mut store, _b_inv, ok) = acked_call();
@@ -321,6 +323,8 @@ fn bye_lost_with_a_dead_node_is_sent_by_the_restarted_one() {
     answer_byes(&mut n, &mut store, &out, T0 + 5_100);
     assert_eq!(n.active_calls(), 0);
     assert!(store.keys().all(|k| !k.starts_with("call/")));
+    send(&mut n, T0 + 5_500, A, &bye);
+    assert_eq!(lines(&run(&mut n, &mut store)), ["127.0.0.1:5061 200 OK"]);
 }
 
 #[test]

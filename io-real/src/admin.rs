@@ -71,6 +71,11 @@ pub fn render_metrics(node: &Node) -> String {
             "Call records no call held (a late write, say), deleted by the periodic sweep.",
             m.records_swept,
         ),
+        (
+            "drongo_lookups_deferred_total",
+            "REGISTER queries left for their retransmission while a write of the AOR waited.",
+            m.lookups_deferred,
+        ),
     ] {
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
     }

@@ -231,16 +231,16 @@ impl Node {
         }
     }
 
-    /// Closes the current step into a batch. A retransmission on a Call-ID that waits for
-    /// the store is dropped (see [`Ledger::is_busy`]): the peer has not even had the first
-    /// copy, and the transaction's next timer sends another.
+    /// Closes the current step into a batch. A retransmission whose first copy still waits
+    /// for the store is dropped (see [`Ledger::holds_copy`]): the peer has not even had the
+    /// first copy, and the transaction's next timer sends another.
     fn flush(&mut self) {
         let Some(mut batch) = self.sink.close_step() else {
             return;
         };
         let (ledger, m) = (&self.ledger, &mut self.sink.metrics);
         batch.transmits.retain(|t| {
-            let drop = t.retransmission && t.call_id.as_deref().is_some_and(|c| ledger.is_busy(c));
+            let drop = t.retransmission && ledger.holds_copy(&t.origin, t.call_id.as_deref());
             m.retransmissions_dropped += u64::from(drop);
             !drop
         });

@@ -8,6 +8,7 @@ use crate::b2bua::max_forwards;
 use crate::dialog::{peer_for_uri, uri_of};
 use crate::message::{header_param, Method, Request, Via};
 use crate::registrar::{user_of, RegisterOutcome};
+use crate::store::reg_key;
 use crate::transaction::{Peer, TxKey};
 use crate::UnixMillis;
 
@@ -115,6 +116,14 @@ impl Node {
                 }
                 Some(_) => {}
             }
+        }
+        if req.headers.get("Contact").is_none() && self.ledger.is_busy(&reg_key(&aor)) {
+            // A query while a write of the AOR waits for the store: the bindings in memory
+            // are not durable yet (the write may fail and be taken back), and a 200 listing
+            // them would reveal them. No answer now: the retransmission is answered once the
+            // store has.
+            self.sink.metrics.lookups_deferred += 1;
+            return self.sink.tx.abandon(&key);
         }
         let s = &mut self.sink;
         match self
