@@ -91,6 +91,11 @@ fn seeds_that_found_bugs() {
         // Another node's stale delete of an AOR record (v1) removed the record made again
         // after a de-registration (also v1): versions were reused.
         ("clock-skew", 3),
+        // An INFO's retransmission was dropped because another write of its call (a BYE)
+        // waited for the store: a copy 8 s after the previous one, past T2.
+        ("steady", 6),
+        // A REGISTER query answered from a binding whose write then failed.
+        ("chaos", 113),
     ];
     for (name, seed) in found {
         let o = run(&spec(name), seed);
@@ -245,6 +250,24 @@ fn registration_checks_catch_a_registrar_that_keeps_removed_bindings() {
         o.violations
             .iter()
             .any(|v| v.contains("de-REGISTER still lists our binding")),
+        "{:?}",
+        o.violations
+    );
+}
+
+/// Retransmission timing has upper bounds too: a node whose T1 is twice the RFC's sends
+/// its copies late, and the schedule check says so where no copy can be lost.
+#[test]
+fn schedule_checks_catch_late_retransmissions() {
+    let spec = WorldSpec {
+        mutant_slow_retransmissions: true,
+        ..spec("steady")
+    };
+    let o = run(&spec, 1);
+    assert!(
+        o.violations
+            .iter()
+            .any(|v| v.contains("later than the RFC's interval")),
         "{:?}",
         o.violations
     );

@@ -36,7 +36,9 @@ impl Ua {
     }
 
     /// Arrival `times` of copies of one message: each gap at least the RFC's interval
-    /// (`cap`: T2 for non-INVITE requests and 2xx), and none after 64·T1.
+    /// (`cap`: T2 for non-INVITE requests and 2xx), and none after 64·T1; where nothing
+    /// can be lost or held up (`upper_bounds`), also at most that interval (T1 for the
+    /// first retransmission).
     pub(super) fn check_schedule(&self, what: &str, times: &[u64], cap: Option<u64>) {
         let (t1, tol) = (self.timers_cfg.t1, self.tolerance());
         let Some(first) = times.first() else { return };
@@ -67,6 +69,12 @@ impl Ua {
         if gap + tol < expected {
             self.violation(format_args!(
                 "{what}: copy {n} came {gap} ms after the previous one; the RFC's interval is {expected} ms"
+            ));
+        }
+        let latest = if k == 1 { t1 } else { expected };
+        if self.cfg.upper_bounds && gap > latest + tol {
+            self.violation(format_args!(
+                "{what}: copy {n} came {gap} ms after the previous one, later than the RFC's interval of {latest} ms"
             ));
         }
         if self.cfg.strict_schedule && times[n - 1] - first > 64 * t1 + tol {

@@ -65,6 +65,10 @@ pub struct UaConfig {
     /// How much longer than usual one store commit can take here (the store's extra
     /// latency, both ways): a retransmission may wait behind one such commit.
     pub commit_slack_ms: u64,
+    /// Also hold Drongo's retransmissions to the schedule's upper bounds: each copy no
+    /// later than its interval (plus the tolerance) after the previous. Only where no copy
+    /// can be lost or held up: a clean network, a healthy store, no fault at all.
+    pub upper_bounds: bool,
     /// For `WorldSpec::mutant_ignore_cancel`: CANCELs are dropped before they leave.
     pub swallow_cancel: bool,
     /// For `WorldSpec::mutant_keep_bindings`: a de-REGISTER asks for an hour instead (as if

@@ -200,13 +200,7 @@ impl Ua {
                 if (200..300).contains(&code) {
                     self.send_ack(&id, &resp);
                 } else if code == 481 || code == 408 {
-                    // §12.2.1.2: the dialog is over (408: with our BYE).
-                    self.suspect(&id, false, format_args!("re-INVITE answered {code}"));
-                    if code == 481 {
-                        self.end_leg(&id);
-                    } else {
-                        self.hang_up(&id);
-                    }
+                    self.dialog_gone(&id, "re-INVITE", code);
                 }
             }
             Some(Purpose::Info(id, info)) if code >= 200 => {
@@ -217,16 +211,22 @@ impl Ua {
                         });
                     }
                 } else if code == 481 || code == 408 {
-                    self.suspect(&id, false, format_args!("INFO answered {code}"));
-                    if code == 481 {
-                        self.end_leg(&id);
-                    } else {
-                        self.hang_up(&id);
-                    }
+                    self.dialog_gone(&id, "INFO", code);
                 }
             }
             Some(Purpose::Bye(id)) if code >= 200 => self.on_bye_answer(&id, code, now),
             _ => {}
+        }
+    }
+
+    /// §12.2.1.2: a 481 or 408 to a request in a dialog ends it (408: with our BYE); in a
+    /// call Drongo confirmed it is suspect (see `Suspect`).
+    fn dialog_gone(&mut self, id: &str, method: &str, code: u16) {
+        self.suspect(id, false, format_args!("{method} answered {code}"));
+        if code == 481 {
+            self.end_leg(id);
+        } else {
+            self.hang_up(id);
         }
     }
 

@@ -59,6 +59,8 @@ pub struct WorldSpec {
     pub mutant_ignore_cancel: bool,
     /// A mutant registrar that keeps a binding its user agent de-registers.
     pub mutant_keep_bindings: bool,
+    /// A mutant node whose T1 is twice the RFC's: its retransmissions come late.
+    pub mutant_slow_retransmissions: bool,
 }
 
 impl Default for WorldSpec {
@@ -80,6 +82,7 @@ impl Default for WorldSpec {
             mutant_refuse_all: false,
             mutant_ignore_cancel: false,
             mutant_keep_bindings: false,
+            mutant_slow_retransmissions: false,
         }
     }
 }
@@ -253,6 +256,9 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
     };
     core.registrar.min_expires = 30;
     core.auth_required = spec.mutant_refuse_all;
+    if spec.mutant_slow_retransmissions {
+        core.timers.t1 *= 2;
+    }
     let mut nodes: Vec<NodeId> = Vec::new();
     for i in 0..spec.nodes {
         let (book, trace, core) = (book.clone(), trace.clone(), core.clone());
@@ -318,6 +324,9 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
             vanish: spec.vanish,
             strict_schedule: !spec.store_misbehaves(),
             commit_slack_ms: 2 * spec.store_latency_ms.1,
+            upper_bounds: !spec.store_misbehaves()
+                && spec.link.is_clean()
+                && spec.faults.is_empty(),
             swallow_cancel: spec.mutant_ignore_cancel,
             mutant_keep_bindings: spec.mutant_keep_bindings,
         };
