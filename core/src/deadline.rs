@@ -44,6 +44,11 @@ impl<K: Ord + Hash + Clone> DeadlineIndex<K> {
         self.set(key, None);
     }
 
+    /// `key`'s deadline, if it has one.
+    pub fn get(&self, key: &K) -> Option<UnixMillis> {
+        self.at.get(key).copied()
+    }
+
     /// The earliest deadline and whose it is.
     pub fn first(&self) -> Option<(UnixMillis, &K)> {
         self.by_time.first().map(|(at, k)| (*at, k))

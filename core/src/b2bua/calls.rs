@@ -44,8 +44,7 @@ pub(crate) struct Calls {
     /// Dialogs of calls that ended after a failed write, until 64·T1 after: a party whose
     /// BYE lost its 200 with that write goes on retransmitting it, and is told 200 (the
     /// dialog is over, as it asked), not 481.
-    ended: HashMap<(String, String), UnixMillis>,
-    ended_timers: DeadlineIndex<(String, String)>,
+    ended: DeadlineIndex<(String, String)>,
 }
 
 impl Calls {
@@ -99,15 +98,13 @@ impl Calls {
     /// Keeps the dialogs of `call`, which ended after a failed write, until `until`
     /// (and forgets those kept past their time).
     pub(crate) fn remember_ended(&mut self, call: &Call, until: UnixMillis, now: UnixMillis) {
-        while let Some(k) = self.ended_timers.first_due(now).cloned() {
-            self.ended_timers.remove(&k);
+        while let Some(k) = self.ended.first_due(now).cloned() {
             self.ended.remove(&k);
         }
         for side in [Side::A, Side::B] {
             let d = call.dialog(side);
-            let k = (d.call_id.clone(), d.local_tag.clone());
-            self.ended_timers.set(&k, Some(until));
-            self.ended.insert(k, until);
+            self.ended
+                .set(&(d.call_id.clone(), d.local_tag.clone()), Some(until));
         }
     }
 
@@ -115,7 +112,7 @@ impl Calls {
     pub(crate) fn was_ended(&self, call_id: &str, local_tag: &str, now: UnixMillis) -> bool {
         self.ended
             .get(&(call_id.to_string(), local_tag.to_string()))
-            .is_some_and(|until| now < *until)
+            .is_some_and(|until| now < until)
     }
 
     fn take(&mut self, id: &str) -> Option<Call> {
