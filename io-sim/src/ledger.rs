@@ -83,20 +83,52 @@ pub struct Counts {
 
 impl Counts {
     pub fn add(&mut self, o: &Counts) {
-        self.calls_attempted += o.calls_attempted;
-        self.calls_answered += o.calls_answered;
-        self.ended_by_caller += o.ended_by_caller;
-        self.ended_by_callee += o.ended_by_callee;
-        self.ended_by_drongo += o.ended_by_drongo;
-        self.registrations += o.registrations;
-        self.deregistrations += o.deregistrations;
-        self.reinvites += o.reinvites;
-        self.infos += o.infos;
-        self.byes += o.byes;
-        self.faults_planned += o.faults_planned;
-        self.faults_struck += o.faults_struck;
-        self.triggers_met += o.triggers_met;
-        self.calls_up_at_kills += o.calls_up_at_kills;
+        let mut a = self.to_array();
+        for (x, y) in a.iter_mut().zip(o.to_array()) {
+            *x += y;
+        }
+        *self = Self::from_array(a);
+    }
+
+    /// Every count, in declaration order (how a sweep's worker process reports them).
+    pub fn to_array(&self) -> [u64; 14] {
+        [
+            self.calls_attempted,
+            self.calls_answered,
+            self.ended_by_caller,
+            self.ended_by_callee,
+            self.ended_by_drongo,
+            self.registrations,
+            self.deregistrations,
+            self.reinvites,
+            self.infos,
+            self.byes,
+            self.faults_planned,
+            self.faults_struck,
+            self.triggers_met,
+            self.calls_up_at_kills,
+        ]
+    }
+
+    pub fn from_array(a: [u64; 14]) -> Self {
+        let [calls_attempted, calls_answered, ended_by_caller, ended_by_callee, ended_by_drongo, registrations, deregistrations, reinvites, infos, byes, faults_planned, faults_struck, triggers_met, calls_up_at_kills] =
+            a;
+        Self {
+            calls_attempted,
+            calls_answered,
+            ended_by_caller,
+            ended_by_callee,
+            ended_by_drongo,
+            registrations,
+            deregistrations,
+            reinvites,
+            infos,
+            byes,
+            faults_planned,
+            faults_struck,
+            triggers_met,
+            calls_up_at_kills,
+        }
     }
 }
 

@@ -15,4 +15,4 @@ pub mod ua;
 pub mod world;
 
 pub use ledger::Counts;
-pub use world::{run, Fault, Outcome, Trigger, WorldSpec};
+pub use world::{run, run_with, Fault, Outcome, Trigger, WorldSpec};

@@ -1,18 +1,53 @@
 //! The canonical trace of a run: one line per message, store operation, fault and check,
 //! stamped with simulated time. Its hash is what "byte-identical" is checked against.
+//!
+//! The hash is taken line by line as the run goes (FNV-1a over each line and its `\n`,
+//! the same as hashing the whole text at the end), so a sweep that only compares hashes
+//! never builds the text: `Trace::quiet` formats each line straight into the hash.
 
-use std::fmt::Display;
+use std::fmt::{Display, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-#[derive(Default)]
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
 struct Inner {
-    lines: Vec<String>,
+    /// The text so far, when it is kept.
+    text: Option<String>,
+    /// FNV-1a of every line so far, each followed by `\n`.
+    hash: u64,
+    lines: usize,
     violations: Vec<String>,
 }
 
+/// Formatting target that hashes (and, when the text is kept, appends) what is written.
+struct Sink<'a>(&'a mut Inner);
+
+impl Write for Sink<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let mut h = self.0.hash;
+        for b in s.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(FNV_PRIME);
+        }
+        self.0.hash = h;
+        if let Some(t) = &mut self.0.text {
+            t.push_str(s);
+        }
+        Ok(())
+    }
+}
+
 /// Shared by every simulated node of one run (they all live in one process).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Trace(Arc<Mutex<Inner>>);
+
+impl Default for Trace {
+    /// A trace that keeps its text.
+    fn default() -> Self {
+        Self::new(true)
+    }
+}
 
 /// Simulated milliseconds since the run began.
 pub fn sim_ms() -> u64 {
@@ -20,6 +55,20 @@ pub fn sim_ms() -> u64 {
 }
 
 impl Trace {
+    fn new(keep_text: bool) -> Self {
+        Self(Arc::new(Mutex::new(Inner {
+            text: keep_text.then(String::new),
+            hash: FNV_OFFSET,
+            lines: 0,
+            violations: Vec::new(),
+        })))
+    }
+
+    /// A trace that only hashes its lines (what a sweep needs).
+    pub fn quiet() -> Self {
+        Self::new(false)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -27,8 +76,14 @@ impl Trace {
     /// Appends `{time} {who} {what}`.
     pub fn log(&self, who: &str, what: impl Display) {
         let t = sim_ms();
-        let line = format!("{:>7}.{:03} {who} {what}", t / 1000, t % 1000);
-        self.lock().lines.push(line);
+        let mut inner = self.lock();
+        inner.lines += 1;
+        let _ = writeln!(
+            Sink(&mut inner),
+            "{:>7}.{:03} {who} {what}",
+            t / 1000,
+            t % 1000
+        );
     }
 
     /// Records a broken invariant (it also goes into the trace).
@@ -42,14 +97,18 @@ impl Trace {
         self.lock().violations.clone()
     }
 
+    /// The whole text (empty for a quiet trace).
     pub fn text(&self) -> String {
-        let mut s = self.lock().lines.join("\n");
-        s.push('\n');
-        s
+        self.lock().text.clone().unwrap_or_default()
+    }
+
+    /// FNV-1a of the text, kept or not.
+    pub fn hash(&self) -> u64 {
+        self.lock().hash
     }
 
     pub fn len(&self) -> usize {
-        self.lock().lines.len()
+        self.lock().lines
     }
 
     pub fn is_empty(&self) -> bool {
@@ -59,10 +118,10 @@ impl Trace {
 
 /// FNV-1a, 64 bits: stable across Rust versions and platforms, unlike `DefaultHasher`.
 pub fn fnv64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h = FNV_OFFSET;
     for b in bytes {
         h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        h = h.wrapping_mul(FNV_PRIME);
     }
     h
 }

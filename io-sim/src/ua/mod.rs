@@ -425,23 +425,37 @@ impl Ua {
 }
 
 /// A trace line for a message: start line, Call-ID, CSeq and a hash of the exact bytes.
-pub fn summary(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let header = |name: &str| {
-        text.lines()
-            .find_map(|l| {
-                let (n, v) = l.split_once(':')?;
-                n.trim()
-                    .eq_ignore_ascii_case(name)
-                    .then(|| v.trim().to_string())
-            })
-            .unwrap_or_default()
-    };
-    format!(
-        "{} | {} | {} | #{:08x}",
-        first_line(bytes),
-        header("Call-ID"),
-        header("CSeq"),
-        fnv64(bytes) as u32
-    )
+/// Written straight into the trace (no text of its own is built).
+pub struct Summary<'a>(pub &'a [u8]);
+
+pub fn summary(bytes: &[u8]) -> Summary<'_> {
+    Summary(bytes)
+}
+
+impl std::fmt::Display for Summary<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = String::from_utf8_lossy(self.0);
+        let mut lines = text.lines();
+        let first = lines.next().unwrap_or("");
+        let (mut call_id, mut cseq) = ("", "");
+        for l in lines {
+            if l.is_empty() {
+                break;
+            }
+            let Some((n, v)) = l.split_once(':') else {
+                continue;
+            };
+            let n = n.trim();
+            if call_id.is_empty() && n.eq_ignore_ascii_case("Call-ID") {
+                call_id = v.trim();
+            } else if cseq.is_empty() && n.eq_ignore_ascii_case("CSeq") {
+                cseq = v.trim();
+            }
+        }
+        write!(
+            f,
+            "{first} | {call_id} | {cseq} | #{:08x}",
+            fnv64(self.0) as u32
+        )
+    }
 }

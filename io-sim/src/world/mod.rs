@@ -12,7 +12,7 @@ use invariants::check;
 use crate::ledger::{Counts, Ledger};
 use crate::link::LinkFaults;
 use crate::store::{History, SimStore, StoreServer, STORE_PORT};
-use crate::trace::{fnv64, sim_ms, Trace};
+use crate::trace::{sim_ms, Trace};
 use crate::ua::{Command, Ua, UaConfig};
 use drongo::runtime::{now_ms, run as run_node, Clock, RunConfig};
 use drongo::store::linearizability as lin;
@@ -104,8 +104,11 @@ impl WorldSpec {
 /// What a run produced.
 pub struct Outcome {
     pub seed: u64,
+    /// The trace's text (empty when run with `keep_trace` false).
     pub trace: String,
     pub hash: u64,
+    /// Lines in the trace.
+    pub lines: usize,
     pub violations: Vec<String>,
     /// What the run did (see `Counts`).
     pub counts: Counts,
@@ -132,25 +135,35 @@ struct NodeBook {
     incarnations: Vec<u64>,
 }
 
-/// Runs `spec` with `seed` in a fresh madsim runtime.
+/// Runs `spec` with `seed` in a fresh madsim runtime, keeping the trace's text.
 pub fn run(spec: &WorldSpec, seed: u64) -> Outcome {
+    run_with(spec, seed, true)
+}
+
+/// Runs `spec` with `seed`; without `keep_trace` only the trace's hash is kept (a sweep
+/// replays a failing seed to get its text).
+pub fn run_with(spec: &WorldSpec, seed: u64, keep_trace: bool) -> Outcome {
     let wall = Instant::now();
     let rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
     let spec = spec.clone();
     let (trace, ledger, sim_ms) = rt.block_on(async move {
-        let trace = Trace::default();
+        let trace = if keep_trace {
+            Trace::default()
+        } else {
+            Trace::quiet()
+        };
         let ledger = Ledger::default();
         world(&spec, seed, trace.clone(), ledger.clone()).await;
         (trace, ledger, sim_ms())
     });
-    let text = trace.text();
     let counts = counts(&ledger);
     let mut violations = trace.violations();
     violations.extend(vacuity(&counts));
     Outcome {
         seed,
-        hash: fnv64(text.as_bytes()),
-        trace: text,
+        hash: trace.hash(),
+        lines: trace.len(),
+        trace: trace.text(),
         violations,
         counts,
         sim_ms,
