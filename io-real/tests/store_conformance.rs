@@ -65,6 +65,7 @@ mod etcd {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn etcd_backend_and_leader_kill() {
         all(store().await, true).await;
+        drongo::store::conformance::two_handles(&store().await, &store().await).await;
         leader_kill_keeps_history_linearizable().await;
     }
 

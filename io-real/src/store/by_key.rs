@@ -1,5 +1,5 @@
-//! Group writes for backends whose writes are network calls, one key at a time (etcd,
-//! TiKV): concurrent across keys, in order within a key.
+//! Group writes for backends whose writes are network calls, one key at a time (TiKV):
+//! concurrent across keys, in order within a key.
 
 use super::StoreError;
 use drongo_core::store::StoreWrite;

@@ -211,6 +211,70 @@ pub async fn watch<S: Store>(s: &S, exact: bool) {
 }
 
 /// The whole suite. `exact_watch`: the backend reports every change in order.
+/// Two handles on one store, each with its own memory of what it wrote (the etcd backend
+/// guards writes with the revisions it remembers): whatever one remembers, a write is
+/// judged against the record as it is now. Then big groups: more writes than one etcd
+/// transaction may hold, and chains of writes to one key inside a group.
+pub async fn two_handles<S: Store>(a: &S, b: &S) {
+    let p = ns("handles");
+    let k = format!("{p}k");
+    one(a, put(&k, b"a1", 1, None)).await.unwrap();
+    one(b, put(&k, b"b2", 2, Some(1))).await.unwrap();
+    assert_eq!(
+        one(a, put(&k, b"a3", 3, Some(1))).await,
+        Err(StoreError::Conflict),
+        "a stale memory is not a licence"
+    );
+    one(a, put(&k, b"a3", 3, Some(2))).await.unwrap();
+    one(b, del(&k, 3)).await.unwrap();
+    assert_eq!(
+        one(a, del(&k, 3)).await,
+        Err(StoreError::Conflict),
+        "deleted by the other handle"
+    );
+    one(a, put(&k, b"a1", 1, None)).await.unwrap();
+    assert_eq!(b.get(&k, NOW).await.unwrap().unwrap().value, b"a1");
+    assert_eq!(
+        one(b, put(&k, b"b1", 1, None)).await,
+        Err(StoreError::Conflict),
+        "created by the other handle"
+    );
+    // 300 writes in one group: 297 new keys and a chain of three on one key.
+    let c = format!("{p}chain");
+    let mut writes: Vec<StoreWrite> = (0..297)
+        .map(|i| put(&format!("{p}many/{i:03}"), b"x", 1, None))
+        .collect();
+    writes.insert(10, put(&c, b"1", 1, None));
+    writes.insert(150, put(&c, b"2", 2, Some(1)));
+    writes.insert(290, del(&c, 2));
+    let r = a.apply(writes, NOW).await.unwrap();
+    assert_eq!(r.len(), 300);
+    assert!(r.iter().all(|x| x.is_ok()), "{r:?}");
+    assert_eq!(b.get(&c, NOW).await.unwrap(), None);
+    let many = b.scan(&format!("{p}many/"), usize::MAX, NOW).await.unwrap();
+    assert_eq!(many.len(), 297);
+    // One group from each handle over the same keys: every write answered on its own.
+    let r = b
+        .apply(
+            (0..297)
+                .map(|i| put(&format!("{p}many/{i:03}"), b"y", 2, Some(1 + i % 2)))
+                .collect(),
+            NOW,
+        )
+        .await
+        .unwrap();
+    for (i, x) in r.iter().enumerate() {
+        let want = if i % 2 == 0 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
+        };
+        assert_eq!(*x, want, "write {i}");
+    }
+    let got = a.get(&format!("{p}many/004"), NOW).await.unwrap().unwrap();
+    assert_eq!((got.version, got.value.as_slice()), (2, &b"y"[..]));
+}
+
 pub async fn all<S: Store + Clone>(s: S, exact_watch: bool) {
     watch(&s, exact_watch).await;
     semantics(&s).await;
@@ -218,4 +282,5 @@ pub async fn all<S: Store + Clone>(s: S, exact_watch: bool) {
     scans(&s).await;
     large_values(&s).await;
     cas_race(&s).await;
+    two_handles(&s, &s.clone()).await;
 }

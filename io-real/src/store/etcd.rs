@@ -2,43 +2,43 @@
 //!
 //! A record is stored under `drongo/<key>` in the same form as the embedded backend (our
 //! version and expiry, then the value), so readers honour the expiry exactly as everywhere
-//! else. A write reads the key, checks our version against it, then commits with a
-//! transaction that compares the key's `mod_revision` with the one it read: a writer that
-//! raced us makes the compare fail, which is a lost CAS. Records with an expiry also get an
-//! etcd lease, so that etcd itself removes them some time after they expired.
+//! else. A group of writes goes as one transaction guarded by each key's `mod_revision`
+//! (see `etcd_txn`): a writer that raced us makes a compare fail, and a write whose version
+//! no longer matches is a lost CAS. Records with an expiry also get an etcd lease, so that
+//! etcd itself removes them some time after they expired.
 //!
 //! Errors: a failed read is `Retryable` (nothing was written); a failed transaction is
 //! `Ambiguous` (the request may have been committed before the connection broke, e.g. when
 //! the leader died), and the caller must re-read.
 
+use super::etcd_txn::{self, Known, LeasePool, PREFIX};
 use super::redb_store::RedbStore;
-use super::{apply_by_key, check, Change, KeyWriter, Store, StoreError};
+use super::{Change, Store, StoreError};
 use drongo_core::store::{StoreWrite, StoredRecord};
 use drongo_core::UnixMillis;
-use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
-};
-
-const PREFIX: &str = "drongo/";
+use etcd_client::{Client, EventType, GetOptions, WatchOptions};
 
 #[derive(Clone)]
 pub struct EtcdStore {
     client: Client,
+    /// Revisions of the keys we wrote or read, to guard writes without reading first.
+    known: Known,
+    leases: LeasePool,
 }
 
 fn retryable(e: etcd_client::Error) -> StoreError {
     StoreError::Retryable(e.to_string())
 }
 
-fn ambiguous(e: etcd_client::Error) -> StoreError {
-    StoreError::Ambiguous(e.to_string())
-}
-
 impl EtcdStore {
     /// Connects to any of `endpoints` (`host:port`).
     pub async fn connect(endpoints: &[String]) -> Result<Self, StoreError> {
         let client = Client::connect(endpoints, None).await.map_err(retryable)?;
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            known: Known::default(),
+            leases: LeasePool::default(),
+        })
     }
 
     /// The underlying client (the conformance suite uses it to find the leader).
@@ -53,52 +53,13 @@ impl EtcdStore {
             .get(format!("{PREFIX}{key}"), None)
             .await
             .map_err(retryable)?;
-        Ok(match resp.kvs().first() {
+        let item = resp.kvs().first();
+        self.known
+            .saw(key, item.map(|i| (i.value(), i.mod_revision())));
+        Ok(match item {
             Some(item) => (RedbStore::decode(key, item.value()), item.mod_revision()),
             None => (None, 0),
         })
-    }
-}
-
-impl KeyWriter for EtcdStore {
-    async fn write_one(&self, w: StoreWrite, now: UnixMillis) -> Result<(), StoreError> {
-        let (current, revision) = self.read(w.key()).await?;
-        check(current.as_ref(), &w, now)?;
-        let full = format!("{PREFIX}{}", w.key());
-        let guard = if revision == 0 {
-            Compare::create_revision(full.clone(), CompareOp::Equal, 0)
-        } else {
-            Compare::mod_revision(full.clone(), CompareOp::Equal, revision)
-        };
-        let op = match w.into_record() {
-            Some(r) => {
-                let mut opts = PutOptions::new();
-                if let Some(exp) = r.expires_at {
-                    // etcd drops the key a second after our expiry; readers stop seeing it
-                    // at the expiry itself.
-                    let ttl = (exp.saturating_sub(now) / 1000 + 2) as i64;
-                    let lease = self
-                        .client
-                        .lease_client()
-                        .grant(ttl, None)
-                        .await
-                        .map_err(retryable)?;
-                    opts = opts.with_lease(lease.id());
-                }
-                TxnOp::put(full, RedbStore::encode(&r), Some(opts))
-            }
-            None => TxnOp::delete(full, None),
-        };
-        let mut kv = self.client.kv_client();
-        let resp = kv
-            .txn(Txn::new().when(vec![guard]).and_then(vec![op]))
-            .await
-            .map_err(ambiguous)?;
-        if resp.succeeded() {
-            Ok(())
-        } else {
-            Err(StoreError::Conflict)
-        }
     }
 }
 
@@ -172,12 +133,13 @@ impl Store for EtcdStore {
             .collect())
     }
 
-    /// Writes to different keys go concurrently; writes to one key keep their order.
+    /// One transaction for the group in the common case; writes to one key keep their
+    /// order.
     async fn apply(
         &self,
         writes: Vec<StoreWrite>,
         now: UnixMillis,
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-        apply_by_key(self, writes, now).await
+        Ok(etcd_txn::apply(&self.client, &self.known, &self.leases, writes, now).await)
     }
 }

@@ -21,11 +21,13 @@ use drongo_core::UnixMillis;
 use std::future::Future;
 
 mod any;
-#[cfg(any(feature = "etcd", feature = "tikv"))]
+#[cfg(feature = "tikv")]
 mod by_key;
 pub mod conformance;
 #[cfg(feature = "etcd")]
 mod etcd;
+#[cfg(feature = "etcd")]
+mod etcd_txn;
 pub mod linearizability;
 mod mem;
 // The embedded store does blocking file I/O, which a simulation cannot run; the simulated
@@ -38,7 +40,7 @@ mod tikv;
 mod watch;
 
 pub use any::AnyStore;
-#[cfg(any(feature = "etcd", feature = "tikv"))]
+#[cfg(feature = "tikv")]
 pub(crate) use by_key::{apply_by_key, KeyWriter};
 pub use mem::MemStore;
 pub use settle::apply_resolved;

@@ -1,0 +1,349 @@
+//! A group of writes as few etcd transactions as possible: one round trip for a batch in
+//! the common case, instead of a read and a transaction for every write.
+//!
+//! Our compare-and-swap is on the version inside our value, which etcd cannot compare
+//! without the whole value. So the backend remembers, for every key it has written or
+//! read, etcd's `mod_revision` of it and our version and expiry at that revision
+//! ([`Known`]). A write whose expectation holds against what is remembered is guarded by
+//! `mod_revision == remembered` (`create_revision == 0` for a key known or assumed absent):
+//! if etcd agrees, the record is exactly the one we checked against. The transaction's
+//! failure branch reads every key back, so a failed compare costs no extra round trip: the
+//! writes whose expectation is false against the fresh records are answered `Conflict`,
+//! and the rest go again. A key we know nothing of (and whose write expects a version) is
+//! read first, all such keys in one transaction.
+//!
+//! etcd refuses a transaction that puts one key twice, and bounds a transaction's
+//! operations (`--max-txn-ops`, 128 by default) and size (1.5 MiB): writes to one key go in
+//! successive rounds (their order kept), and a round is cut into chunks under both limits.
+
+use super::redb_store::RedbStore;
+use super::{check, StoreError};
+use drongo_core::store::{StoreWrite, StoredRecord};
+use drongo_core::UnixMillis;
+use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+pub(super) const PREFIX: &str = "drongo/";
+
+/// etcd's default `--max-txn-ops`.
+const MAX_OPS: usize = 128;
+/// Well under etcd's default request limit (1.5 MiB).
+const MAX_BYTES: usize = 1 << 20;
+/// Attempts at a chunk whose compares keep failing (other writers racing us).
+const ATTEMPTS: usize = 4;
+/// Leases are shared by records expiring in the same window of this many milliseconds.
+const LEASE_WINDOW_MS: u64 = 5_000;
+/// The most keys remembered; past it the memory starts again (a miss costs one read).
+const MAX_KNOWN: usize = 200_000;
+
+/// What we last saw of a key: etcd's mod_revision (0: absent) and our record's version and
+/// expiry at that revision.
+#[derive(Clone)]
+struct Seen {
+    revision: i64,
+    record: Option<StoredRecord>,
+}
+
+/// Keys' last seen revisions, shared by every clone of the store.
+#[derive(Clone, Default)]
+pub(super) struct Known(Arc<Mutex<HashMap<String, Seen>>>);
+
+impl Known {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Seen>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, key: &str) -> Option<Seen> {
+        self.lock().get(key).cloned()
+    }
+
+    fn set(&self, key: &str, seen: Seen) {
+        let mut m = self.lock();
+        if m.len() >= MAX_KNOWN && !m.contains_key(key) {
+            m.clear();
+        }
+        m.insert(key.to_string(), seen);
+    }
+
+    fn forget(&self, key: &str) {
+        self.lock().remove(key);
+    }
+
+    /// Remembers a key as read from etcd (`None`: absent).
+    pub(super) fn saw(&self, key: &str, kv: Option<(&[u8], i64)>) {
+        let seen = match kv {
+            Some((value, revision)) => Seen {
+                revision,
+                record: RedbStore::decode(key, value).map(|mut r| {
+                    r.value = Vec::new();
+                    r
+                }),
+            },
+            None => Seen {
+                revision: 0,
+                record: None,
+            },
+        };
+        self.set(key, seen);
+    }
+}
+
+/// etcd leases for records with an expiry, shared within a window of expiries so that a
+/// batch does not grant one lease per record. A record's lease ends 1–6 s after its expiry
+/// (readers stop seeing it at the expiry itself; the lease only lets etcd clean up).
+#[derive(Clone, Default)]
+pub(super) struct LeasePool(Arc<Mutex<BTreeMap<u64, i64>>>);
+
+impl LeasePool {
+    async fn lease_for(
+        &self,
+        client: &Client,
+        expires_at: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<i64, StoreError> {
+        let window = (expires_at + 1_000).div_ceil(LEASE_WINDOW_MS);
+        {
+            let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            // Windows already over are of no use to anyone.
+            let current = now / LEASE_WINDOW_MS;
+            m.retain(|w, _| *w > current);
+            if let Some(id) = m.get(&window) {
+                return Ok(*id);
+            }
+        }
+        let end = window * LEASE_WINDOW_MS;
+        let ttl = (end.saturating_sub(now) / 1000 + 1) as i64;
+        let lease = client
+            .lease_client()
+            .grant(ttl, None)
+            .await
+            .map_err(|e| StoreError::Retryable(e.to_string()))?;
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(*m.entry(window).or_insert(lease.id()))
+    }
+}
+
+/// Applies `writes` in order per key; one answer per write, in place.
+pub(super) async fn apply(
+    client: &Client,
+    known: &Known,
+    leases: &LeasePool,
+    writes: Vec<StoreWrite>,
+    now: UnixMillis,
+) -> Vec<Result<(), StoreError>> {
+    let mut results: Vec<Result<(), StoreError>> = (0..writes.len())
+        .map(|_| Err(StoreError::Retryable("not run".into())))
+        .collect();
+    // Round k holds the k-th write of every key.
+    let mut rounds: Vec<Vec<(usize, StoreWrite)>> = Vec::new();
+    let mut per_key: HashMap<String, usize> = HashMap::new();
+    for (i, w) in writes.into_iter().enumerate() {
+        let k = per_key.entry(w.key().to_string()).or_default();
+        if rounds.len() <= *k {
+            rounds.push(Vec::new());
+        }
+        if let Some(r) = rounds.get_mut(*k) {
+            r.push((i, w));
+        }
+        *k += 1;
+    }
+    for round in rounds {
+        let mut chunk = Vec::new();
+        let mut bytes = 0;
+        for (i, w) in round {
+            let size = w.key().len() + PREFIX.len() + value_len(&w) + 32;
+            if !chunk.is_empty() && (chunk.len() == MAX_OPS || bytes + size > MAX_BYTES) {
+                let full = std::mem::take(&mut chunk);
+                apply_chunk(client, known, leases, full, now, &mut results).await;
+                bytes = 0;
+            }
+            bytes += size;
+            chunk.push((i, w));
+        }
+        if !chunk.is_empty() {
+            apply_chunk(client, known, leases, chunk, now, &mut results).await;
+        }
+    }
+    results
+}
+
+fn value_len(w: &StoreWrite) -> usize {
+    match w {
+        StoreWrite::Put { value, .. } => value.len() + 16,
+        StoreWrite::Delete { .. } => 0,
+    }
+}
+
+fn full(key: &str) -> String {
+    format!("{PREFIX}{key}")
+}
+
+fn answer(results: &mut [Result<(), StoreError>], i: usize, r: Result<(), StoreError>) {
+    if let Some(slot) = results.get_mut(i) {
+        *slot = r;
+    }
+}
+
+/// Reads `keys` in one transaction and remembers what it found.
+async fn read_keys(client: &Client, known: &Known, keys: &[String]) -> Result<(), StoreError> {
+    let ops: Vec<TxnOp> = keys.iter().map(|k| TxnOp::get(full(k), None)).collect();
+    let resp = client
+        .kv_client()
+        .txn(Txn::new().and_then(ops))
+        .await
+        .map_err(|e| StoreError::Retryable(e.to_string()))?;
+    remember_reads(known, keys, &resp.op_responses());
+    Ok(())
+}
+
+fn remember_reads(known: &Known, keys: &[String], responses: &[TxnOpResponse]) {
+    for (key, r) in keys.iter().zip(responses) {
+        if let TxnOpResponse::Get(g) = r {
+            let kv = g.kvs().first().map(|kv| (kv.value(), kv.mod_revision()));
+            known.saw(key, kv);
+        }
+    }
+}
+
+/// One chunk (distinct keys, within etcd's limits): guarded puts and deletes in one
+/// transaction, the failure branch reading every key back; again, up to `ATTEMPTS` times,
+/// for the writes whose expectation still holds.
+async fn apply_chunk(
+    client: &Client,
+    known: &Known,
+    leases: &LeasePool,
+    chunk: Vec<(usize, StoreWrite)>,
+    now: UnixMillis,
+    results: &mut [Result<(), StoreError>],
+) {
+    let mut pending = chunk;
+    // Keys read from etcd during this chunk: a failed expectation against them is a real
+    // conflict, not a stale memory.
+    let mut fresh: HashSet<String> = HashSet::new();
+    for _ in 0..ATTEMPTS {
+        // Keys whose guard needs a read first.
+        let unknown: Vec<String> = pending
+            .iter()
+            .filter(|(_, w)| {
+                let guessable = match known.get(w.key()) {
+                    Some(seen) => check(seen.record.as_ref(), w, now).is_ok(),
+                    None => matches!(w, StoreWrite::Put { expect: None, .. }),
+                };
+                !guessable && !fresh.contains(w.key())
+            })
+            .map(|(_, w)| w.key().to_string())
+            .collect();
+        if !unknown.is_empty() {
+            if let Err(e) = read_keys(client, known, &unknown).await {
+                for (i, _) in &pending {
+                    answer(results, *i, Err(e.clone()));
+                }
+                return;
+            }
+            fresh.extend(unknown);
+        }
+        let mut compares = Vec::new();
+        let mut ops = Vec::new();
+        let mut batch = Vec::new();
+        for (i, w) in std::mem::take(&mut pending) {
+            let seen = known.get(w.key());
+            let record = seen.as_ref().and_then(|s| s.record.as_ref());
+            if let Err(e) = check(record, &w, now) {
+                // Only `fresh` or guessable keys are here, and a guessable one passed.
+                answer(results, i, Err(e));
+                continue;
+            }
+            let key = full(w.key());
+            compares.push(match seen.as_ref().map_or(0, |s| s.revision) {
+                0 => Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                rev => Compare::mod_revision(key.clone(), CompareOp::Equal, rev),
+            });
+            let op = match &w {
+                StoreWrite::Put {
+                    key: k,
+                    value,
+                    version,
+                    expires_at,
+                    ..
+                } => {
+                    let mut opts = None;
+                    if let Some(exp) = expires_at {
+                        match leases.lease_for(client, *exp, now).await {
+                            Ok(id) => opts = Some(PutOptions::new().with_lease(id)),
+                            Err(e) => {
+                                compares.pop();
+                                answer(results, i, Err(e));
+                                continue;
+                            }
+                        }
+                    }
+                    let r = StoredRecord {
+                        key: k.clone(),
+                        value: value.clone(),
+                        version: *version,
+                        expires_at: *expires_at,
+                    };
+                    TxnOp::put(key, RedbStore::encode(&r), opts)
+                }
+                StoreWrite::Delete { .. } => TxnOp::delete(key, None),
+            };
+            ops.push(op);
+            batch.push((i, w));
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let keys: Vec<String> = batch.iter().map(|(_, w)| w.key().to_string()).collect();
+        let reads: Vec<TxnOp> = keys.iter().map(|k| TxnOp::get(full(k), None)).collect();
+        let txn = Txn::new().when(compares).and_then(ops).or_else(reads);
+        let resp = match client.kv_client().txn(txn).await {
+            Ok(r) => r,
+            Err(e) => {
+                // It may have been committed before the connection broke.
+                for (i, w) in &batch {
+                    known.forget(w.key());
+                    answer(results, *i, Err(StoreError::Ambiguous(e.to_string())));
+                }
+                return;
+            }
+        };
+        if resp.succeeded() {
+            // Every put of one transaction has the transaction's revision.
+            let revision = resp.header().map_or(0, |h| h.revision());
+            for (i, w) in batch {
+                let key = w.key().to_string();
+                match w.into_record() {
+                    Some(mut r) if revision > 0 => {
+                        r.value = Vec::new();
+                        let record = Some(r);
+                        known.set(&key, Seen { revision, record });
+                    }
+                    Some(_) => known.forget(&key),
+                    None => known.set(
+                        &key,
+                        Seen {
+                            revision: 0,
+                            record: None,
+                        },
+                    ),
+                }
+                answer(results, i, Ok(()));
+            }
+            return;
+        }
+        // Some compare failed: the failure branch read every key back.
+        remember_reads(known, &keys, &resp.op_responses());
+        fresh.extend(keys);
+        pending = batch;
+    }
+    for (i, _) in pending {
+        answer(
+            results,
+            i,
+            Err(StoreError::Retryable(
+                "the key kept changing under concurrent writers".into(),
+            )),
+        );
+    }
+}
