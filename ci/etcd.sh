@@ -44,6 +44,13 @@ stop)
   for n in d1 d2 d3; do
     if [ -f "$dir/$n.pid" ]; then kill "$(cat "$dir/$n.pid")" 2>/dev/null || true; fi
   done
+  # Wait for them to go (up to 10 s), so that a start right after finds the ports free.
+  for n in d1 d2 d3; do
+    if [ -f "$dir/$n.pid" ]; then
+      pid=$(cat "$dir/$n.pid")
+      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    fi
+  done
   ;;
 *) echo "usage: $0 start|stop|restart DIR [NAME]" >&2; exit 2 ;;
 esac

@@ -152,7 +152,8 @@ impl Ledger {
                 Some(Key::Call(id)) => Some(id.to_string()),
                 // An AOR's key itself (see `Ledger::is_busy`).
                 Some(Key::Reg(_)) => Some(w.key().to_string()),
-                None => None,
+                // Membership is the runtime's, never in a batch.
+                Some(Key::Node(_) | Key::Incarnation(_)) | None => None,
             }))
             .collect();
         busy.sort();

@@ -69,6 +69,23 @@ impl Default for LimitsConfig {
     }
 }
 
+/// `[cluster]`: membership, when the node runs on a shared store (etcd).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterConfig {
+    /// How long a member's record outlives its last renewal (renewed every third of it).
+    /// A member that cannot renew stops sending and writing before it runs out.
+    pub lease_ttl_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            lease_ttl_ms: 2_000,
+        }
+    }
+}
+
 /// Everything a node needs to know that is not state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -98,6 +115,7 @@ pub struct Config {
     /// Session interval (RFC 4028) when neither side asks for one: a confirmed call with no
     /// refresh for this long is ended with BYE on both legs.
     pub session_expires_secs: u64,
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
@@ -115,6 +133,7 @@ impl Default for Config {
             registrar: RegistrarConfig::default(),
             max_call_duration_secs: 4 * 3600,
             session_expires_secs: 1800,
+            cluster: ClusterConfig::default(),
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod b2bua;
 pub mod batch;
+pub mod cluster;
 pub mod config;
 pub mod deadline;
 pub mod dialog;

@@ -77,20 +77,32 @@ pub enum Key<'a> {
     Call(&'a str),
     /// `reg/{aor}`: the bindings of one address-of-record.
     Reg(&'a str),
+    /// `node/{id}`: a cluster member, under its lease (`cluster::Member`).
+    Node(&'a str),
+    /// `incarnation/{id}`: how many times a member id has started.
+    Incarnation(&'a str),
 }
 
 /// Prefix of every call record.
 pub const CALL_PREFIX: &str = "call/";
 /// Prefix of every registration record.
 pub const REG_PREFIX: &str = "reg/";
+/// Prefix of every member record.
+pub const NODE_PREFIX: &str = "node/";
+/// Prefix of every member's incarnation counter.
+pub const INCARNATION_PREFIX: &str = "incarnation/";
 
 impl<'a> Key<'a> {
     /// What `key` is the key of; `None` for a key outside the space.
     pub fn parse(key: &'a str) -> Option<Key<'a>> {
         if let Some(id) = key.strip_prefix(CALL_PREFIX) {
             Some(Key::Call(id))
+        } else if let Some(aor) = key.strip_prefix(REG_PREFIX) {
+            Some(Key::Reg(aor))
+        } else if let Some(id) = key.strip_prefix(NODE_PREFIX) {
+            Some(Key::Node(id))
         } else {
-            key.strip_prefix(REG_PREFIX).map(Key::Reg)
+            key.strip_prefix(INCARNATION_PREFIX).map(Key::Incarnation)
         }
     }
 }
@@ -98,6 +110,16 @@ impl<'a> Key<'a> {
 /// Key of a B2BUA call record.
 pub fn call_key(call: &str) -> String {
     format!("{CALL_PREFIX}{call}")
+}
+
+/// Key of a cluster member's record.
+pub fn node_key(id: u16) -> String {
+    format!("{NODE_PREFIX}{id}")
+}
+
+/// Key of a cluster member's incarnation counter.
+pub fn incarnation_key(id: u16) -> String {
+    format!("{INCARNATION_PREFIX}{id}")
 }
 
 /// Key of the bindings of an address-of-record.

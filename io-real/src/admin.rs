@@ -1,9 +1,11 @@
-//! The admin HTTP endpoint: `GET /healthz` and `GET /metrics` (Prometheus text format).
+//! The admin HTTP endpoint: `GET /healthz`, `GET /metrics` (Prometheus text format) and,
+//! on a cluster member, `GET /cluster` (JSON: this node's lease and the live members).
 //! A few lines of HTTP/1.0 are all it needs, so it has no HTTP framework.
 //!
 //! `/healthz` answers `503 draining` once the node drains, so that a load balancer takes it
 //! out of the pool while it finishes its transactions.
 
+use crate::runtime::membership::Lease;
 use drongo_core::node::Node;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -127,10 +129,12 @@ pub async fn serve(
     listener: TcpListener,
     metrics: mpsc::Sender<oneshot::Sender<String>>,
     draining: Arc<AtomicBool>,
+    cluster: Option<(u16, Arc<Lease>)>,
 ) {
     while let Ok((mut stream, _)) = listener.accept().await {
         let metrics = metrics.clone();
         let draining = draining.clone();
+        let cluster = cluster.clone();
         tokio::task::spawn(async move {
             let mut buf = vec![0u8; 4096];
             let mut len = 0;
@@ -164,11 +168,20 @@ pub async fn serve(
                         ("503 Service Unavailable", "node stopped\n".to_string())
                     } else {
                         match rx.await {
-                            Ok(text) => ("200 OK", text),
+                            Ok(mut text) => {
+                                if let Some((_, lease)) = &cluster {
+                                    text.push_str(&lease.metrics());
+                                }
+                                ("200 OK", text)
+                            }
                             Err(_) => ("503 Service Unavailable", "node stopped\n".to_string()),
                         }
                     }
                 }
+                "/cluster" => match &cluster {
+                    Some((id, lease)) => ("200 OK", lease.status_json(*id)),
+                    None => ("404 Not Found", "not a cluster member\n".to_string()),
+                },
                 _ => ("404 Not Found", "not found\n".to_string()),
             };
             let resp = format!(

@@ -1,6 +1,7 @@
 //! `drongo`: a SIP B2BUA node.
 //!
-//! `drongo run [--sip ADDR] [--advertise ADDR] [--admin ADDR] [--data DIR] [--config FILE] [--store URL]`
+//! `drongo run [--sip ADDR] [--advertise ADDR] [--admin ADDR] [--data DIR] [--config FILE] [--store URL] [--node-id N]`
+//! `drongo cluster status --store URL`
 
 use clap::{Parser, Subcommand};
 use drongo::runtime::{run, RunConfig};
@@ -52,10 +53,81 @@ enum Command {
         /// `etcd://HOST:PORT,...` (builds with the `etcd` feature).
         #[arg(long)]
         store: Option<String>,
-        /// Node id, carried in generated identifiers.
+        /// Node id, carried in generated identifiers; on a shared store (etcd) the id of
+        /// this cluster member (`node/{id}`), which one live process at a time may hold.
         #[arg(long, default_value_t = 1)]
         node_id: u16,
     },
+    /// Look at a cluster.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// The live members, as the store holds them.
+    Status {
+        /// Store URL of the cluster (`etcd://HOST:PORT,...`).
+        #[arg(long)]
+        store: String,
+    },
+}
+
+/// `drongo cluster status`: one line per live member.
+fn cluster_status(url: &str) -> ExitCode {
+    use drongo::store::Store;
+    use drongo_core::cluster::Member;
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let now = drongo::runtime::now_ms();
+    let records = rt.block_on(async {
+        let store = AnyStore::open(url).await?;
+        store
+            .scan(drongo_core::store::NODE_PREFIX, usize::MAX, now)
+            .await
+    });
+    let records = match records {
+        Ok(r) => r,
+        Err(e) => {
+            error!("store {url}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!(
+        "{:<6} {:<12} {:<10} {:<22} {:<22} {:>10} {:>9}",
+        "id", "incarnation", "state", "sip", "admin", "up (s)", "lease (ms)"
+    );
+    for r in &records {
+        let Some(m) = Member::decode(&r.value) else {
+            continue;
+        };
+        let state = serde_json::to_value(m.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        println!(
+            "{:<6} {:<12} {:<10} {:<22} {:<22} {:>10} {:>9}",
+            m.id,
+            m.incarnation,
+            state,
+            m.sip,
+            m.admin,
+            now.saturating_sub(m.since) / 1000,
+            r.expires_at.map_or(0, |e| e.saturating_sub(now)),
+        );
+    }
+    println!("{} live member(s)", records.len());
+    ExitCode::SUCCESS
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
@@ -100,6 +172,12 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let command = match cli.command {
+        Command::Cluster {
+            command: ClusterCommand::Status { store },
+        } => return cluster_status(&store),
+        c => c,
+    };
     let Command::Run {
         sip,
         advertise,
@@ -108,7 +186,10 @@ fn main() -> ExitCode {
         config,
         store,
         node_id,
-    } = cli.command;
+    } = command
+    else {
+        return ExitCode::from(2);
+    };
     let core = match load_config(config.as_ref()) {
         Ok(c) => c,
         Err(e) => {
@@ -141,6 +222,8 @@ fn main() -> ExitCode {
         seed: drongo::runtime::now_ms() ^ u64::from(std::process::id()).rotate_left(32),
         clock: Default::default(),
         queue: RunConfig::QUEUE,
+        // A shared store makes a cluster; the embedded and in-memory ones are one node's.
+        cluster: url.starts_with("etcd://") || url.starts_with("tikv://"),
     };
     let store = match rt.block_on(AnyStore::open(&url)) {
         Ok(s) => s,

@@ -111,6 +111,7 @@ fn store_outage_under_a_flood_neither_deadlocks_nor_blocks_the_node() {
         clock: Default::default(),
         // Small queues, so that the flood fills them.
         queue: 64,
+        cluster: false,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let node = std::thread::spawn(move || {

@@ -127,7 +127,7 @@ impl Node {
                 None => self.registrar.forget(aor),
             },
             Some(Key::Call(id)) => self.b2bua.read_back(&mut self.sink, key, id, record, now),
-            None => {}
+            Some(Key::Node(_) | Key::Incarnation(_)) | None => {}
         }
         self.flush();
     }

@@ -200,13 +200,20 @@ impl<S: Store + Clone> Committer<S> {
         self.busy.extend(keys.iter().cloned());
         self.running.insert(id, (now, keys));
         let (store, clock, done) = (self.store.clone(), self.clock, self.done_tx.clone());
+        let fence = self.sender.fence.clone();
         tokio::task::spawn(async move {
             let writes: Vec<StoreWrite> = group
                 .iter()
                 .flat_map(|b| b.writes.iter().cloned())
                 .collect();
+            let fenced = fence.as_ref().filter(|l| !l.holds());
             let results = if writes.is_empty() {
                 Vec::new()
+            } else if let Some(lease) = fenced {
+                // Our lease may have run out: write nothing (the node hears "unavailable").
+                lease.dropped();
+                let e = StoreError::Retryable("fenced: the node's lease does not hold".into());
+                writes.iter().map(|_| Err(e.clone())).collect()
             } else {
                 apply_resolved(&store, writes, || clock.now(), STORE_PATIENCE).await
             };

@@ -8,6 +8,7 @@
 
 mod clock;
 mod committer;
+pub mod membership;
 mod transport;
 
 use crate::admin;
@@ -50,6 +51,9 @@ pub struct RunConfig {
     pub clock: Clock,
     /// Capacity of the packet queue and of the committer's queue.
     pub queue: usize,
+    /// Join a cluster (a shared store): keep `node/{id}` under a lease and stay silent
+    /// whenever the lease may have run out. Off for the single-node stores.
+    pub cluster: bool,
 }
 
 impl RunConfig {
@@ -64,6 +68,22 @@ pub async fn run<S: Store + Clone>(
     store: S,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    // A cluster member joins before it binds anything: a second process with a live
+    // member's id refuses to start.
+    let lease = if rc.cluster {
+        let me = membership::Identity {
+            id: rc.node_id,
+            sip: rc.advertise.to_string(),
+            admin: rc.admin.to_string(),
+        };
+        let ttl = rc.core.cluster.lease_ttl_ms;
+        let lease = membership::start(store.clone(), me, rc.clock, ttl)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Some(lease)
+    } else {
+        None
+    };
     let udp = Arc::new(udp_socket(rc.sip).await?);
     let tcp = TcpListener::bind(rc.sip).await?;
     let admin_listener = TcpListener::bind(rc.admin).await?;
@@ -80,6 +100,7 @@ pub async fn run<S: Store + Clone>(
         tcp: Arc::new(Mutex::new(HashMap::new())),
         input: packet_tx.clone(),
         max_message: rc.core.limits.max_message_size,
+        fence: lease.clone(),
     };
     let committer = tokio::task::spawn(committer::run(
         store.clone(),
@@ -138,9 +159,15 @@ pub async fn run<S: Store + Clone>(
         });
     }
     let draining = Arc::new(AtomicBool::new(false));
-    tokio::task::spawn(admin::serve(admin_listener, metrics_tx, draining.clone()));
+    tokio::task::spawn(admin::serve(
+        admin_listener,
+        metrics_tx,
+        draining.clone(),
+        lease.clone().map(|l| (rc.node_id, l)),
+    ));
 
     let clock = rc.clock;
+    let rc_node_id = rc.node_id;
     let now_ms = || clock.now();
     let mut node = Node::new(rc.core, rc.advertise, rc.node_id, rc.seed);
     // Load every record; a store that is briefly unavailable is waited for, a fatal error
@@ -242,6 +269,9 @@ pub async fn run<S: Store + Clone>(
     }
     drop(batch_tx);
     let _ = committer.await;
+    if let Some(lease) = &lease {
+        membership::leave(&store, rc_node_id, lease, clock).await;
+    }
     info!("drained; state flushed");
     Ok(())
 }

@@ -26,10 +26,18 @@ pub(super) struct Sender {
     pub(super) tcp: TcpConns,
     pub(super) input: mpsc::Sender<Input>,
     pub(super) max_message: usize,
+    /// In a cluster: nothing leaves while the node's lease may have run out.
+    pub(super) fence: Option<Arc<super::membership::Lease>>,
 }
 
 impl Sender {
     pub(super) async fn send(&self, t: Transmit) {
+        if let Some(lease) = &self.fence {
+            if !lease.holds() {
+                lease.dropped();
+                return;
+            }
+        }
         match t.to.transport {
             Transport::Udp => {
                 if let Err(e) = udp_send(&self.udp, &t.bytes, t.to.addr).await {

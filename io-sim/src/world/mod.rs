@@ -297,6 +297,7 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
                     seed: seed ^ ((i as u64 + 1) << 48) ^ (incarnation << 32),
                     clock: Clock { offset_ms: offset },
                     queue: RunConfig::QUEUE,
+                    cluster: false,
                 };
                 let (trace, who, history) = (trace.clone(), who.clone(), history.clone());
                 async move {

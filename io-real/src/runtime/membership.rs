@@ -1,0 +1,392 @@
+//! Cluster membership: the node's record `node/{id}` under a lease, renewed every third of
+//! the TTL, and the fence that keeps a node whose lease may have run out from sending SIP
+//! or writing.
+//!
+//! The lease is the record's expiry (the store contract: an expired record is absent to
+//! every reader), so it works the same on etcd and in the simulated store. A renewal is a
+//! compare-and-swap on the record's version; the lease holds until the expiry the last
+//! successful renewal wrote, computed from the time the renewal was *sent* (it cannot have
+//! taken effect earlier). The node acts only while the lease has more than a quarter of the
+//! TTL left ([`Lease::holds`]): the margin covers clock differences between nodes and a
+//! message already on its way. A renewal that finds the record gone or not ours (our lease
+//! ran out, say while the process was stopped) means we lost it: the node stays silent
+//! and joins again with a new incarnation.
+
+use super::Clock;
+use crate::store::{Store, StoreError};
+use drongo_core::cluster::{Member, MemberState};
+use drongo_core::store::{incarnation_key, node_key, StoreWrite, NODE_PREFIX};
+use drongo_core::UnixMillis;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tracing::{debug, error, info, warn};
+
+/// What this node claims in the cluster, shared with the transport (the fence), the
+/// committer and the admin endpoint.
+pub struct Lease {
+    clock: Clock,
+    ttl: u64,
+    /// The lease holds until then (our clock, ms); 0: not held.
+    valid_until: AtomicU64,
+    incarnation: AtomicU64,
+    /// Messages and write groups not sent because the lease did not hold.
+    fenced_drops: AtomicU64,
+    /// Times the lease was lost (and the node joined again).
+    losses: AtomicU64,
+    /// The live members at the last renewal.
+    members: Mutex<Vec<Member>>,
+}
+
+impl Lease {
+    /// Whether the node may send and write now.
+    pub fn holds(&self) -> bool {
+        self.clock.now() + self.ttl / 4 < self.valid_until.load(Ordering::Acquire)
+    }
+
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation.load(Ordering::Relaxed)
+    }
+
+    /// Counts something the fence stopped.
+    pub fn dropped(&self) {
+        self.fenced_drops.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn members(&self) -> Vec<Member> {
+        self.members
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Prometheus lines for `/metrics`.
+    pub fn metrics(&self) -> String {
+        let now = self.clock.now();
+        let left = self.valid_until.load(Ordering::Acquire).saturating_sub(now);
+        let mut s = String::new();
+        for (name, kind, help, v) in [
+            (
+                "drongo_cluster_members",
+                "gauge",
+                "Live members at the last lease renewal.",
+                self.members().len() as u64,
+            ),
+            (
+                "drongo_incarnation",
+                "gauge",
+                "This node's incarnation (one more on every start and rejoin).",
+                self.incarnation(),
+            ),
+            (
+                "drongo_lease_remaining_ms",
+                "gauge",
+                "Milliseconds until this node's lease runs out.",
+                left,
+            ),
+            (
+                "drongo_lease_losses_total",
+                "counter",
+                "Times this node lost its lease and joined again.",
+                self.losses.load(Ordering::Relaxed),
+            ),
+            (
+                "drongo_fenced_drops_total",
+                "counter",
+                "Messages and write groups not sent because the lease did not hold.",
+                self.fenced_drops.load(Ordering::Relaxed),
+            ),
+        ] {
+            s.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+            ));
+        }
+        s
+    }
+
+    /// `/cluster`: this node and the members it sees, as JSON.
+    pub fn status_json(&self, id: u16) -> String {
+        let now = self.clock.now();
+        let members: Vec<serde_json::Value> = self
+            .members()
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "id": m.id,
+                    "incarnation": m.incarnation,
+                    "sip": m.sip,
+                    "admin": m.admin,
+                    "state": m.state,
+                    "since": m.since,
+                })
+            })
+            .collect();
+        let me = serde_json::json!({
+            "id": id,
+            "incarnation": self.incarnation(),
+            "lease_holds": self.holds(),
+            "lease_remaining_ms": self.valid_until.load(Ordering::Acquire).saturating_sub(now),
+            "members": members,
+        });
+        format!("{me}\n")
+    }
+}
+
+/// Who this node is.
+#[derive(Clone)]
+pub struct Identity {
+    pub id: u16,
+    pub sip: String,
+    pub admin: String,
+}
+
+/// Why a node could not join.
+#[derive(Debug)]
+pub enum JoinError {
+    /// A live member holds this id.
+    InUse(Member),
+    Store(StoreError),
+}
+
+impl std::fmt::Display for JoinError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JoinError::InUse(m) => write!(
+                f,
+                "node id {} is held by a live member (incarnation {}, SIP {}, admin {}); \
+                 refusing to start a second one",
+                m.id, m.incarnation, m.sip, m.admin
+            ),
+            JoinError::Store(e) => write!(f, "cannot join the cluster: {e}"),
+        }
+    }
+}
+
+/// The next incarnation of `id`: a compare-and-swap increment of `incarnation/{id}`.
+async fn next_incarnation<S: Store>(
+    store: &S,
+    id: u16,
+    now: UnixMillis,
+) -> Result<u64, StoreError> {
+    let key = incarnation_key(id);
+    loop {
+        let current = store.get(&key, now).await?.map(|r| r.version);
+        let next = current.unwrap_or(0) + 1;
+        let w = StoreWrite::Put {
+            key: key.clone(),
+            value: Vec::new(),
+            version: next,
+            expect: current,
+            expires_at: None,
+        };
+        match store.apply(vec![w], now).await?.pop() {
+            Some(Ok(())) => return Ok(next),
+            Some(Err(StoreError::Conflict)) => continue,
+            Some(Err(e)) => return Err(e),
+            None => return Err(StoreError::Fatal("no answer".into())),
+        }
+    }
+}
+
+fn member_write(
+    m: &Member,
+    version: u64,
+    expect: Option<u64>,
+    now: UnixMillis,
+    ttl: u64,
+) -> StoreWrite {
+    StoreWrite::Put {
+        key: node_key(m.id),
+        value: m.encode(),
+        version,
+        expect,
+        expires_at: Some(now + ttl),
+    }
+}
+
+/// Joins: refuses when a live member holds the id, takes the next incarnation, writes the
+/// record under its lease. Returns the record and its version.
+async fn join<S: Store>(
+    store: &S,
+    me: &Identity,
+    clock: Clock,
+    ttl: u64,
+    lease: &Lease,
+) -> Result<(Member, u64), JoinError> {
+    let now = clock.now();
+    if let Some(r) = store
+        .get(&node_key(me.id), now)
+        .await
+        .map_err(JoinError::Store)?
+    {
+        if let Some(m) = Member::decode(&r.value) {
+            return Err(JoinError::InUse(m));
+        }
+    }
+    let incarnation = next_incarnation(store, me.id, now)
+        .await
+        .map_err(JoinError::Store)?;
+    let m = Member {
+        schema: Member::SCHEMA,
+        id: me.id,
+        incarnation,
+        sip: me.sip.clone(),
+        admin: me.admin.clone(),
+        state: MemberState::Active,
+        since: now,
+    };
+    let sent = clock.now();
+    let w = member_write(&m, 1, None, sent, ttl);
+    match store
+        .apply(vec![w], sent)
+        .await
+        .map_err(JoinError::Store)?
+        .pop()
+    {
+        Some(Ok(())) => {}
+        Some(Err(StoreError::Conflict)) => {
+            // Someone joined with this id between our read and our write.
+            let r = store
+                .get(&node_key(me.id), now)
+                .await
+                .map_err(JoinError::Store)?;
+            return Err(match r.and_then(|r| Member::decode(&r.value)) {
+                Some(other) => JoinError::InUse(other),
+                None => JoinError::Store(StoreError::Conflict),
+            });
+        }
+        Some(Err(e)) => return Err(JoinError::Store(e)),
+        None => return Err(JoinError::Store(StoreError::Fatal("no answer".into()))),
+    }
+    lease.incarnation.store(incarnation, Ordering::Relaxed);
+    lease.valid_until.store(sent + ttl, Ordering::Release);
+    info!(id = me.id, incarnation, ttl_ms = ttl, "joined the cluster");
+    Ok((m, 1))
+}
+
+/// Joins the cluster (or refuses to start), then keeps the lease in a task of its own.
+pub async fn start<S: Store + Clone>(
+    store: S,
+    me: Identity,
+    clock: Clock,
+    ttl: u64,
+) -> Result<Arc<Lease>, JoinError> {
+    let ttl = ttl.max(300);
+    let lease = Arc::new(Lease {
+        clock,
+        ttl,
+        valid_until: AtomicU64::new(0),
+        incarnation: AtomicU64::new(0),
+        fenced_drops: AtomicU64::new(0),
+        losses: AtomicU64::new(0),
+        members: Mutex::new(Vec::new()),
+    });
+    let (member, version) = join(&store, &me, clock, ttl, &lease).await?;
+    refresh_members(&store, &lease, clock.now()).await;
+    tokio::task::spawn(keep(store, me, clock, lease.clone(), member, version));
+    Ok(lease)
+}
+
+async fn refresh_members<S: Store>(store: &S, lease: &Lease, now: UnixMillis) {
+    if let Ok(records) = store.scan(NODE_PREFIX, usize::MAX, now).await {
+        let members: Vec<Member> = records
+            .iter()
+            .filter_map(|r| Member::decode(&r.value))
+            .collect();
+        *lease.members.lock().unwrap_or_else(|p| p.into_inner()) = members;
+    }
+}
+
+/// Renews the lease every third of the TTL (sooner after a failure) for as long as the
+/// process lives; joins again when it was lost.
+async fn keep<S: Store>(
+    store: S,
+    me: Identity,
+    clock: Clock,
+    lease: Arc<Lease>,
+    mut member: Member,
+    mut version: u64,
+) {
+    let ttl = lease.ttl;
+    let mut lost = false;
+    loop {
+        let wait = if lost { ttl / 2 } else { ttl / 3 };
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        if lost {
+            match join(&store, &me, clock, ttl, &lease).await {
+                Ok((m, v)) => {
+                    (member, version, lost) = (m, v, false);
+                }
+                Err(e) => warn!("rejoin: {e}"),
+            }
+            continue;
+        }
+        let sent = clock.now();
+        let w = member_write(&member, version + 1, Some(version), sent, ttl);
+        // A renewal that takes longer than a third of the TTL is as good as failed (the
+        // fence closes by itself meanwhile); its answer is then unknown.
+        let answer =
+            tokio::time::timeout(Duration::from_millis(ttl / 3), store.apply(vec![w], sent))
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Ambiguous("renewal timed out".into())))
+                .map(|mut r| r.pop());
+        debug!(?answer, "lease renewal");
+        match answer {
+            Ok(Some(Ok(()))) => {
+                version += 1;
+                lease.valid_until.store(sent + ttl, Ordering::Release);
+                refresh_members(&store, &lease, clock.now()).await;
+                continue;
+            }
+            Ok(Some(Err(StoreError::Conflict))) => {}
+            // Unavailable: try again soon; the fence closes by itself if this goes on.
+            Ok(Some(Err(StoreError::Retryable(_)))) | Err(StoreError::Retryable(_)) => continue,
+            // Ambiguous or other: look at what the store holds.
+            _ => {}
+        }
+        let now = clock.now();
+        let read = tokio::time::timeout(
+            Duration::from_millis(ttl / 3),
+            store.get(&node_key(me.id), now),
+        )
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Retryable("read timed out".into())));
+        match read {
+            Ok(Some(r)) if Member::decode(&r.value).as_ref() == Some(&member) => {
+                // The renewal we could not confirm took effect.
+                if r.version == version + 1 {
+                    version += 1;
+                    lease.valid_until.store(sent + ttl, Ordering::Release);
+                }
+            }
+            Ok(_) => {
+                lease.valid_until.store(0, Ordering::Release);
+                lease.losses.fetch_add(1, Ordering::Relaxed);
+                error!(
+                    id = me.id,
+                    incarnation = member.incarnation,
+                    "lease lost: sending and writing nothing until the node joins again"
+                );
+                lost = true;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Leaves the cluster at the end of a drain: deletes the record, so that the others need
+/// not wait for the lease to run out.
+pub async fn leave<S: Store>(store: &S, id: u16, lease: &Lease, clock: Clock) {
+    lease.valid_until.store(0, Ordering::Release);
+    let now = clock.now();
+    if let Ok(Some(r)) = store.get(&node_key(id), now).await {
+        let ours = Member::decode(&r.value).is_some_and(|m| m.incarnation == lease.incarnation());
+        if ours {
+            let w = StoreWrite::Delete {
+                key: node_key(id),
+                expect: r.version,
+            };
+            let _ = store.apply(vec![w], now).await;
+        }
+    }
+}

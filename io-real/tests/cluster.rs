@@ -1,0 +1,150 @@
+//! Cluster membership with real `drongo` processes on the 3-member etcd of `ci/etcd.sh`
+//! (`DRONGO_ETCD_ENDPOINTS`, set by `ci/test.sh`): joining, refusing a second process with
+//! a live member's id, a killed member leaving the list once its lease runs out, a new
+//! incarnation on every start, a stopped (SIGSTOP) member losing its lease and joining
+//! again, a drained member leaving at once, and `drongo cluster status`.
+#![cfg(feature = "etcd")]
+
+mod common;
+
+use common::Drongo;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TTL_MS: u64 = 1_000;
+
+fn store_url() -> String {
+    let eps = std::env::var("DRONGO_ETCD_ENDPOINTS").expect(
+        "DRONGO_ETCD_ENDPOINTS must name the etcd cluster (ci/etcd.sh start DIR prints it)",
+    );
+    format!("etcd://{eps}")
+}
+
+fn config() -> String {
+    format!("[cluster]\nlease_ttl_ms = {TTL_MS}\n")
+}
+
+fn member(sip: u16, id: u16) -> Drongo {
+    let url = store_url();
+    let id = id.to_string();
+    Drongo::start_with(sip, &config(), &["--store", &url, "--node-id", &id])
+}
+
+/// `/cluster` of `d`, parsed.
+fn cluster(d: &Drongo) -> serde_json::Value {
+    let text = d.http("/cluster").expect("/cluster answers 200");
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// The ids of the members `d` sees, sorted.
+fn seen(d: &Drongo) -> Vec<u64> {
+    let mut ids: Vec<u64> = cluster(d)["members"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|m| m["id"].as_u64()).collect())
+        .unwrap_or_default();
+    ids.sort_unstable();
+    ids
+}
+
+fn incarnation(d: &Drongo) -> u64 {
+    cluster(d)["incarnation"].as_u64().unwrap_or(0)
+}
+
+/// Waits up to `limit` for `f`; the time it took.
+fn within(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    None
+}
+
+#[test]
+fn membership_lease_fence_and_rejoin() {
+    // Ids of this run only: the etcd cluster outlives test runs.
+    let a = 20_000 + (std::process::id() % 2_000) as u16 * 5;
+    let b = a + 1;
+    let mut n1 = member(5370, a);
+    let first = incarnation(&n1);
+    assert!(first >= 1);
+    assert_eq!(cluster(&n1)["lease_holds"], true);
+
+    // A second process with a live member's id refuses to start.
+    let dup_dir = n1.dir.join("dup");
+    std::fs::create_dir_all(&dup_dir).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_drongo"))
+        .args([
+            "run",
+            "--sip",
+            "127.0.0.1:5372",
+            "--admin",
+            "127.0.0.1:6372",
+        ])
+        .arg("--data")
+        .arg(&dup_dir)
+        .args(["--store", &store_url(), "--node-id", &a.to_string()])
+        .stdout(Stdio::null())
+        .output()
+        .expect("drongo binary");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a second member {a} started: {err}");
+    assert!(err.contains("is held by a live member"), "{err}");
+
+    // Both members see each other.
+    let mut n2 = member(5374, b);
+    let both = vec![u64::from(a), u64::from(b)];
+    assert!(within(Duration::from_secs(3), || seen(&n1) == both).is_some());
+    assert_eq!(seen(&n2), both);
+    let status = Command::new(env!("CARGO_BIN_EXE_drongo"))
+        .args(["cluster", "status", "--store", &store_url()])
+        .output()
+        .expect("drongo cluster status");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success());
+    assert!(
+        text.lines().any(|l| l.starts_with(&format!("{a} "))) && text.contains("127.0.0.1:5374"),
+        "{text}"
+    );
+
+    // kill -9: gone from the others' view once its lease has run out.
+    n1.kill9();
+    let gone = within(Duration::from_millis(TTL_MS * 3), || {
+        seen(&n2) == vec![u64::from(b)]
+    });
+    let gone = gone.expect("a killed member leaves the list");
+    println!("killed member gone from the list after {gone:?} (TTL {TTL_MS} ms)");
+
+    // Started again: a new incarnation.
+    n1.spawn();
+    assert_eq!(incarnation(&n1), first + 1);
+    assert!(within(Duration::from_secs(3), || seen(&n2) == both).is_some());
+
+    // SIGSTOP past the lease: the others see it gone; on SIGCONT it finds its lease lost,
+    // and joins again with the next incarnation.
+    n1.signal("-STOP");
+    std::thread::sleep(Duration::from_millis(TTL_MS));
+    let paused = within(Duration::from_millis(TTL_MS * 3), || {
+        seen(&n2) == vec![u64::from(b)]
+    });
+    n1.signal("-CONT");
+    assert!(paused.is_some(), "a stopped member leaves the list");
+    let rejoined = within(Duration::from_secs(5), || {
+        n1.metric("drongo_lease_losses_total") == 1 && incarnation(&n1) == first + 2
+    });
+    assert!(rejoined.is_some(), "{}", n1.log());
+    assert!(n1.log().contains("lease lost"));
+    assert!(within(Duration::from_secs(3), || seen(&n2) == both).is_some());
+
+    // A drained member deletes its record: gone at once, not after its lease.
+    n2.signal("-TERM");
+    assert!(n2.exit_within(Duration::from_secs(10)).is_some());
+    let left = within(Duration::from_millis(TTL_MS * 7 / 10), || {
+        seen(&n1) == vec![u64::from(a)]
+    });
+    // n1 refreshes its view every third of the TTL; the lease alone would take a TTL.
+    assert!(left.is_some(), "a drained member leaves at once");
+}

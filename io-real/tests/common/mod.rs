@@ -1,0 +1,126 @@
+//! The `drongo` binary as a child process, for the tests that run real processes.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Drongo {
+    pub child: Child,
+    pub sip: u16,
+    pub admin: u16,
+    pub dir: PathBuf,
+    config: String,
+    args: Vec<String>,
+}
+
+impl Drongo {
+    /// Starts drongo on `sip` (admin on sip + 1000) with `config` as its TOML file.
+    pub fn start(sip: u16, config: &str) -> Drongo {
+        Self::start_with(sip, config, &[])
+    }
+
+    /// As [`Drongo::start`], with more command-line arguments.
+    pub fn start_with(sip: u16, config: &str, args: &[&str]) -> Drongo {
+        let dir = std::env::temp_dir().join(format!("drongo-sipp-{sip}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut d = Drongo {
+            child: Command::new("true").spawn().unwrap(),
+            sip,
+            admin: sip + 1000,
+            dir,
+            config: config.to_string(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+        };
+        d.spawn();
+        d
+    }
+
+    pub fn spawn(&mut self) {
+        let cfg = self.dir.join("drongo.toml");
+        std::fs::write(&cfg, &self.config).unwrap();
+        let log = std::fs::File::create(self.dir.join("drongo.log")).unwrap();
+        self.child = Command::new(env!("CARGO_BIN_EXE_drongo"))
+            .args(["run", "--sip", &format!("127.0.0.1:{}", self.sip)])
+            .args(["--admin", &format!("127.0.0.1:{}", self.admin)])
+            .arg("--data")
+            .arg(self.dir.join("data"))
+            .arg("--config")
+            .arg(&cfg)
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("drongo binary");
+        let start = Instant::now();
+        while self.http("/healthz").is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "drongo did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The body of a 200 answer to `GET path`, or `None`.
+    pub fn http(&self, path: &str) -> Option<String> {
+        self.http_raw(path).filter(|out| out.contains("200 OK"))
+    }
+
+    /// The whole answer to `GET path`, whatever its status.
+    pub fn http_raw(&self, path: &str) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.admin)).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn exit_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn metric(&self, name: &str) -> u64 {
+        let text = self.http("/metrics").expect("metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("drongo.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Drongo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
