@@ -153,7 +153,7 @@ impl Ledger {
                 // An AOR's key itself (see `Ledger::is_busy`).
                 Some(Key::Reg(_)) => Some(w.key().to_string()),
                 // Membership is the runtime's, never in a batch.
-                Some(Key::Node(_) | Key::Incarnation(_)) | None => None,
+                Some(Key::Node(_) | Key::Incarnation(_) | Key::Leg(_)) | None => None,
             }))
             .collect();
         busy.sort();

@@ -26,6 +26,10 @@ pub struct Metrics {
     /// REGISTER queries left unanswered (until retransmitted) while a write of their AOR
     /// waited for the store.
     pub lookups_deferred: u64,
+    /// Calls of another (dead) member this node took over, and in-dialog requests for
+    /// calls it did not hold that it loaded from the store.
+    pub takeovers: u64,
+    pub calls_loaded: u64,
 }
 
 /// The first line's method or status code, for counting.

@@ -22,6 +22,10 @@ pub(crate) struct Sink {
     /// address a load balancer or NAT in front of the node is reached at.
     pub(crate) advertise: SocketAddr,
     pub(crate) node_id: u16,
+    /// In a cluster: this node's incarnation (stamped on the calls it owns) and the A-leg
+    /// index records (`leg/`) are written; 0 and none on a single node.
+    pub(crate) incarnation: u64,
+    pub(crate) clustered: bool,
     pub(crate) ids: IdGen,
     pub(crate) tx: TransactionLayer,
     pub(crate) writes: Vec<StoreWrite>,
@@ -41,6 +45,8 @@ impl Sink {
             cfg,
             advertise,
             node_id,
+            incarnation: 0,
+            clustered: false,
             ids: IdGen::new(node_id, seed),
             writes: Vec::new(),
             reveals_deletes: false,

@@ -81,6 +81,9 @@ pub enum Key<'a> {
     Node(&'a str),
     /// `incarnation/{id}`: how many times a member id has started.
     Incarnation(&'a str),
+    /// `leg/{call-id}`: in a cluster, the call (`call/{id}`) whose A-leg has this Call-ID,
+    /// so that any node can find the call of a request from the caller.
+    Leg(&'a str),
 }
 
 /// Prefix of every call record.
@@ -91,6 +94,8 @@ pub const REG_PREFIX: &str = "reg/";
 pub const NODE_PREFIX: &str = "node/";
 /// Prefix of every member's incarnation counter.
 pub const INCARNATION_PREFIX: &str = "incarnation/";
+/// Prefix of every A-leg index record.
+pub const LEG_PREFIX: &str = "leg/";
 
 impl<'a> Key<'a> {
     /// What `key` is the key of; `None` for a key outside the space.
@@ -101,8 +106,10 @@ impl<'a> Key<'a> {
             Some(Key::Reg(aor))
         } else if let Some(id) = key.strip_prefix(NODE_PREFIX) {
             Some(Key::Node(id))
+        } else if let Some(id) = key.strip_prefix(INCARNATION_PREFIX) {
+            Some(Key::Incarnation(id))
         } else {
-            key.strip_prefix(INCARNATION_PREFIX).map(Key::Incarnation)
+            key.strip_prefix(LEG_PREFIX).map(Key::Leg)
         }
     }
 }
@@ -120,6 +127,11 @@ pub fn node_key(id: u16) -> String {
 /// Key of a cluster member's incarnation counter.
 pub fn incarnation_key(id: u16) -> String {
     format!("{INCARNATION_PREFIX}{id}")
+}
+
+/// Key of the index record of a call's A-leg Call-ID.
+pub fn leg_key(call_id: &str) -> String {
+    format!("{LEG_PREFIX}{call_id}")
 }
 
 /// Key of the bindings of an address-of-record.

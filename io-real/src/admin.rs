@@ -78,6 +78,16 @@ pub fn render_metrics(node: &Node) -> String {
             "REGISTER queries left for their retransmission while a write of the AOR waited.",
             m.lookups_deferred,
         ),
+        (
+            "drongo_takeovers_total",
+            "Calls of a member that is gone, taken over by this node.",
+            m.takeovers,
+        ),
+        (
+            "drongo_calls_loaded_total",
+            "Calls this node did not hold, loaded from the store for a request.",
+            m.calls_loaded,
+        ),
     ] {
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
     }

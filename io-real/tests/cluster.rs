@@ -2,12 +2,14 @@
 //! (`DRONGO_ETCD_ENDPOINTS`, set by `ci/test.sh`): joining, refusing a second process with
 //! a live member's id, a killed member leaving the list once its lease runs out, a new
 //! incarnation on every start, a stopped (SIGSTOP) member losing its lease and joining
-//! again, a drained member leaving at once, and `drongo cluster status`.
+//! again, a drained member leaving at once, and `drongo cluster status`; and a call that
+//! outlives its node: set up through node 1, node 1 killed, the caller's BYE sent to node 2
+//! (SIPp `setdest`) is answered 200 and the callee gets its BYE.
 #![cfg(feature = "etcd")]
 
 mod common;
 
-use common::Drongo;
+use common::{register, sipp, Drongo, SECS};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,7 +23,7 @@ fn store_url() -> String {
 }
 
 fn config() -> String {
-    format!("[cluster]\nlease_ttl_ms = {TTL_MS}\n")
+    format!("[cluster]\nlease_ttl_ms = {TTL_MS}\n[timers]\nt1 = 100\nt2 = 4000\nt4 = 5000\n")
 }
 
 fn member(sip: u16, id: u16) -> Drongo {
@@ -37,12 +39,15 @@ fn cluster(d: &Drongo) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
-/// The ids of the members `d` sees, sorted.
-fn seen(d: &Drongo) -> Vec<u64> {
+/// The ids of the members `d` sees among this test's (`base` to `base + 4`: the tests
+/// share the etcd cluster and run at once), sorted.
+fn seen(d: &Drongo, base: u16) -> Vec<u64> {
+    let ours = u64::from(base)..u64::from(base) + 5;
     let mut ids: Vec<u64> = cluster(d)["members"]
         .as_array()
         .map(|a| a.iter().filter_map(|m| m["id"].as_u64()).collect())
         .unwrap_or_default();
+    ids.retain(|id| ours.contains(id));
     ids.sort_unstable();
     ids
 }
@@ -97,8 +102,8 @@ fn membership_lease_fence_and_rejoin() {
     // Both members see each other.
     let mut n2 = member(5374, b);
     let both = vec![u64::from(a), u64::from(b)];
-    assert!(within(Duration::from_secs(3), || seen(&n1) == both).is_some());
-    assert_eq!(seen(&n2), both);
+    assert!(within(Duration::from_secs(3), || seen(&n1, a) == both).is_some());
+    assert_eq!(seen(&n2, a), both);
     let status = Command::new(env!("CARGO_BIN_EXE_drongo"))
         .args(["cluster", "status", "--store", &store_url()])
         .output()
@@ -113,7 +118,7 @@ fn membership_lease_fence_and_rejoin() {
     // kill -9: gone from the others' view once its lease has run out.
     n1.kill9();
     let gone = within(Duration::from_millis(TTL_MS * 3), || {
-        seen(&n2) == vec![u64::from(b)]
+        seen(&n2, a) == vec![u64::from(b)]
     });
     let gone = gone.expect("a killed member leaves the list");
     println!("killed member gone from the list after {gone:?} (TTL {TTL_MS} ms)");
@@ -121,14 +126,14 @@ fn membership_lease_fence_and_rejoin() {
     // Started again: a new incarnation.
     n1.spawn();
     assert_eq!(incarnation(&n1), first + 1);
-    assert!(within(Duration::from_secs(3), || seen(&n2) == both).is_some());
+    assert!(within(Duration::from_secs(3), || seen(&n2, a) == both).is_some());
 
     // SIGSTOP past the lease: the others see it gone; on SIGCONT it finds its lease lost,
     // and joins again with the next incarnation.
     n1.signal("-STOP");
     std::thread::sleep(Duration::from_millis(TTL_MS));
     let paused = within(Duration::from_millis(TTL_MS * 3), || {
-        seen(&n2) == vec![u64::from(b)]
+        seen(&n2, a) == vec![u64::from(b)]
     });
     n1.signal("-CONT");
     assert!(paused.is_some(), "a stopped member leaves the list");
@@ -137,14 +142,70 @@ fn membership_lease_fence_and_rejoin() {
     });
     assert!(rejoined.is_some(), "{}", n1.log());
     assert!(n1.log().contains("lease lost"));
-    assert!(within(Duration::from_secs(3), || seen(&n2) == both).is_some());
+    assert!(within(Duration::from_secs(3), || seen(&n2, a) == both).is_some());
 
     // A drained member deletes its record: gone at once, not after its lease.
     n2.signal("-TERM");
     assert!(n2.exit_within(Duration::from_secs(10)).is_some());
     let left = within(Duration::from_millis(TTL_MS * 7 / 10), || {
-        seen(&n1) == vec![u64::from(a)]
+        seen(&n1, a) == vec![u64::from(a)]
     });
     // n1 refreshes its view every third of the TTL; the lease alone would take a TTL.
     assert!(left.is_some(), "a drained member leaves at once");
+}
+
+#[test]
+fn callers_bye_reaches_a_survivor_after_kill_9() {
+    let a = 22_000 + (std::process::id() % 2_000) as u16 * 5;
+    let b = a + 1;
+    let mut n1 = member(5380, a);
+    let n2 = member(5384, b);
+    let both = vec![u64::from(a), u64::from(b)];
+    assert!(within(Duration::from_secs(3), || seen(&n2, a) == both).is_some());
+    register(&n1, "bob", 5386);
+    let callee = sipp(&n1.dir, "uas", 5386, None, &[]);
+    std::thread::sleep(Duration::from_millis(200));
+    // The caller's scenario, with its BYE sent to node 2 (the 200's Contact names node 1).
+    let uac = std::fs::read_to_string(common::scenario("uac")).unwrap();
+    let setdest = format!(
+        "<pause/>\n  <nop><action><setdest host=\"127.0.0.1\" port=\"{}\" protocol=\"udp\"/></action></nop>",
+        n2.sip
+    );
+    let path = n1.dir.join("uac_failover.xml");
+    std::fs::write(&path, uac.replace("<pause/>", &setdest)).unwrap();
+    let caller = sipp(
+        &n1.dir,
+        path.to_str().unwrap(),
+        5388,
+        Some(n1.sip),
+        &["-s", "bob", "-d", "4000"],
+    );
+    let answered = within(SECS, || n1.metric("drongo_calls_answered_total") == 1);
+    assert!(answered.is_some(), "call not answered\n{}", n1.log());
+    std::thread::sleep(Duration::from_millis(300));
+    n1.kill9();
+    let log1 = n1.log();
+    assert!(
+        caller.succeeded(SECS),
+        "caller's BYE to node 2\n{}",
+        n2.log()
+    );
+    assert!(
+        callee.succeeded(SECS),
+        "callee's BYE from node 2\n{}",
+        n2.log()
+    );
+    assert_eq!(
+        n2.metric("drongo_takeovers_total"),
+        1,
+        "{}\n{log1}",
+        n2.log()
+    );
+    // SIPp answers the BYE towards the address the call came from (node 1, dead), not
+    // the Via (§18.2.2): node 2's BYE transaction times out (64·T1 = 6.4 s here), which
+    // ends the call all the same.
+    let over = within(Duration::from_secs(10), || {
+        n2.metric("drongo_active_dialogs") == 0
+    });
+    assert!(over.is_some(), "the call is over\n{}", n2.log());
 }

@@ -124,6 +124,9 @@ pub struct Call {
     /// restarting node loads only its own calls.
     #[serde(default)]
     pub owner: u16,
+    /// The owner's incarnation when it took the call (0: single node).
+    #[serde(default)]
+    pub owner_incarnation: u64,
 }
 
 /// Why a call timer fired.

@@ -100,6 +100,7 @@ impl B2bua {
             awaiting_ack: None,
             byes: Vec::new(),
             owner: s.node_id,
+            owner_incarnation: s.incarnation,
         };
         self.calls.insert(call, &s.cfg.timers);
     }

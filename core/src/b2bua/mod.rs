@@ -12,6 +12,7 @@ mod calls;
 mod in_dialog;
 mod invite;
 mod recovery;
+mod takeover;
 mod teardown;
 mod wire;
 
@@ -23,6 +24,7 @@ use crate::sink::Sink;
 use crate::transaction::{Peer, TxKey};
 use crate::UnixMillis;
 use calls::{Calls, Purpose};
+pub(crate) use takeover::{legs as legs_of_record, owner as owner_of_record};
 
 /// Every call of the node and the logic that runs them.
 #[derive(Debug, Default)]
@@ -187,6 +189,17 @@ impl B2bua {
             return;
         };
         let expect = (call.version > 0).then_some(call.version);
+        if s.clustered && expect.is_none() {
+            // The caller's requests carry the A-leg's Call-ID: any node finds the call
+            // through this index (written with the call's first record, deleted with it).
+            s.writes.push(crate::store::StoreWrite::Put {
+                key: crate::store::leg_key(&call.a.call_id),
+                value: id.as_bytes().to_vec(),
+                version: 1,
+                expect: None,
+                expires_at: None,
+            });
+        }
         call.version += 1;
         let value = serde_json::to_vec(&*call).unwrap_or_default();
         s.writes.push(crate::store::StoreWrite::Put {

@@ -13,14 +13,26 @@ impl B2bua {
     /// Loads a stored call (after a restart) with its deadlines rebuilt from its fields;
     /// an `Ending` call sends its BYEs again. Another node's call is left alone.
     pub(crate) fn restore_call(&mut self, s: &mut Sink, r: &StoredRecord, now: UnixMillis) {
-        let Ok(mut call) = serde_json::from_slice::<Call>(&r.value) else {
+        let Ok(call) = serde_json::from_slice::<Call>(&r.value) else {
             return;
         };
         if call.owner != 0 && call.owner != s.node_id {
-            // Another node's call: not ours to run until takeover exists.
+            // Another node's call: loaded only when a request for it comes (takeover).
             return;
         }
-        call.version = r.version;
+        self.load(s, call, r.version, now);
+    }
+
+    /// Runs a stored call from here: deadlines rebuilt from its fields, BYEs of an
+    /// `Ending` call sent again (written first). Whether it wrote the record.
+    pub(super) fn load(
+        &mut self,
+        s: &mut Sink,
+        mut call: Call,
+        version: u64,
+        now: UnixMillis,
+    ) -> bool {
+        call.version = version;
         // A 2xx is stored as pending with the record written before it left; its ACK
         // costs no write, so the record goes on saying "pending" until the call's next
         // write. Within its 64·T1 window it is retransmitted (a caller that did ACK
@@ -36,12 +48,14 @@ impl B2bua {
         let ending = call.byes.clone();
         call.bye_owed = !ending.is_empty();
         self.calls.insert(call, &timers);
-        if !ending.is_empty() {
-            // Its BYEs may never have left the node that died: send them again (with a
-            // new CSeq, which is stored first).
-            self.send_byes(s, &id, &ending, now);
-            self.persist(s, &id);
+        if ending.is_empty() {
+            return false;
         }
+        // Its BYEs may never have left the node that died: send them again (with a new
+        // CSeq, which is stored first).
+        self.send_byes(s, &id, &ending, now);
+        self.persist(s, &id);
+        true
     }
 
     /// The write of call `id`'s record failed, so what went with it was not sent; the

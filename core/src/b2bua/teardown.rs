@@ -27,6 +27,12 @@ impl B2bua {
                 key: call_key(id),
                 expect: call.version,
             });
+            if s.clustered {
+                s.writes.push(StoreWrite::Delete {
+                    key: crate::store::leg_key(&call.a.call_id),
+                    expect: 1,
+                });
+            }
         }
     }
 

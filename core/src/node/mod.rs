@@ -6,6 +6,7 @@
 //! Durable before visible: every handler ends by closing one [`Batch`]. The runtime commits
 //! a batch's writes before it sends the batch's transmits, and keeps batches in order.
 
+mod cluster;
 mod requests;
 mod store;
 
@@ -40,6 +41,8 @@ pub struct Node {
     /// what a failure undoes.
     ledger: Ledger,
     draining: bool,
+    /// Cluster membership and the requests waiting for a call to be loaded.
+    cluster: cluster::Membership,
     /// The time of the input being handled (every public `handle_*` sets it).
     now: UnixMillis,
 }
@@ -70,6 +73,18 @@ pub enum Input {
     /// Every call record the store holds, scanned now and then (see
     /// [`Node::handle_sweep`]).
     Sweep(Vec<StoredRecord>),
+    /// The live cluster members (id, incarnation) and this node's incarnation (see
+    /// [`Node::handle_members`]).
+    Members {
+        incarnation: u64,
+        members: Vec<(u16, u64)>,
+    },
+    /// What the store holds at `key`, asked for by [`Node::poll_load`] (`None`: the store
+    /// did not answer).
+    Loaded {
+        key: String,
+        record: Option<Option<StoredRecord>>,
+    },
 }
 
 impl Node {
@@ -87,6 +102,7 @@ impl Node {
             batches: VecDeque::new(),
             ledger: Ledger::default(),
             draining: false,
+            cluster: Default::default(),
             now: 0,
         }
     }
@@ -156,6 +172,11 @@ impl Node {
             Input::CommitFailed { id, errors } => self.handle_commit_failed(now, id, &errors),
             Input::Record { key, record } => self.handle_store_record(now, &key, record),
             Input::Sweep(records) => self.handle_sweep(now, &records),
+            Input::Members {
+                incarnation,
+                members,
+            } => self.handle_members(now, incarnation, &members),
+            Input::Loaded { key, record } => self.handle_loaded(now, &key, record),
         }
     }
 

@@ -27,6 +27,7 @@ impl Node {
             .and_then(|t| header_param(t, "tag"))
             .filter(|t| !t.is_empty())
             .map(str::to_string);
+        let clustered = self.is_clustered();
         let s = &mut self.sink;
         if let Some(tag) = to_tag {
             if req.method == Method::Cancel {
@@ -38,6 +39,8 @@ impl Node {
                 None if req.method == Method::Bye && self.b2bua.bye_owed(call_id, &tag, now) => {
                     s.reply(&key, &req, 200, None, &[], now)
                 }
+                // Another member's call, perhaps: load it (see `cluster`).
+                None if clustered => self.await_call(key, req, from, now),
                 None => s.reply(&key, &req, 481, None, &[], now),
             };
         }

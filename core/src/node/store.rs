@@ -127,6 +127,19 @@ impl Node {
                 None => self.registrar.forget(aor),
             },
             Some(Key::Call(id)) => self.b2bua.read_back(&mut self.sink, key, id, record, now),
+            // An A-leg index that outlived its call (its delete failed): deleted.
+            Some(Key::Leg(_)) => {
+                let held = record
+                    .as_ref()
+                    .and_then(|r| std::str::from_utf8(&r.value).ok())
+                    .is_some_and(|id| self.b2bua.holds(id));
+                if let Some(r) = record.filter(|_| !held) {
+                    self.sink.writes.push(crate::store::StoreWrite::Delete {
+                        key: key.to_string(),
+                        expect: r.version,
+                    });
+                }
+            }
             Some(Key::Node(_) | Key::Incarnation(_)) | None => {}
         }
         self.flush();

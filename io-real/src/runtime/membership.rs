@@ -36,6 +36,8 @@ pub struct Lease {
     losses: AtomicU64,
     /// The live members at the last renewal.
     members: Mutex<Vec<Member>>,
+    /// One more whenever the members or the incarnation change (the node loop looks).
+    generation: AtomicU64,
 }
 
 impl Lease {
@@ -51,6 +53,21 @@ impl Lease {
     /// Counts something the fence stopped.
     pub fn dropped(&self) {
         self.fenced_drops.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Changes whenever what [`Lease::view`] says does.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// This node's incarnation and the live members (id, incarnation), for the core.
+    pub fn view(&self) -> (u64, Vec<(u16, u64)>) {
+        let members = self
+            .members()
+            .iter()
+            .map(|m| (m.id, m.incarnation))
+            .collect();
+        (self.incarnation(), members)
     }
 
     fn members(&self) -> Vec<Member> {
@@ -259,6 +276,7 @@ async fn join<S: Store>(
         None => return Err(JoinError::Store(StoreError::Fatal("no answer".into()))),
     }
     lease.incarnation.store(incarnation, Ordering::Relaxed);
+    lease.generation.fetch_add(1, Ordering::AcqRel);
     lease.valid_until.store(sent + ttl, Ordering::Release);
     info!(id = me.id, incarnation, ttl_ms = ttl, "joined the cluster");
     Ok((m, 1))
@@ -280,6 +298,7 @@ pub async fn start<S: Store + Clone>(
         fenced_drops: AtomicU64::new(0),
         losses: AtomicU64::new(0),
         members: Mutex::new(Vec::new()),
+        generation: AtomicU64::new(0),
     });
     let (member, version) = join(&store, &me, clock, ttl, &lease).await?;
     refresh_members(&store, &lease, clock.now()).await;
@@ -293,7 +312,11 @@ async fn refresh_members<S: Store>(store: &S, lease: &Lease, now: UnixMillis) {
             .iter()
             .filter_map(|r| Member::decode(&r.value))
             .collect();
-        *lease.members.lock().unwrap_or_else(|p| p.into_inner()) = members;
+        let mut current = lease.members.lock().unwrap_or_else(|p| p.into_inner());
+        if *current != members {
+            *current = members;
+            lease.generation.fetch_add(1, Ordering::AcqRel);
+        }
     }
 }
 

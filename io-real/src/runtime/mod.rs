@@ -94,6 +94,7 @@ pub async fn run<S: Store + Clone>(
     let (packet_tx, mut packet_rx) = mpsc::channel::<Input>(rc.queue);
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(rc.queue);
     let (results_tx, mut results_rx) = mpsc::unbounded_channel::<Input>();
+    let loaded_tx = results_tx.clone();
     let (metrics_tx, mut metrics_rx) = mpsc::channel::<oneshot::Sender<String>>(16);
     let sender = Sender {
         udp: udp.clone(),
@@ -195,7 +196,25 @@ pub async fn run<S: Store + Clone>(
 
     tokio::pin!(shutdown);
     let mut draining_since: Option<UnixMillis> = None;
+    let mut members_seen = None;
     loop {
+        // The cluster's members, when they changed (the core serves and takes over calls
+        // by them); the reads the node asks for (calls it does not hold).
+        if let Some(lease) = &lease {
+            let g = lease.generation();
+            if members_seen != Some(g) {
+                members_seen = Some(g);
+                let (incarnation, members) = lease.view();
+                let input = Input::Members {
+                    incarnation,
+                    members,
+                };
+                node.handle_input(now_ms(), input);
+            }
+        }
+        while let Some(key) = node.poll_load() {
+            tokio::task::spawn(load(store.clone(), key, loaded_tx.clone(), clock));
+        }
         while let Some(line) = node.poll_diagnostic() {
             warn!("{line}");
         }
@@ -274,4 +293,27 @@ pub async fn run<S: Store + Clone>(
     }
     info!("drained; state flushed");
     Ok(())
+}
+
+/// Reads `key` for the node (a call it does not hold): a few tries over about a second,
+/// then "no answer" (the waiting requests get 503).
+async fn load<S: Store>(
+    store: S,
+    key: String,
+    results: mpsc::UnboundedSender<Input>,
+    clock: Clock,
+) {
+    let mut record = None;
+    for delay in [0, 100, 300, 600] {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        match store.get(&key, clock.now()).await {
+            Ok(r) => {
+                record = Some(r);
+                break;
+            }
+            Err(StoreError::Fatal(_) | StoreError::Conflict) => break,
+            Err(_) => {}
+        }
+    }
+    let _ = results.send(Input::Loaded { key, record });
 }

@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -123,4 +123,87 @@ impl Drop for Drongo {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The path of SIPp scenario `name` (tests/sipp/NAME.xml), or `name` itself when it is a
+/// path.
+pub fn scenario(name: &str) -> String {
+    if name.contains('/') {
+        return name.to_string();
+    }
+    format!("{}/tests/sipp/{name}.xml", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A SIPp process running one scenario once.
+pub struct Sipp {
+    child: Child,
+    name: String,
+    dir: PathBuf,
+}
+
+pub fn sipp(dir: &Path, name: &str, local_port: u16, target: Option<u16>, extra: &[&str]) -> Sipp {
+    assert!(
+        Command::new("sipp").arg("-v").output().is_ok(),
+        "SIPp is not installed: run ci/install.sh (Debian package sip-tester)"
+    );
+    let mut cmd = Command::new("sipp");
+    cmd.args(["-sf", &scenario(name)]);
+    let name = name.rsplit('/').next().unwrap_or(name);
+    if let Some(t) = target {
+        cmd.arg(format!("127.0.0.1:{t}"));
+    }
+    cmd.args([
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &local_port.to_string(),
+        "-m",
+        "1",
+        "-nostdin",
+    ])
+    .args(["-trace_err", "-error_file"])
+    .arg(dir.join(format!("{name}-{local_port}-errors.log")))
+    .args(extra)
+    .current_dir(dir)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    Sipp {
+        child: cmd.spawn().expect("sipp"),
+        name: name.to_string(),
+        dir: dir.to_path_buf(),
+    }
+}
+
+impl Sipp {
+    /// Waits for SIPp to end; true when its one call succeeded.
+    pub fn succeeded(mut self, within: Duration) -> bool {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                if !status.success() {
+                    for e in std::fs::read_dir(&self.dir).unwrap().flatten() {
+                        if e.file_name().to_string_lossy().contains(&self.name) {
+                            eprintln!("{}", std::fs::read_to_string(e.path()).unwrap_or_default());
+                        }
+                    }
+                }
+                return status.success();
+            }
+            if start.elapsed() > within {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                eprintln!("{} timed out", self.name);
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+pub const SECS: Duration = Duration::from_secs(20);
+
+/// Registers `user` from `port` (where its UAS will listen).
+pub fn register(d: &Drongo, user: &str, port: u16) {
+    let r = sipp(&d.dir, "register", port, Some(d.sip), &["-s", user]);
+    assert!(r.succeeded(SECS), "REGISTER failed\n{}", d.log());
 }

@@ -1,0 +1,55 @@
+//! Taking over a call another member ran (cluster): the call is loaded from its record,
+//! stamped with this node and incarnation as its owner, and written back on the version
+//! read. That write is the claim: a compare-and-swap, so when two nodes reach for one call
+//! only one wins, and the loser drops it without a word (`contest`, `read_back`); the old
+//! owner, if it still runs, loses its next write the same way.
+
+use super::call::Call;
+use super::B2bua;
+use crate::sink::Sink;
+use crate::store::StoredRecord;
+use crate::UnixMillis;
+
+/// The owner a stored call names: (node, incarnation).
+pub(crate) fn owner(r: &StoredRecord) -> Option<(u16, u64)> {
+    serde_json::from_slice::<Call>(&r.value)
+        .ok()
+        .map(|c| (c.owner, c.owner_incarnation))
+}
+
+/// The Call-IDs of a stored call's two legs.
+pub(crate) fn legs(r: &StoredRecord) -> Vec<String> {
+    serde_json::from_slice::<Call>(&r.value)
+        .map(|c| vec![c.a.call_id, c.b.call_id])
+        .unwrap_or_default()
+}
+
+impl B2bua {
+    /// Whether this node runs call `id`.
+    pub(crate) fn holds(&self, id: &str) -> bool {
+        self.calls.get(id).is_some()
+    }
+
+    /// Takes over the stored call `r` (see the module doc). False when the record is not
+    /// a call this build can read.
+    pub(crate) fn adopt(&mut self, s: &mut Sink, r: &StoredRecord, now: UnixMillis) -> bool {
+        let Ok(mut call) = serde_json::from_slice::<Call>(&r.value) else {
+            return false;
+        };
+        if self.holds(&call.id) {
+            return true;
+        }
+        let id = call.id.clone();
+        let was = (call.owner, call.owner_incarnation);
+        call.owner = s.node_id;
+        call.owner_incarnation = s.incarnation;
+        if was.0 != s.node_id {
+            s.metrics.takeovers += 1;
+        }
+        s.metrics.calls_loaded += 1;
+        if !self.load(s, call, r.version, now) {
+            self.persist(s, &id);
+        }
+        true
+    }
+}

@@ -1,0 +1,187 @@
+//! The node as a cluster member: the live members it is told of, and in-dialog requests
+//! for calls it does not hold, which it loads from the store (any node serves any call).
+//!
+//! Such a request waits (its server transaction absorbs retransmissions) while the node
+//! reads `call/{Call-ID}` (a request from the callee: the B-leg's Call-ID names the call)
+//! and, when that is absent, `leg/{Call-ID}` (a request from the caller: the index names
+//! the call), then the call. A call whose owner is no longer a live member is taken over
+//! (`B2bua::adopt`: the claim is a compare-and-swap write that goes with the answer); one
+//! whose owner lives gets 503 with Retry-After (forwarding to the owner is not built yet);
+//! no record gets 481.
+
+use super::Node;
+use crate::message::Request;
+use crate::store::{call_key, leg_key, Key, StoredRecord};
+use crate::transaction::{Peer, TxKey};
+use crate::UnixMillis;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Requests waiting for a call to be loaded, at most (then: 503).
+const MAX_WAITING: usize = 4096;
+
+/// What the node knows of the cluster.
+#[derive(Default)]
+pub(super) struct Membership {
+    /// Live members (id → incarnation); `None` on a single node.
+    members: Option<BTreeMap<u16, u64>>,
+    /// Requests waiting, by the Call-ID they carry.
+    waiting: BTreeMap<String, Vec<(TxKey, Request, Peer)>>,
+    /// Keys to read (for `Node::poll_load`), and which Call-ID each read is for.
+    to_load: Vec<String>,
+    loading: BTreeMap<String, String>,
+    /// Keys read so far for each Call-ID (a `leg/` lookup follows a missing `call/`).
+    tried: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Node {
+    /// The live members (id, incarnation) and this node's incarnation: the node is a
+    /// cluster member from now on (the A-leg index is written, requests for calls it does
+    /// not hold are loaded).
+    pub fn handle_members(&mut self, now: UnixMillis, incarnation: u64, members: &[(u16, u64)]) {
+        self.now = now;
+        self.sink.clustered = true;
+        self.sink.incarnation = incarnation;
+        self.cluster.members = Some(members.iter().copied().collect());
+    }
+
+    /// The next store key to read for a waiting request; the runtime answers with
+    /// [`Node::handle_loaded`].
+    pub fn poll_load(&mut self) -> Option<String> {
+        self.cluster.to_load.pop()
+    }
+
+    pub(super) fn is_clustered(&self) -> bool {
+        self.cluster.members.is_some()
+    }
+
+    /// An in-dialog request for a call this node does not hold.
+    pub(super) fn await_call(&mut self, key: TxKey, req: Request, from: Peer, now: UnixMillis) {
+        let call_id = req.headers.get("Call-ID").unwrap_or("").to_string();
+        let waiting: usize = self.cluster.waiting.values().map(Vec::len).sum();
+        if waiting >= MAX_WAITING {
+            let h = [("Retry-After", "1".to_string())];
+            return self.sink.reply(&key, &req, 503, None, &h, now);
+        }
+        let first = !self.cluster.waiting.contains_key(&call_id);
+        self.cluster
+            .waiting
+            .entry(call_id.clone())
+            .or_default()
+            .push((key, req, from));
+        if first {
+            self.load(call_key(&call_id), &call_id);
+        }
+    }
+
+    fn load(&mut self, key: String, call_id: &str) {
+        self.cluster
+            .tried
+            .entry(call_id.to_string())
+            .or_default()
+            .insert(key.clone());
+        self.cluster
+            .loading
+            .insert(key.clone(), call_id.to_string());
+        self.cluster.to_load.push(key);
+    }
+
+    /// What the store holds at `key`, read for waiting requests (`None`: the store could
+    /// not answer; they get 503).
+    pub fn handle_loaded(
+        &mut self,
+        now: UnixMillis,
+        key: &str,
+        record: Option<Option<StoredRecord>>,
+    ) {
+        self.now = now;
+        let Some(call_id) = self.cluster.loading.remove(key) else {
+            return;
+        };
+        let record = match record {
+            Some(r) => r.filter(|r| r.is_live(now)),
+            None => return self.settle_waiting(&call_id, 503, now),
+        };
+        let tried = |k: &str| {
+            self.cluster
+                .tried
+                .get(&call_id)
+                .is_some_and(|t| t.contains(k))
+        };
+        match (Key::parse(key), record) {
+            (Some(Key::Call(_)), None) => {
+                let leg = leg_key(&call_id);
+                if tried(&leg) {
+                    self.settle_waiting(&call_id, 481, now);
+                } else {
+                    self.load(leg, &call_id);
+                }
+            }
+            (Some(Key::Leg(_)), Some(r)) => match std::str::from_utf8(&r.value) {
+                Ok(id) if !tried(&call_key(id)) => self.load(call_key(id), &call_id),
+                _ => self.settle_waiting(&call_id, 481, now),
+            },
+            (Some(Key::Call(_)), Some(r)) => self.take_or_refuse(&call_id, &r, now),
+            _ => self.settle_waiting(&call_id, 481, now),
+        }
+        self.flush();
+    }
+
+    fn take_or_refuse(&mut self, call_id: &str, r: &StoredRecord, now: UnixMillis) {
+        let owner = crate::b2bua::owner_of_record(r);
+        let me = self.sink.node_id;
+        let alive = |id: u16| {
+            self.cluster
+                .members
+                .as_ref()
+                .is_some_and(|m| m.contains_key(&id))
+        };
+        match owner {
+            Some((id, _)) if id != me && id != 0 && alive(id) => {
+                self.settle_waiting(call_id, 503, now)
+            }
+            Some(_) if self.b2bua.adopt(&mut self.sink, r, now) => {
+                // Requests on either leg may be waiting for this call.
+                let legs = crate::b2bua::legs_of_record(r);
+                for leg in legs.iter().chain(std::iter::once(&call_id.to_string())) {
+                    self.replay_waiting(leg, now);
+                }
+            }
+            _ => self.settle_waiting(call_id, 481, now),
+        }
+    }
+
+    /// The call is held now: the waiting requests go to it.
+    fn replay_waiting(&mut self, call_id: &str, now: UnixMillis) {
+        self.forget_lookups(call_id);
+        for (key, req, from) in self.cluster.waiting.remove(call_id).unwrap_or_default() {
+            self.on_request(key, req, from, now);
+        }
+    }
+
+    /// The waiting requests get `code` (481: no such call; 503: try again).
+    fn settle_waiting(&mut self, call_id: &str, code: u16, now: UnixMillis) {
+        self.forget_lookups(call_id);
+        for (key, req, _) in self.cluster.waiting.remove(call_id).unwrap_or_default() {
+            let h: Vec<(&str, String)> = if code == 503 {
+                vec![("Retry-After", "1".to_string())]
+            } else {
+                Vec::new()
+            };
+            self.sink.reply(&key, &req, code, None, &h, now);
+        }
+    }
+
+    fn forget_lookups(&mut self, call_id: &str) {
+        self.cluster.tried.remove(call_id);
+        let keys: Vec<String> = self
+            .cluster
+            .loading
+            .iter()
+            .filter(|(_, c)| c.as_str() == call_id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            self.cluster.loading.remove(&k);
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Any member serves any call: an in-dialog request that reaches a node which does not
+//! hold its call is served after the call is loaded from the store, and taken over when
+//! its owner is no longer a live member (the claim is a compare-and-swap that goes with
+//! the answer). The owner alive: 503 (forwarding is not built). No record: 481.
+
+mod common;
+use common::*;
+
+/// Node `id` at its own address, a member of a cluster of `members` (id, incarnation).
+fn member(id: u16, port: u16, members: &[(u16, u64)]) -> Node {
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut n = Node::new(Config::default(), addr, id, 100 + u64::from(id));
+    n.handle_members(T0, 1, members);
+    n
+}
+
+/// Answers every read the node asks for from `store`; returns how many.
+fn load_all(n: &mut Node, store: &Store, now: u64) -> usize {
+    let mut reads = 0;
+    while let Some(key) = n.poll_load() {
+        reads += 1;
+        let record = store.get(&key).cloned();
+        n.handle_input(
+            now,
+            Input::Loaded {
+                key,
+                record: Some(record),
+            },
+        );
+    }
+    reads
+}
+
+fn owner(store: &Store, key: &str) -> serde_json::Value {
+    let r = store.get(key).expect("call record");
+    let v: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
+    serde_json::json!([v["owner"], v["owner_incarnation"]])
+}
+
+/// A confirmed, ACKed call run by node 1 of a cluster of two.
+fn call_on_node_1() -> (
+    Store,
+    String,
+    drongo_core::message::Request,
+    drongo_core::message::Response,
+) {
+    let mut n1 = member(1, 5060, &[(1, 1), (2, 1)]);
+    let mut store = Store::new();
+    let (b_inv, ok) = confirmed_call(&mut n1, &mut store);
+    send(&mut n1, T0 + 40, A, &ack_from_a(&ok));
+    run(&mut n1, &mut store);
+    let call_key = store
+        .keys()
+        .find(|k| k.starts_with("call/"))
+        .cloned()
+        .unwrap();
+    let id = call_key.trim_start_matches("call/").to_string();
+    assert_eq!(
+        store.get("leg/callA").map(|r| r.value.clone()),
+        Some(id.as_bytes().to_vec()),
+        "the A-leg index names the call"
+    );
+    assert_eq!(owner(&store, &call_key), serde_json::json!([1, 1]));
+    (store, call_key, b_inv, ok)
+}
+
+#[test]
+fn callers_bye_on_a_survivor_is_served_after_takeover() {
+    let (mut store, call_key, _b_inv, ok) = call_on_node_1();
+    // Node 1 is dead: node 2 is the only member left.
+    let mut n2 = member(2, 5070, &[(2, 1)]);
+    send(&mut n2, T0 + 5_000, A, &from_a(&ok, "BYE", 2, "z9hG4bKbye"));
+    assert!(
+        run(&mut n2, &mut store).is_empty(),
+        "nothing before the call is loaded"
+    );
+    // call/callA (absent: the caller's Call-ID is the A-leg's), leg/callA, call/{id}.
+    assert_eq!(load_all(&mut n2, &store, T0 + 5_010), 3);
+    // The claim (owner 2) is written with what the BYE causes.
+    let out = run(&mut n2, &mut store);
+    let l = lines(&out);
+    assert!(
+        l.iter().any(|x| x.starts_with("127.0.0.1:5062 BYE")),
+        "the callee gets its BYE: {l:?}"
+    );
+    assert_eq!(n2.metrics().takeovers, 1);
+    if store.contains_key(&call_key) {
+        assert_eq!(owner(&store, &call_key)[0], 2);
+    }
+    let out = answer_byes(&mut n2, &mut store, &out, T0 + 5_100);
+    let all: Vec<String> = l.into_iter().chain(lines(&out)).collect();
+    assert!(
+        all.iter().any(|x| x == "127.0.0.1:5061 200 OK"),
+        "the caller's BYE is answered 200: {all:?}"
+    );
+    assert!(!store.contains_key(&call_key), "the call is over");
+    assert!(!store.contains_key("leg/callA"), "and its index with it");
+}
+
+#[test]
+fn callees_request_finds_the_call_by_its_own_call_id() {
+    let (mut store, call_key, b_inv, _ok) = call_on_node_1();
+    let mut n2 = member(2, 5070, &[(2, 1)]);
+    // The callee's BYE carries the B-leg's Call-ID, which names the call.
+    let bye = from_b(&b_inv, "BYE", 1, "z9hG4bKbb");
+    send(&mut n2, T0 + 5_000, B, &bye);
+    assert_eq!(load_all(&mut n2, &store, T0 + 5_010), 1);
+    let out = run(&mut n2, &mut store);
+    let l = lines(&out);
+    assert!(
+        l.iter().any(|x| x.starts_with("127.0.0.1:5061 BYE")),
+        "{l:?}"
+    );
+    assert_eq!(owner(&store, &call_key)[0], 2);
+}
+
+#[test]
+fn a_live_owners_call_is_not_taken_and_an_unknown_one_is_481() {
+    let (mut store, call_key, _b, ok) = call_on_node_1();
+    let mut n2 = member(2, 5070, &[(1, 1), (2, 1)]);
+    send(&mut n2, T0 + 5_000, A, &from_a(&ok, "INFO", 2, "z9hG4bKi"));
+    load_all(&mut n2, &store, T0 + 5_010);
+    let l = lines(&run(&mut n2, &mut store));
+    assert_eq!(l, ["127.0.0.1:5061 503 Service Unavailable"]);
+    assert_eq!(
+        owner(&store, &call_key),
+        serde_json::json!([1, 1]),
+        "untouched"
+    );
+    assert_eq!(n2.metrics().takeovers, 0);
+
+    let unknown = from_a(&ok, "INFO", 3, "z9hG4bKu").replace("callA", "nosuchcall");
+    send(&mut n2, T0 + 6_000, A, &unknown);
+    assert_eq!(load_all(&mut n2, &store, T0 + 6_010), 2);
+    let l = lines(&run(&mut n2, &mut store));
+    assert_eq!(l, ["127.0.0.1:5061 481 Call/Transaction Does Not Exist"]);
+}
+
+#[test]
+fn a_single_node_answers_481_without_reading() {
+    let (mut store, _k, _b, ok) = call_on_node_1();
+    let mut n = node(Config::default());
+    send(&mut n, T0 + 5_000, A, &from_a(&ok, "BYE", 2, "z9hG4bKs"));
+    assert_eq!(n.poll_load(), None);
+    let l = lines(&run(&mut n, &mut store));
+    assert_eq!(l, ["127.0.0.1:5061 481 Call/Transaction Does Not Exist"]);
+}
+
+#[test]
+fn an_adopted_call_is_written_as_the_new_owners_on_the_version_read() {
+    let (mut store, call_key, _b, ok) = call_on_node_1();
+    let version = store[&call_key].version;
+    let mut n2 = member(2, 5070, &[(2, 1)]);
+    send(&mut n2, T0 + 5_000, A, &from_a(&ok, "INFO", 2, "z9hG4bKi2"));
+    load_all(&mut n2, &store, T0 + 5_010);
+    let l = lines(&run(&mut n2, &mut store));
+    assert!(
+        l.iter().any(|x| x.starts_with("127.0.0.1:5062 INFO")),
+        "relayed: {l:?}"
+    );
+    // The claim: owner 2, written on the version read (a compare-and-swap: `commit`
+    // asserts the expectation), before the relay's own write.
+    assert_eq!(owner(&store, &call_key), serde_json::json!([2, 1]));
+    assert_eq!(store[&call_key].version, version + 2);
+}
