@@ -1,0 +1,216 @@
+//! Failover time with real processes on the 3-member etcd of `ci/etcd.sh`: a call set up
+//! through node 1, `kill -9` node 1, and the caller sends INFO to node 2 every 100 ms
+//! (each a new transaction, as a phone retrying would) until one is answered 200 after
+//! node 2 took the call over and relayed the INFO to the callee. The time from the kill to
+//! that 200 is the failover time: about the lease TTL (node 1's record must run out) plus
+//! the time node 2 takes to see it gone (its view is renewed every third of the TTL).
+//!
+//! `DRONGO_FAILOVER_REPS` repetitions (default 2) with `DRONGO_FAILOVER_TTL_MS` (default
+//! 1000); `ci/bench-failover.sh` runs 20 of each TTL and prints the medians.
+#![cfg(feature = "etcd")]
+
+mod common;
+
+use common::Drongo;
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn store_url() -> String {
+    let eps = std::env::var("DRONGO_ETCD_ENDPOINTS").expect(
+        "DRONGO_ETCD_ENDPOINTS must name the etcd cluster (ci/etcd.sh start DIR prints it)",
+    );
+    format!("etcd://{eps}")
+}
+
+fn sip(text: &str) -> Vec<u8> {
+    text.replace('\n', "\r\n").into_bytes()
+}
+
+fn header<'a>(text: &'a str, name: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+        .unwrap_or("")
+}
+
+const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+
+/// A callee that answers INVITE with 200 (with SDP) and any other request with 200, until
+/// `stop`.
+fn callee(sock: UdpSocket, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let mut buf = [0u8; 8192];
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            if text.starts_with("SIP/2.0") || text.starts_with("ACK") {
+                continue;
+            }
+            let invite = text.starts_with("INVITE");
+            let to = header(&text, "To");
+            let to = if to.contains("tag=") {
+                to.to_string()
+            } else {
+                format!("{to};tag=callee")
+            };
+            let body = if invite { SDP } else { "" };
+            let ctype = if invite {
+                "Content-Type: application/sdp\n"
+            } else {
+                ""
+            };
+            let resp = format!(
+                "SIP/2.0 200 OK\nVia: {}\nFrom: {}\nTo: {to}\nCall-ID: {}\nCSeq: {}\n\
+                 Contact: <sip:bob@127.0.0.1:{port}>\n{ctype}Content-Length: {}\n\n",
+                header(&text, "Via"),
+                header(&text, "From"),
+                header(&text, "Call-ID"),
+                header(&text, "CSeq"),
+                body.len()
+            );
+            let mut bytes = sip(&resp);
+            bytes.extend_from_slice(body.as_bytes());
+            let _ = sock.send_to(&bytes, from);
+        }
+    })
+}
+
+/// One repetition: the failover time.
+fn once(rep: u64, ttl: u64) -> Duration {
+    let base = 24_000 + (std::process::id() % 1_000) as u16 * 40 + (rep as u16 % 20) * 2;
+    let callee_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let callee_port = callee_sock.local_addr().unwrap().port();
+    let config = format!(
+        "[cluster]\nlease_ttl_ms = {ttl}\n\n[[routes]]\nuser = \"bob\"\ntarget = \"sip:bob@127.0.0.1:{callee_port}\"\n"
+    );
+    let url = store_url();
+    let (a, b) = (base.to_string(), (base + 1).to_string());
+    let sip_port = 5400 + (rep as u16 % 20) * 4;
+    let mut n1 = Drongo::start_with(sip_port, &config, &["--store", &url, "--node-id", &a]);
+    let n2 = Drongo::start_with(sip_port + 2, &config, &["--store", &url, "--node-id", &b]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let callee_thread = callee(callee_sock, stop.clone());
+
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    caller
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let cp = caller.local_addr().unwrap().port();
+    let call_id = format!("failover-{}-{rep}", std::process::id());
+    let invite = format!(
+        "INVITE sip:bob@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:{cp};branch=z9hG4bK{call_id}-1\n\
+         Max-Forwards: 70\nFrom: <sip:a@127.0.0.1>;tag=ca\nTo: <sip:bob@127.0.0.1>\nCall-ID: {call_id}\n\
+         CSeq: 1 INVITE\nContact: <sip:a@127.0.0.1:{cp}>\nContent-Type: application/sdp\n\
+         Content-Length: {}\n\n",
+        SDP.len()
+    );
+    let mut bytes = sip(&invite);
+    bytes.extend_from_slice(SDP.as_bytes());
+    caller.send_to(&bytes, ("127.0.0.1", n1.sip)).unwrap();
+    let mut buf = [0u8; 8192];
+    let started = Instant::now();
+    let ok = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no 200 to INVITE\n{}",
+            n1.log()
+        );
+        let Ok(n) = caller.recv(&mut buf) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        if text.starts_with("SIP/2.0 200") {
+            break text;
+        }
+    };
+    let to = header(&ok, "To").to_string();
+    let contact = header(&ok, "Contact");
+    let target = contact
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let ack = format!(
+        "ACK {target} SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:{cp};branch=z9hG4bK{call_id}-ack\n\
+         Max-Forwards: 70\nFrom: <sip:a@127.0.0.1>;tag=ca\nTo: {to}\nCall-ID: {call_id}\n\
+         CSeq: 1 ACK\nContent-Length: 0\n\n"
+    );
+    caller.send_to(&sip(&ack), ("127.0.0.1", n1.sip)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
+    n1.kill9();
+    let killed = Instant::now();
+    let mut cseq = 2;
+    let took = loop {
+        assert!(
+            killed.elapsed() < Duration::from_millis(ttl * 3 + 3_000),
+            "no 200 from node 2\n{}",
+            n2.log()
+        );
+        let info = format!(
+            "INFO {target} SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:{cp};branch=z9hG4bK{call_id}-i{cseq}\n\
+             Max-Forwards: 70\nFrom: <sip:a@127.0.0.1>;tag=ca\nTo: {to}\nCall-ID: {call_id}\n\
+             CSeq: {cseq} INFO\nContent-Length: 0\n\n"
+        );
+        caller.send_to(&sip(&info), ("127.0.0.1", n2.sip)).unwrap();
+        let sent = Instant::now();
+        let mut answered = None;
+        while sent.elapsed() < Duration::from_millis(100) {
+            let Ok(n) = caller.recv(&mut buf) else {
+                break;
+            };
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            if header(&text, "CSeq") == format!("{cseq} INFO") && !text.starts_with("SIP/2.0 1") {
+                answered = Some(text);
+                break;
+            }
+        }
+        cseq += 1;
+        match answered {
+            Some(t) if t.starts_with("SIP/2.0 200") => break killed.elapsed(),
+            // 503: the owner still counts as alive; anything else is wrong.
+            Some(t) if t.starts_with("SIP/2.0 503") => {}
+            Some(t) => panic!("node 2 answered {}", t.lines().next().unwrap_or("")),
+            None => {}
+        }
+        let spent = sent.elapsed();
+        if spent < Duration::from_millis(100) {
+            std::thread::sleep(Duration::from_millis(100) - spent);
+        }
+    };
+    assert!(n2.metric("drongo_takeovers_total") >= 1);
+    stop.store(true, Ordering::Relaxed);
+    let _ = callee_thread.join();
+    took
+}
+
+#[test]
+fn failover_time_after_kill_9() {
+    let reps = env_or("DRONGO_FAILOVER_REPS", 2);
+    let ttl = env_or("DRONGO_FAILOVER_TTL_MS", 1_000);
+    let mut times: Vec<Duration> = (0..reps).map(|r| once(r, ttl)).collect();
+    times.sort();
+    let ms: Vec<u128> = times.iter().map(Duration::as_millis).collect();
+    let median = ms.get(ms.len() / 2).copied().unwrap_or(0);
+    println!(
+        "failover (lease TTL {ttl} ms, {reps} runs): median {median} ms, min {} ms, max {} ms; all {ms:?}",
+        ms.first().copied().unwrap_or(0),
+        ms.last().copied().unwrap_or(0)
+    );
+    // The goal (issue 11: median within the lease TTL + 0.5 s) is a measurement, read
+    // from this line (ci/bench-failover.sh), not asserted.
+}
