@@ -163,3 +163,51 @@ fn an_adopted_call_is_written_as_the_new_owners_on_the_version_read() {
     assert_eq!(owner(&store, &call_key), serde_json::json!([2, 1]));
     assert_eq!(store[&call_key].version, version + 2);
 }
+
+#[test]
+fn a_node_that_lost_its_lease_forgets_its_calls_and_takes_back_only_its_own() {
+    // Node 1 runs a call; its lease runs out and it joins again as incarnation 2.
+    let mut n1 = member(1, 5060, &[(1, 1), (2, 1)]);
+    let mut store = Store::new();
+    let (_b_inv, ok) = confirmed_call(&mut n1, &mut store);
+    send(&mut n1, T0 + 40, A, &ack_from_a(&ok));
+    run(&mut n1, &mut store);
+    let call_key = store
+        .keys()
+        .find(|k| k.starts_with("call/"))
+        .cloned()
+        .unwrap();
+    assert_eq!(n1.active_calls(), 1);
+    n1.handle_input(
+        T0 + 5_000,
+        Input::Members {
+            incarnation: 2,
+            members: vec![(1, 2), (2, 1)],
+        },
+    );
+    assert_eq!(n1.active_calls(), 0, "forgotten at once");
+    assert!(run(&mut n1, &mut store).is_empty(), "without a word");
+    // Nobody took it: node 1 takes it back as incarnation 2.
+    assert_eq!(load_all(&mut n1, &store, T0 + 5_010), 1);
+    run(&mut n1, &mut store);
+    assert_eq!(n1.active_calls(), 1);
+    assert_eq!(owner(&store, &call_key), serde_json::json!([1, 2]));
+
+    // Again, but node 2 took the call over meanwhile: node 1 leaves it alone.
+    let mut n2 = member(2, 5070, &[(2, 1)]);
+    send(&mut n2, T0 + 6_000, A, &from_a(&ok, "INFO", 2, "z9hG4bKt"));
+    load_all(&mut n2, &store, T0 + 6_010);
+    run(&mut n2, &mut store);
+    assert_eq!(owner(&store, &call_key)[0], 2);
+    n1.handle_input(
+        T0 + 7_000,
+        Input::Members {
+            incarnation: 3,
+            members: vec![(1, 3), (2, 1)],
+        },
+    );
+    load_all(&mut n1, &store, T0 + 7_010);
+    assert!(run(&mut n1, &mut store).is_empty());
+    assert_eq!(n1.active_calls(), 0, "node 2's now");
+    assert_eq!(owner(&store, &call_key)[0], 2);
+}

@@ -183,7 +183,7 @@ impl B2bua {
 
     /// Another node owns call `id`: forget it with its transactions, sending nothing
     /// (no BYE, no error response, no retransmission) and writing nothing.
-    fn drop_quietly(&mut self, s: &mut Sink, id: &str, withdrawn: &[(TxKey, Response)]) {
+    pub(super) fn drop_quietly(&mut self, s: &mut Sink, id: &str, withdrawn: &[(TxKey, Response)]) {
         let mut keys = self.calls.forget(id);
         keys.extend(withdrawn.iter().map(|(k, _)| k.clone()));
         for k in keys {

@@ -30,6 +30,16 @@ impl B2bua {
         self.calls.get(id).is_some()
     }
 
+    /// Forgets every call without a word (the node lost its lease: any of them may have
+    /// been taken over meanwhile); returns their ids, to be loaded again.
+    pub(crate) fn forget_all(&mut self, s: &mut Sink) -> Vec<String> {
+        let ids: Vec<String> = self.calls.iter().map(|c| c.id.clone()).collect();
+        for id in &ids {
+            self.drop_quietly(s, id, &[]);
+        }
+        ids
+    }
+
     /// Takes over the stored call `r` (see the module doc). False when the record is not
     /// a call this build can read.
     pub(crate) fn adopt(&mut self, s: &mut Sink, r: &StoredRecord, now: UnixMillis) -> bool {

@@ -37,11 +37,23 @@ impl Node {
     /// The live members (id, incarnation) and this node's incarnation: the node is a
     /// cluster member from now on (the A-leg index is written, requests for calls it does
     /// not hold are loaded).
+    ///
+    /// A new incarnation while running means the node lost its lease and joined again:
+    /// any of its calls may have been taken over meanwhile, so it forgets them all without
+    /// a word and loads each again, taking back (as its new incarnation) those still its
+    /// own or whose new owner is gone.
     pub fn handle_members(&mut self, now: UnixMillis, incarnation: u64, members: &[(u16, u64)]) {
         self.now = now;
+        let rejoined = self.sink.incarnation != 0 && self.sink.incarnation != incarnation;
         self.sink.clustered = true;
         self.sink.incarnation = incarnation;
         self.cluster.members = Some(members.iter().copied().collect());
+        if rejoined {
+            for id in self.b2bua.forget_all(&mut self.sink) {
+                self.load(call_key(&id), &id);
+            }
+            self.flush();
+        }
     }
 
     /// The next store key to read for a waiting request; the runtime answers with
