@@ -222,7 +222,14 @@ impl Registrar {
                 .position(|b| b.uri.eq_ignore_ascii_case(&na.uri));
             if let Some(i) = existing {
                 let b = &bindings[i];
-                if b.call_id == call_id && b.cseq >= cseq {
+                if b.call_id == call_id && b.cseq == cseq {
+                    // This very request was applied already: a retransmission that no
+                    // transaction absorbed (the node restarted between the write and the
+                    // 200). It gets the 200 it should have had; the binding stays as
+                    // written (§10.3 step 7 forbids an update on a CSeq not higher).
+                    continue;
+                }
+                if b.call_id == call_id && b.cseq > cseq {
                     return refuse(500, "Out Of Order Request");
                 }
                 if expires == 0 {
