@@ -30,6 +30,9 @@ pub struct Metrics {
     /// calls it did not hold that it loaded from the store.
     pub takeovers: u64,
     pub calls_loaded: u64,
+    /// Calls of members that left that this node set out to adopt (rendezvous hashing
+    /// gave them to it), whether or not anyone spoke on them.
+    pub adoptions: u64,
 }
 
 /// The first line's method or status code, for counting.

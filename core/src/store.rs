@@ -84,6 +84,9 @@ pub enum Key<'a> {
     /// `leg/{call-id}`: in a cluster, the call (`call/{id}`) whose A-leg has this Call-ID,
     /// so that any node can find the call of a request from the caller.
     Leg(&'a str),
+    /// `owns/{node}/{call}`: in a cluster, the owner index: the calls of a member, for its
+    /// adopters to find without scanning every call.
+    Owns(&'a str),
 }
 
 /// Prefix of every call record.
@@ -96,6 +99,8 @@ pub const NODE_PREFIX: &str = "node/";
 pub const INCARNATION_PREFIX: &str = "incarnation/";
 /// Prefix of every A-leg index record.
 pub const LEG_PREFIX: &str = "leg/";
+/// Prefix of the owner index.
+pub const OWNS_PREFIX: &str = "owns/";
 
 impl<'a> Key<'a> {
     /// What `key` is the key of; `None` for a key outside the space.
@@ -108,8 +113,10 @@ impl<'a> Key<'a> {
             Some(Key::Node(id))
         } else if let Some(id) = key.strip_prefix(INCARNATION_PREFIX) {
             Some(Key::Incarnation(id))
+        } else if let Some(id) = key.strip_prefix(LEG_PREFIX) {
+            Some(Key::Leg(id))
         } else {
-            key.strip_prefix(LEG_PREFIX).map(Key::Leg)
+            key.strip_prefix(OWNS_PREFIX).map(Key::Owns)
         }
     }
 }
@@ -132,6 +139,16 @@ pub fn incarnation_key(id: u16) -> String {
 /// Key of the index record of a call's A-leg Call-ID.
 pub fn leg_key(call_id: &str) -> String {
     format!("{LEG_PREFIX}{call_id}")
+}
+
+/// Prefix of the owner index entries of member `node`.
+pub fn owns_prefix(node: u16) -> String {
+    format!("{OWNS_PREFIX}{node}/")
+}
+
+/// Key of the owner index entry of call `call` owned by member `node`.
+pub fn owns_key(node: u16, call: &str) -> String {
+    format!("{OWNS_PREFIX}{node}/{call}")
 }
 
 /// Key of the bindings of an address-of-record.

@@ -211,3 +211,112 @@ fn a_node_that_lost_its_lease_forgets_its_calls_and_takes_back_only_its_own() {
     assert_eq!(n1.active_calls(), 0, "node 2's now");
     assert_eq!(owner(&store, &call_key)[0], 2);
 }
+
+/// Node 1 of a cluster of three sets up `n` calls (Call-IDs call0..), each ACKed.
+fn calls_on_node_1(n: usize, cfg: Config) -> Store {
+    let all = [(1, 1), (2, 1), (3, 1)];
+    let mut n1 = Node::new(cfg, "127.0.0.1:5060".parse().unwrap(), 1, 101);
+    n1.handle_members(T0, 1, &all);
+    let mut store = Store::new();
+    register_bob(&mut n1, &mut store);
+    for i in 0..n {
+        let invite = INVITE
+            .replace("callA", &format!("call{i}"))
+            .replace("z9hG4bKa1", &format!("z9hG4bKinv{i}"));
+        send(&mut n1, T0 + 10, A, &invite);
+        let out = run(&mut n1, &mut store);
+        let SipMessage::Request(b_inv) = out[0].1.clone() else {
+            panic!("{:?}", lines(&out))
+        };
+        send(&mut n1, T0 + 20, B, &reply(&b_inv, "200 OK"));
+        let out = run(&mut n1, &mut store);
+        let ok = out
+            .iter()
+            .find_map(|(_, m)| match m {
+                SipMessage::Response(r) if r.code == 200 => Some(r.clone()),
+                _ => None,
+            })
+            .unwrap();
+        let ack = ack_from_a(&ok)
+            .replace("callA", &format!("call{i}"))
+            .replace("z9hG4bKa2", &format!("z9hG4bKack{i}"));
+        send(&mut n1, T0 + 30, A, &ack);
+        run(&mut n1, &mut store);
+    }
+    assert_eq!(n1.active_calls(), n);
+    store
+}
+
+fn scan(store: &Store, prefix: &str) -> Vec<StoredRecord> {
+    store
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(_, r)| r.clone())
+        .collect()
+}
+
+/// Node 1 leaves the list of `n`: it scans what it is told to and loads what it asks for.
+fn sees_node_1_leave(n: &mut Node, store: &mut Store, now: u64) {
+    n.handle_members(now, 1, &[(2, 1), (3, 1)]);
+    while let Some(prefix) = n.poll_scan() {
+        let records = scan(store, &prefix);
+        n.handle_input(
+            now,
+            Input::Scanned {
+                prefix,
+                records: Some(records),
+            },
+        );
+    }
+    load_all(n, store, now);
+    run(n, store);
+}
+
+#[test]
+fn a_dead_members_calls_are_spread_over_the_survivors_and_each_adopted_once() {
+    let mut store = calls_on_node_1(12, Config::default());
+    assert_eq!(scan(&store, "owns/1/").len(), 12, "the owner index");
+    let all = [(1, 1), (2, 1), (3, 1)];
+    let mut n2 = member(2, 5070, &all);
+    let mut n3 = member(3, 5080, &all);
+    sees_node_1_leave(&mut n2, &mut store, T0 + 5_000);
+    sees_node_1_leave(&mut n3, &mut store, T0 + 5_000);
+    let (a2, a3) = (n2.active_calls(), n3.active_calls());
+    assert_eq!(a2 + a3, 12, "every call adopted once");
+    assert!(a2 > 0 && a3 > 0, "spread: {a2} and {a3}");
+    assert!(
+        scan(&store, "owns/1/").is_empty(),
+        "the index moved with the calls"
+    );
+    assert_eq!(scan(&store, "owns/2/").len(), a2);
+    assert_eq!(scan(&store, "owns/3/").len(), a3);
+    assert_eq!(n2.metrics().takeovers + n3.metrics().takeovers, 12);
+}
+
+#[test]
+fn an_adopted_call_nobody_speaks_on_ends_at_its_maximum_duration() {
+    let cfg = Config {
+        max_call_duration_secs: 60,
+        ..Config::default()
+    };
+    let mut store = calls_on_node_1(1, cfg);
+    let mut n2 = member(2, 5070, &[(1, 1), (2, 1)]);
+    n2.handle_members(T0 + 5_000, 1, &[(2, 1)]);
+    let prefix = n2.poll_scan().expect("node 1's owner index");
+    let records = scan(&store, &prefix);
+    n2.handle_scanned(T0 + 5_000, &prefix, Some(records));
+    load_all(&mut n2, &store, T0 + 5_000);
+    run(&mut n2, &mut store);
+    assert_eq!(n2.active_calls(), 1, "adopted though nobody spoke");
+    assert!(n2.poll_timeout().is_some_and(|t| t <= T0 + 20 + 60_000));
+    n2.handle_timeout(T0 + 20 + 60_000);
+    let l = lines(&run(&mut n2, &mut store));
+    assert!(
+        l.iter().any(|x| x.starts_with("127.0.0.1:5061 BYE")),
+        "{l:?}"
+    );
+    assert!(
+        l.iter().any(|x| x.starts_with("127.0.0.1:5062 BYE")),
+        "{l:?}"
+    );
+}

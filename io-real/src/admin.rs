@@ -88,6 +88,11 @@ pub fn render_metrics(node: &Node) -> String {
             "Calls this node did not hold, loaded from the store for a request.",
             m.calls_loaded,
         ),
+        (
+            "drongo_adoptions_total",
+            "Calls of members that left that rendezvous hashing gave this node to adopt.",
+            m.adoptions,
+        ),
     ] {
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
     }

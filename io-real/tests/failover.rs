@@ -13,7 +13,7 @@ mod common;
 
 use common::Drongo;
 use std::net::UdpSocket;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,8 +44,12 @@ fn header<'a>(text: &'a str, name: &str) -> &'a str {
 const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
 
 /// A callee that answers INVITE with 200 (with SDP) and any other request with 200, until
-/// `stop`.
-fn callee(sock: UdpSocket, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+/// `stop`; counts the BYEs it gets in `byes`.
+fn callee(
+    sock: UdpSocket,
+    stop: Arc<AtomicBool>,
+    byes: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         sock.set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
@@ -58,6 +62,9 @@ fn callee(sock: UdpSocket, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()>
             let text = String::from_utf8_lossy(&buf[..n]).to_string();
             if text.starts_with("SIP/2.0") || text.starts_with("ACK") {
                 continue;
+            }
+            if text.starts_with("BYE") {
+                byes.fetch_add(1, Ordering::Relaxed);
             }
             let invite = text.starts_with("INVITE");
             let to = header(&text, "To");
@@ -88,21 +95,46 @@ fn callee(sock: UdpSocket, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()>
     })
 }
 
-/// One repetition: the failover time.
-fn once(rep: u64, ttl: u64) -> Duration {
-    let base = 24_000 + (std::process::id() % 1_000) as u16 * 40 + (rep as u16 % 20) * 2;
+/// A call through node 1 of two: the nodes, the caller's socket and what its in-dialog
+/// requests need, and the callee.
+struct Rig {
+    n1: Drongo,
+    n2: Drongo,
+    caller: UdpSocket,
+    cp: u16,
+    target: String,
+    to: String,
+    call_id: String,
+    stop: Arc<AtomicBool>,
+    callee: Option<std::thread::JoinHandle<()>>,
+    callee_byes: Arc<AtomicU64>,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.callee.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn rig(rep: u64, ttl: u64, extra: &str) -> Rig {
+    // Ids and ports of this process and repetition only (the etcd cluster is shared).
+    let base = 24_000 + (std::process::id() % 600) as u16 * 60 + (rep as u16 % 25) * 2;
     let callee_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let callee_port = callee_sock.local_addr().unwrap().port();
     let config = format!(
-        "[cluster]\nlease_ttl_ms = {ttl}\n\n[[routes]]\nuser = \"bob\"\ntarget = \"sip:bob@127.0.0.1:{callee_port}\"\n"
+        "{extra}\n[cluster]\nlease_ttl_ms = {ttl}\n\n[[routes]]\nuser = \"bob\"\ntarget = \"sip:bob@127.0.0.1:{callee_port}\"\n"
     );
     let url = store_url();
     let (a, b) = (base.to_string(), (base + 1).to_string());
-    let sip_port = 5400 + (rep as u16 % 20) * 4;
-    let mut n1 = Drongo::start_with(sip_port, &config, &["--store", &url, "--node-id", &a]);
+    let sip_port = 5400 + (rep as u16 % 25) * 4;
+    let n1 = Drongo::start_with(sip_port, &config, &["--store", &url, "--node-id", &a]);
     let n2 = Drongo::start_with(sip_port + 2, &config, &["--store", &url, "--node-id", &b]);
     let stop = Arc::new(AtomicBool::new(false));
-    let callee_thread = callee(callee_sock, stop.clone());
+    let callee_byes = Arc::new(AtomicU64::new(0));
+    let callee_thread = callee(callee_sock, stop.clone(), callee_byes.clone());
 
     let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
     caller
@@ -152,7 +184,27 @@ fn once(rep: u64, ttl: u64) -> Duration {
     caller.send_to(&sip(&ack), ("127.0.0.1", n1.sip)).unwrap();
     std::thread::sleep(Duration::from_millis(200));
 
-    n1.kill9();
+    Rig {
+        n1,
+        n2,
+        caller,
+        cp,
+        target,
+        to,
+        call_id,
+        stop,
+        callee: Some(callee_thread),
+        callee_byes,
+    }
+}
+
+/// One repetition: the failover time.
+fn once(rep: u64, ttl: u64) -> Duration {
+    let mut r = rig(rep, ttl, "");
+    let (cp, target, to, call_id) = (r.cp, r.target.clone(), r.to.clone(), r.call_id.clone());
+    let (caller, n2) = (&r.caller, &r.n2);
+    let mut buf = [0u8; 8192];
+    r.n1.kill9();
     let killed = Instant::now();
     let mut cseq = 2;
     let took = loop {
@@ -193,8 +245,6 @@ fn once(rep: u64, ttl: u64) -> Duration {
         }
     };
     assert!(n2.metric("drongo_takeovers_total") >= 1);
-    stop.store(true, Ordering::Relaxed);
-    let _ = callee_thread.join();
     took
 }
 
@@ -213,4 +263,58 @@ fn failover_time_after_kill_9() {
     );
     // The goal (issue 11: median within the lease TTL + 0.5 s) is a measurement, read
     // from this line (ci/bench-failover.sh), not asserted.
+}
+
+/// A call whose parties go silent after its node dies is still ended on time: the member
+/// that rendezvous hashing gives it adopts it from the owner index and sends BYE to both
+/// legs at its maximum duration (3 s here).
+#[test]
+fn a_silent_call_is_ended_by_its_adopter() {
+    // Repetition 24: the failover test uses 0..20.
+    let mut r = rig(24, 1_000, "max_call_duration_secs = 3");
+    r.n1.kill9();
+    let killed = Instant::now();
+    r.caller
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 8192];
+    let bye = loop {
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "no BYE to the caller\n{}",
+            r.n2.log()
+        );
+        let Ok((n, from)) = r.caller.recv_from(&mut buf) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        if text.starts_with("BYE") {
+            break (text, from);
+        }
+    };
+    let (text, from) = bye;
+    assert_eq!(from.port(), r.n2.sip, "from the adopter");
+    let ok = format!(
+        "SIP/2.0 200 OK\nVia: {}\nFrom: {}\nTo: {}\nCall-ID: {}\nCSeq: {}\nContent-Length: 0\n\n",
+        header(&text, "Via"),
+        header(&text, "From"),
+        header(&text, "To"),
+        header(&text, "Call-ID"),
+        header(&text, "CSeq")
+    );
+    r.caller.send_to(&sip(&ok), from).unwrap();
+    let ended = Instant::now();
+    while r.callee_byes.load(Ordering::Relaxed) == 0 || r.n2.metric("drongo_active_dialogs") > 0 {
+        assert!(
+            ended.elapsed() < Duration::from_secs(5),
+            "the callee's BYE, the call's end\n{}",
+            r.n2.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(r.n2.metric("drongo_adoptions_total"), 1);
+    println!(
+        "silent call ended by its adopter {:?} after the kill",
+        killed.elapsed()
+    );
 }

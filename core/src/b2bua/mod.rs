@@ -199,6 +199,8 @@ impl B2bua {
                 expect: None,
                 expires_at: None,
             });
+            // The owner index: the adopters of a member that dies find its calls here.
+            s.writes.push(takeover::owns_entry(call.owner, id));
         }
         call.version += 1;
         let value = serde_json::to_vec(&*call).unwrap_or_default();

@@ -7,7 +7,7 @@
 use super::call::Call;
 use super::B2bua;
 use crate::sink::Sink;
-use crate::store::StoredRecord;
+use crate::store::{owns_key, StoreWrite, StoredRecord};
 use crate::UnixMillis;
 
 /// The owner a stored call names: (node, incarnation).
@@ -15,6 +15,17 @@ pub(crate) fn owner(r: &StoredRecord) -> Option<(u16, u64)> {
     serde_json::from_slice::<Call>(&r.value)
         .ok()
         .map(|c| (c.owner, c.owner_incarnation))
+}
+
+/// The owner index entry of call `id` owned by `node` (created: it must not exist).
+pub(crate) fn owns_entry(node: u16, id: &str) -> StoreWrite {
+    StoreWrite::Put {
+        key: owns_key(node, id),
+        value: Vec::new(),
+        version: 1,
+        expect: None,
+        expires_at: None,
+    }
 }
 
 /// The Call-IDs of a stored call's two legs.
@@ -55,6 +66,12 @@ impl B2bua {
         call.owner_incarnation = s.incarnation;
         if was.0 != s.node_id {
             s.metrics.takeovers += 1;
+            // The owner index moves with the call.
+            s.writes.push(StoreWrite::Delete {
+                key: owns_key(was.0, &id),
+                expect: 1,
+            });
+            s.writes.push(owns_entry(s.node_id, &id));
         }
         s.metrics.calls_loaded += 1;
         if !self.load(s, call, r.version, now) {

@@ -32,6 +32,10 @@ impl B2bua {
                     key: crate::store::leg_key(&call.a.call_id),
                     expect: 1,
                 });
+                s.writes.push(StoreWrite::Delete {
+                    key: crate::store::owns_key(call.owner, id),
+                    expect: 1,
+                });
             }
         }
     }

@@ -8,10 +8,16 @@
 //! (`B2bua::adopt`: the claim is a compare-and-swap write that goes with the answer); one
 //! whose owner lives gets 503 with Retry-After (forwarding to the owner is not built yet);
 //! no record gets 481.
+//!
+//! A member that leaves the list has its calls adopted even if nobody speaks on them (their
+//! timers must still fire: 2xx retransmissions, session expiry, maximum duration, BYEs to
+//! send again): every survivor reads the dead member's owner index (`owns/{id}/`) and loads
+//! the calls that rendezvous hashing over the live members gives it, so the calls spread
+//! over the survivors and each has exactly one adopter, agreed without talking.
 
 use super::Node;
 use crate::message::Request;
-use crate::store::{call_key, leg_key, Key, StoredRecord};
+use crate::store::{call_key, leg_key, owns_prefix, Key, StoredRecord, OWNS_PREFIX};
 use crate::transaction::{Peer, TxKey};
 use crate::UnixMillis;
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,6 +37,8 @@ pub(super) struct Membership {
     loading: BTreeMap<String, String>,
     /// Keys read so far for each Call-ID (a `leg/` lookup follows a missing `call/`).
     tried: BTreeMap<String, BTreeSet<String>>,
+    /// Owner index prefixes to scan (for `Node::poll_scan`): members that left.
+    to_scan: Vec<String>,
 }
 
 impl Node {
@@ -47,7 +55,16 @@ impl Node {
         let rejoined = self.sink.incarnation != 0 && self.sink.incarnation != incarnation;
         self.sink.clustered = true;
         self.sink.incarnation = incarnation;
-        self.cluster.members = Some(members.iter().copied().collect());
+        let now_live: BTreeMap<u16, u64> = members.iter().copied().collect();
+        // Members that left since the last list: their calls need adopters.
+        if let Some(before) = &self.cluster.members {
+            for id in before.keys().filter(|id| !now_live.contains_key(id)) {
+                if *id != self.sink.node_id {
+                    self.cluster.to_scan.push(owns_prefix(*id));
+                }
+            }
+        }
+        self.cluster.members = Some(now_live);
         if rejoined {
             for id in self.b2bua.forget_all(&mut self.sink) {
                 self.load(call_key(&id), &id);
@@ -60,6 +77,50 @@ impl Node {
     /// [`Node::handle_loaded`].
     pub fn poll_load(&mut self) -> Option<String> {
         self.cluster.to_load.pop()
+    }
+
+    /// The next owner index prefix to scan (a member that left); the runtime answers with
+    /// [`Node::handle_scanned`].
+    pub fn poll_scan(&mut self) -> Option<String> {
+        self.cluster.to_scan.pop()
+    }
+
+    /// The owner index entries under `prefix` (`None`: the store did not answer; the scan
+    /// is asked for again). The calls rendezvous hashing gives this node are loaded and
+    /// adopted (unless their owner is back).
+    pub fn handle_scanned(
+        &mut self,
+        now: UnixMillis,
+        prefix: &str,
+        records: Option<Vec<StoredRecord>>,
+    ) {
+        self.now = now;
+        let Some(records) = records else {
+            self.cluster.to_scan.push(prefix.to_string());
+            return;
+        };
+        let live: Vec<(u16, u32)> = self
+            .cluster
+            .members
+            .as_ref()
+            .map(|m| m.keys().map(|id| (*id, 1)).collect())
+            .unwrap_or_default();
+        let me = self.sink.node_id;
+        for r in records {
+            let Some(call) = r
+                .key
+                .strip_prefix(OWNS_PREFIX)
+                .and_then(|rest| rest.split_once('/'))
+                .map(|(_, call)| call.to_string())
+            else {
+                continue;
+            };
+            let mine = crate::cluster::choose(&call, &live) == Some(me);
+            if mine && !self.b2bua.holds(&call) && !self.cluster.waiting.contains_key(&call) {
+                self.sink.metrics.adoptions += 1;
+                self.load(call_key(&call), &call);
+            }
+        }
     }
 
     pub(super) fn is_clustered(&self) -> bool {

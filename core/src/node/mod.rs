@@ -85,6 +85,11 @@ pub enum Input {
         key: String,
         record: Option<Option<StoredRecord>>,
     },
+    /// The records under `prefix`, asked for by [`Node::poll_scan`] (`None`: no answer).
+    Scanned {
+        prefix: String,
+        records: Option<Vec<StoredRecord>>,
+    },
 }
 
 impl Node {
@@ -177,6 +182,7 @@ impl Node {
                 members,
             } => self.handle_members(now, incarnation, &members),
             Input::Loaded { key, record } => self.handle_loaded(now, &key, record),
+            Input::Scanned { prefix, records } => self.handle_scanned(now, &prefix, records),
         }
     }
 

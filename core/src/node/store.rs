@@ -140,7 +140,7 @@ impl Node {
                     });
                 }
             }
-            Some(Key::Node(_) | Key::Incarnation(_)) | None => {}
+            Some(Key::Node(_) | Key::Incarnation(_) | Key::Owns(_)) | None => {}
         }
         self.flush();
     }

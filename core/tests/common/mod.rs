@@ -226,12 +226,13 @@ pub fn confirmed_call(
     send(n, T0 + 30, B, &reply(&b_inv, "200 OK"));
     // The call record is written in the same batch as, and so before, the 200.
     let batch = n.poll_batch().unwrap();
-    // (In a cluster the A-leg index `leg/` goes with it.)
+    // (In a cluster the A-leg index `leg/` and the owner index `owns/` go with it.)
     let puts: Vec<&str> = batch.writes.iter().map(StoreWrite::key).collect();
     assert!(puts.iter().any(|k| k.starts_with("call/")), "{puts:?}");
+    let indexes = ["call/", "leg/", "owns/"];
     assert!(puts
         .iter()
-        .all(|k| k.starts_with("call/") || k.starts_with("leg/")));
+        .all(|k| indexes.iter().any(|p| k.starts_with(p))));
     let mut out = Vec::new();
     for t in &batch.transmits {
         out.push((

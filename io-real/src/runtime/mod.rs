@@ -215,6 +215,9 @@ pub async fn run<S: Store + Clone>(
         while let Some(key) = node.poll_load() {
             tokio::task::spawn(load(store.clone(), key, loaded_tx.clone(), clock));
         }
+        while let Some(prefix) = node.poll_scan() {
+            tokio::task::spawn(scan(store.clone(), prefix, loaded_tx.clone(), clock));
+        }
         while let Some(line) = node.poll_diagnostic() {
             warn!("{line}");
         }
@@ -316,4 +319,19 @@ async fn load<S: Store>(
         }
     }
     let _ = results.send(Input::Loaded { key, record });
+}
+
+/// Scans `prefix` for the node (a member that left: its owner index); "no answer" after a
+/// failure, which the node asks again for after a pause.
+async fn scan<S: Store>(
+    store: S,
+    prefix: String,
+    results: mpsc::UnboundedSender<Input>,
+    clock: Clock,
+) {
+    let records = store.scan(&prefix, usize::MAX, clock.now()).await.ok();
+    if records.is_none() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = results.send(Input::Scanned { prefix, records });
 }

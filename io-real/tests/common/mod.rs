@@ -174,6 +174,16 @@ pub fn sipp(dir: &Path, name: &str, local_port: u16, target: Option<u16>, extra:
     }
 }
 
+impl Drop for Sipp {
+    /// A test that fails before SIPp ends must not leave it running (holding its port).
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Sipp {
     /// Waits for SIPp to end; true when its one call succeeded.
     pub fn succeeded(mut self, within: Duration) -> bool {
