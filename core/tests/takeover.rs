@@ -37,12 +37,14 @@ fn owner(store: &Store, key: &str) -> serde_json::Value {
     serde_json::json!([v["owner"], v["owner_incarnation"]])
 }
 
-/// A confirmed, ACKed call run by node 1 of a cluster of two.
-fn call_on_node_1() -> (
+/// A confirmed, ACKed call run by node 1 of a cluster of two: the store, the call's key,
+/// the B-leg INVITE and the caller's 200, and node 1.
+fn call_and_node_1() -> (
     Store,
     String,
     drongo_core::message::Request,
     drongo_core::message::Response,
+    Node,
 ) {
     let mut n1 = member(1, 5060, &[(1, 1), (2, 1)]);
     let mut store = Store::new();
@@ -61,7 +63,18 @@ fn call_on_node_1() -> (
         "the A-leg index names the call"
     );
     assert_eq!(owner(&store, &call_key), serde_json::json!([1, 1]));
-    (store, call_key, b_inv, ok)
+    (store, call_key, b_inv, ok, n1)
+}
+
+/// As [`call_and_node_1`], node 1 being dead.
+fn call_on_node_1() -> (
+    Store,
+    String,
+    drongo_core::message::Request,
+    drongo_core::message::Response,
+) {
+    let (store, key, b_inv, ok, _) = call_and_node_1();
+    (store, key, b_inv, ok)
 }
 
 #[test]
@@ -167,16 +180,7 @@ fn an_adopted_call_is_written_as_the_new_owners_on_the_version_read() {
 #[test]
 fn a_node_that_lost_its_lease_forgets_its_calls_and_takes_back_only_its_own() {
     // Node 1 runs a call; its lease runs out and it joins again as incarnation 2.
-    let mut n1 = member(1, 5060, &[(1, 1), (2, 1)]);
-    let mut store = Store::new();
-    let (_b_inv, ok) = confirmed_call(&mut n1, &mut store);
-    send(&mut n1, T0 + 40, A, &ack_from_a(&ok));
-    run(&mut n1, &mut store);
-    let call_key = store
-        .keys()
-        .find(|k| k.starts_with("call/"))
-        .cloned()
-        .unwrap();
+    let (mut store, call_key, _b_inv, ok, mut n1) = call_and_node_1();
     assert_eq!(n1.active_calls(), 1);
     n1.handle_input(
         T0 + 5_000,

@@ -75,19 +75,25 @@ enum ClusterCommand {
     },
 }
 
+/// A tokio runtime (all cores for a node; one thread for a command), or `None`, logged.
+fn runtime(multi_thread: bool) -> Option<tokio::runtime::Runtime> {
+    let mut b = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    b.enable_all()
+        .build()
+        .map_err(|e| error!("runtime: {e}"))
+        .ok()
+}
+
 /// `drongo cluster status`: one line per live member.
 fn cluster_status(url: &str) -> ExitCode {
     use drongo::store::Store;
     use drongo_core::cluster::Member;
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            error!("runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(rt) = runtime(false) else {
+        return ExitCode::FAILURE;
     };
     let now = drongo::runtime::now_ms();
     let records = rt.block_on(async {
@@ -198,15 +204,8 @@ fn main() -> ExitCode {
         }
     };
     let url = store.unwrap_or_else(|| format!("file:{}", data.display()));
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            error!("runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(rt) = runtime(true) else {
+        return ExitCode::FAILURE;
     };
     let advertise = advertise.unwrap_or(sip);
     if advertise.ip().is_unspecified() {
