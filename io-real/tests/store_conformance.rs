@@ -210,7 +210,16 @@ mod etcd {
             ambiguous + failed as usize > 0,
             "the kill struck the stream: some operation failed or came back ambiguous"
         );
-        check(&history, |_| Some(1)).unwrap();
+        if let Err(e) = check(&history, |_| Some(1)) {
+            // Keep the history for a post-mortem (the failure this found was rare).
+            let file = format!("{dir}/leaderkill-history.txt");
+            let mut out = String::new();
+            for o in &history {
+                out.push_str(&format!("{} {} {:?}\n", o.call, o.ret, o.kind));
+            }
+            let _ = std::fs::write(&file, out);
+            panic!("{e} (history in {file})");
+        }
     }
 }
 

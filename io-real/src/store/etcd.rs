@@ -54,8 +54,9 @@ impl EtcdStore {
             .await
             .map_err(retryable)?;
         let item = resp.kvs().first();
+        let at = resp.header().map_or(0, |h| h.revision());
         self.known
-            .saw(key, item.map(|i| (i.value(), i.mod_revision())));
+            .saw(key, item.map(|i| (i.value(), i.mod_revision())), at);
         Ok(match item {
             Some(item) => (RedbStore::decode(key, item.value()), item.mod_revision()),
             None => (None, 0),

@@ -21,7 +21,7 @@ use super::{check, StoreError};
 use drongo_core::store::{StoreWrite, StoredRecord};
 use drongo_core::UnixMillis;
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 pub(super) const PREFIX: &str = "drongo/";
@@ -38,9 +38,10 @@ const LEASE_WINDOW_MS: u64 = 5_000;
 const MAX_KNOWN: usize = 200_000;
 
 /// What we last saw of a key: etcd's mod_revision (0: absent) and our record's version and
-/// expiry at that revision.
+/// expiry at that revision, as of store revision `at` (the response's header revision).
 #[derive(Clone)]
 struct Seen {
+    at: i64,
     revision: i64,
     record: Option<StoredRecord>,
 }
@@ -58,8 +59,15 @@ impl Known {
         self.lock().get(key).cloned()
     }
 
+    /// Remembers `seen` unless something newer is remembered already: clones of the store
+    /// answer concurrently, and an older answer arriving late must not replace a newer one
+    /// (a write judged against it could be answered `Conflict` though its expectation held
+    /// all along).
     fn set(&self, key: &str, seen: Seen) {
         let mut m = self.lock();
+        if m.get(key).is_some_and(|old| old.at > seen.at) {
+            return;
+        }
         if m.len() >= MAX_KNOWN && !m.contains_key(key) {
             m.clear();
         }
@@ -70,22 +78,28 @@ impl Known {
         self.lock().remove(key);
     }
 
-    /// Remembers a key as read from etcd (`None`: absent).
-    pub(super) fn saw(&self, key: &str, kv: Option<(&[u8], i64)>) {
-        let seen = match kv {
-            Some((value, revision)) => Seen {
-                revision,
-                record: RedbStore::decode(key, value).map(|mut r| {
-                    r.value = Vec::new();
-                    r
-                }),
-            },
-            None => Seen {
-                revision: 0,
-                record: None,
-            },
-        };
-        self.set(key, seen);
+    /// Remembers a key as read from etcd at store revision `at` (`None`: absent).
+    pub(super) fn saw(&self, key: &str, kv: Option<(&[u8], i64)>, at: i64) {
+        self.set(key, observed(key, kv, at));
+    }
+}
+
+/// What a read of `key` at store revision `at` found.
+fn observed(key: &str, kv: Option<(&[u8], i64)>, at: i64) -> Seen {
+    match kv {
+        Some((value, revision)) => Seen {
+            at,
+            revision,
+            record: RedbStore::decode(key, value).map(|mut r| {
+                r.value = Vec::new();
+                r
+            }),
+        },
+        None => Seen {
+            at,
+            revision: 0,
+            record: None,
+        },
     }
 }
 
@@ -185,25 +199,38 @@ fn answer(results: &mut [Result<(), StoreError>], i: usize, r: Result<(), StoreE
     }
 }
 
-/// Reads `keys` in one transaction and remembers what it found.
-async fn read_keys(client: &Client, known: &Known, keys: &[String]) -> Result<(), StoreError> {
+/// Reads `keys` in one transaction; remembers what it found, and returns it.
+async fn read_keys(
+    client: &Client,
+    known: &Known,
+    keys: &[String],
+) -> Result<Vec<(String, Seen)>, StoreError> {
     let ops: Vec<TxnOp> = keys.iter().map(|k| TxnOp::get(full(k), None)).collect();
     let resp = client
         .kv_client()
         .txn(Txn::new().and_then(ops))
         .await
         .map_err(|e| StoreError::Retryable(e.to_string()))?;
-    remember_reads(known, keys, &resp.op_responses());
-    Ok(())
+    let at = resp.header().map_or(0, |h| h.revision());
+    Ok(remember_reads(known, keys, &resp.op_responses(), at))
 }
 
-fn remember_reads(known: &Known, keys: &[String], responses: &[TxnOpResponse]) {
+fn remember_reads(
+    known: &Known,
+    keys: &[String],
+    responses: &[TxnOpResponse],
+    at: i64,
+) -> Vec<(String, Seen)> {
+    let mut out = Vec::new();
     for (key, r) in keys.iter().zip(responses) {
         if let TxnOpResponse::Get(g) = r {
             let kv = g.kvs().first().map(|kv| (kv.value(), kv.mod_revision()));
-            known.saw(key, kv);
+            let seen = observed(key, kv, at);
+            known.set(key, seen.clone());
+            out.push((key.clone(), seen));
         }
     }
+    out
 }
 
 /// One chunk (distinct keys, within etcd's limits): guarded puts and deletes in one
@@ -218,39 +245,56 @@ async fn apply_chunk(
     results: &mut [Result<(), StoreError>],
 ) {
     let mut pending = chunk;
-    // Keys read from etcd during this chunk: a failed expectation against them is a real
-    // conflict, not a stale memory.
-    let mut fresh: HashSet<String> = HashSet::new();
+    // What reads during this chunk found: a failed expectation against one of these is a
+    // real conflict (it held, or not, within this call), never a stale memory's verdict.
+    let mut fresh: HashMap<String, Seen> = HashMap::new();
     for _ in 0..ATTEMPTS {
-        // Keys whose guard needs a read first.
-        let unknown: Vec<String> = pending
-            .iter()
-            .filter(|(_, w)| {
-                let guessable = match known.get(w.key()) {
-                    Some(seen) => check(seen.record.as_ref(), w, now).is_ok(),
-                    None => matches!(w, StoreWrite::Put { expect: None, .. }),
-                };
-                !guessable && !fresh.contains(w.key())
-            })
-            .map(|(_, w)| w.key().to_string())
-            .collect();
-        if !unknown.is_empty() {
-            if let Err(e) = read_keys(client, known, &unknown).await {
-                for (i, _) in &pending {
-                    answer(results, *i, Err(e.clone()));
-                }
-                return;
+        // What each write is judged and guarded against, taken once (the shared memory
+        // changes under us): a fresh read, or a guess from memory that its expectation
+        // holds (etcd's compare then decides), or nothing yet: those keys are read first.
+        let mut basis: HashMap<String, Option<Seen>> = HashMap::new();
+        let mut unknown: Vec<String> = Vec::new();
+        for (_, w) in &pending {
+            let key = w.key();
+            if let Some(seen) = fresh.get(key) {
+                basis.insert(key.to_string(), Some(seen.clone()));
+                continue;
             }
-            fresh.extend(unknown);
+            let guess = known.get(key);
+            let guessable = match &guess {
+                Some(seen) => check(seen.record.as_ref(), w, now).is_ok(),
+                None => matches!(w, StoreWrite::Put { expect: None, .. }),
+            };
+            if guessable {
+                basis.insert(key.to_string(), guess);
+            } else {
+                unknown.push(key.to_string());
+            }
+        }
+        if !unknown.is_empty() {
+            match read_keys(client, known, &unknown).await {
+                Ok(read) => {
+                    for (k, seen) in read {
+                        basis.insert(k.clone(), Some(seen.clone()));
+                        fresh.insert(k, seen);
+                    }
+                }
+                Err(e) => {
+                    for (i, _) in &pending {
+                        answer(results, *i, Err(e.clone()));
+                    }
+                    return;
+                }
+            }
         }
         let mut compares = Vec::new();
         let mut ops = Vec::new();
         let mut batch = Vec::new();
         for (i, w) in std::mem::take(&mut pending) {
-            let seen = known.get(w.key());
+            let seen = basis.get(w.key()).cloned().flatten();
             let record = seen.as_ref().and_then(|s| s.record.as_ref());
             if let Err(e) = check(record, &w, now) {
-                // Only `fresh` or guessable keys are here, and a guessable one passed.
+                // A guess passed by construction: this is a fresh read's verdict.
                 answer(results, i, Err(e));
                 continue;
             }
@@ -317,12 +361,20 @@ async fn apply_chunk(
                     Some(mut r) if revision > 0 => {
                         r.value = Vec::new();
                         let record = Some(r);
-                        known.set(&key, Seen { revision, record });
+                        known.set(
+                            &key,
+                            Seen {
+                                at: revision,
+                                revision,
+                                record,
+                            },
+                        );
                     }
                     Some(_) => known.forget(&key),
                     None => known.set(
                         &key,
                         Seen {
+                            at: revision,
                             revision: 0,
                             record: None,
                         },
@@ -333,8 +385,8 @@ async fn apply_chunk(
             return;
         }
         // Some compare failed: the failure branch read every key back.
-        remember_reads(known, &keys, &resp.op_responses());
-        fresh.extend(keys);
+        let at = resp.header().map_or(0, |h| h.revision());
+        fresh.extend(remember_reads(known, &keys, &resp.op_responses(), at));
         pending = batch;
     }
     for (i, _) in pending {
@@ -344,6 +396,44 @@ async fn apply_chunk(
             Err(StoreError::Retryable(
                 "the key kept changing under concurrent writers".into(),
             )),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(version: u64) -> StoredRecord {
+        StoredRecord {
+            key: "k".into(),
+            value: Vec::new(),
+            version,
+            expires_at: None,
+        }
+    }
+
+    /// A late answer (an older store revision) never replaces a newer one: otherwise a
+    /// write could be judged against a record older than one this process already saw.
+    #[test]
+    fn memory_never_goes_back_in_time() {
+        let k = Known::default();
+        let seen = |at, v| Seen {
+            at,
+            revision: at,
+            record: Some(record(v)),
+        };
+        k.set("k", seen(10, 2));
+        k.set("k", seen(7, 1));
+        assert_eq!(k.get("k").map(|s| (s.at, s.revision)), Some((10, 10)));
+        k.saw("k", None, 12);
+        assert!(k
+            .get("k")
+            .is_some_and(|s| s.record.is_none() && s.revision == 0));
+        k.set("k", seen(11, 3));
+        assert!(
+            k.get("k").is_some_and(|s| s.record.is_none()),
+            "deleted at 12"
         );
     }
 }
