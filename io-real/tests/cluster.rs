@@ -15,11 +15,14 @@ use std::time::{Duration, Instant};
 
 const TTL_MS: u64 = 1_000;
 
-fn store_url() -> String {
+/// The store of the test whose member ids start at `base` (a multiple of 5).
+fn store_url(base: u16) -> String {
     let eps = std::env::var("DRONGO_ETCD_ENDPOINTS").expect(
         "DRONGO_ETCD_ENDPOINTS must name the etcd cluster (ci/etcd.sh start DIR prints it)",
     );
-    format!("etcd://{eps}")
+    // A namespace of this test process only: tests running at once on the shared etcd
+    // must not see each other's members (they would adopt each other's calls).
+    format!("etcd://{eps}/test-cluster-{}-{base}", std::process::id())
 }
 
 fn config() -> String {
@@ -27,7 +30,7 @@ fn config() -> String {
 }
 
 fn member(sip: u16, id: u16) -> Drongo {
-    let url = store_url();
+    let url = store_url(id - id % 5);
     let id = id.to_string();
     Drongo::start_with(sip, &config(), &["--store", &url, "--node-id", &id])
 }
@@ -91,7 +94,7 @@ fn membership_lease_fence_and_rejoin() {
         ])
         .arg("--data")
         .arg(&dup_dir)
-        .args(["--store", &store_url(), "--node-id", &a.to_string()])
+        .args(["--store", &store_url(a), "--node-id", &a.to_string()])
         .stdout(Stdio::null())
         .output()
         .expect("drongo binary");
@@ -105,7 +108,7 @@ fn membership_lease_fence_and_rejoin() {
     assert!(within(Duration::from_secs(3), || seen(&n1, a) == both).is_some());
     assert_eq!(seen(&n2, a), both);
     let status = Command::new(env!("CARGO_BIN_EXE_drongo"))
-        .args(["cluster", "status", "--store", &store_url()])
+        .args(["cluster", "status", "--store", &store_url(a)])
         .output()
         .expect("drongo cluster status");
     let text = String::from_utf8_lossy(&status.stdout);

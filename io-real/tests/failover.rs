@@ -24,11 +24,14 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn store_url() -> String {
+/// The store of repetition `rep`: each is a cluster of its own.
+fn store_url(rep: u64) -> String {
     let eps = std::env::var("DRONGO_ETCD_ENDPOINTS").expect(
         "DRONGO_ETCD_ENDPOINTS must name the etcd cluster (ci/etcd.sh start DIR prints it)",
     );
-    format!("etcd://{eps}")
+    // A namespace of this test process only: tests running at once on the shared etcd
+    // must not see each other's members (they would adopt each other's calls).
+    format!("etcd://{eps}/test-failover-{}-{rep}", std::process::id())
 }
 
 fn sip(text: &str) -> Vec<u8> {
@@ -127,7 +130,7 @@ fn rig(rep: u64, ttl: u64, extra: &str) -> Rig {
     let config = format!(
         "{extra}\n[cluster]\nlease_ttl_ms = {ttl}\n\n[[routes]]\nuser = \"bob\"\ntarget = \"sip:bob@127.0.0.1:{callee_port}\"\n"
     );
-    let url = store_url();
+    let url = store_url(rep);
     let (a, b) = (base.to_string(), (base + 1).to_string());
     let sip_port = 5400 + (rep as u16 % 25) * 4;
     let n1 = Drongo::start_with(sip_port, &config, &["--store", &url, "--node-id", &a]);

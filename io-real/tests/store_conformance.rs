@@ -66,7 +66,25 @@ mod etcd {
     async fn etcd_backend_and_leader_kill() {
         all(store().await, true).await;
         drongo::store::conformance::two_handles(&store().await, &store().await).await;
+        namespaces_keep_clusters_apart().await;
         leader_kill_keeps_history_linearizable().await;
+    }
+
+    /// Two namespaces on one etcd do not see each other's keys.
+    async fn namespaces_keep_clusters_apart() {
+        let run = ns("namespaces");
+        let (a, b) = (
+            format!("{}a", run.trim_end_matches('/')),
+            format!("{}b", run.trim_end_matches('/')),
+        );
+        let sa = EtcdStore::connect_in(&endpoints(), Some(&a)).await.unwrap();
+        let sb = EtcdStore::connect_in(&endpoints(), Some(&b)).await.unwrap();
+        one(&sa, put("node/1", b"a", 1, None)).await.unwrap();
+        assert_eq!(sb.get("node/1", NOW).await.unwrap(), None);
+        assert!(sb.scan("node/", 10, NOW).await.unwrap().is_empty());
+        one(&sb, put("node/1", b"b", 1, None)).await.unwrap();
+        assert_eq!(sa.get("node/1", NOW).await.unwrap().unwrap().value, b"a");
+        assert_eq!(sa.scan("node/", 10, NOW).await.unwrap().len(), 1);
     }
 
     /// Kills the etcd leader while clients run CAS increments and reads, restarts it, and

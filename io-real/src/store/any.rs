@@ -11,7 +11,8 @@ use drongo_core::store::{StoreWrite, StoredRecord};
 use drongo_core::UnixMillis;
 use std::path::Path;
 
-/// A backend chosen by URL: `mem:`, `file:DIR`, `etcd://HOST:PORT,...` (feature `etcd`) or
+/// A backend chosen by URL: `mem:`, `file:DIR`, `etcd://HOST:PORT,...[/NAMESPACE]` (feature
+/// `etcd`) or
 /// `tikv://PD1,PD2,...` (feature `tikv`).
 #[derive(Clone)]
 pub enum AnyStore {
@@ -56,8 +57,14 @@ impl AnyStore {
         } else if let Some(endpoints) = url.strip_prefix("etcd://") {
             #[cfg(feature = "etcd")]
             {
+                // `etcd://HOST:PORT,.../NAMESPACE`: a namespace keeps clusters apart.
+                let (endpoints, namespace) = match endpoints.split_once('/') {
+                    Some((eps, ns)) => (eps, Some(ns)),
+                    None => (endpoints, None),
+                };
                 let eps: Vec<String> = endpoints.split(',').map(str::to_string).collect();
-                Ok(AnyStore::Etcd(Box::new(EtcdStore::connect(&eps).await?)))
+                let store = EtcdStore::connect_in(&eps, namespace).await?;
+                Ok(AnyStore::Etcd(Box::new(store)))
             }
             #[cfg(not(feature = "etcd"))]
             {

@@ -21,6 +21,9 @@ use etcd_client::{Client, EventType, GetOptions, WatchOptions};
 #[derive(Clone)]
 pub struct EtcdStore {
     client: Client,
+    /// Where our keys live: `drongo/`, or `drongo/{namespace}/` (several clusters, or
+    /// tests, on one etcd).
+    prefix: String,
     /// Revisions of the keys we wrote or read, to guard writes without reading first.
     known: Known,
     leases: LeasePool,
@@ -33,9 +36,23 @@ fn retryable(e: etcd_client::Error) -> StoreError {
 impl EtcdStore {
     /// Connects to any of `endpoints` (`host:port`).
     pub async fn connect(endpoints: &[String]) -> Result<Self, StoreError> {
+        Self::connect_in(endpoints, None).await
+    }
+
+    /// Connects, keeping every key under `namespace` (`etcd://HOST:PORT,.../NAMESPACE`):
+    /// clusters with different namespaces share an etcd without seeing each other.
+    pub async fn connect_in(
+        endpoints: &[String],
+        namespace: Option<&str>,
+    ) -> Result<Self, StoreError> {
         let client = Client::connect(endpoints, None).await.map_err(retryable)?;
+        let prefix = match namespace.filter(|n| !n.is_empty()) {
+            Some(ns) => format!("{PREFIX}{ns}/"),
+            None => PREFIX.to_string(),
+        };
         Ok(Self {
             client,
+            prefix,
             known: Known::default(),
             leases: LeasePool::default(),
         })
@@ -50,7 +67,7 @@ impl EtcdStore {
     async fn read(&self, key: &str) -> Result<(Option<StoredRecord>, i64), StoreError> {
         let mut kv = self.client.kv_client();
         let resp = kv
-            .get(format!("{PREFIX}{key}"), None)
+            .get(format!("{}{key}", self.prefix), None)
             .await
             .map_err(retryable)?;
         let item = resp.kvs().first();
@@ -69,12 +86,13 @@ impl Store for EtcdStore {
         let mut client = self.client.clone();
         let (watcher, mut stream) = client
             .watch(
-                format!("{PREFIX}{prefix}"),
+                format!("{}{prefix}", self.prefix),
                 Some(WatchOptions::new().with_prefix()),
             )
             .await
             .map_err(retryable)?;
         let (tx, rx) = tokio::sync::mpsc::channel(4096);
+        let ours = self.prefix.clone();
         tokio::task::spawn(async move {
             let _watcher = watcher; // dropping it would cancel the watch
             while let Ok(Some(resp)) = stream.message().await {
@@ -82,7 +100,7 @@ impl Store for EtcdStore {
                     let Some(kv) = ev.kv() else { continue };
                     let Some(key) = std::str::from_utf8(kv.key())
                         .ok()
-                        .and_then(|k| k.strip_prefix(PREFIX))
+                        .and_then(|k| k.strip_prefix(ours.as_str()))
                     else {
                         continue;
                     };
@@ -120,14 +138,16 @@ impl Store for EtcdStore {
             opts = opts.with_limit(limit as i64);
         }
         let resp = kv
-            .get(format!("{PREFIX}{prefix}"), Some(opts))
+            .get(format!("{}{prefix}", self.prefix), Some(opts))
             .await
             .map_err(retryable)?;
         Ok(resp
             .kvs()
             .iter()
             .filter_map(|item| {
-                let key = std::str::from_utf8(item.key()).ok()?.strip_prefix(PREFIX)?;
+                let key = std::str::from_utf8(item.key())
+                    .ok()?
+                    .strip_prefix(self.prefix.as_str())?;
                 RedbStore::decode(key, item.value())
             })
             .filter(|r| r.is_live(now))
@@ -141,6 +161,7 @@ impl Store for EtcdStore {
         writes: Vec<StoreWrite>,
         now: UnixMillis,
     ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-        Ok(etcd_txn::apply(&self.client, &self.known, &self.leases, writes, now).await)
+        let (client, known, leases) = (&self.client, &self.known, &self.leases);
+        Ok(etcd_txn::apply(&self.prefix, client, known, leases, writes, now).await)
     }
 }

@@ -24,6 +24,7 @@ use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpRespo
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+/// Where our keys live in etcd when the URL names no namespace.
 pub(super) const PREFIX: &str = "drongo/";
 
 /// etcd's default `--max-txn-ops`.
@@ -140,6 +141,7 @@ impl LeasePool {
 
 /// Applies `writes` in order per key; one answer per write, in place.
 pub(super) async fn apply(
+    prefix: &str,
     client: &Client,
     known: &Known,
     leases: &LeasePool,
@@ -166,17 +168,17 @@ pub(super) async fn apply(
         let mut chunk = Vec::new();
         let mut bytes = 0;
         for (i, w) in round {
-            let size = w.key().len() + PREFIX.len() + value_len(&w) + 32;
+            let size = w.key().len() + prefix.len() + value_len(&w) + 32;
             if !chunk.is_empty() && (chunk.len() == MAX_OPS || bytes + size > MAX_BYTES) {
                 let full = std::mem::take(&mut chunk);
-                apply_chunk(client, known, leases, full, now, &mut results).await;
+                apply_chunk(prefix, client, known, leases, full, now, &mut results).await;
                 bytes = 0;
             }
             bytes += size;
             chunk.push((i, w));
         }
         if !chunk.is_empty() {
-            apply_chunk(client, known, leases, chunk, now, &mut results).await;
+            apply_chunk(prefix, client, known, leases, chunk, now, &mut results).await;
         }
     }
     results
@@ -189,8 +191,8 @@ fn value_len(w: &StoreWrite) -> usize {
     }
 }
 
-fn full(key: &str) -> String {
-    format!("{PREFIX}{key}")
+fn full(prefix: &str, key: &str) -> String {
+    format!("{prefix}{key}")
 }
 
 fn answer(results: &mut [Result<(), StoreError>], i: usize, r: Result<(), StoreError>) {
@@ -201,11 +203,15 @@ fn answer(results: &mut [Result<(), StoreError>], i: usize, r: Result<(), StoreE
 
 /// Reads `keys` in one transaction; remembers what it found, and returns it.
 async fn read_keys(
+    prefix: &str,
     client: &Client,
     known: &Known,
     keys: &[String],
 ) -> Result<Vec<(String, Seen)>, StoreError> {
-    let ops: Vec<TxnOp> = keys.iter().map(|k| TxnOp::get(full(k), None)).collect();
+    let ops: Vec<TxnOp> = keys
+        .iter()
+        .map(|k| TxnOp::get(full(prefix, k), None))
+        .collect();
     let resp = client
         .kv_client()
         .txn(Txn::new().and_then(ops))
@@ -237,6 +243,7 @@ fn remember_reads(
 /// transaction, the failure branch reading every key back; again, up to `ATTEMPTS` times,
 /// for the writes whose expectation still holds.
 async fn apply_chunk(
+    prefix: &str,
     client: &Client,
     known: &Known,
     leases: &LeasePool,
@@ -272,7 +279,7 @@ async fn apply_chunk(
             }
         }
         if !unknown.is_empty() {
-            match read_keys(client, known, &unknown).await {
+            match read_keys(prefix, client, known, &unknown).await {
                 Ok(read) => {
                     for (k, seen) in read {
                         basis.insert(k.clone(), Some(seen.clone()));
@@ -298,7 +305,7 @@ async fn apply_chunk(
                 answer(results, i, Err(e));
                 continue;
             }
-            let key = full(w.key());
+            let key = full(prefix, w.key());
             compares.push(match seen.as_ref().map_or(0, |s| s.revision) {
                 0 => Compare::create_revision(key.clone(), CompareOp::Equal, 0),
                 rev => Compare::mod_revision(key.clone(), CompareOp::Equal, rev),
@@ -339,7 +346,10 @@ async fn apply_chunk(
             return;
         }
         let keys: Vec<String> = batch.iter().map(|(_, w)| w.key().to_string()).collect();
-        let reads: Vec<TxnOp> = keys.iter().map(|k| TxnOp::get(full(k), None)).collect();
+        let reads: Vec<TxnOp> = keys
+            .iter()
+            .map(|k| TxnOp::get(full(prefix, k), None))
+            .collect();
         let txn = Txn::new().when(compares).and_then(ops).or_else(reads);
         let resp = match client.kv_client().txn(txn).await {
             Ok(r) => r,
