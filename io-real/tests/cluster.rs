@@ -17,12 +17,7 @@ const TTL_MS: u64 = 1_000;
 
 /// The store of the test whose member ids start at `base` (a multiple of 5).
 fn store_url(base: u16) -> String {
-    let eps = std::env::var("DRONGO_ETCD_ENDPOINTS").expect(
-        "DRONGO_ETCD_ENDPOINTS must name the etcd cluster (ci/etcd.sh start DIR prints it)",
-    );
-    // A namespace of this test process only: tests running at once on the shared etcd
-    // must not see each other's members (they would adopt each other's calls).
-    format!("etcd://{eps}/test-cluster-{}-{base}", std::process::id())
+    common::etcd_url(&format!("cluster-{base}"))
 }
 
 fn config() -> String {

@@ -26,12 +26,7 @@ fn env_or(name: &str, default: u64) -> u64 {
 
 /// The store of repetition `rep`: each is a cluster of its own.
 fn store_url(rep: u64) -> String {
-    let eps = std::env::var("DRONGO_ETCD_ENDPOINTS").expect(
-        "DRONGO_ETCD_ENDPOINTS must name the etcd cluster (ci/etcd.sh start DIR prints it)",
-    );
-    // A namespace of this test process only: tests running at once on the shared etcd
-    // must not see each other's members (they would adopt each other's calls).
-    format!("etcd://{eps}/test-failover-{}-{rep}", std::process::id())
+    common::etcd_url(&format!("failover-{rep}"))
 }
 
 fn sip(text: &str) -> Vec<u8> {

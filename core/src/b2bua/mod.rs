@@ -24,7 +24,7 @@ use crate::sink::Sink;
 use crate::transaction::{Peer, TxKey};
 use crate::UnixMillis;
 use calls::{Calls, Purpose};
-pub(crate) use takeover::{legs as legs_of_record, owner as owner_of_record};
+pub(crate) use recovery::owner_of;
 
 /// Every call of the node and the logic that runs them.
 #[derive(Debug, Default)]

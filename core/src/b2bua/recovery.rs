@@ -192,8 +192,9 @@ impl B2bua {
     }
 }
 
-/// The owner named in a stored call record (0: none, or not a call record).
-fn owner_of(value: &[u8]) -> u16 {
+/// The owner named in a stored call record (0: none, or not a call record). Reads only
+/// that field, not the whole call.
+pub(crate) fn owner_of(value: &[u8]) -> u16 {
     #[derive(serde::Deserialize)]
     struct Owner {
         #[serde(default)]

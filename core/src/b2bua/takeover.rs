@@ -10,13 +10,6 @@ use crate::sink::Sink;
 use crate::store::{owns_key, StoreWrite, StoredRecord};
 use crate::UnixMillis;
 
-/// The owner a stored call names: (node, incarnation).
-pub(crate) fn owner(r: &StoredRecord) -> Option<(u16, u64)> {
-    serde_json::from_slice::<Call>(&r.value)
-        .ok()
-        .map(|c| (c.owner, c.owner_incarnation))
-}
-
 /// The owner index entry of call `id` owned by `node` (created: it must not exist).
 pub(crate) fn owns_entry(node: u16, id: &str) -> StoreWrite {
     StoreWrite::Put {
@@ -26,13 +19,6 @@ pub(crate) fn owns_entry(node: u16, id: &str) -> StoreWrite {
         expect: None,
         expires_at: None,
     }
-}
-
-/// The Call-IDs of a stored call's two legs.
-pub(crate) fn legs(r: &StoredRecord) -> Vec<String> {
-    serde_json::from_slice::<Call>(&r.value)
-        .map(|c| vec![c.a.call_id, c.b.call_id])
-        .unwrap_or_default()
 }
 
 impl B2bua {
@@ -51,14 +37,19 @@ impl B2bua {
         ids
     }
 
-    /// Takes over the stored call `r` (see the module doc). False when the record is not
-    /// a call this build can read.
-    pub(crate) fn adopt(&mut self, s: &mut Sink, r: &StoredRecord, now: UnixMillis) -> bool {
-        let Ok(mut call) = serde_json::from_slice::<Call>(&r.value) else {
-            return false;
-        };
+    /// Takes over the stored call `r` (see the module doc); the Call-IDs of its two legs
+    /// (requests on either may be waiting for it). `None` when the record is not a call
+    /// this build can read.
+    pub(crate) fn adopt(
+        &mut self,
+        s: &mut Sink,
+        r: &StoredRecord,
+        now: UnixMillis,
+    ) -> Option<[String; 2]> {
+        let mut call = serde_json::from_slice::<Call>(&r.value).ok()?;
+        let legs = [call.a.call_id.clone(), call.b.call_id.clone()];
         if self.holds(&call.id) {
-            return true;
+            return Some(legs);
         }
         let id = call.id.clone();
         let was = (call.owner, call.owner_incarnation);
@@ -77,6 +68,6 @@ impl B2bua {
         if !self.load(s, call, r.version, now) {
             self.persist(s, &id);
         }
-        true
+        Some(legs)
     }
 }

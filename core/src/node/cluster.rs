@@ -200,26 +200,22 @@ impl Node {
     }
 
     fn take_or_refuse(&mut self, call_id: &str, r: &StoredRecord, now: UnixMillis) {
-        let owner = crate::b2bua::owner_of_record(r);
-        let me = self.sink.node_id;
-        let alive = |id: u16| {
-            self.cluster
-                .members
-                .as_ref()
-                .is_some_and(|m| m.contains_key(&id))
-        };
-        match owner {
-            Some((id, _)) if id != me && id != 0 && alive(id) => {
-                self.settle_waiting(call_id, 503, now)
-            }
-            Some(_) if self.b2bua.adopt(&mut self.sink, r, now) => {
-                // Requests on either leg may be waiting for this call.
-                let legs = crate::b2bua::legs_of_record(r);
-                for leg in legs.iter().chain(std::iter::once(&call_id.to_string())) {
+        let owner = crate::b2bua::owner_of(&r.value);
+        let alive = self
+            .cluster
+            .members
+            .as_ref()
+            .is_some_and(|m| m.contains_key(&owner));
+        if owner != self.sink.node_id && owner != 0 && alive {
+            return self.settle_waiting(call_id, 503, now);
+        }
+        match self.b2bua.adopt(&mut self.sink, r, now) {
+            Some(legs) => {
+                for leg in legs.iter().map(String::as_str).chain([call_id]) {
                     self.replay_waiting(leg, now);
                 }
             }
-            _ => self.settle_waiting(call_id, 481, now),
+            None => self.settle_waiting(call_id, 481, now),
         }
     }
 

@@ -64,7 +64,7 @@ impl EtcdStore {
     }
 
     /// Current record and its etcd mod_revision (0 when absent).
-    async fn read(&self, key: &str) -> Result<(Option<StoredRecord>, i64), StoreError> {
+    async fn read(&self, key: &str) -> Result<Option<StoredRecord>, StoreError> {
         let mut kv = self.client.kv_client();
         let resp = kv
             .get(format!("{}{key}", self.prefix), None)
@@ -74,10 +74,7 @@ impl EtcdStore {
         let at = resp.header().map_or(0, |h| h.revision());
         self.known
             .saw(key, item.map(|i| (i.value(), i.mod_revision())), at);
-        Ok(match item {
-            Some(item) => (RedbStore::decode(key, item.value()), item.mod_revision()),
-            None => (None, 0),
-        })
+        Ok(item.and_then(|i| RedbStore::decode(key, i.value())))
     }
 }
 
@@ -122,7 +119,7 @@ impl Store for EtcdStore {
     }
 
     async fn get(&self, key: &str, now: UnixMillis) -> Result<Option<StoredRecord>, StoreError> {
-        let (rec, _) = self.read(key).await?;
+        let rec = self.read(key).await?;
         Ok(rec.filter(|r| r.is_live(now)))
     }
 

@@ -217,3 +217,13 @@ pub fn register(d: &Drongo, user: &str, port: u16) {
     let r = sipp(&d.dir, "register", port, Some(d.sip), &["-s", user]);
     assert!(r.succeeded(SECS), "REGISTER failed\n{}", d.log());
 }
+
+/// The URL of the test etcd cluster (`DRONGO_ETCD_ENDPOINTS`, set by `ci/test.sh`) in a
+/// namespace of this process named `name`: tests running at once on the shared etcd must
+/// not see each other's members (they would adopt each other's calls).
+pub fn etcd_url(name: &str) -> String {
+    let eps = std::env::var("DRONGO_ETCD_ENDPOINTS").expect(
+        "DRONGO_ETCD_ENDPOINTS must name the etcd cluster (ci/etcd.sh start DIR prints it)",
+    );
+    format!("etcd://{eps}/test-{name}-{}", std::process::id())
+}
