@@ -26,6 +26,10 @@ pub struct Batch {
     /// a batch still unanswered (it leaves after that one, so its messages' timers must
     /// count from when it really left).
     pub report: bool,
+    /// The cluster incarnation the node was in when it made the batch (0: not in a
+    /// cluster). A batch of an older incarnation than the node's lease is dropped whole:
+    /// its calls were forgotten when the node joined again, and may have new owners.
+    pub incarnation: u64,
 }
 
 /// Why a write of a batch failed, as the runtime reports it.

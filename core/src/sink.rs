@@ -140,6 +140,7 @@ impl Sink {
             transmits,
             reveals_deletes,
             report: false,
+            incarnation: self.incarnation,
         })
     }
 }

@@ -223,6 +223,7 @@ fn main() -> ExitCode {
         queue: RunConfig::QUEUE,
         // A shared store makes a cluster; the embedded and in-memory ones are one node's.
         cluster: url.starts_with("etcd://") || url.starts_with("tikv://"),
+        unfenced: false,
     };
     let store = match rt.block_on(AnyStore::open(&url)) {
         Ok(s) => s,

@@ -112,6 +112,7 @@ fn store_outage_under_a_flood_neither_deadlocks_nor_blocks_the_node() {
         // Small queues, so that the flood fills them.
         queue: 64,
         cluster: false,
+        unfenced: false,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let node = std::thread::spawn(move || {

@@ -159,16 +159,21 @@ impl B2bua {
         }
         match (self.calls.get_mut(id), record) {
             (Some(call), r) => call.version = r.map_or(0, |r| r.version),
-            (None, Some(r)) => s.writes.push(StoreWrite::Delete {
+            // Only a record of ours (this incarnation's) or nobody's: one another member
+            // owns is its call, and one of an earlier incarnation of ours may be on its way
+            // back to us (a rejoin loads each).
+            (None, Some(r)) if owned_here(&r.value, s) => s.writes.push(StoreWrite::Delete {
                 key: key.to_string(),
                 expect: r.version,
             }),
+            (None, Some(_)) => {}
             (None, None) => {}
         }
     }
 
-    /// A swept record of call `id`: deleted when it is ours (or nobody's) and no call of
-    /// ours holds it (see `Node::handle_sweep`).
+    /// A swept record of call `id`: deleted when it is ours (any incarnation: an earlier
+    /// one's leftovers included) or nobody's and no call of ours holds it (see
+    /// `Node::handle_sweep`, which skips calls being loaded).
     pub(crate) fn sweep(&mut self, s: &mut Sink, id: &str, r: &StoredRecord) {
         let owner = owner_of(&r.value);
         if self.calls.get(id).is_some() || (owner != 0 && owner != s.node_id) {
@@ -192,13 +197,23 @@ impl B2bua {
     }
 }
 
+#[derive(serde::Deserialize)]
+struct Owner {
+    #[serde(default)]
+    owner: u16,
+    #[serde(default)]
+    owner_incarnation: u64,
+}
+
 /// The owner named in a stored call record (0: none, or not a call record). Reads only
 /// that field, not the whole call.
 pub(crate) fn owner_of(value: &[u8]) -> u16 {
-    #[derive(serde::Deserialize)]
-    struct Owner {
-        #[serde(default)]
-        owner: u16,
-    }
     serde_json::from_slice::<Owner>(value).map_or(0, |o| o.owner)
+}
+
+/// Whether a stored call record is nobody's or this node's in its current incarnation.
+fn owned_here(value: &[u8], s: &Sink) -> bool {
+    serde_json::from_slice::<Owner>(value).map_or(true, |o| {
+        o.owner == 0 || (o.owner == s.node_id && o.owner_incarnation == s.incarnation)
+    })
 }

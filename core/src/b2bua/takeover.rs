@@ -6,8 +6,10 @@
 
 use super::call::Call;
 use super::B2bua;
+use crate::message::Method;
 use crate::sink::Sink;
 use crate::store::{owns_key, StoreWrite, StoredRecord};
+use crate::transaction::TxKey;
 use crate::UnixMillis;
 
 /// The owner index entry of call `id` owned by `node` (created: it must not exist).
@@ -33,6 +35,18 @@ impl B2bua {
         let ids: Vec<String> = self.calls.iter().map(|c| c.id.clone()).collect();
         for id in &ids {
             self.drop_quietly(s, id, &[]);
+        }
+        // And every transaction of theirs the calls no longer list (a BYE of a call that
+        // was ending, a relayed request whose call failed its write): nothing the old
+        // incarnation started may go on. Registrations are not calls; theirs stay.
+        let stale: Vec<TxKey> =
+            s.tx.iter()
+                .map(|(k, _)| k)
+                .filter(|k| k.method != Method::Register)
+                .cloned()
+                .collect();
+        for k in &stale {
+            s.tx.abandon(k);
         }
         ids
     }

@@ -123,6 +123,16 @@ impl Node {
         }
     }
 
+    /// Calls being read from the store (a sweep leaves their records alone).
+    pub(super) fn loading_calls(&self) -> BTreeSet<&str> {
+        self.cluster
+            .loading
+            .values()
+            .chain(self.cluster.waiting.keys())
+            .map(String::as_str)
+            .collect()
+    }
+
     pub(super) fn is_clustered(&self) -> bool {
         self.cluster.members.is_some()
     }

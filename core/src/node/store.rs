@@ -152,9 +152,16 @@ impl Node {
     /// does any other write the node gave up on.
     pub fn handle_sweep(&mut self, now: UnixMillis, records: &[StoredRecord]) {
         self.now = now;
+        let loading: std::collections::BTreeSet<String> = self
+            .loading_calls()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
         for r in records.iter().filter(|r| r.is_live(now)) {
             if let Some(Key::Call(id)) = Key::parse(&r.key) {
-                self.b2bua.sweep(&mut self.sink, id, r);
+                if !loading.contains(id) {
+                    self.b2bua.sweep(&mut self.sink, id, r);
+                }
             }
         }
         self.flush();

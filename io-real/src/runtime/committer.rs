@@ -17,6 +17,7 @@
 //! on each other. It neither parses nor hashes what it sends: the node drops
 //! retransmissions whose first copy still waits for the store.
 
+use super::membership::Lease;
 use super::transport::Sender;
 use super::Clock;
 use crate::store::{apply_resolved, Store, StoreError};
@@ -25,6 +26,7 @@ use drongo_core::store::StoreWrite;
 use drongo_core::transaction::Transmit;
 use drongo_core::UnixMillis;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::warn;
@@ -62,6 +64,8 @@ struct Committer<S> {
     running: BTreeMap<u64, (UnixMillis, Vec<String>)>,
     next_id: u64,
     done_tx: mpsc::UnboundedSender<Done>,
+    /// The cluster lease: batches of an older incarnation are dropped whole.
+    lease: Option<Arc<Lease>>,
 }
 
 /// Runs the committer until the node closes `rx` and everything taken is committed and sent.
@@ -71,6 +75,7 @@ pub async fn run<S: Store + Clone>(
     sender: Sender,
     results: mpsc::UnboundedSender<Input>,
     clock: Clock,
+    lease: Option<Arc<Lease>>,
 ) {
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut c = Committer {
@@ -84,6 +89,7 @@ pub async fn run<S: Store + Clone>(
         running: BTreeMap::new(),
         next_id: 0,
         done_tx,
+        lease,
     };
     let mut open = true;
     loop {
@@ -140,9 +146,37 @@ impl<S: Store + Clone> Committer<S> {
         }
     }
 
+    /// Whether `b` was made in an incarnation before the lease's current one.
+    fn stale(&self, b: &Batch) -> bool {
+        b.incarnation != 0
+            && self
+                .lease
+                .as_ref()
+                .is_some_and(|l| l.incarnation() != b.incarnation)
+    }
+
+    /// Drops a stale batch: nothing written, nothing sent; the node hears that its writes
+    /// did not happen (it forgot those calls when it joined again).
+    fn drop_stale(&self, b: Batch) {
+        if let Some(l) = &self.lease {
+            l.dropped();
+        }
+        if !b.writes.is_empty() {
+            let errors = (0..b.writes.len())
+                .map(|i| (i, WriteError::Unavailable))
+                .collect();
+            let _ = self.results.send(Input::CommitFailed { id: b.id, errors });
+        } else if b.report {
+            self.report_committed(vec![b.id]);
+        }
+    }
+
     /// A batch from the node: sent at once when it has no writes and no key it shares with
     /// a batch before it; otherwise it waits.
     async fn accept(&mut self, b: Batch) {
+        if self.stale(&b) {
+            return self.drop_stale(b);
+        }
         let free = b.writes.is_empty()
             && b.order_keys()
                 .all(|k| !self.busy.contains(k) && !self.pending_keys.contains_key(k));
@@ -169,6 +203,10 @@ impl<S: Store + Clone> Committer<S> {
         let mut sent = Vec::new();
         self.pending_keys.clear();
         while let Some((b, keys)) = self.pending.pop_front() {
+            if self.stale(&b) {
+                self.drop_stale(b);
+                continue;
+            }
             let waits = keys
                 .iter()
                 .any(|k| self.busy.contains(k) || blocked.contains(k));
@@ -200,7 +238,7 @@ impl<S: Store + Clone> Committer<S> {
         self.busy.extend(keys.iter().cloned());
         self.running.insert(id, (now, keys));
         let (store, clock, done) = (self.store.clone(), self.clock, self.done_tx.clone());
-        let fence = self.sender.fence.clone();
+        let fence = self.lease.clone();
         tokio::task::spawn(async move {
             let writes: Vec<StoreWrite> = group
                 .iter()
@@ -249,7 +287,15 @@ impl<S: Store + Clone> Committer<S> {
                 if batch.report {
                     committed.push(batch.id);
                 }
-                self.send_all(batch.transmits).await;
+                if self.stale(&batch) {
+                    // Written while the lease held; its messages would speak for calls
+                    // the node has forgotten since.
+                    if let Some(l) = &self.lease {
+                        l.dropped();
+                    }
+                } else {
+                    self.send_all(batch.transmits).await;
+                }
                 continue;
             }
             // Whatever failed is read back, so that the node learns what the store holds.
@@ -272,7 +318,7 @@ impl<S: Store + Clone> Committer<S> {
                     ?errors,
                     "store commit failed; transmits held back"
                 );
-            } else {
+            } else if !self.stale(&batch) {
                 self.send_all(batch.transmits).await;
             }
             let id = batch.id;

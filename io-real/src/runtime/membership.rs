@@ -221,6 +221,40 @@ fn member_write(
     }
 }
 
+/// Waits until no record holds `id`. A record that is not renewed while we watch (a
+/// predecessor killed a moment ago, restarted by its supervisor) runs out within a TTL; one
+/// that is renewed belongs to a live process, and then we refuse.
+async fn wait_for_the_id<S: Store>(
+    store: &S,
+    id: u16,
+    clock: Clock,
+    ttl: u64,
+) -> Result<(), JoinError> {
+    let mut seen: Option<u64> = None;
+    loop {
+        let r = store
+            .get(&node_key(id), clock.now())
+            .await
+            .map_err(JoinError::Store)?;
+        let Some(r) = r else { return Ok(()) };
+        let Some(m) = Member::decode(&r.value) else {
+            return Ok(());
+        };
+        if seen.is_some_and(|v| v != r.version) {
+            return Err(JoinError::InUse(m));
+        }
+        if seen.is_none() {
+            info!(
+                id,
+                incarnation = m.incarnation,
+                "node id held; waiting to see whether its lease is renewed"
+            );
+        }
+        seen = Some(r.version);
+        tokio::time::sleep(Duration::from_millis(ttl / 4)).await;
+    }
+}
+
 /// Joins: refuses when a live member holds the id, takes the next incarnation, writes the
 /// record under its lease. Returns the record and its version.
 async fn join<S: Store>(
@@ -231,15 +265,7 @@ async fn join<S: Store>(
     lease: &Lease,
 ) -> Result<(Member, u64), JoinError> {
     let now = clock.now();
-    if let Some(r) = store
-        .get(&node_key(me.id), now)
-        .await
-        .map_err(JoinError::Store)?
-    {
-        if let Some(m) = Member::decode(&r.value) {
-            return Err(JoinError::InUse(m));
-        }
-    }
+    wait_for_the_id(store, me.id, clock, ttl).await?;
     let incarnation = next_incarnation(store, me.id, now)
         .await
         .map_err(JoinError::Store)?;

@@ -54,6 +54,9 @@ pub struct RunConfig {
     /// Join a cluster (a shared store): keep `node/{id}` under a lease and stay silent
     /// whenever the lease may have run out. Off for the single-node stores.
     pub cluster: bool,
+    /// A mutant for the simulation's test that the silence check can fail: the lease does
+    /// not stop SIP from leaving (writes stay fenced). Always false in `drongo run`.
+    pub unfenced: bool,
 }
 
 impl RunConfig {
@@ -101,7 +104,7 @@ pub async fn run<S: Store + Clone>(
         tcp: Arc::new(Mutex::new(HashMap::new())),
         input: packet_tx.clone(),
         max_message: rc.core.limits.max_message_size,
-        fence: lease.clone(),
+        fence: lease.clone().filter(|_| !rc.unfenced),
     };
     let committer = tokio::task::spawn(committer::run(
         store.clone(),
@@ -109,6 +112,7 @@ pub async fn run<S: Store + Clone>(
         sender.clone(),
         results_tx.clone(),
         rc.clock,
+        lease.clone(),
     ));
     // The sweep: every call record, now and then, for the node to delete what no call of
     // its holds (`Node::handle_sweep`). A failed scan waits for the next round.
