@@ -79,6 +79,8 @@ pub struct Counts {
     pub triggers_met: u64,
     /// Confirmed calls at the moment a node was killed, summed over kills.
     pub calls_up_at_kills: u64,
+    /// Requests in a dialog a user agent sent again to another node (cluster).
+    pub failovers: u64,
 }
 
 impl Counts {
@@ -91,7 +93,7 @@ impl Counts {
     }
 
     /// Every count, in declaration order (how a sweep's worker process reports them).
-    pub fn to_array(&self) -> [u64; 14] {
+    pub fn to_array(&self) -> [u64; 15] {
         [
             self.calls_attempted,
             self.calls_answered,
@@ -107,11 +109,12 @@ impl Counts {
             self.faults_struck,
             self.triggers_met,
             self.calls_up_at_kills,
+            self.failovers,
         ]
     }
 
-    pub fn from_array(a: [u64; 14]) -> Self {
-        let [calls_attempted, calls_answered, ended_by_caller, ended_by_callee, ended_by_drongo, registrations, deregistrations, reinvites, infos, byes, faults_planned, faults_struck, triggers_met, calls_up_at_kills] =
+    pub fn from_array(a: [u64; 15]) -> Self {
+        let [calls_attempted, calls_answered, ended_by_caller, ended_by_callee, ended_by_drongo, registrations, deregistrations, reinvites, infos, byes, faults_planned, faults_struck, triggers_met, calls_up_at_kills, failovers] =
             a;
         Self {
             calls_attempted,
@@ -128,6 +131,7 @@ impl Counts {
             faults_struck,
             triggers_met,
             calls_up_at_kills,
+            failovers,
         }
     }
 }
@@ -138,7 +142,8 @@ impl std::fmt::Display for Counts {
             f,
             "calls {} attempted, {} answered, ended by caller {} / callee {} / drongo {}; \
              registrations {}, de-registrations {}; re-INVITEs {}, INFOs {}, BYEs {}; \
-             faults {} planned, {} struck, {} on their trigger; calls up at kills {}",
+             faults {} planned, {} struck, {} on their trigger; calls up at kills {}; \
+             failovers {}",
             self.calls_attempted,
             self.calls_answered,
             self.ended_by_caller,
@@ -153,6 +158,7 @@ impl std::fmt::Display for Counts {
             self.faults_struck,
             self.triggers_met,
             self.calls_up_at_kills,
+            self.failovers,
         )
     }
 }
@@ -178,6 +184,11 @@ pub struct Inner {
     pub proceeding: BTreeMap<String, (u64, String, String, bool)>,
     /// INVITEs given up without a final response 64·T1 after their CANCEL: (token, what).
     pub unanswered: Vec<(String, String)>,
+    /// Each user agent's home node (index).
+    pub homes: BTreeMap<String, usize>,
+    /// Nodes that must be silent: (address, from, until) in simulated ms; `None`: not yet
+    /// healed. A node cut off from the store past its lease sends nothing (the fence).
+    pub silent: Vec<(std::net::IpAddr, u64, Option<u64>)>,
 }
 
 #[derive(Clone, Default)]
@@ -205,6 +216,33 @@ impl Ledger {
             .values()
             .filter(|c| c.caller.answered && !c.caller.ended)
             .count()
+    }
+
+    /// Confirmed calls whose caller's home is node `node`.
+    pub fn confirmed_calls_on(&self, node: usize) -> usize {
+        let l = self.lock();
+        l.calls
+            .values()
+            .filter(|c| c.caller.answered && !c.caller.ended)
+            .filter(|c| l.homes.get(&c.caller.ua) == Some(&node))
+            .count()
+    }
+
+    /// Whether a message from `from` at `at` breaks a silence (see `Inner::silent`).
+    pub fn must_be_silent(&self, from: std::net::IpAddr, at: u64) -> bool {
+        self.lock()
+            .silent
+            .iter()
+            .any(|(ip, start, end)| *ip == from && *start <= at && end.is_none_or(|e| at <= e))
+    }
+
+    /// Whether a re-INVITE is in progress in a call whose caller's home is `node`.
+    pub fn any_reinvite_on(&self, node: usize) -> bool {
+        let l = self.lock();
+        l.calls
+            .values()
+            .filter(|c| l.homes.get(&c.caller.ua) == Some(&node))
+            .any(|c| c.reinvites_pending > 0)
     }
 
     pub fn any_reinvite(&self) -> bool {

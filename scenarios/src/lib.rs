@@ -99,6 +99,21 @@ pub fn all() -> Vec<Scenario> {
             about: "two nodes whose clocks differ by up to 2 s; each restarts with a new offset",
             spec: clock_skew,
         },
+        Scenario {
+            name: "owner-crash-in-call",
+            about: "a cluster of three: a node is killed while its calls are up, restarted 0.5-15 s later; survivors adopt its calls",
+            spec: owner_crash_in_call,
+        },
+        Scenario {
+            name: "owner-crash-during-reinvite",
+            about: "a cluster of three: a node is killed while a re-INVITE of one of its calls is in progress",
+            spec: owner_crash_during_reinvite,
+        },
+        Scenario {
+            name: "paused-owner",
+            about: "a cluster of three: a node is cut off from the store and its peers (not its phones) past its lease: it must go silent",
+            spec: paused_owner,
+        },
     ]
 }
 
@@ -337,4 +352,50 @@ fn clock_skew() -> WorldSpec {
         ],
         ..WorldSpec::default()
     }
+}
+
+/// Three nodes in a cluster, each home of four user agents.
+fn cluster(faults: Vec<Fault>) -> WorldSpec {
+    WorldSpec {
+        nodes: 3,
+        uas: 12,
+        calls: 90,
+        workload_ms: 60_000,
+        cluster: true,
+        faults,
+        ..WorldSpec::default()
+    }
+}
+
+fn owner_crash_in_call() -> WorldSpec {
+    cluster(vec![Fault::KillNode {
+        node: 0,
+        when: Trigger::InCallOn {
+            node: 0,
+            after_ms: 10_000,
+        },
+        down_ms: (500, 15_000),
+    }])
+}
+
+fn owner_crash_during_reinvite() -> WorldSpec {
+    cluster(vec![Fault::KillNode {
+        node: 0,
+        when: Trigger::ReinviteOn {
+            node: 0,
+            after_ms: 10_000,
+        },
+        down_ms: (500, 15_000),
+    }])
+}
+
+fn paused_owner() -> WorldSpec {
+    cluster(vec![Fault::IsolateNode {
+        node: 0,
+        when: Trigger::InCallOn {
+            node: 0,
+            after_ms: 10_000,
+        },
+        for_ms: (3_000, 15_000),
+    }])
 }

@@ -108,7 +108,7 @@ impl Ua {
         self.check_schedule(&format!("{} {key}", r.method), &times, cap);
     }
 
-    pub(super) fn check_response(&mut self, r: &Response, duplicate: bool) {
+    pub(super) fn check_response(&mut self, r: &Response, duplicate: bool, from: SocketAddr) {
         let h = &r.headers;
         let branch = top_branch(h).unwrap_or_default();
         let code = r.code;
@@ -170,7 +170,12 @@ impl Ua {
                 wrong.push("SDP answer (missing)");
             }
             if !duplicate {
-                let key = format!("{call_id} {}", cseq.map_or(0, |c| c.seq));
+                let mut key = format!("{call_id} {}", cseq.map_or(0, |c| c.seq));
+                if self.cfg.failover_ms.is_some() {
+                    // In a cluster each node keeps its own schedule: an adopter sends the
+                    // 2xx again at once, not knowing whether the ACK reached the old owner.
+                    key = format!("{key} from {}", from.ip());
+                }
                 let t = sim_ms();
                 let times = self.ok_copies.entry(key.clone()).or_default();
                 times.push(t);

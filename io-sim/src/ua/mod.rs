@@ -15,6 +15,7 @@
 //! and judged at the end of the run (call continuity, `world::invariants`).
 
 mod checks;
+mod failover;
 mod protocol;
 mod registration;
 mod workload;
@@ -46,6 +47,11 @@ pub struct UaConfig {
     pub addr: SocketAddr,
     /// The Drongo node it registers with and calls through.
     pub home: SocketAddr,
+    /// In a cluster: every node, `home` first. A request in a dialog that gets no answer
+    /// within `failover_ms`, or a 503, goes again (same CSeq, new branch) to the next one,
+    /// as a phone fails over between the addresses of a DNS SRV record (RFC 3263 §4.3).
+    pub proxies: Vec<SocketAddr>,
+    pub failover_ms: Option<u64>,
     pub node_id: u16,
     pub seed: u64,
     pub link: LinkFaults,
@@ -96,6 +102,8 @@ enum Action {
     Info(String),
     Vanish(String),
     Resend2xx(String),
+    /// A request in a dialog still without any answer: try the next node.
+    Failover(TxKey),
     /// 64·T1 after our CANCEL: an INVITE still without a final response is given up (§9.1).
     Abandon(String),
 }
@@ -106,6 +114,7 @@ enum Purpose {
     Register {
         requested: u32,
         sent_at: UnixMillis,
+        cseq: u32,
     },
     Probe {
         sent_at: UnixMillis,
@@ -181,6 +190,8 @@ struct Call {
     infos: u32,
     /// BYEs sent again after a 5xx.
     bye_retries: u32,
+    /// Index in `UaConfig::proxies` of the node its requests in the dialog go to.
+    proxy: usize,
 }
 
 /// Binding facts for the registration checks (true time, milliseconds).
@@ -194,8 +205,9 @@ struct Registration {
     /// it arrived) and from each REGISTER that got no answer at all (processed, if at all,
     /// by its last retransmission).
     could_live_until: UnixMillis,
-    /// The bound of the REGISTER in flight, until its answer replaces it.
-    pending: Option<UnixMillis>,
+    /// The bounds of the REGISTERs in flight, by CSeq, until their answers replace them (a
+    /// refresh may go while an earlier REGISTER still retransmits).
+    pending: BTreeMap<u32, UnixMillis>,
     /// A de-REGISTER is in flight.
     deregistering: bool,
 }
@@ -221,6 +233,8 @@ pub struct Ua {
     ok_copies: BTreeMap<String, Vec<u64>>,
     reg: Registration,
     limits: Limits,
+    /// Requests in a dialog sent to more than one node (cluster only).
+    resent: failover::Resent,
 }
 
 fn contact_uri(cfg: &UaConfig) -> String {
@@ -300,6 +314,7 @@ impl Ua {
             ok_copies: BTreeMap::new(),
             reg: Registration::default(),
             limits: Limits::default(),
+            resent: Default::default(),
             cfg,
         };
         ua.reg.call_id = ua.ids.call_id();
@@ -344,6 +359,15 @@ impl Ua {
         Peer {
             transport: Transport::Udp,
             addr: self.cfg.home,
+        }
+    }
+
+    /// Where requests in call `id`'s dialog go: its current node.
+    fn proxy_of(&self, id: &str) -> Peer {
+        let i = self.calls.get(id).map_or(0, |c| c.proxy);
+        Peer {
+            transport: Transport::Udp,
+            addr: self.cfg.proxies.get(i).copied().unwrap_or(self.cfg.home),
         }
     }
 
@@ -400,6 +424,23 @@ impl Ua {
     }
 
     fn send_request(&mut self, req: Request, purpose: Purpose) {
+        let in_dialog = match &purpose {
+            Purpose::Reinvite(id) | Purpose::Info(id, _) | Purpose::Bye(id) => Some(id.clone()),
+            _ => None,
+        };
+        let Some(id) = in_dialog else {
+            let home = self.home();
+            self.send_to(req, purpose, home);
+            return;
+        };
+        if self.cfg.failover_ms.is_some() {
+            return self.send_in_dialog(id, req, purpose);
+        }
+        let to = self.proxy_of(&id);
+        self.send_to(req, purpose, to);
+    }
+
+    fn send_to(&mut self, req: Request, purpose: Purpose, to: Peer) -> Option<TxKey> {
         let h = &req.headers;
         let branch = top_branch(h).unwrap_or_default();
         let cseq = h.get("CSeq").and_then(CSeq::parse).map_or(0, |c| c.seq);
@@ -415,11 +456,15 @@ impl Ua {
                 final_: None,
             },
         );
-        match self.tx.send_request(req, self.home(), now_ms()) {
+        match self.tx.send_request(req, to, now_ms()) {
             Ok(key) => {
-                self.purposes.insert(key, purpose);
+                self.purposes.insert(key.clone(), purpose);
+                Some(key)
             }
-            Err(e) => self.violation(format_args!("own request refused: {e:?}")),
+            Err(e) => {
+                self.violation(format_args!("own request refused: {e:?}"));
+                None
+            }
         }
     }
 }

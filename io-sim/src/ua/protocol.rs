@@ -10,6 +10,13 @@ impl Ua {
             &self.who,
             format_args!("< {} {}", a.from, summary(&a.bytes)),
         );
+        if self.ledger.must_be_silent(a.from.ip(), sim_ms()) {
+            self.violation(format_args!(
+                "{} sent {} while cut off from the store past its lease (fence)",
+                a.from,
+                first_line(&a.bytes)
+            ));
+        }
         let msg = match parse_and_validate(&a.bytes, &self.limits) {
             Ok(m) => m,
             Err(e) => {
@@ -21,9 +28,10 @@ impl Ua {
             }
         };
         match &msg {
-            SipMessage::Response(r) => self.check_response(r, a.duplicate),
+            SipMessage::Response(r) => self.check_response(r, a.duplicate, a.from),
             SipMessage::Request(r) => self.check_request(r, a.duplicate),
         }
+        self.follow(&msg, a.from);
         self.tx.handle_message(
             msg,
             Peer {
@@ -34,11 +42,33 @@ impl Ua {
         );
     }
 
+    /// In a cluster the node that speaks for a call (its requests in the dialog, its 2xx
+    /// retransmissions) is the one that holds it now: the call's later requests and ACKs
+    /// go there, as they would to a balancer that routes by the node's token.
+    fn follow(&mut self, msg: &SipMessage, from: SocketAddr) {
+        if self.cfg.failover_ms.is_none() {
+            return;
+        }
+        let Some(i) = self.cfg.proxies.iter().position(|p| *p == from) else {
+            return;
+        };
+        let h = match msg {
+            SipMessage::Request(r) => &r.headers,
+            SipMessage::Response(r) => &r.headers,
+        };
+        if let Some(c) = h.get("Call-ID").and_then(|id| self.calls.get_mut(id)) {
+            c.proxy = i;
+        }
+    }
+
     pub(super) fn on_event(&mut self, e: TxEvent) {
         let now = now_ms();
         match e {
             TxEvent::Request { key, request, .. } => self.on_request(key, request, now),
             TxEvent::Response { key, response } => {
+                if !self.copy_response(&key, &response, now) {
+                    return;
+                }
                 let purpose = self.purposes.get(&key).cloned();
                 if key.method == Method::Invite {
                     let id = format!("{} {}", self.who, key.branch);
@@ -72,11 +102,15 @@ impl Ua {
             }
             TxEvent::Ack { request, .. } => self.on_ack(&request),
             TxEvent::Timeout { key, .. } | TxEvent::TransportError { key } => {
+                if !self.copy_failed(&key, now) {
+                    return;
+                }
                 let purpose = self.purposes.get(&key).cloned();
                 self.on_failure(purpose, now);
             }
             TxEvent::Terminated { key } => {
                 self.purposes.remove(&key);
+                self.copy_ended(&key);
                 let id = format!("{} {}", self.who, key.branch);
                 self.ledger.lock().proceeding.remove(&id);
             }
@@ -101,15 +135,15 @@ impl Ua {
         });
         if let Some(ack) = ack {
             self.tx
-                .send_stateless(&SipMessage::Request(ack), self.home(), false);
+                .send_stateless(&SipMessage::Request(ack), self.proxy_of(id), false);
         }
     }
 
     pub(super) fn on_failure(&mut self, purpose: Option<Purpose>, now: UnixMillis) {
         match purpose {
-            Some(Purpose::Register { .. }) => {
+            Some(Purpose::Register { cseq, .. }) => {
                 // No answer: it may have been processed all the same.
-                if let Some(latest) = self.reg.pending.take() {
+                if let Some(latest) = self.reg.pending.remove(&cseq) {
                     self.reg.could_live_until = self.reg.could_live_until.max(latest);
                 }
                 self.at(now + 5_000, Action::Register);
@@ -164,7 +198,7 @@ impl Ua {
             .map_or(0, |c| c.seq);
         if let Some(ack) = c.acks.get(&cseq).cloned() {
             self.tx
-                .send_stateless(&SipMessage::Request(ack), self.home(), false);
+                .send_stateless(&SipMessage::Request(ack), self.proxy_of(id), false);
             return;
         }
         let Some(ack) = self.request_in_dialog(id, Method::Ack, cseq) else {
@@ -174,7 +208,7 @@ impl Ua {
             c.acks.insert(cseq, ack.clone());
         }
         self.tx
-            .send_stateless(&SipMessage::Request(ack), self.home(), false);
+            .send_stateless(&SipMessage::Request(ack), self.proxy_of(id), false);
     }
 
     pub(super) fn on_response(
@@ -185,9 +219,13 @@ impl Ua {
     ) {
         let code = resp.code;
         match purpose {
-            Some(Purpose::Register { requested, sent_at }) if code >= 200 => {
+            Some(Purpose::Register {
+                requested,
+                sent_at,
+                cseq,
+            }) if code >= 200 => {
                 // Answered: a 200 says what the binding is (below); a refusal changed nothing.
-                self.reg.pending = None;
+                self.reg.pending.remove(&cseq);
                 self.on_register_answer(&resp, requested, sent_at, now)
             }
             Some(Purpose::Deregister) if code >= 200 => self.on_deregister_answer(&resp, now),

@@ -25,7 +25,7 @@ impl Ua {
     /// be taken for this one's).
     pub(super) fn deregister(&mut self, star: bool) {
         let now = now_ms();
-        if self.reg.pending.is_some() || self.reg.deregistering {
+        if !self.reg.pending.is_empty() || self.reg.deregistering {
             return self.at(now + 1_000, Action::Deregister);
         }
         let mut r = self.register_request();
@@ -89,10 +89,11 @@ impl Ua {
             );
             // Processed at the latest when its last retransmission arrives (64·T1).
             let latest = now + self.timers_cfg.t1 * 64 + u64::from(e) * 1000;
-            self.reg.pending = Some(latest);
+            self.reg.pending.insert(self.reg.cseq, latest);
             Purpose::Register {
                 requested: e,
                 sent_at: now,
+                cseq: self.reg.cseq,
             }
         };
         self.send_request(r, purpose);
@@ -164,7 +165,7 @@ impl Ua {
             .iter()
             .any(|(answered, until)| *answered < sent_at && *until > now + bound);
         // None lives on after its expiry: nothing we asked for could still be alive.
-        let must_not = self.reg.could_live_until + bound < sent_at && self.reg.pending.is_none();
+        let must_not = self.reg.could_live_until + bound < sent_at && self.reg.pending.is_empty();
         self.ledger
             .lock()
             .regs

@@ -203,6 +203,7 @@ impl Ua {
                     l.vanished_at = Some(at);
                 });
             }
+            Action::Failover(key) => self.fail_over(&key, "no answer"),
             Action::Resend2xx(id) => {
                 let Some(c) = self.calls.get_mut(&id) else {
                     return;

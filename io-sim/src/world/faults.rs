@@ -12,8 +12,12 @@ pub enum Trigger {
     Ringing { after_ms: u64 },
     /// As soon as some call is confirmed, after this time.
     InCall { after_ms: u64 },
+    /// As soon as a call whose caller's home is `node` is confirmed, after this time.
+    InCallOn { node: usize, after_ms: u64 },
     /// As soon as a re-INVITE is in progress, after this time.
     Reinvite { after_ms: u64 },
+    /// As soon as a re-INVITE is in progress in a call whose caller's home is `node`.
+    ReinviteOn { node: usize, after_ms: u64 },
 }
 
 /// One fault of a plan. Durations are drawn from the ranges with the run's seed.
@@ -43,6 +47,14 @@ pub enum Fault {
     /// The store loses every record: a disaster Drongo cannot survive, used to show that
     /// the invariants notice lost state.
     WipeStore { when: Trigger },
+    /// Cut a cluster member off from the store and the other nodes (not from its user
+    /// agents) for a while, then heal it: past its lease it must be silent, its calls are
+    /// adopted, and it joins again with a new incarnation.
+    IsolateNode {
+        node: usize,
+        when: Trigger,
+        for_ms: (u64, u64),
+    },
     /// Cut a node off from every user agent (but not from the store), then heal it.
     PartitionNodeUas {
         node: usize,
@@ -50,6 +62,9 @@ pub enum Fault {
         for_ms: (u64, u64),
     },
 }
+
+/// What a trigger waits for.
+type Condition = Box<dyn Fn(&Ledger) -> bool + Send>;
 
 pub(super) struct FaultCtx {
     pub(super) trace: Trace,
@@ -63,6 +78,23 @@ pub(super) struct FaultCtx {
     pub(super) rng: ChaCha8Rng,
     /// The mutant of `WorldSpec::mutant_forget_calls`.
     pub(super) forget_calls: bool,
+    pub(super) lease_ttl_ms: u64,
+    /// Cluster members lose their leases in long store outages and isolations.
+    pub(super) cluster: bool,
+}
+
+impl FaultCtx {
+    /// A store outage or an isolation just healed: in a cluster the members cut off for
+    /// longer than their lease find it lost, and forget their transactions as a killed
+    /// node does (a BYE one had acted on then gets 481 from the call's adopter: the known
+    /// gap the continuity check excuses after kills, until ended calls leave tombstones).
+    fn leases_lost(&self, cut_ms: u64) {
+        // A renewal is due every third of the TTL and may take a while: an outage of half
+        // the TTL can outlast the last renewal's lease.
+        if self.cluster && cut_ms >= self.lease_ttl_ms / 2 {
+            self.ledger.lock().kills.push(sim_ms());
+        }
+    }
 }
 
 impl FaultCtx {
@@ -75,11 +107,17 @@ impl FaultCtx {
     }
 
     async fn wait_for(&self, when: Trigger) -> bool {
-        let (after, cond): (u64, fn(&Ledger) -> bool) = match when {
-            Trigger::At(t) => (t, |_| true),
-            Trigger::Ringing { after_ms } => (after_ms, Ledger::any_ringing),
-            Trigger::InCall { after_ms } => (after_ms, |l| l.confirmed_calls() > 0),
-            Trigger::Reinvite { after_ms } => (after_ms, Ledger::any_reinvite),
+        let (after, cond): (u64, Condition) = match when {
+            Trigger::At(t) => (t, Box::new(|_| true)),
+            Trigger::Ringing { after_ms } => (after_ms, Box::new(Ledger::any_ringing)),
+            Trigger::InCall { after_ms } => (after_ms, Box::new(|l| l.confirmed_calls() > 0)),
+            Trigger::InCallOn { node, after_ms } => {
+                (after_ms, Box::new(move |l| l.confirmed_calls_on(node) > 0))
+            }
+            Trigger::Reinvite { after_ms } => (after_ms, Box::new(Ledger::any_reinvite)),
+            Trigger::ReinviteOn { node, after_ms } => {
+                (after_ms, Box::new(move |l| l.any_reinvite_on(node)))
+            }
         };
         let now = sim_ms();
         if after > now {
@@ -107,6 +145,23 @@ impl FaultCtx {
         others: &[NodeId],
         what: &str,
     ) {
+        self.partition_with(who, node, when, for_ms, others, what, || {}, || {})
+            .await
+    }
+
+    /// `partition`, calling `cut` and `healed` when it is cut and healed.
+    #[allow(clippy::too_many_arguments)]
+    async fn partition_with(
+        &mut self,
+        who: &str,
+        node: usize,
+        when: Trigger,
+        for_ms: (u64, u64),
+        others: &[NodeId],
+        what: &str,
+        cut: impl FnOnce(),
+        healed: impl FnOnce(),
+    ) {
         self.wait(when).await;
         let d = draw(&mut self.rng, for_ms);
         let Some(id) = self.nodes.get(node).copied() else {
@@ -121,11 +176,13 @@ impl FaultCtx {
             net.clog_link(id, *other);
             net.clog_link(*other, id);
         }
+        cut();
         madsim::time::sleep(Duration::from_millis(d)).await;
         for other in others {
             net.unclog_link(id, *other);
             net.unclog_link(*other, id);
         }
+        healed();
         self.trace.log(who, "heals the partition");
     }
 
@@ -202,6 +259,7 @@ impl FaultCtx {
                 self.server.set_faults(|f| f.unavailable = true);
                 madsim::time::sleep(Duration::from_millis(d)).await;
                 self.server.set_faults(|f| f.unavailable = false);
+                self.leases_lost(d);
                 self.trace.log(&who, "store available");
             }
             Fault::StoreAmbiguous { when, for_ms, rate } => {
@@ -227,6 +285,45 @@ impl FaultCtx {
             Fault::WipeStore { when } => {
                 self.wait(when).await;
                 self.erase(&who, "").await;
+            }
+            Fault::IsolateNode { node, when, for_ms } => {
+                let mut others = vec![self.store];
+                others.extend(
+                    self.nodes
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| *i != node)
+                        .map(|(_, id)| *id),
+                );
+                // Silent from one lease after the cut (its last renewal came before) until
+                // the heal (it then finds its lease gone and joins again).
+                let ip = node_ip(node);
+                let ttl = self.lease_ttl_ms;
+                let ledger = self.ledger.clone();
+                let cut = move || {
+                    let start = sim_ms() + ttl;
+                    ledger.lock().silent.push((ip, start, None));
+                };
+                let ledger = self.ledger.clone();
+                let healed = move || {
+                    let now = sim_ms();
+                    let mut l = ledger.lock();
+                    for w in l.silent.iter_mut().filter(|w| w.0 == ip) {
+                        w.2.get_or_insert(now);
+                    }
+                    l.kills.push(now);
+                };
+                self.partition_with(
+                    &who,
+                    node,
+                    when,
+                    for_ms,
+                    &others,
+                    "the store and the other nodes",
+                    cut,
+                    healed,
+                )
+                .await;
             }
             Fault::PartitionNodeUas { node, when, for_ms } => {
                 let uas = self.uas.clone();

@@ -45,6 +45,10 @@ pub struct WorldSpec {
     /// Node clocks differ from the true time by at most this.
     pub skew_bound_ms: u64,
     pub session_expires_secs: u64,
+    /// The nodes form a cluster (membership under leases, any node serves any call, a dead
+    /// member's calls adopted); user agents fail over between nodes in a dialog.
+    pub cluster: bool,
+    pub lease_ttl_ms: u64,
     pub faults: Vec<Fault>,
     /// How long the world runs on after the workload before the invariants are checked;
     /// `None`: long enough for every call to end by its session timer.
@@ -61,6 +65,8 @@ pub struct WorldSpec {
     pub mutant_keep_bindings: bool,
     /// A mutant node whose T1 is twice the RFC's: its retransmissions come late.
     pub mutant_slow_retransmissions: bool,
+    /// A mutant cluster member whose lease does not silence it (its writes stay fenced).
+    pub mutant_unfenced: bool,
 }
 
 impl Default for WorldSpec {
@@ -76,6 +82,8 @@ impl Default for WorldSpec {
             store_latency_ms: (0, 2),
             skew_bound_ms: 0,
             session_expires_secs: 60,
+            cluster: false,
+            lease_ttl_ms: 2_000,
             faults: Vec::new(),
             settle_ms: None,
             mutant_forget_calls: false,
@@ -83,6 +91,7 @@ impl Default for WorldSpec {
             mutant_ignore_cancel: false,
             mutant_keep_bindings: false,
             mutant_slow_retransmissions: false,
+            mutant_unfenced: false,
         }
     }
 }
@@ -96,6 +105,7 @@ impl WorldSpec {
                 Fault::StoreUnavailable { .. }
                     | Fault::StoreAmbiguous { .. }
                     | Fault::PartitionNodeStore { .. }
+                    | Fault::IsolateNode { .. }
             )
         })
     }
@@ -115,6 +125,10 @@ pub struct Outcome {
     pub sim_ms: u64,
     pub wall_ms: u64,
 }
+
+/// How long a user agent in a cluster waits for any answer to a request in a dialog
+/// before it sends it to the next node (a phone's server failover timer).
+const FAILOVER_MS: u64 = 1_000;
 
 fn store_addr() -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), STORE_PORT)
@@ -268,6 +282,7 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
         ..Config::default()
     };
     core.registrar.min_expires = 30;
+    core.cluster.lease_ttl_ms = spec.lease_ttl_ms;
     core.auth_required = spec.mutant_refuse_all;
     if spec.mutant_slow_retransmissions {
         core.timers.t1 *= 2;
@@ -276,6 +291,7 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
     for i in 0..spec.nodes {
         let (book, trace, core) = (book.clone(), trace.clone(), core.clone());
         let history = history.clone();
+        let (cluster, unfenced) = (spec.cluster, spec.mutant_unfenced);
         let name = format!("drongo{}", i + 1);
         let who = name.clone();
         let node = handle
@@ -297,7 +313,8 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
                     seed: seed ^ ((i as u64 + 1) << 48) ^ (incarnation << 32),
                     clock: Clock { offset_ms: offset },
                     queue: RunConfig::QUEUE,
-                    cluster: false,
+                    cluster,
+                    unfenced,
                 };
                 let (trace, who, history) = (trace.clone(), who.clone(), history.clone());
                 async move {
@@ -329,6 +346,10 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
             user: format!("u{}", i + 1),
             addr: SocketAddr::new(ua_ip(i), 5060),
             home: SocketAddr::new(node_ip(home), 5060),
+            proxies: (0..spec.nodes)
+                .map(|k| SocketAddr::new(node_ip((home + k) % spec.nodes), 5060))
+                .collect(),
+            failover_ms: spec.cluster.then_some(FAILOVER_MS),
             node_id: 100 + i as u16,
             seed: rng.next_u64(),
             link: spec.link,
@@ -350,6 +371,7 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
             .name(cfg.name.clone())
             .ip(ua_ip(i))
             .build();
+        ledger.lock().homes.insert(cfg.name.clone(), home);
         node.spawn(Ua::run(cfg, trace.clone(), ledger.clone(), rx));
         uas.push((node.id(), tx));
         homes.push(home);
@@ -371,6 +393,8 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
             skew: spec.skew_bound_ms,
             rng: fault_rng,
             forget_calls: spec.mutant_forget_calls,
+            lease_ttl_ms: spec.lease_ttl_ms,
+            cluster: spec.cluster,
         };
         let fault = fault.clone();
         fault_tasks.push(tokio::task::spawn(async move {
@@ -410,10 +434,11 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
         .unwrap_or(spec.session_expires_secs * 1000 + 64 * t1 + 20_000);
     trace.log("world", "workload done; settling");
     madsim::time::sleep(Duration::from_millis(settle)).await;
+    // Kills and isolations end transactions without a final response (they are node-local).
     let kills = spec
         .faults
         .iter()
-        .any(|f| matches!(f, Fault::KillNode { .. }));
+        .any(|f| matches!(f, Fault::KillNode { .. } | Fault::IsolateNode { .. }));
     let ops = history.ops();
     // Call records a write was acknowledged to have created.
     let stored = ops

@@ -114,7 +114,7 @@ mod runner {
                 .filter(|f| !f.is_empty())
                 .map(|f| f.parse().ok())
                 .collect::<Option<Vec<u64>>>()?;
-            let mut a = [0u64; 14];
+            let mut a = [0u64; 15];
             for x in &mut a {
                 *x = w.next()?.parse().ok()?;
             }
@@ -260,6 +260,14 @@ mod runner {
     }
 
     pub fn main() -> ExitCode {
+        // The nodes' own log lines, for reading a failing seed: `RUST_LOG=warn drongo-sim
+        // run …` (stderr; off unless asked for, so a sweep stays quiet and fast).
+        if std::env::var_os("RUST_LOG").is_some() {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_writer(std::io::stderr)
+                .init();
+        }
         let args: Vec<String> = std::env::args().skip(1).collect();
         let Some(cmd) = args.first() else {
             return usage();
