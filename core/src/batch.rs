@@ -44,6 +44,11 @@ pub enum WriteError {
     Ambiguous,
     /// The store refused the write for good.
     Fatal,
+    /// Not tried: the node's cluster lease did not hold (or the batch was of an earlier
+    /// incarnation). The node may no longer own the call, so it decides nothing about
+    /// it: it lets go of the call without a word and loads it again once it is a member
+    /// in good standing (`Node::handle_members`).
+    Fenced,
 }
 
 /// Whether a failed write holds back its batch's transmits.

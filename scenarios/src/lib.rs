@@ -114,6 +114,11 @@ pub fn all() -> Vec<Scenario> {
             about: "a cluster of three: a node is cut off from the store and its peers (not its phones) past its lease: it must go silent",
             spec: paused_owner,
         },
+        Scenario {
+            name: "cluster-chaos",
+            about: "a cluster of three on a lossy network: kills, an isolated node and a store outage in one run",
+            spec: cluster_chaos,
+        },
     ]
 }
 
@@ -398,4 +403,44 @@ fn paused_owner() -> WorldSpec {
         },
         for_ms: (3_000, 15_000),
     }])
+}
+
+fn cluster_chaos() -> WorldSpec {
+    WorldSpec {
+        link: LinkFaults {
+            loss: 0.03,
+            duplicate: 0.02,
+            jitter_ms: 50,
+        },
+        ..cluster(vec![
+            Fault::KillNode {
+                node: 1,
+                when: Trigger::InCallOn {
+                    node: 1,
+                    after_ms: 10_000,
+                },
+                down_ms: (500, 10_000),
+            },
+            Fault::IsolateNode {
+                node: 0,
+                when: Trigger::InCallOn {
+                    node: 0,
+                    after_ms: 30_000,
+                },
+                for_ms: (2_000, 10_000),
+            },
+            Fault::StoreUnavailable {
+                when: Trigger::At(45_000),
+                for_ms: (300, 1_500),
+            },
+            Fault::KillNode {
+                node: 2,
+                when: Trigger::InCallOn {
+                    node: 2,
+                    after_ms: 50_000,
+                },
+                down_ms: (500, 10_000),
+            },
+        ])
+    }
 }

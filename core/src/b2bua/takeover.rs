@@ -29,6 +29,11 @@ impl B2bua {
         self.calls.get(id).is_some()
     }
 
+    /// Forgets call `id` without a word (a write of it was fenced).
+    pub(crate) fn let_go(&mut self, s: &mut Sink, id: &str) {
+        self.drop_quietly(s, id, &[]);
+    }
+
     /// Forgets every call without a word (the node lost its lease: any of them may have
     /// been taken over meanwhile); returns their ids, to be loaded again.
     pub(crate) fn forget_all(&mut self, s: &mut Sink) -> Vec<String> {

@@ -39,6 +39,10 @@ pub(super) struct Membership {
     tried: BTreeMap<String, BTreeSet<String>>,
     /// Owner index prefixes to scan (for `Node::poll_scan`): members that left.
     to_scan: Vec<String>,
+    /// Calls let go of because a write was fenced: loaded again at the next member list
+    /// (after a rejoin, or once the lease holds again). Their records are left alone
+    /// meanwhile.
+    pub(super) suspended: BTreeSet<String>,
 }
 
 impl Node {
@@ -69,8 +73,13 @@ impl Node {
             for id in self.b2bua.forget_all(&mut self.sink) {
                 self.load(call_key(&id), &id);
             }
-            self.flush();
         }
+        for id in std::mem::take(&mut self.cluster.suspended) {
+            if !self.b2bua.holds(&id) && !self.cluster.loading.values().any(|c| *c == id) {
+                self.load(call_key(&id), &id);
+            }
+        }
+        self.flush();
     }
 
     /// The next store key to read for a waiting request; the runtime answers with
@@ -123,13 +132,15 @@ impl Node {
         }
     }
 
-    /// Calls being read from the store (a sweep leaves their records alone).
-    pub(super) fn loading_calls(&self) -> BTreeSet<&str> {
+    /// Calls being read from the store or let go of after a fenced write: a sweep or a
+    /// read-back leaves their records alone.
+    pub(super) fn loading_calls(&self) -> BTreeSet<String> {
         self.cluster
             .loading
             .values()
             .chain(self.cluster.waiting.keys())
-            .map(String::as_str)
+            .chain(&self.cluster.suspended)
+            .cloned()
             .collect()
     }
 

@@ -61,6 +61,9 @@ impl Node {
             return;
         };
         self.sink.metrics.store_failures += errors.len() as u64;
+        if !errors.is_empty() && errors.iter().all(|(_, e)| *e == WriteError::Fenced) {
+            return self.fenced(&sent);
+        }
         if !sent.held_by(errors) {
             // The transmits went out: only the read-back has something to settle.
             return;
@@ -110,6 +113,27 @@ impl Node {
         self.flush();
     }
 
+    /// A batch the runtime did not write because the node's lease did not hold: nothing
+    /// of it left. Its calls are let go of without a word (another member may own them
+    /// by now) and loaded again later; its transactions are given up (a request's sender
+    /// retransmits it).
+    fn fenced(&mut self, sent: &crate::batch::Sent) {
+        for origin in &sent.transmits {
+            if let Origin::Response(key, _) | Origin::Request(key) = origin {
+                self.sink.tx.abandon(key);
+            }
+        }
+        for (key, _) in &sent.writes {
+            if let Some(Key::Call(call)) = Key::parse(key) {
+                if self.b2bua.holds(call) {
+                    self.b2bua.let_go(&mut self.sink, call);
+                    self.cluster.suspended.insert(call.to_string());
+                }
+            }
+        }
+        self.flush();
+    }
+
     /// What the store holds at `key`, read back after a write to it failed: the registrar
     /// takes the stored bindings (or none) as the truth, and a call record that outlived
     /// its call is deleted.
@@ -126,13 +150,14 @@ impl Node {
                 Some(r) => self.registrar.restore(r),
                 None => self.registrar.forget(aor),
             },
+            Some(Key::Call(id)) if self.cluster.suspended.contains(id) => {}
             Some(Key::Call(id)) => self.b2bua.read_back(&mut self.sink, key, id, record, now),
             // An A-leg index that outlived its call (its delete failed): deleted.
             Some(Key::Leg(_)) => {
                 let held = record
                     .as_ref()
                     .and_then(|r| std::str::from_utf8(&r.value).ok())
-                    .is_some_and(|id| self.b2bua.holds(id));
+                    .is_some_and(|id| self.b2bua.holds(id) || self.cluster.suspended.contains(id));
                 if let Some(r) = record.filter(|_| !held) {
                     self.sink.writes.push(crate::store::StoreWrite::Delete {
                         key: key.to_string(),
@@ -152,11 +177,7 @@ impl Node {
     /// does any other write the node gave up on.
     pub fn handle_sweep(&mut self, now: UnixMillis, records: &[StoredRecord]) {
         self.now = now;
-        let loading: std::collections::BTreeSet<String> = self
-            .loading_calls()
-            .into_iter()
-            .map(str::to_string)
-            .collect();
+        let loading = self.loading_calls();
         for r in records.iter().filter(|r| r.is_live(now)) {
             if let Some(Key::Call(id)) = Key::parse(&r.key) {
                 if !loading.contains(id) {

@@ -22,7 +22,7 @@ use super::transport::Sender;
 use super::Clock;
 use crate::store::{apply_resolved, Store, StoreError};
 use drongo_core::node::{Batch, BatchId, Input, WriteError};
-use drongo_core::store::StoreWrite;
+use drongo_core::store::{Key, StoreWrite};
 use drongo_core::transaction::Transmit;
 use drongo_core::UnixMillis;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -47,6 +47,8 @@ struct Done {
     id: u64,
     batches: Vec<Batch>,
     results: Vec<Result<(), StoreError>>,
+    /// Nothing was written: the lease did not hold.
+    fenced: bool,
 }
 
 struct Committer<S> {
@@ -163,7 +165,7 @@ impl<S: Store + Clone> Committer<S> {
         }
         if !b.writes.is_empty() {
             let errors = (0..b.writes.len())
-                .map(|i| (i, WriteError::Unavailable))
+                .map(|i| (i, WriteError::Fenced))
                 .collect();
             let _ = self.results.send(Input::CommitFailed { id: b.id, errors });
         } else if b.report {
@@ -245,6 +247,7 @@ impl<S: Store + Clone> Committer<S> {
                 .flat_map(|b| b.writes.iter().cloned())
                 .collect();
             let fenced = fence.as_ref().filter(|l| !l.holds());
+            let was_fenced = fenced.is_some() && !writes.is_empty();
             let results = if writes.is_empty() {
                 Vec::new()
             } else if let Some(lease) = fenced {
@@ -259,6 +262,7 @@ impl<S: Store + Clone> Committer<S> {
                 id,
                 batches: group,
                 results,
+                fenced: was_fenced,
             });
         });
     }
@@ -298,8 +302,14 @@ impl<S: Store + Clone> Committer<S> {
                 }
                 continue;
             }
-            // Whatever failed is read back, so that the node learns what the store holds.
+            // Whatever failed is read back, so that the node learns what the store holds
+            // (after a fenced commit only bindings: nothing was tried, and the calls wait
+            // to be loaded again).
             for (_, w, _) in &failed {
+                let binding = matches!(Key::parse(w.key()), Some(Key::Reg(_)));
+                if done.fenced && !binding {
+                    continue;
+                }
                 tokio::task::spawn(read_back(
                     self.store.clone(),
                     w.key().to_string(),
@@ -310,7 +320,19 @@ impl<S: Store + Clone> Committer<S> {
             // A message may reveal only state that is durable; the core says which failed
             // writes its transmits reveal.
             let held = batch.held_by(failed.iter().map(|(_, w, _)| *w));
-            let errors = failed.iter().map(|(i, _, e)| (*i, kind(e))).collect();
+            let errors = failed
+                .iter()
+                .map(|(i, _, e)| {
+                    (
+                        *i,
+                        if done.fenced {
+                            WriteError::Fenced
+                        } else {
+                            kind(e)
+                        },
+                    )
+                })
+                .collect();
             if held {
                 let errors: Vec<&StoreError> = failed.iter().map(|(_, _, e)| *e).collect();
                 warn!(

@@ -358,8 +358,16 @@ async fn keep<S: Store>(
 ) {
     let ttl = lease.ttl;
     let mut lost = false;
+    // After a renewal that did not get through, the next goes sooner: a store that is
+    // back before the record runs out keeps the lease.
+    let mut failed = false;
     loop {
-        let wait = if lost { ttl / 2 } else { ttl / 3 };
+        let wait = match (lost, failed) {
+            (true, _) => ttl / 2,
+            (false, true) => ttl / 10,
+            (false, false) => ttl / 3,
+        };
+        failed = false;
         tokio::time::sleep(Duration::from_millis(wait)).await;
         if lost {
             match join(&store, &me, clock, ttl, &lease).await {
@@ -389,7 +397,10 @@ async fn keep<S: Store>(
             }
             Ok(Some(Err(StoreError::Conflict))) => {}
             // Unavailable: try again soon; the fence closes by itself if this goes on.
-            Ok(Some(Err(StoreError::Retryable(_)))) | Err(StoreError::Retryable(_)) => continue,
+            Ok(Some(Err(StoreError::Retryable(_)))) | Err(StoreError::Retryable(_)) => {
+                failed = true;
+                continue;
+            }
             // Ambiguous or other: look at what the store holds.
             _ => {}
         }
@@ -406,6 +417,8 @@ async fn keep<S: Store>(
                 if r.version == version + 1 {
                     version += 1;
                     lease.valid_until.store(sent + ttl, Ordering::Release);
+                } else {
+                    failed = true;
                 }
             }
             Ok(_) => {
@@ -418,7 +431,7 @@ async fn keep<S: Store>(
                 );
                 lost = true;
             }
-            Err(_) => {}
+            Err(_) => failed = true,
         }
     }
 }

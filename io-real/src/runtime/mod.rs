@@ -201,12 +201,18 @@ pub async fn run<S: Store + Clone>(
     tokio::pin!(shutdown);
     let mut draining_since: Option<UnixMillis> = None;
     let mut members_seen = None;
+    let mut lease_held = true;
     loop {
         // The cluster's members, when they changed (the core serves and takes over calls
         // by them); the reads the node asks for (calls it does not hold).
         if let Some(lease) = &lease {
             let g = lease.generation();
-            if members_seen != Some(g) {
+            // The lease holding again (after a lapse it survived) also tells the node, which
+            // then loads the calls it let go of while fenced.
+            let holds = lease.holds();
+            let regained = holds && !lease_held;
+            lease_held = holds;
+            if members_seen != Some(g) || regained {
                 members_seen = Some(g);
                 let (incarnation, members) = lease.view();
                 let input = Input::Members {
