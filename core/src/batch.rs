@@ -72,7 +72,7 @@ impl Batch {
     /// transmits reveal it.
     pub fn held_by<'a>(&self, failed: impl IntoIterator<Item = &'a StoreWrite>) -> bool {
         failed.into_iter().any(|w| {
-            let put = matches!(w, StoreWrite::Put { .. });
+            let put = w.is_state_put();
             holds(self.reveals_deletes, put)
         })
     }
@@ -82,7 +82,8 @@ impl Batch {
 /// it without its bytes.
 #[derive(Debug, Clone)]
 pub(crate) struct Sent {
-    /// Each write's key and whether it is a put, in the batch's order.
+    /// Each write's key and whether it stores state ([`StoreWrite::is_state_put`]), in
+    /// the batch's order.
     pub(crate) writes: Vec<(String, bool)>,
     /// Each transmit's origin.
     pub(crate) transmits: Vec<Origin>,
@@ -178,7 +179,7 @@ impl Ledger {
             writes: b
                 .writes
                 .iter()
-                .map(|w| (w.key().to_string(), matches!(w, StoreWrite::Put { .. })))
+                .map(|w| (w.key().to_string(), w.is_state_put()))
                 .collect(),
             transmits: b.transmits.iter().map(|t| t.origin.clone()).collect(),
             reveals_deletes: b.reveals_deletes,

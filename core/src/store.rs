@@ -26,6 +26,22 @@ pub enum StoreWrite {
 }
 
 impl StoreWrite {
+    /// Whether this write stores state that a message may reveal (durable before
+    /// visible): every put but a tombstone's. A tombstone (an expiring call or A-leg
+    /// record, `b2bua::tombstone`) is best effort: the BYEs of its call leave whether or
+    /// not it was written.
+    pub fn is_state_put(&self) -> bool {
+        match self {
+            StoreWrite::Put {
+                key, expires_at, ..
+            } => {
+                let call = key.starts_with(CALL_PREFIX) || key.starts_with(LEG_PREFIX);
+                !(call && expires_at.is_some())
+            }
+            StoreWrite::Delete { .. } => false,
+        }
+    }
+
     pub fn key(&self) -> &str {
         match self {
             StoreWrite::Put { key, .. } | StoreWrite::Delete { key, .. } => key,

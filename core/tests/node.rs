@@ -37,7 +37,7 @@ fn call_register_answer_ack_bye_leaves_no_state() {
     assert!(store.keys().any(|k| k.starts_with("call/")));
     assert!(answer_byes(&mut n, &mut store, &out, T0 + 6_100).is_empty());
     assert_eq!(n.active_calls(), 0);
-    assert!(!store.keys().any(|k| k.starts_with("call/")));
+    assert_eq!(calls_left(&store), 0);
     assert_eq!(n.metrics().calls_answered, 1);
 }
 
@@ -74,7 +74,7 @@ fn unacked_2xx_is_retransmitted_then_both_legs_get_bye() {
         ]
     );
     answer_byes(&mut n, &mut store, &all, T0 + 32_100);
-    assert!(store.keys().all(|k| !k.starts_with("call/")));
+    assert_eq!(calls_left(&store), 0);
 }
 
 #[test]
@@ -97,7 +97,7 @@ fn confirmed_call_survives_a_restart_and_ends_with_bye_from_the_callee() {
     );
     answer_byes(&mut n, &mut store, &out, T0 + 61_100);
     assert_eq!(n.active_calls(), 0);
-    assert!(store.keys().all(|k| !k.starts_with("call/")));
+    assert_eq!(calls_left(&store), 0);
 }
 
 #[test]
@@ -259,7 +259,14 @@ fn a_calls_last_delete_does_not_hold_back_what_its_batch_sends() {
         }
     }
     let batch = n.poll_batch().unwrap();
-    assert!(matches!(&batch.writes[..], [StoreWrite::Delete { .. }]));
+    // The record becomes a tombstone (it expires by itself), whose write holds nothing.
+    assert!(matches!(
+        &batch.writes[..],
+        [StoreWrite::Put {
+            expires_at: Some(_),
+            ..
+        }]
+    ));
     assert!(!batch.held_by(&batch.writes));
 }
 
@@ -272,7 +279,7 @@ fn call_record_left_by_a_failed_write_is_deleted_once_read_back() {
     let bye = from_a(&ok, "BYE", 2, "z9hG4bKa3");
     send(&mut n, T0 + 100, A, &bye);
     let out = run(&mut n, &mut store);
-    // The callee answers; the record's delete fails.
+    // The callee answers; the record's tombstone write fails.
     for (to, m) in &out {
         if let SipMessage::Request(r) = m {
             send(&mut n, T0 + 150, to, &ok_for(r));
@@ -280,8 +287,8 @@ fn call_record_left_by_a_failed_write_is_deleted_once_read_back() {
     }
     let batch = n.poll_batch().unwrap();
     let key = match &batch.writes[..] {
-        [StoreWrite::Delete { key, .. }] => key.clone(),
-        other => panic!("expected one delete, got {other:?}"),
+        [StoreWrite::Put { key, .. }] => key.clone(),
+        other => panic!("expected one tombstone, got {other:?}"),
     };
     fail(&mut n, T0 + 160, &batch);
     assert_eq!(n.active_calls(), 0);
@@ -322,9 +329,25 @@ fn bye_lost_with_a_dead_node_is_sent_by_the_restarted_one() {
     assert_eq!(lines(&out), ["127.0.0.1:5062 BYE sip:bob@127.0.0.1:5062"]);
     answer_byes(&mut n, &mut store, &out, T0 + 5_100);
     assert_eq!(n.active_calls(), 0);
-    assert!(store.keys().all(|k| !k.starts_with("call/")));
+    // The 200 to the caller's BYE may have died with the node: the record is now a
+    // tombstone that expires after 64·T1, not a call.
+    let calls: Vec<&StoredRecord> = store
+        .iter()
+        .filter(|(k, _)| k.starts_with("call/"))
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(calls.len(), 1);
+    let t1 = Config::default().timers.t1;
+    assert_eq!(calls[0].expires_at, Some(T0 + 5_100 + 64 * t1));
+    assert!(String::from_utf8_lossy(&calls[0].value).contains("\"ended\":true"));
     send(&mut n, T0 + 5_500, A, &bye);
     assert_eq!(lines(&run(&mut n, &mut store)), ["127.0.0.1:5061 200 OK"]);
+    // A node restarted once more has only the tombstone to go by: the BYE still gets 200.
+    let mut n = restarted(&store, 3, T0 + 6_000);
+    assert!(run(&mut n, &mut store).is_empty());
+    send(&mut n, T0 + 6_100, A, &bye);
+    assert_eq!(lines(&run(&mut n, &mut store)), ["127.0.0.1:5061 200 OK"]);
+    assert_eq!(n.active_calls(), 0);
 }
 
 #[test]
@@ -464,7 +487,7 @@ fn unanswered_bye_times_out_and_the_record_goes() {
         run(&mut n, &mut store);
     }
     assert_eq!(n.active_calls(), 0);
-    assert!(store.keys().all(|k| !k.starts_with("call/")));
+    assert_eq!(calls_left(&store), 0);
 }
 
 /// An ACK is never answered, however broken (here its To has an empty tag): found by the

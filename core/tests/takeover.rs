@@ -82,7 +82,8 @@ fn callers_bye_on_a_survivor_is_served_after_takeover() {
     let (mut store, call_key, _b_inv, ok) = call_on_node_1();
     // Node 1 is dead: node 2 is the only member left.
     let mut n2 = member(2, 5070, &[(2, 1)]);
-    send(&mut n2, T0 + 5_000, A, &from_a(&ok, "BYE", 2, "z9hG4bKbye"));
+    let bye = from_a(&ok, "BYE", 2, "z9hG4bKbye");
+    send(&mut n2, T0 + 5_000, A, &bye);
     assert!(
         run(&mut n2, &mut store).is_empty(),
         "nothing before the call is loaded"
@@ -106,8 +107,16 @@ fn callers_bye_on_a_survivor_is_served_after_takeover() {
         all.iter().any(|x| x == "127.0.0.1:5061 200 OK"),
         "the caller's BYE is answered 200: {all:?}"
     );
-    assert!(!store.contains_key(&call_key), "the call is over");
-    assert!(!store.contains_key("leg/callA"), "and its index with it");
+    assert_eq!(calls_left(&store), 0, "the call is over");
+    // Its record and A-leg index are a tombstone for 64·T1: the caller's BYE, sent again
+    // to any member after a lost 200, is answered 200 there too.
+    let expiring = |k: &str| store.get(k).is_some_and(|r| r.expires_at.is_some());
+    assert!(expiring(&call_key) && expiring("leg/callA"), "{store:?}");
+    let mut n3 = member(3, 5080, &[(2, 1), (3, 1)]);
+    send(&mut n3, T0 + 6_000, A, &bye);
+    assert!(run(&mut n3, &mut store).is_empty());
+    load_all(&mut n3, &store, T0 + 6_010);
+    assert_eq!(lines(&run(&mut n3, &mut store)), ["127.0.0.1:5061 200 OK"]);
 }
 
 #[test]

@@ -176,8 +176,6 @@ pub struct Inner {
     pub regs: BTreeMap<String, RegLedger>,
     /// What the user agents and faults did (the call outcomes are added at the end).
     pub counts: Counts,
-    /// When nodes were killed.
-    pub kills: Vec<u64>,
     /// INVITE transactions of the user agents that got a provisional response and no final
     /// one yet (an INVITE client transaction has no timer then): since when, what, the
     /// call's token, and whether it is the initial INVITE (not a re-INVITE).

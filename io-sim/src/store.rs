@@ -298,7 +298,12 @@ impl History {
     }
 }
 
-/// Whether `key`'s operations go into the history (records without leases only).
+/// How much earlier than its writer's clock says a record may expire for its readers (their
+/// clocks differ by up to twice the largest skew a scenario uses).
+const EXPIRY_SLACK_MS: u64 = 5_000;
+
+/// Whether `key`'s operations go into the history (call records, whose only expiry is a
+/// tombstone's, modelled as a delete).
 fn recorded(key: &str) -> bool {
     key.starts_with(drongo_core::store::CALL_PREFIX)
 }
@@ -424,6 +429,32 @@ impl Store for SimStore {
                 (i, self.history.push(op))
             })
             .collect();
+        // A put that expires (a call's tombstone) is removed by the store itself: that
+        // removal goes into the history as a delete that may happen any time from a little
+        // before the expiry (readers' clocks differ by up to the skew bound) on.
+        for w in &writes {
+            if let StoreWrite::Put {
+                key,
+                version,
+                expires_at: Some(at),
+                ..
+            } = w
+            {
+                if recorded(key) {
+                    let due = call + at.saturating_sub(now);
+                    self.history.push(lin::Op {
+                        key: key.clone(),
+                        call: due.saturating_sub(EXPIRY_SLACK_MS),
+                        ret: due,
+                        kind: lin::Kind::Write {
+                            expect: Some(*version),
+                            new: None,
+                            outcome: lin::Outcome::Ambiguous,
+                        },
+                    });
+                }
+            }
+        }
         let answer = match self.call(Op::Apply { writes, now }).await {
             Some(Ok(Answer::Applied(r))) => Ok(r),
             Some(Ok(_)) => Err(unexpected()),

@@ -108,6 +108,13 @@ impl Calls {
         }
     }
 
+    /// Keeps the dialogs of a stored tombstone until its end.
+    pub(crate) fn remember_tombstone(&mut self, t: &super::tombstone::Tombstone) {
+        for d in &t.dialogs {
+            self.ended.set(d, Some(t.until));
+        }
+    }
+
     /// Whether (Call-ID, local tag) is a dialog kept by `remember_ended` at `now`.
     pub(crate) fn was_ended(&self, call_id: &str, local_tag: &str, now: UnixMillis) -> bool {
         self.ended

@@ -14,6 +14,9 @@ mod invite;
 mod recovery;
 mod takeover;
 mod teardown;
+mod tombstone;
+
+pub(crate) use tombstone::Tombstone;
 mod wire;
 
 pub use call::{Call, CallState, CallTimer, Pending2xx, Relay, Side};

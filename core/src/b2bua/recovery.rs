@@ -13,6 +13,9 @@ impl B2bua {
     /// Loads a stored call (after a restart) with its deadlines rebuilt from its fields;
     /// an `Ending` call sends its BYEs again. Another node's call is left alone.
     pub(crate) fn restore_call(&mut self, s: &mut Sink, r: &StoredRecord, now: UnixMillis) {
+        if let Some(t) = super::tombstone::Tombstone::parse(&r.value) {
+            return self.calls.remember_tombstone(&t);
+        }
         let Ok(call) = serde_json::from_slice::<Call>(&r.value) else {
             return;
         };
@@ -162,10 +165,15 @@ impl B2bua {
             // Only a record of ours (this incarnation's) or nobody's: one another member
             // owns is its call, and one of an earlier incarnation of ours may be on its way
             // back to us (a rejoin loads each).
-            (None, Some(r)) if owned_here(&r.value, s) => s.writes.push(StoreWrite::Delete {
-                key: key.to_string(),
-                expect: r.version,
-            }),
+            (None, Some(r))
+                if owned_here(&r.value, s)
+                    && super::tombstone::Tombstone::parse(&r.value).is_none() =>
+            {
+                s.writes.push(StoreWrite::Delete {
+                    key: key.to_string(),
+                    expect: r.version,
+                })
+            }
             (None, Some(_)) => {}
             (None, None) => {}
         }
@@ -176,7 +184,9 @@ impl B2bua {
     /// `Node::handle_sweep`, which skips calls being loaded).
     pub(crate) fn sweep(&mut self, s: &mut Sink, id: &str, r: &StoredRecord) {
         let owner = owner_of(&r.value);
-        if self.calls.get(id).is_some() || (owner != 0 && owner != s.node_id) {
+        let tombstone = super::tombstone::Tombstone::parse(&r.value).is_some();
+        if tombstone || self.calls.get(id).is_some() || (owner != 0 && owner != s.node_id) {
+            // (A tombstone goes by itself when it expires.)
             return;
         }
         s.metrics.records_swept += 1;

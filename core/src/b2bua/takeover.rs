@@ -29,6 +29,11 @@ impl B2bua {
         self.calls.get(id).is_some()
     }
 
+    /// Answers that call's BYE retransmissions 200 until the tombstone's end.
+    pub(crate) fn remember_tombstone(&mut self, t: &super::Tombstone) {
+        self.calls.remember_tombstone(t);
+    }
+
     /// Forgets call `id` without a word (a write of it was fenced).
     pub(crate) fn let_go(&mut self, s: &mut Sink, id: &str) {
         self.drop_quietly(s, id, &[]);

@@ -7,31 +7,30 @@ use super::calls::Purpose;
 use super::B2bua;
 use crate::message::{response_to, Method, Response, SipMessage};
 use crate::sink::Sink;
-use crate::store::{call_key, StoreWrite};
+use crate::store::StoreWrite;
 use crate::transaction::TxKey;
 use crate::UnixMillis;
 
 impl B2bua {
-    /// Forgets a call with every index of it and deletes its record if it has one.
+    /// Forgets a call with every index of it; a stored one leaves a tombstone for 64·T1.
     pub(super) fn remove_call(&mut self, s: &mut Sink, id: &str, now: UnixMillis) {
         self.terminate_relays(s, id, now);
         let Some(call) = self.calls.remove(id, &s.cfg.timers) else {
             return;
         };
+        let until = now + 64 * s.cfg.timers.t1;
         if call.bye_owed {
-            let until = now + 64 * s.cfg.timers.t1;
             self.calls.remember_ended(&call, until, now);
         }
         if call.version > 0 {
-            s.writes.push(StoreWrite::Delete {
-                key: call_key(id),
-                expect: call.version,
-            });
+            // A party's BYE may be sent again after our 200 was lost: any node, this one
+            // restarted included, answers it 200 for a while.
+            s.writes.extend(super::tombstone::Tombstone::writes(
+                &call,
+                until,
+                s.clustered,
+            ));
             if s.clustered {
-                s.writes.push(StoreWrite::Delete {
-                    key: crate::store::leg_key(&call.a.call_id),
-                    expect: 1,
-                });
                 s.writes.push(StoreWrite::Delete {
                     key: crate::store::owns_key(call.owner, id),
                     expect: 1,

@@ -16,7 +16,7 @@
 //! over the survivors and each has exactly one adopter, agreed without talking.
 
 use super::Node;
-use crate::message::Request;
+use crate::message::{header_param, Method, Request};
 use crate::store::{call_key, leg_key, owns_prefix, Key, StoredRecord, OWNS_PREFIX};
 use crate::transaction::{Peer, TxKey};
 use crate::UnixMillis;
@@ -221,6 +221,9 @@ impl Node {
     }
 
     fn take_or_refuse(&mut self, call_id: &str, r: &StoredRecord, now: UnixMillis) {
+        if let Some(t) = crate::b2bua::Tombstone::parse(&r.value) {
+            return self.settle_ended(call_id, &t, now);
+        }
         let owner = crate::b2bua::owner_of(&r.value);
         let alive = self
             .cluster
@@ -245,6 +248,21 @@ impl Node {
         self.forget_lookups(call_id);
         for (key, req, from) in self.cluster.waiting.remove(call_id).unwrap_or_default() {
             self.on_request(key, req, from, now);
+        }
+    }
+
+    /// The call ended (a tombstone): a BYE of one of its dialogs is the retransmission of
+    /// one it owes a 200; anything else gets 481.
+    fn settle_ended(&mut self, call_id: &str, t: &crate::b2bua::Tombstone, now: UnixMillis) {
+        self.b2bua.remember_tombstone(t);
+        self.forget_lookups(call_id);
+        for (key, req, _) in self.cluster.waiting.remove(call_id).unwrap_or_default() {
+            let h = &req.headers;
+            let tag = h.get("To").and_then(|v| header_param(v, "tag"));
+            let owed = req.method == Method::Bye
+                && t.owes(h.get("Call-ID").unwrap_or(""), tag.unwrap_or(""));
+            let code = if owed { 200 } else { 481 };
+            self.sink.reply(&key, &req, code, None, &[], now);
         }
     }
 

@@ -37,6 +37,16 @@ pub fn restarted(store: &BTreeMap<String, StoredRecord>, seed: u64, now: u64) ->
     n
 }
 
+/// Call records in the store that are calls, not tombstones of ended calls.
+pub fn calls_left(store: &BTreeMap<String, StoredRecord>) -> usize {
+    store
+        .iter()
+        .filter(|(k, r)| {
+            k.starts_with("call/") && !String::from_utf8_lossy(&r.value).contains("\"ended\":true")
+        })
+        .count()
+}
+
 /// Applies one write to an in-memory store as a compare-and-swap that must succeed.
 pub fn commit(store: &mut BTreeMap<String, StoredRecord>, w: StoreWrite) {
     let (key, expect) = match &w {

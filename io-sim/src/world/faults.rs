@@ -79,22 +79,6 @@ pub(super) struct FaultCtx {
     /// The mutant of `WorldSpec::mutant_forget_calls`.
     pub(super) forget_calls: bool,
     pub(super) lease_ttl_ms: u64,
-    /// Cluster members lose their leases in long store outages and isolations.
-    pub(super) cluster: bool,
-}
-
-impl FaultCtx {
-    /// A store outage or an isolation just healed: in a cluster the members cut off for
-    /// longer than their lease find it lost, and forget their transactions as a killed
-    /// node does (a BYE one had acted on then gets 481 from the call's adopter: the known
-    /// gap the continuity check excuses after kills, until ended calls leave tombstones).
-    fn leases_lost(&self, cut_ms: u64) {
-        // A renewal is due every third of the TTL and may take a while: an outage of half
-        // the TTL can outlast the last renewal's lease.
-        if self.cluster && cut_ms >= self.lease_ttl_ms / 2 {
-            self.ledger.lock().kills.push(sim_ms());
-        }
-    }
 }
 
 impl FaultCtx {
@@ -225,11 +209,7 @@ impl FaultCtx {
                     return;
                 };
                 let up = self.ledger.confirmed_calls() as u64;
-                {
-                    let mut l = self.ledger.lock();
-                    l.counts.calls_up_at_kills += up;
-                    l.kills.push(sim_ms());
-                }
+                self.ledger.lock().counts.calls_up_at_kills += up;
                 self.trace
                     .log(&who, format_args!("kills drongo{} for {down} ms", node + 1));
                 Handle::current().kill(id);
@@ -259,7 +239,6 @@ impl FaultCtx {
                 self.server.set_faults(|f| f.unavailable = true);
                 madsim::time::sleep(Duration::from_millis(d)).await;
                 self.server.set_faults(|f| f.unavailable = false);
-                self.leases_lost(d);
                 self.trace.log(&who, "store available");
             }
             Fault::StoreAmbiguous { when, for_ms, rate } => {
@@ -307,11 +286,9 @@ impl FaultCtx {
                 let ledger = self.ledger.clone();
                 let healed = move || {
                     let now = sim_ms();
-                    let mut l = ledger.lock();
-                    for w in l.silent.iter_mut().filter(|w| w.0 == ip) {
+                    for w in ledger.lock().silent.iter_mut().filter(|w| w.0 == ip) {
                         w.2.get_or_insert(now);
                     }
-                    l.kills.push(now);
                 };
                 self.partition_with(
                     &who,

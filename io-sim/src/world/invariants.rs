@@ -62,7 +62,7 @@ pub(super) async fn check(
                     );
                 }
             }
-            continuity(trace, token, call, &l.kills, t);
+            continuity(trace, token, call, t);
         }
     }
     match server
@@ -88,7 +88,7 @@ pub(super) async fn check(
 /// by then its own party or the other had sent BYE or gone silent, or a BYE from Drongo
 /// reached its party within `t` (64·T1) of it (Drongo was ending the call: the requests
 /// crossed). And an INFO that got its 2xx reached the other party.
-fn continuity(trace: &Trace, token: &str, call: &CallLedger, kills: &[u64], t: u64) {
+fn continuity(trace: &Trace, token: &str, call: &CallLedger, t: u64) {
     let before = |at: Option<u64>, limit: u64| at.is_some_and(|a| a <= limit);
     // Only a call Drongo confirmed counts: its caller got the 2xx (sent only once the call
     // was stored). A callee that answered an INVITE whose node died before the 2xx was
@@ -108,22 +108,8 @@ fn continuity(trace: &Trace, token: &str, call: &CallLedger, kills: &[u64], t: u
             (call.callees.get(s.leg), vec![&call.caller])
         };
         let ending = |l: &Leg| before(l.bye_sent_at, s.at) || before(l.vanished_at, s.at);
-        // Known gap: a BYE Drongo acted on (the other party got Drongo's BYE after it)
-        // whose 200 the network lost, when the node was then killed after deleting the
-        // call: the restarted node has no trace of the dialog and answers the BYE's
-        // retransmission 481. Only a stored tombstone would let it answer 200.
-        let acted_on_then_killed = |o: &Leg| {
-            o.bye_sent_at.is_some_and(|sent| {
-                peers
-                    .iter()
-                    .any(|p| p.got_bye_at.is_some_and(|g| g >= sent))
-                    && kills.iter().any(|k| (sent..=s.at).contains(k))
-            })
-        };
         let excused = own.is_some_and(|o| {
-            (!s.bye && before(o.bye_sent_at, s.at))
-                || before(o.got_bye_at, s.at + t)
-                || (s.bye && acted_on_then_killed(o))
+            (!s.bye && before(o.bye_sent_at, s.at)) || before(o.got_bye_at, s.at + t)
         }) || peers.iter().any(|p| ending(p));
         if !excused {
             trace.violation(

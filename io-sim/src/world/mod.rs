@@ -394,7 +394,6 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
             rng: fault_rng,
             forget_calls: spec.mutant_forget_calls,
             lease_ttl_ms: spec.lease_ttl_ms,
-            cluster: spec.cluster,
         };
         let fault = fault.clone();
         fault_tasks.push(tokio::task::spawn(async move {

@@ -1,0 +1,68 @@
+//! A call that ended while a party's BYE may still be owed its 200 (the node that took
+//! the BYE died, or lost its lease, before answering it) leaves a tombstone in place of
+//! its record, for 64·T1: whichever node the BYE's retransmission reaches (the adopter,
+//! a restarted node, any member) answers it 200 rather than 481, which would tell the
+//! party its call had been lost. The store removes the tombstone when it expires.
+
+use super::call::{Call, Side};
+use crate::store::{call_key, leg_key, StoreWrite};
+use crate::UnixMillis;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Tombstone {
+    /// Always true: what tells a tombstone from a call record.
+    ended: bool,
+    /// The call's dialogs: (Call-ID, our tag).
+    pub(crate) dialogs: Vec<(String, String)>,
+    pub(crate) until: UnixMillis,
+}
+
+impl Tombstone {
+    /// The tombstone stored at a call key, if `value` is one.
+    pub(crate) fn parse(value: &[u8]) -> Option<Tombstone> {
+        serde_json::from_slice::<Tombstone>(value)
+            .ok()
+            .filter(|t| t.ended)
+    }
+
+    /// Whether a BYE on (Call-ID, our tag) is one of the call's.
+    pub(crate) fn owes(&self, call_id: &str, local_tag: &str) -> bool {
+        self.dialogs
+            .iter()
+            .any(|(c, t)| c == call_id && t == local_tag)
+    }
+
+    /// The writes that replace `call`'s record (and, in a cluster, its A-leg index, so
+    /// that a BYE from the caller finds it) by a tombstone until `until`.
+    pub(crate) fn writes(call: &Call, until: UnixMillis, clustered: bool) -> Vec<StoreWrite> {
+        let t = Tombstone {
+            ended: true,
+            dialogs: [Side::A, Side::B]
+                .into_iter()
+                .map(|side| {
+                    let d = call.dialog(side);
+                    (d.call_id.clone(), d.local_tag.clone())
+                })
+                .collect(),
+            until,
+        };
+        let mut w = vec![StoreWrite::Put {
+            key: call_key(&call.id),
+            value: serde_json::to_vec(&t).unwrap_or_default(),
+            version: call.version + 1,
+            expect: Some(call.version),
+            expires_at: Some(until),
+        }];
+        if clustered {
+            w.push(StoreWrite::Put {
+                key: leg_key(&call.a.call_id),
+                value: call.id.clone().into_bytes(),
+                version: 2,
+                expect: Some(1),
+                expires_at: Some(until),
+            });
+        }
+        w
+    }
+}
