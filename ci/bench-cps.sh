@@ -14,6 +14,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bash ci/install.sh --bench
+. ci/bench-lib.sh
 CPS_RATES=${CPS_RATES:-"500 1000 1500 2000 2500 3000 3500 4000 4500 5000 5500 6000 7000 8000"}
 REG_RATES=${REG_RATES:-"4000 8000 12000 16000 20000 24000 28000 32000 40000"}
 SECS=${SECS:-10}
@@ -52,16 +53,6 @@ uac=io-real/tests/sipp/uac.xml
 reg=ci/sipp/register_bench.xml
 sipp_common=(-i 127.0.0.1 -nostdin -buff_size 4194304 -default_behaviors all,-abortunexp)
 
-# successes OUTFILE -> the final "Successful call" count SIPp printed (0 if none)
-successes() {
-  local n
-  n=$(grep -a 'Successful call' "$1" | tail -1 | awk '{print $NF}')
-  echo "${n:-0}"
-}
-
-# port_busy PORT -> whether some process has a UDP socket bound to 127.0.0.1:PORT
-port_busy() { ss -Hlun "sport = :$1" | grep -q .; }
-
 # step TARGET_PORT RATE KIND -> prints "fail_percent" (of the worse side for calls)
 step() {
   local port=$1 rate=$2 kind=$3 m=$(( $2 * SECS )) out ok
@@ -93,25 +84,11 @@ step() {
   echo "scale=3; 100 * ($m - $ok) / $m" | bc
 }
 
-best() { # kind rates port -> highest rate that passed twice, printing table rows on stderr
-  local kind=$1 rates=$2 port=$3 label=$4 top=0 f run
-  for r in $rates; do
-    for run in 1 2; do
-      f=$(step "$port" "$r" "$kind")
-      printf '%-9s %-8s %8s %9s%%  (run %s)\n' "$label" "$kind" "$r/s" "$f" "$run" >&2
-      [ "$(echo "$f < 0.1" | bc)" = 1 ] || break
-    done
-    if [ "$(echo "$f < 0.1" | bc)" = 1 ]; then top=$r; else break; fi
-  done
-  echo "$top"
-}
-
 echo "target    kind         rate   failed"
-k_cps=$(best call "$CPS_RATES" 5070 kamailio)
-d_cps=$(best call "$CPS_RATES" 5060 drongo)
-k_reg=$(best reg "$REG_RATES" 5070 kamailio)
-d_reg=$(best reg "$REG_RATES" 5060 drongo)
-ratio() { if [ "$2" -gt 0 ]; then echo "scale=2; $1 / $2" | bc; else echo "n/a"; fi; }
+k_cps=$(best step call "$CPS_RATES" 5070 kamailio)
+d_cps=$(best step call "$CPS_RATES" 5060 drongo)
+k_reg=$(best step reg "$REG_RATES" 5070 kamailio)
+d_reg=$(best step reg "$REG_RATES" 5060 drongo)
 echo
 echo "calls/s (1 s calls, <0.1% failed): kamailio $k_cps, drongo $d_cps, ratio drongo/kamailio $(ratio "$d_cps" "$k_cps")"
 echo "REGISTER/s (<0.1% failed):         kamailio $k_reg, drongo $d_reg, ratio drongo/kamailio $(ratio "$d_reg" "$k_reg")"

@@ -76,14 +76,30 @@ pub struct ClusterConfig {
     /// How long a member's record outlives its last renewal (renewed every third of it).
     /// A member that cannot renew stops sending and writing before it runs out.
     pub lease_ttl_ms: u64,
+    /// What of a call is replicated (`none` or `lazy`).
+    pub strategy: Strategy,
 }
 
 impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
             lease_ttl_ms: 2_000,
+            strategy: Strategy::Lazy,
         }
     }
+}
+
+/// `[cluster] strategy`: how a call outlives its node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Sticky routing only: a call's state stays in its node's memory (no store write per
+    /// call, the fastest mode) and dies with the node; another node answers a request for
+    /// it 481. Registrations are still stored.
+    None,
+    /// Calls are stored; any member loads one on demand, and a dead member's calls are
+    /// adopted (rendezvous hashing over the survivors) so that their timers still fire.
+    Lazy,
 }
 
 /// Everything a node needs to know that is not state.

@@ -333,3 +333,30 @@ fn an_adopted_call_nobody_speaks_on_ends_at_its_maximum_duration() {
         "{l:?}"
     );
 }
+
+/// `[cluster] strategy = "none"`: calls are not written at all (registrations are), and a
+/// member that does not hold a call answers its requests 481 without reading the store.
+#[test]
+fn with_strategy_none_calls_stay_in_memory_and_another_member_answers_481() {
+    let mut cfg = Config::default();
+    cfg.cluster.strategy = drongo_core::config::Strategy::None;
+    let store = calls_on_node_1(2, cfg.clone());
+    assert!(store.keys().any(|k| k.starts_with("reg/")), "{store:?}");
+    assert!(
+        store
+            .keys()
+            .all(|k| !k.starts_with("call/") && !k.starts_with("leg/")),
+        "no call state written: {store:?}"
+    );
+    let mut n2 = Node::new(cfg, "127.0.0.1:5070".parse().unwrap(), 2, 102);
+    n2.handle_members(T0, 1, &[(2, 1), (3, 1)]);
+    let bye = "BYE sip:drongo@127.0.0.1:5070 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKb0\nMax-Forwards: 70\nFrom: <sip:alice@127.0.0.1>;tag=a\nTo: <sip:bob@127.0.0.1>;tag=x\nCall-ID: call0\nCSeq: 2 BYE\nContent-Length: 0\n\n";
+    send(&mut n2, T0 + 5_000, A, bye);
+    let mut store = store;
+    assert_eq!(
+        lines(&run(&mut n2, &mut store)),
+        ["127.0.0.1:5061 481 Call/Transaction Does Not Exist"]
+    );
+    assert_eq!(n2.poll_load(), None, "nothing read");
+    assert_eq!(n2.poll_scan(), None);
+}

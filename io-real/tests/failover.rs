@@ -14,7 +14,7 @@ mod common;
 use common::Drongo;
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -41,12 +41,16 @@ fn header<'a>(text: &'a str, name: &str) -> &'a str {
 
 const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
 
+/// What a party received: when, from which port, the first line.
+type Heard = Arc<Mutex<Vec<(Instant, u16, String)>>>;
+
 /// A callee that answers INVITE with 200 (with SDP) and any other request with 200, until
-/// `stop`; counts the BYEs it gets in `byes`.
+/// `stop`; counts the BYEs it gets in `byes` and notes every message in `heard`.
 fn callee(
     sock: UdpSocket,
     stop: Arc<AtomicBool>,
     byes: Arc<AtomicU64>,
+    heard: Heard,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         sock.set_read_timeout(Some(Duration::from_millis(50)))
@@ -58,6 +62,10 @@ fn callee(
                 continue;
             };
             let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            let first = text.lines().next().unwrap_or("").to_string();
+            if let Ok(mut h) = heard.lock() {
+                h.push((Instant::now(), from.port(), first));
+            }
             if text.starts_with("SIP/2.0") || text.starts_with("ACK") {
                 continue;
             }
@@ -106,6 +114,7 @@ struct Rig {
     stop: Arc<AtomicBool>,
     callee: Option<std::thread::JoinHandle<()>>,
     callee_byes: Arc<AtomicU64>,
+    callee_heard: Heard,
 }
 
 impl Drop for Rig {
@@ -132,7 +141,13 @@ fn rig(rep: u64, ttl: u64, extra: &str) -> Rig {
     let n2 = Drongo::start_with(sip_port + 2, &config, &["--store", &url, "--node-id", &b]);
     let stop = Arc::new(AtomicBool::new(false));
     let callee_byes = Arc::new(AtomicU64::new(0));
-    let callee_thread = callee(callee_sock, stop.clone(), callee_byes.clone());
+    let callee_heard = Heard::default();
+    let callee_thread = callee(
+        callee_sock,
+        stop.clone(),
+        callee_byes.clone(),
+        callee_heard.clone(),
+    );
 
     let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
     caller
@@ -193,21 +208,30 @@ fn rig(rep: u64, ttl: u64, extra: &str) -> Rig {
         stop,
         callee: Some(callee_thread),
         callee_byes,
+        callee_heard,
     }
 }
 
 /// One repetition: the failover time.
 fn once(rep: u64, ttl: u64) -> Duration {
     let mut r = rig(rep, ttl, "");
+    r.n1.kill9();
+    let killed = Instant::now();
+    info_until_200(&r, 2, killed, ttl);
+    let took = killed.elapsed();
+    assert!(r.n2.metric("drongo_takeovers_total") >= 1);
+    took
+}
+
+/// The caller sends INFO (CSeq from `cseq` on) to node 2 every 100 ms, each a new
+/// transaction as a phone retrying would, until one is answered 200; the next CSeq.
+fn info_until_200(r: &Rig, mut cseq: u32, since: Instant, ttl: u64) -> u32 {
     let (cp, target, to, call_id) = (r.cp, r.target.clone(), r.to.clone(), r.call_id.clone());
     let (caller, n2) = (&r.caller, &r.n2);
     let mut buf = [0u8; 8192];
-    r.n1.kill9();
-    let killed = Instant::now();
-    let mut cseq = 2;
-    let took = loop {
+    loop {
         assert!(
-            killed.elapsed() < Duration::from_millis(ttl * 3 + 3_000),
+            since.elapsed() < Duration::from_millis(ttl * 3 + 3_000),
             "no 200 from node 2\n{}",
             n2.log()
         );
@@ -231,7 +255,7 @@ fn once(rep: u64, ttl: u64) -> Duration {
         }
         cseq += 1;
         match answered {
-            Some(t) if t.starts_with("SIP/2.0 200") => break killed.elapsed(),
+            Some(t) if t.starts_with("SIP/2.0 200") => return cseq,
             // 503: the owner still counts as alive; anything else is wrong.
             Some(t) if t.starts_with("SIP/2.0 503") => {}
             Some(t) => panic!("node 2 answered {}", t.lines().next().unwrap_or("")),
@@ -241,9 +265,7 @@ fn once(rep: u64, ttl: u64) -> Duration {
         if spent < Duration::from_millis(100) {
             std::thread::sleep(Duration::from_millis(100) - spent);
         }
-    };
-    assert!(n2.metric("drongo_takeovers_total") >= 1);
-    took
+    }
 }
 
 #[test]
@@ -314,5 +336,99 @@ fn a_silent_call_is_ended_by_its_adopter() {
     println!(
         "silent call ended by its adopter {:?} after the kill",
         killed.elapsed()
+    );
+}
+
+/// Split brain: node 1, the call's owner, is stopped (SIGSTOP) for three lease TTLs; node 2
+/// takes the call over when the caller's INFO comes, and ends it at its maximum duration
+/// (3 s), BYE to both legs. Continued (SIGCONT), node 1 finds that same timer overdue and
+/// an INFO from the caller waiting, yet sends nothing for the call again: neither party
+/// hears from it (the INFO gets at most a 503), and it joins again with a new incarnation.
+#[test]
+fn a_stopped_owner_is_silent_after_it_continues() {
+    // Repetition 23: the failover test uses 0..20, the silent call 24.
+    let r = rig(23, 1_000, "max_call_duration_secs = 3");
+    let answered = Instant::now();
+    let before = r.n1.metric("drongo_incarnation");
+    r.n1.signal("-STOP");
+    let stopped = Instant::now();
+    let cseq = info_until_200(&r, 2, stopped, 1_000);
+    assert!(r.n2.metric("drongo_takeovers_total") >= 1);
+    std::thread::sleep(Duration::from_millis(3_000).saturating_sub(stopped.elapsed()));
+    r.n1.signal("-CONT");
+    let continued = Instant::now();
+    // A phone that still uses node 1 tries it.
+    let info = format!(
+        "INFO {} SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK{}-n1\n\
+         Max-Forwards: 70\nFrom: <sip:a@127.0.0.1>;tag=ca\nTo: {}\nCall-ID: {}\n\
+         CSeq: {cseq} INFO\nContent-Length: 0\n\n",
+        r.target, r.cp, r.call_id, r.to, r.call_id
+    );
+    r.caller
+        .send_to(&sip(&info), ("127.0.0.1", r.n1.sip))
+        .unwrap();
+    // Until the maximum duration has passed and node 2's BYEs are answered: what the
+    // caller hears.
+    let mut caller_heard = Vec::new();
+    let mut buf = [0u8; 8192];
+    while answered.elapsed() < Duration::from_secs(7) {
+        let Ok((n, from)) = r.caller.recv_from(&mut buf) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        caller_heard.push((from.port(), text.lines().next().unwrap_or("").to_string()));
+        if text.starts_with("BYE") {
+            let ok = format!(
+                "SIP/2.0 200 OK\nVia: {}\nFrom: {}\nTo: {}\nCall-ID: {}\nCSeq: {}\nContent-Length: 0\n\n",
+                header(&text, "Via"),
+                header(&text, "From"),
+                header(&text, "To"),
+                header(&text, "Call-ID"),
+                header(&text, "CSeq")
+            );
+            r.caller.send_to(&sip(&ok), from).unwrap();
+        }
+    }
+    let n1 = r.n1.sip;
+    let from_n1: Vec<&(u16, String)> = caller_heard
+        .iter()
+        .filter(|(p, l)| *p == n1 && !l.starts_with("SIP/2.0 503"))
+        .collect();
+    assert!(
+        from_n1.is_empty(),
+        "node 1 spoke to the caller: {from_n1:?}"
+    );
+    assert!(
+        caller_heard
+            .iter()
+            .any(|(p, l)| *p == r.n2.sip && l.starts_with("BYE")),
+        "node 2 ended the call: {caller_heard:?}"
+    );
+    let callee_from_n1: Vec<(u16, String)> = r
+        .callee_heard
+        .lock()
+        .map(|h| {
+            h.iter()
+                .filter(|(at, p, _)| *at >= continued && *p == n1)
+                .map(|(_, p, l)| (*p, l.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        callee_from_n1.is_empty(),
+        "node 1 spoke to the callee: {callee_from_n1:?}"
+    );
+    assert!(
+        r.callee_byes.load(Ordering::Relaxed) >= 1,
+        "the callee got node 2's BYE"
+    );
+    assert!(
+        r.n1.metric("drongo_incarnation") > before,
+        "node 1 joined again\n{}",
+        r.n1.log()
+    );
+    println!(
+        "split brain: node 1 stopped {:?}, silent after SIGCONT; caller heard {caller_heard:?}",
+        continued - stopped
     );
 }

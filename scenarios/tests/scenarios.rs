@@ -101,6 +101,21 @@ fn seeds_that_found_bugs() {
         // refresh failed while the store held it (found by the first 1000-seed sweep).
         ("node-crash-during-reinvite", 781),
         ("clock-skew", 589),
+        // A member cut off from the store kept batches made before its lease ran out; once
+        // it joined again they were sent (BYEs with CSeqs the adopter had used) and a
+        // read-back deleted the adopter's call. Found by the first cluster scenario.
+        ("paused-owner", 5),
+        ("paused-owner", 9),
+        // Writes the fence stopped ended their calls in silence; the member's own sweep
+        // then deleted records of calls its parties were still in.
+        ("cluster-chaos", 3),
+        ("cluster-chaos", 90),
+        // A store outage of half the lease cost every member its lease (renewals were
+        // retried only every third of the TTL).
+        ("cluster-chaos", 71),
+        // A BYE whose 200 the network lost, then the node was killed: the restarted node
+        // answered the retransmission 481 (a known gap until tombstones).
+        ("chaos", 115),
     ];
     for (name, seed) in found {
         let o = run(&spec(name), seed);
@@ -275,6 +290,30 @@ fn schedule_checks_catch_late_retransmissions() {
             .any(|v| v.contains("later than the RFC's interval")),
         "{:?}",
         o.violations
+    );
+}
+
+/// Continuity in a cluster can fail: with `[cluster] strategy = "none"` (calls in memory
+/// only) the calls that were up on the killed member are lost, and the check says so.
+#[test]
+fn continuity_catches_the_calls_strategy_none_loses() {
+    let spec = WorldSpec {
+        strategy: drongo_core::config::Strategy::None,
+        ..spec("owner-crash-in-call")
+    };
+    let mut caught = 0;
+    for seed in 1..=10 {
+        let o = run(&spec, seed);
+        assert!(o.counts.calls_up_at_kills > 0, "seed {seed}: {}", o.counts);
+        if o.violations.iter().any(|v| v.contains("continuity")) {
+            caught += 1;
+        }
+    }
+    assert_eq!(
+        caught,
+        10,
+        "the lost calls went unnoticed in {} seeds",
+        10 - caught
     );
 }
 

@@ -188,6 +188,10 @@ impl B2bua {
 
     /// Writes the call's record (a compare-and-swap on the version it had).
     fn persist(&mut self, s: &mut Sink, id: &str) {
+        if s.cfg.cluster.strategy == crate::config::Strategy::None {
+            // The call lives in this node's memory only (its version stays 0: unstored).
+            return;
+        }
         let Some(call) = self.calls.get_mut(id) else {
             return;
         };

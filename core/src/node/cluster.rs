@@ -16,6 +16,7 @@
 //! over the survivors and each has exactly one adopter, agreed without talking.
 
 use super::Node;
+use crate::config::Strategy;
 use crate::message::{header_param, Method, Request};
 use crate::store::{call_key, leg_key, owns_prefix, Key, StoredRecord, OWNS_PREFIX};
 use crate::transaction::{Peer, TxKey};
@@ -60,8 +61,9 @@ impl Node {
         self.sink.clustered = true;
         self.sink.incarnation = incarnation;
         let now_live: BTreeMap<u16, u64> = members.iter().copied().collect();
+        let stored = self.sink.cfg.cluster.strategy != Strategy::None;
         // Members that left since the last list: their calls need adopters.
-        if let Some(before) = &self.cluster.members {
+        if let Some(before) = self.cluster.members.as_ref().filter(|_| stored) {
             for id in before.keys().filter(|id| !now_live.contains_key(id)) {
                 if *id != self.sink.node_id {
                     self.cluster.to_scan.push(owns_prefix(*id));
@@ -69,7 +71,9 @@ impl Node {
             }
         }
         self.cluster.members = Some(now_live);
-        if rejoined {
+        // With nothing stored nobody else can have taken a call over: a node that joined
+        // again keeps its calls (it was silent while its lease did not hold).
+        if rejoined && stored {
             for id in self.b2bua.forget_all(&mut self.sink) {
                 self.load(call_key(&id), &id);
             }
@@ -150,6 +154,10 @@ impl Node {
 
     /// An in-dialog request for a call this node does not hold.
     pub(super) fn await_call(&mut self, key: TxKey, req: Request, from: Peer, now: UnixMillis) {
+        if self.sink.cfg.cluster.strategy == Strategy::None {
+            // Calls are not stored: one this node does not hold is not to be had.
+            return self.sink.reply(&key, &req, 481, None, &[], now);
+        }
         let call_id = req.headers.get("Call-ID").unwrap_or("").to_string();
         let waiting: usize = self.cluster.waiting.values().map(Vec::len).sum();
         if waiting >= MAX_WAITING {

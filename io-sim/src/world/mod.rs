@@ -49,6 +49,9 @@ pub struct WorldSpec {
     /// member's calls adopted); user agents fail over between nodes in a dialog.
     pub cluster: bool,
     pub lease_ttl_ms: u64,
+    /// `[cluster] strategy` (`none` loses a dead member's calls: the continuity check must
+    /// say so).
+    pub strategy: drongo_core::config::Strategy,
     pub faults: Vec<Fault>,
     /// How long the world runs on after the workload before the invariants are checked;
     /// `None`: long enough for every call to end by its session timer.
@@ -84,6 +87,7 @@ impl Default for WorldSpec {
             session_expires_secs: 60,
             cluster: false,
             lease_ttl_ms: 2_000,
+            strategy: drongo_core::config::Strategy::Lazy,
             faults: Vec::new(),
             settle_ms: None,
             mutant_forget_calls: false,
@@ -283,6 +287,7 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
     };
     core.registrar.min_expires = 30;
     core.cluster.lease_ttl_ms = spec.lease_ttl_ms;
+    core.cluster.strategy = spec.strategy;
     core.auth_required = spec.mutant_refuse_all;
     if spec.mutant_slow_retransmissions {
         core.timers.t1 *= 2;
