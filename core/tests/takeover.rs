@@ -360,3 +360,47 @@ fn with_strategy_none_calls_stay_in_memory_and_another_member_answers_481() {
     assert_eq!(n2.poll_load(), None, "nothing read");
     assert_eq!(n2.poll_scan(), None);
 }
+
+/// Requests on both legs of one call can wait for the same record at once (the caller's
+/// through the A-leg index, the callee's directly): one read answers both, and each gets
+/// its answer (503 here: the owner lives). Found by the rolling-restart scenario, seed 292:
+/// the second wait replaced the first, whose request never got a final response.
+#[test]
+fn requests_on_both_legs_waiting_for_one_record_are_all_answered() {
+    let (mut store, call_key, b_inv, ok) = call_on_node_1();
+    let mut n2 = member(2, 5070, &[(1, 1), (2, 1)]);
+    send(&mut n2, T0 + 5_000, A, &from_a(&ok, "INFO", 2, "z9hG4bKia"));
+    // The caller's lookups (call/callA, then leg/callA) until it waits for the call itself.
+    let answer = |n: &mut Node, key: String| {
+        let record = Some(store.get(&key).cloned());
+        n.handle_input(T0 + 5_010, Input::Loaded { key, record });
+    };
+    loop {
+        let key = n2.poll_load().expect("a read");
+        if key == call_key {
+            break;
+        }
+        answer(&mut n2, key);
+    }
+    send(
+        &mut n2,
+        T0 + 5_020,
+        B,
+        &from_b(&b_inv, "INFO", 1, "z9hG4bKib"),
+    );
+    assert_eq!(
+        n2.poll_load(),
+        None,
+        "the callee's request waits on the same read"
+    );
+    answer(&mut n2, call_key.clone());
+    let mut l = lines(&run(&mut n2, &mut store));
+    l.sort();
+    assert_eq!(
+        l,
+        [
+            "127.0.0.1:5061 503 Service Unavailable",
+            "127.0.0.1:5062 503 Service Unavailable"
+        ]
+    );
+}

@@ -77,7 +77,7 @@ pub struct Counts {
     /// Faults whose trigger ("while ringing", "in a call", "during a re-INVITE") was met
     /// when they struck (an `At` trigger always is).
     pub triggers_met: u64,
-    /// Confirmed calls at the moment a node was killed, summed over kills.
+    /// Confirmed calls at the moment a node was killed or stopped, summed over those.
     pub calls_up_at_kills: u64,
     /// Requests in a dialog a user agent sent again to another node (cluster).
     pub failovers: u64,

@@ -115,6 +115,11 @@ pub fn all() -> Vec<Scenario> {
             spec: paused_owner,
         },
         Scenario {
+            name: "rolling-restart",
+            about: "a cluster of three: each node in turn is stopped gracefully (drain, leave) with calls up, and started again",
+            spec: rolling_restart,
+        },
+        Scenario {
             name: "cluster-chaos",
             about: "a cluster of three on a lossy network: kills, an isolated node and a store outage in one run",
             spec: cluster_chaos,
@@ -403,6 +408,21 @@ fn paused_owner() -> WorldSpec {
         },
         for_ms: (3_000, 15_000),
     }])
+}
+
+fn rolling_restart() -> WorldSpec {
+    cluster(
+        (0..3)
+            .map(|node| Fault::RestartNode {
+                node,
+                when: Trigger::InCallOn {
+                    node,
+                    after_ms: 10_000 + node as u64 * 15_000,
+                },
+                down_ms: (1_000, 5_000),
+            })
+            .collect(),
+    )
 }
 
 fn cluster_chaos() -> WorldSpec {

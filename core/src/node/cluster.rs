@@ -35,7 +35,7 @@ pub(super) struct Membership {
     waiting: BTreeMap<String, Vec<(TxKey, Request, Peer)>>,
     /// Keys to read (for `Node::poll_load`), and which Call-ID each read is for.
     to_load: Vec<String>,
-    loading: BTreeMap<String, String>,
+    loading: BTreeMap<String, BTreeSet<String>>,
     /// Keys read so far for each Call-ID (a `leg/` lookup follows a missing `call/`).
     tried: BTreeMap<String, BTreeSet<String>>,
     /// Owner index prefixes to scan (for `Node::poll_scan`): members that left.
@@ -79,7 +79,7 @@ impl Node {
             }
         }
         for id in std::mem::take(&mut self.cluster.suspended) {
-            if !self.b2bua.holds(&id) && !self.cluster.loading.values().any(|c| *c == id) {
+            if !self.b2bua.holds(&id) && !self.cluster.loading.values().any(|c| c.contains(&id)) {
                 self.load(call_key(&id), &id);
             }
         }
@@ -142,6 +142,7 @@ impl Node {
         self.cluster
             .loading
             .values()
+            .flatten()
             .chain(self.cluster.waiting.keys())
             .chain(&self.cluster.suspended)
             .cloned()
@@ -181,10 +182,13 @@ impl Node {
             .entry(call_id.to_string())
             .or_default()
             .insert(key.clone());
-        self.cluster
-            .loading
-            .insert(key.clone(), call_id.to_string());
-        self.cluster.to_load.push(key);
+        // Requests on both legs of one call can wait for the same record: one read, and
+        // its answer goes to each.
+        let waiters = self.cluster.loading.entry(key.clone()).or_default();
+        if waiters.is_empty() {
+            self.cluster.to_load.push(key);
+        }
+        waiters.insert(call_id.to_string());
     }
 
     /// What the store holds at `key`, read for waiting requests (`None`: the store could
@@ -196,12 +200,27 @@ impl Node {
         record: Option<Option<StoredRecord>>,
     ) {
         self.now = now;
-        let Some(call_id) = self.cluster.loading.remove(key) else {
+        let Some(waiters) = self.cluster.loading.remove(key) else {
             return;
         };
-        let record = match record {
-            Some(r) => r.filter(|r| r.is_live(now)),
-            None => return self.settle_waiting(&call_id, 503, now),
+        let record = record.map(|r| r.filter(|r| r.is_live(now)));
+        for call_id in waiters {
+            self.loaded_for(&call_id, key, record.clone(), now);
+        }
+        self.flush();
+    }
+
+    /// The read of `key` answered, for the requests waiting under `call_id`.
+    fn loaded_for(
+        &mut self,
+        call_id: &str,
+        key: &str,
+        record: Option<Option<StoredRecord>>,
+        now: UnixMillis,
+    ) {
+        let call_id = call_id.to_string();
+        let Some(record) = record else {
+            return self.settle_waiting(&call_id, 503, now);
         };
         let tried = |k: &str| {
             self.cluster
@@ -225,7 +244,6 @@ impl Node {
             (Some(Key::Call(_)), Some(r)) => self.take_or_refuse(&call_id, &r, now),
             _ => self.settle_waiting(&call_id, 481, now),
         }
-        self.flush();
     }
 
     fn take_or_refuse(&mut self, call_id: &str, r: &StoredRecord, now: UnixMillis) {
@@ -289,15 +307,9 @@ impl Node {
 
     fn forget_lookups(&mut self, call_id: &str) {
         self.cluster.tried.remove(call_id);
-        let keys: Vec<String> = self
-            .cluster
-            .loading
-            .iter()
-            .filter(|(_, c)| c.as_str() == call_id)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in keys {
-            self.cluster.loading.remove(&k);
+        for waiters in self.cluster.loading.values_mut() {
+            waiters.remove(call_id);
         }
+        self.cluster.loading.retain(|_, w| !w.is_empty());
     }
 }

@@ -30,6 +30,13 @@ pub enum Fault {
         when: Trigger,
         down_ms: (u64, u64),
     },
+    /// Stop a Drongo node gracefully (SIGTERM: it drains its transactions, writes what it
+    /// holds and, in a cluster, leaves it at once) and start it again later.
+    RestartNode {
+        node: usize,
+        when: Trigger,
+        down_ms: (u64, u64),
+    },
     /// The store answers every request "retry" (no leader) for a while.
     StoreUnavailable { when: Trigger, for_ms: (u64, u64) },
     /// Write answers are lost with probability `rate` (half of those writes happened).
@@ -229,6 +236,44 @@ impl FaultCtx {
                 }
                 self.trace
                     .log(&who, format_args!("restarts drongo{}", node + 1));
+                Handle::current().restart(id);
+            }
+            Fault::RestartNode {
+                node,
+                when,
+                down_ms,
+            } => {
+                self.wait(when).await;
+                let down = draw(&mut self.rng, down_ms);
+                let Some(id) = self.nodes.get(node).copied() else {
+                    return;
+                };
+                let stop = {
+                    let b = self.book.lock().unwrap_or_else(|p| p.into_inner());
+                    b.shutdown.get(node).cloned()
+                };
+                let up = self.ledger.confirmed_calls() as u64;
+                self.ledger.lock().counts.calls_up_at_kills += up;
+                self.trace
+                    .log(&who, format_args!("stops drongo{} (drain)", node + 1));
+                if let Some(stop) = stop {
+                    stop.notify_one();
+                }
+                // The drain takes as long as its transactions (at most 32 s).
+                for _ in 0..400 {
+                    let done = {
+                        let b = self.book.lock().unwrap_or_else(|p| p.into_inner());
+                        b.drained.get(node).copied().unwrap_or(true)
+                    };
+                    if done {
+                        break;
+                    }
+                    madsim::time::sleep(Duration::from_millis(100)).await;
+                }
+                Handle::current().kill(id);
+                madsim::time::sleep(Duration::from_millis(down)).await;
+                self.trace
+                    .log(&who, format_args!("starts drongo{} again", node + 1));
                 Handle::current().restart(id);
             }
             Fault::StoreUnavailable { when, for_ms } => {

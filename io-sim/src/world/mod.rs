@@ -151,6 +151,10 @@ fn ua_ip(i: usize) -> IpAddr {
 struct NodeBook {
     offsets: Vec<i64>,
     incarnations: Vec<u64>,
+    /// Each node's shutdown signal (SIGTERM: drain, leave the cluster, stop), new for every
+    /// start, and whether the current start has finished its drain.
+    shutdown: Vec<Arc<tokio::sync::Notify>>,
+    drained: Vec<bool>,
 }
 
 /// Runs `spec` with `seed` in a fresh madsim runtime, keeping the trace's text.
@@ -280,6 +284,8 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
             .map(|_| offset(&mut rng, spec.skew_bound_ms))
             .collect(),
         incarnations: vec![0; spec.nodes],
+        shutdown: (0..spec.nodes).map(|_| Default::default()).collect(),
+        drained: vec![false; spec.nodes],
     }));
     let mut core = Config {
         session_expires_secs: spec.session_expires_secs,
@@ -304,10 +310,13 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
             .name(name)
             .ip(node_ip(i))
             .init(move || {
-                let (offset, incarnation) = {
+                let (offset, incarnation, stop) = {
                     let mut b = book.lock().unwrap_or_else(|p| p.into_inner());
                     b.incarnations[i] += 1;
-                    (b.offsets[i], b.incarnations[i])
+                    let stop = Arc::new(tokio::sync::Notify::new());
+                    b.shutdown[i] = stop.clone();
+                    b.drained[i] = false;
+                    (b.offsets[i], b.incarnations[i], stop)
                 };
                 let rc = RunConfig {
                     sip: SocketAddr::new(node_ip(i), 5060),
@@ -322,6 +331,7 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
                     unfenced,
                 };
                 let (trace, who, history) = (trace.clone(), who.clone(), history.clone());
+                let book = book.clone();
                 async move {
                     trace.log(
                         &who,
@@ -331,8 +341,13 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
                         Ok(s) => s,
                         Err(e) => return trace.violation(&who, format_args!("no store: {e}")),
                     };
-                    if let Err(e) = run_node(rc, store, std::future::pending()).await {
-                        trace.violation(&who, format_args!("node stopped: {e}"));
+                    match run_node(rc, store, async move { stop.notified().await }).await {
+                        Ok(()) => {
+                            trace.log(&who, "drained and stopped");
+                            let mut b = book.lock().unwrap_or_else(|p| p.into_inner());
+                            b.drained[i] = true;
+                        }
+                        Err(e) => trace.violation(&who, format_args!("node stopped: {e}")),
                     }
                 }
             })
