@@ -33,7 +33,8 @@ pub(super) struct Membership {
     members: Option<BTreeMap<u16, u64>>,
     /// Requests waiting, by the Call-ID they carry.
     waiting: BTreeMap<String, Vec<(TxKey, Request, Peer)>>,
-    /// Keys to read (for `Node::poll_load`), and which Call-ID each read is for.
+    /// Keys to read (for `Node::poll_load`), and the Call-IDs each read is for (one read
+    /// may serve requests on both legs of a call).
     to_load: Vec<String>,
     loading: BTreeMap<String, BTreeSet<String>>,
     /// Keys read so far for each Call-ID (a `leg/` lookup follows a missing `call/`).
