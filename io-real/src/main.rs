@@ -96,13 +96,26 @@ fn cluster_status(url: &str) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let now = drongo::runtime::now_ms();
+    // The members, and how many calls each owns (its owner index: none with strategy none).
     let records = rt.block_on(async {
         let store = AnyStore::open(url).await?;
-        store
+        let members = store
             .scan(drongo_core::store::NODE_PREFIX, usize::MAX, now)
-            .await
+            .await?;
+        let mut owned = Vec::new();
+        for r in &members {
+            let n = match Member::decode(&r.value) {
+                Some(m) => {
+                    let prefix = drongo_core::store::owns_prefix(m.id);
+                    store.scan(&prefix, usize::MAX, now).await?.len()
+                }
+                None => 0,
+            };
+            owned.push(n);
+        }
+        Ok::<_, drongo::store::StoreError>((members, owned))
     });
-    let records = match records {
+    let (records, owned) = match records {
         Ok(r) => r,
         Err(e) => {
             error!("store {url}: {e}");
@@ -110,10 +123,10 @@ fn cluster_status(url: &str) -> ExitCode {
         }
     };
     println!(
-        "{:<6} {:<12} {:<10} {:<22} {:<22} {:>10} {:>9}",
-        "id", "incarnation", "state", "sip", "admin", "up (s)", "lease (ms)"
+        "{:<6} {:<12} {:<10} {:<22} {:<22} {:>10} {:>9} {:>8}",
+        "id", "incarnation", "state", "sip", "admin", "up (s)", "lease (ms)", "calls"
     );
-    for r in &records {
+    for (r, calls) in records.iter().zip(&owned) {
         let Some(m) = Member::decode(&r.value) else {
             continue;
         };
@@ -122,7 +135,7 @@ fn cluster_status(url: &str) -> ExitCode {
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
         println!(
-            "{:<6} {:<12} {:<10} {:<22} {:<22} {:>10} {:>9}",
+            "{:<6} {:<12} {:<10} {:<22} {:<22} {:>10} {:>9} {:>8}",
             m.id,
             m.incarnation,
             state,
@@ -130,6 +143,7 @@ fn cluster_status(url: &str) -> ExitCode {
             m.admin,
             now.saturating_sub(m.since) / 1000,
             r.expires_at.map_or(0, |e| e.saturating_sub(now)),
+            calls,
         );
     }
     println!("{} live member(s)", records.len());

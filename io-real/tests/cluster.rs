@@ -181,6 +181,18 @@ fn callers_bye_reaches_a_survivor_after_kill_9() {
     let answered = within(SECS, || n1.metric("drongo_calls_answered_total") == 1);
     assert!(answered.is_some(), "call not answered\n{}", n1.log());
     std::thread::sleep(Duration::from_millis(300));
+    // `/cluster` says node 1 runs the call; `drongo cluster status` that it owns it.
+    assert_eq!(cluster(&n1)["calls"], 1);
+    let status = Command::new(env!("CARGO_BIN_EXE_drongo"))
+        .args(["cluster", "status", "--store", &store_url(a)])
+        .output()
+        .expect("drongo cluster status");
+    let text = String::from_utf8_lossy(&status.stdout);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{a} ")))
+        .unwrap_or_default();
+    assert_eq!(row.split_whitespace().last(), Some("1"), "{text}");
     n1.kill9();
     let log1 = n1.log();
     assert!(

@@ -115,6 +115,11 @@ pub fn all() -> Vec<Scenario> {
             spec: paused_owner,
         },
         Scenario {
+            name: "node-join",
+            about: "a fourth member joins a running cluster of three; then a member dies with calls up and the newcomer shares its calls",
+            spec: node_join,
+        },
+        Scenario {
             name: "rolling-restart",
             about: "a cluster of three: each node in turn is stopped gracefully (drain, leave) with calls up, and started again",
             spec: rolling_restart,
@@ -408,6 +413,31 @@ fn paused_owner() -> WorldSpec {
         },
         for_ms: (3_000, 15_000),
     }])
+}
+
+fn node_join() -> WorldSpec {
+    WorldSpec {
+        nodes: 4,
+        uas: 16,
+        faults: vec![
+            // The fourth member is down from the start and joins 15-25 s in (its phones
+            // register then).
+            Fault::KillNode {
+                node: 3,
+                when: Trigger::At(0),
+                down_ms: (15_000, 25_000),
+            },
+            Fault::KillNode {
+                node: 0,
+                when: Trigger::InCallOn {
+                    node: 0,
+                    after_ms: 35_000,
+                },
+                down_ms: (500, 15_000),
+            },
+        ],
+        ..cluster(Vec::new())
+    }
 }
 
 fn rolling_restart() -> WorldSpec {

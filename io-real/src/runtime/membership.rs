@@ -38,6 +38,8 @@ pub struct Lease {
     members: Mutex<Vec<Member>>,
     /// One more whenever the members or the incarnation change (the node loop looks).
     generation: AtomicU64,
+    /// The calls this node runs (owns), as the node loop last said.
+    calls: AtomicU64,
 }
 
 impl Lease {
@@ -48,6 +50,11 @@ impl Lease {
 
     pub fn incarnation(&self) -> u64 {
         self.incarnation.load(Ordering::Relaxed)
+    }
+
+    /// The node loop tells how many calls the node runs (for `/cluster`).
+    pub fn set_calls(&self, n: u64) {
+        self.calls.store(n, Ordering::Relaxed);
     }
 
     /// Counts something the fence stopped.
@@ -143,6 +150,7 @@ impl Lease {
             "incarnation": self.incarnation(),
             "lease_holds": self.holds(),
             "lease_remaining_ms": self.valid_until.load(Ordering::Acquire).saturating_sub(now),
+            "calls": self.calls.load(Ordering::Relaxed),
             "members": members,
         });
         format!("{me}\n")
@@ -325,6 +333,7 @@ pub async fn start<S: Store + Clone>(
         losses: AtomicU64::new(0),
         members: Mutex::new(Vec::new()),
         generation: AtomicU64::new(0),
+        calls: AtomicU64::new(0),
     });
     let (member, version) = join(&store, &me, clock, ttl, &lease).await?;
     refresh_members(&store, &lease, clock.now()).await;

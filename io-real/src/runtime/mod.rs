@@ -209,6 +209,7 @@ pub async fn run<S: Store + Clone>(
             let g = lease.generation();
             // The lease holding again (after a lapse it survived) also tells the node, which
             // then loads the calls it let go of while fenced.
+            lease.set_calls(node.active_calls() as u64);
             let holds = lease.holds();
             let regained = holds && !lease_held;
             lease_held = holds;

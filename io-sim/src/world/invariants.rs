@@ -65,11 +65,18 @@ pub(super) async fn check(
             continuity(trace, token, call, t);
         }
     }
-    match server
+    // Tombstones of calls that ended (records that expire by themselves, 64·T1 after the
+    // end: a call record never expires otherwise) are not dialog state.
+    let left = server
         .data
         .scan(drongo_core::store::CALL_PREFIX, usize::MAX, now_ms())
         .await
-    {
+        .map(|rs| {
+            rs.into_iter()
+                .filter(|r| r.expires_at.is_none())
+                .collect::<Vec<_>>()
+        });
+    match left {
         Ok(left) if !left.is_empty() => {
             let keys: Vec<&str> = left.iter().map(|r| r.key.as_str()).collect();
             trace.violation(
