@@ -10,6 +10,7 @@
 #   ci/bench-cluster.sh [--smoke]
 #   CPS_RATES="300 600 ..."  SECS=10 (seconds of load per step)
 #   STRATEGY=lazy|none ([cluster] strategy of the nodes; default lazy)
+#   DRONGO_KEEP_BENCH=1 keeps the logs and etcd's data (deleted otherwise)
 # --smoke: one low step, for CI (checks the script, the cluster and Kamailio work).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,6 +31,8 @@ cleanup() {
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   bash ci/etcd.sh stop "$work/etcd" >/dev/null 2>&1 || true
+  # etcd's data and the SIPp logs grow by gigabytes over a full run: kept only when asked.
+  if [ -n "${DRONGO_KEEP_BENCH:-}" ]; then echo "bench files kept in $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
@@ -59,7 +62,7 @@ for _ in $(seq 100); do
   [ "$seen" -ge 4 ] && break   # this node's own id and three members
   sleep 0.1
 done
-curl -s 127.0.0.1:9061/cluster || { echo "node 1 has no /cluster; logs in $work" >&2; exit 1; }
+curl -s 127.0.0.1:9061/cluster || { echo "node 1 has no /cluster (DRONGO_KEEP_BENCH=1 keeps the logs)" >&2; exit 1; }
 
 uas=ci/sipp/uas_bench.xml
 uac=io-real/tests/sipp/uac.xml

@@ -9,6 +9,7 @@
 #
 #   ci/bench-cps.sh [--smoke]
 #   CPS_RATES="500 1000 ..."  REG_RATES="2000 4000 ..."  SECS=10 (seconds of load per step)
+#   DRONGO_KEEP_BENCH=1 keeps the logs and the store (deleted otherwise)
 # --smoke: one low step of each, for CI (checks the script and both targets work).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,6 +31,8 @@ cleanup() {
   sleep 1
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  # The store and SIPp logs grow by gigabytes over a full run: kept only when asked for.
+  if [ -n "${DRONGO_KEEP_BENCH:-}" ]; then echo "bench files kept in $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 

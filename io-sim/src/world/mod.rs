@@ -453,11 +453,14 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
         .unwrap_or(spec.session_expires_secs * 1000 + 64 * t1 + 20_000);
     trace.log("world", "workload done; settling");
     madsim::time::sleep(Duration::from_millis(settle)).await;
-    // Kills and isolations end transactions without a final response (they are node-local).
-    let kills = spec
-        .faults
-        .iter()
-        .any(|f| matches!(f, Fault::KillNode { .. } | Fault::IsolateNode { .. }));
+    // Kills, isolations and stops end transactions without a final response (they are
+    // node-local; a drain gives up on those still open after 32 s).
+    let kills = spec.faults.iter().any(|f| {
+        matches!(
+            f,
+            Fault::KillNode { .. } | Fault::IsolateNode { .. } | Fault::RestartNode { .. }
+        )
+    });
     let ops = history.ops();
     // Call records a write was acknowledged to have created.
     let stored = ops
