@@ -180,7 +180,7 @@ fn bad_input_is_answered_or_dropped_and_counted() {
                CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
     udp.send_to(bad.as_bytes(), target).unwrap();
     let mut buf = [0u8; 4096];
-    let n = udp.recv(&mut buf).unwrap();
+    let n = recv(&udp, &mut buf).unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 400 Missing Call-ID"));
     // Oversize datagram: 513.
     let big = format!(
@@ -189,7 +189,7 @@ fn bad_input_is_answered_or_dropped_and_counted() {
         "x".repeat(5000)
     );
     udp.send_to(big.as_bytes(), target).unwrap();
-    let n = udp.recv(&mut buf).unwrap();
+    let n = recv(&udp, &mut buf).unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 513"));
     // TCP: half a message then silence, then an oversize frame that closes the connection.
     let mut half = TcpStream::connect(target).unwrap();
@@ -260,7 +260,7 @@ impl RawUa {
     fn recv(&self, start: &str) -> String {
         let mut buf = [0u8; 8192];
         loop {
-            let n = self.sock.recv(&mut buf).expect("nothing came");
+            let n = recv(&self.sock, &mut buf).expect("nothing came");
             let text = String::from_utf8_lossy(&buf[..n]).to_string();
             if text.starts_with(start) {
                 return text;
@@ -399,4 +399,15 @@ fn sigterm_drains_and_flushes() {
         1,
         "registration flushed and reloaded"
     );
+}
+
+/// `recv`, again when a signal interrupted it (the tests' child processes exit at any
+/// time, and SIGCHLD can cut a blocking read short: EINTR is not an answer).
+fn recv(sock: &std::net::UdpSocket, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match sock.recv(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
 }
