@@ -39,6 +39,18 @@ fn header<'a>(text: &'a str, name: &str) -> &'a str {
         .unwrap_or("")
 }
 
+/// The caller's 200 to a request from Drongo (a BYE), headers copied from it.
+fn ok_to(request: &str) -> String {
+    format!(
+        "SIP/2.0 200 OK\nVia: {}\nFrom: {}\nTo: {}\nCall-ID: {}\nCSeq: {}\nContent-Length: 0\n\n",
+        header(request, "Via"),
+        header(request, "From"),
+        header(request, "To"),
+        header(request, "Call-ID"),
+        header(request, "CSeq")
+    )
+}
+
 const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
 
 /// What a party received: when, from which port, the first line.
@@ -314,15 +326,7 @@ fn a_silent_call_is_ended_by_its_adopter() {
     };
     let (text, from) = bye;
     assert_eq!(from.port(), r.n2.sip, "from the adopter");
-    let ok = format!(
-        "SIP/2.0 200 OK\nVia: {}\nFrom: {}\nTo: {}\nCall-ID: {}\nCSeq: {}\nContent-Length: 0\n\n",
-        header(&text, "Via"),
-        header(&text, "From"),
-        header(&text, "To"),
-        header(&text, "Call-ID"),
-        header(&text, "CSeq")
-    );
-    r.caller.send_to(&sip(&ok), from).unwrap();
+    r.caller.send_to(&sip(&ok_to(&text)), from).unwrap();
     let ended = Instant::now();
     while r.callee_byes.load(Ordering::Relaxed) == 0 || r.n2.metric("drongo_active_dialogs") > 0 {
         assert!(
@@ -378,15 +382,7 @@ fn a_stopped_owner_is_silent_after_it_continues() {
         let text = String::from_utf8_lossy(&buf[..n]).to_string();
         caller_heard.push((from.port(), text.lines().next().unwrap_or("").to_string()));
         if text.starts_with("BYE") {
-            let ok = format!(
-                "SIP/2.0 200 OK\nVia: {}\nFrom: {}\nTo: {}\nCall-ID: {}\nCSeq: {}\nContent-Length: 0\n\n",
-                header(&text, "Via"),
-                header(&text, "From"),
-                header(&text, "To"),
-                header(&text, "Call-ID"),
-                header(&text, "CSeq")
-            );
-            r.caller.send_to(&sip(&ok), from).unwrap();
+            r.caller.send_to(&sip(&ok_to(&text)), from).unwrap();
         }
     }
     let n1 = r.n1.sip;

@@ -382,26 +382,27 @@ fn cluster(faults: Vec<Fault>) -> WorldSpec {
     }
 }
 
-fn owner_crash_in_call() -> WorldSpec {
+/// The cluster with node 0 killed on `when`, down 0.5-15 s.
+fn owner_killed(when: Trigger) -> WorldSpec {
     cluster(vec![Fault::KillNode {
         node: 0,
-        when: Trigger::InCallOn {
-            node: 0,
-            after_ms: 10_000,
-        },
+        when,
         down_ms: (500, 15_000),
     }])
 }
 
-fn owner_crash_during_reinvite() -> WorldSpec {
-    cluster(vec![Fault::KillNode {
+fn owner_crash_in_call() -> WorldSpec {
+    owner_killed(Trigger::InCallOn {
         node: 0,
-        when: Trigger::ReinviteOn {
-            node: 0,
-            after_ms: 10_000,
-        },
-        down_ms: (500, 15_000),
-    }])
+        after_ms: 10_000,
+    })
+}
+
+fn owner_crash_during_reinvite() -> WorldSpec {
+    owner_killed(Trigger::ReinviteOn {
+        node: 0,
+        after_ms: 10_000,
+    })
 }
 
 fn paused_owner() -> WorldSpec {

@@ -177,6 +177,22 @@ impl FaultCtx {
         self.trace.log(who, "heals the partition");
     }
 
+    /// What a kill and a stop share: waits for `when`, draws the time the node stays down,
+    /// counts the calls up at that moment; the node's madsim id and the time down.
+    async fn take_down(
+        &mut self,
+        node: usize,
+        when: Trigger,
+        down_ms: (u64, u64),
+    ) -> Option<(NodeId, u64)> {
+        self.wait(when).await;
+        let down = draw(&mut self.rng, down_ms);
+        let id = self.nodes.get(node).copied()?;
+        let up = self.ledger.confirmed_calls() as u64;
+        self.ledger.lock().counts.calls_up_at_kills += up;
+        Some((id, down))
+    }
+
     /// Deletes every record under `prefix` from the store.
     async fn erase(&self, who: &str, prefix: &str) {
         let records = self
@@ -210,13 +226,9 @@ impl FaultCtx {
                 when,
                 down_ms,
             } => {
-                self.wait(when).await;
-                let down = draw(&mut self.rng, down_ms);
-                let Some(id) = self.nodes.get(node).copied() else {
+                let Some((id, down)) = self.take_down(node, when, down_ms).await else {
                     return;
                 };
-                let up = self.ledger.confirmed_calls() as u64;
-                self.ledger.lock().counts.calls_up_at_kills += up;
                 self.trace
                     .log(&who, format_args!("kills drongo{} for {down} ms", node + 1));
                 Handle::current().kill(id);
@@ -243,17 +255,13 @@ impl FaultCtx {
                 when,
                 down_ms,
             } => {
-                self.wait(when).await;
-                let down = draw(&mut self.rng, down_ms);
-                let Some(id) = self.nodes.get(node).copied() else {
+                let Some((id, down)) = self.take_down(node, when, down_ms).await else {
                     return;
                 };
                 let stop = {
                     let b = self.book.lock().unwrap_or_else(|p| p.into_inner());
                     b.shutdown.get(node).cloned()
                 };
-                let up = self.ledger.confirmed_calls() as u64;
-                self.ledger.lock().counts.calls_up_at_kills += up;
                 self.trace
                     .log(&who, format_args!("stops drongo{} (drain)", node + 1));
                 if let Some(stop) = stop {
