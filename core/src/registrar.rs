@@ -64,6 +64,10 @@ pub struct Registrar {
     aors: BTreeMap<String, AddressOfRecord>,
     /// Each AOR's earliest binding expiry.
     expiries: DeadlineIndex<String>,
+    /// AORs whose write failed and whose record the runtime reads back, each with whether
+    /// a later write of it was made meanwhile (the read-back, taken before that write
+    /// landed, would then undo it: see [`Registrar::take_read_back`]).
+    read_backs: BTreeMap<String, bool>,
 }
 
 /// The user part of a SIP URI, or `None`.
@@ -137,6 +141,9 @@ impl Registrar {
             }
         };
         self.index(aor);
+        if let Some(superseded) = self.read_backs.get_mut(aor) {
+            *superseded = true;
+        }
         write
     }
 
@@ -279,6 +286,20 @@ impl Registrar {
             writes.push(self.commit(&aor, bindings, now));
         }
         writes
+    }
+
+    /// A write of `aor` failed: its record will be read back.
+    pub fn expect_read_back(&mut self, aor: &str) {
+        self.read_backs.insert(aor.to_string(), false);
+    }
+
+    /// Whether the read-back of `aor` is to be taken as the truth: not when the registrar
+    /// wrote `aor` again after the failed write. The read may have been taken before that
+    /// write landed (a REGISTER answered in between), so it could wipe a binding the
+    /// store holds; the newer write settles the record instead (it fails, and is read
+    /// back in turn, unless it was made on the truth).
+    pub fn take_read_back(&mut self, aor: &str) -> bool {
+        self.read_backs.remove(aor) != Some(true)
     }
 
     /// Drops the in-memory bindings of `aor` (the store holds none: what we had was never

@@ -315,3 +315,55 @@ fn a_lookup_waits_for_the_write_of_its_aor() {
     let SipMessage::Response(r) = m else { panic!() };
     assert!(r.headers.get("Contact").is_none(), "{r:?}");
 }
+
+/// A read-back taken before a later write of its AOR landed must not undo that write: a
+/// de-REGISTER whose answer was lost (it happened), a REGISTER answered meanwhile (its
+/// write made on the truth, and durable), then the read-back of the first write, taken
+/// before the second landed, says "nothing": the binding stays. (Found by `leader-crash`
+/// seed 166: a restarted node's expiry delete failed, the phone registered again, and the
+/// late read-back wiped the new binding from memory while the store held it.)
+#[test]
+fn a_read_back_older_than_a_later_write_is_ignored() {
+    let mut n = node(Config::default());
+    let mut store = Store::new();
+    register_bob(&mut n, &mut store);
+    let unregister = REGISTER_BOB
+        .replace("Expires: 600", "Expires: 0")
+        .replace("CSeq: 1 REGISTER", "CSeq: 2 REGISTER")
+        .replace("z9hG4bKr1", "z9hG4bKr2");
+    send(&mut n, T0 + 10, B, &unregister);
+    let delete = n.poll_batch().unwrap();
+    for w in delete.writes.clone() {
+        commit(&mut store, w);
+    }
+    fail(&mut n, T0 + 20, &delete);
+    while n.poll_batch().is_some() {}
+    let again = REGISTER_BOB
+        .replace("CSeq: 1 REGISTER", "CSeq: 3 REGISTER")
+        .replace("z9hG4bKr1", "z9hG4bKr3");
+    send(&mut n, T0 + 30, B, &again);
+    assert_eq!(lines(&run(&mut n, &mut store)), ["127.0.0.1:5062 200 OK"]);
+    assert!(store.contains_key("reg/bob"));
+    n.handle_input(
+        T0 + 40,
+        Input::Record {
+            key: "reg/bob".into(),
+            record: None,
+        },
+    );
+    let query = REGISTER_BOB
+        .replace("Contact: <sip:bob@127.0.0.1:5062>\nExpires: 600\n", "")
+        .replace("CSeq: 1 REGISTER", "CSeq: 4 REGISTER")
+        .replace("z9hG4bKr1", "z9hG4bKr4");
+    send(&mut n, T0 + 50, B, &query);
+    let b = n.poll_batch().unwrap();
+    let SipMessage::Response(r) =
+        parse_datagram(&b.transmits[0].bytes, &Limits::default()).unwrap()
+    else {
+        panic!()
+    };
+    assert!(
+        r.headers.get("Contact").is_some(),
+        "the binding was wiped: {r:?}"
+    );
+}

@@ -61,6 +61,11 @@ impl Node {
             return;
         };
         self.sink.metrics.store_failures += errors.len() as u64;
+        for (i, _) in errors {
+            if let Some(Key::Reg(aor)) = sent.writes.get(*i).and_then(|(k, _)| Key::parse(k)) {
+                self.registrar.expect_read_back(aor);
+            }
+        }
         if !errors.is_empty() && errors.iter().all(|(_, e)| *e == WriteError::Fenced) {
             return self.fenced(&sent);
         }
@@ -146,6 +151,7 @@ impl Node {
         self.now = now;
         let record = record.filter(|r| r.is_live(now));
         match Key::parse(key) {
+            Some(Key::Reg(aor)) if !self.registrar.take_read_back(aor) => {}
             Some(Key::Reg(aor)) => match &record {
                 Some(r) => self.registrar.restore(r),
                 None => self.registrar.forget(aor),

@@ -302,21 +302,6 @@ impl<S: Store + Clone> Committer<S> {
                 }
                 continue;
             }
-            // Whatever failed is read back, so that the node learns what the store holds
-            // (after a fenced commit only bindings: nothing was tried, and the calls wait
-            // to be loaded again).
-            for (_, w, _) in &failed {
-                let binding = matches!(Key::parse(w.key()), Some(Key::Reg(_)));
-                if done.fenced && !binding {
-                    continue;
-                }
-                tokio::task::spawn(read_back(
-                    self.store.clone(),
-                    w.key().to_string(),
-                    self.results.clone(),
-                    self.clock,
-                ));
-            }
             // A message may reveal only state that is durable; the core says which failed
             // writes its transmits reveal.
             let held = batch.held_by(failed.iter().map(|(_, w, _)| *w));
@@ -345,6 +330,22 @@ impl<S: Store + Clone> Committer<S> {
             }
             let id = batch.id;
             let _ = self.results.send(Input::CommitFailed { id, errors });
+            // Whatever failed is read back, so that the node learns what the store holds
+            // (after a fenced commit only bindings: nothing was tried, and the calls wait
+            // to be loaded again). Spawned after the failure is reported, so that the node
+            // always hears of a failure before its read-back.
+            for (_, w, _) in &failed {
+                let binding = matches!(Key::parse(w.key()), Some(Key::Reg(_)));
+                if done.fenced && !binding {
+                    continue;
+                }
+                tokio::task::spawn(read_back(
+                    self.store.clone(),
+                    w.key().to_string(),
+                    self.results.clone(),
+                    self.clock,
+                ));
+            }
         }
         self.report_committed(committed);
     }
