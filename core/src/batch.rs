@@ -154,19 +154,21 @@ impl Ledger {
 
     /// Remembers a batch, made at `now`, until the runtime reports it.
     pub(crate) fn record(&mut self, b: &Batch, now: UnixMillis) {
-        let mut busy: Vec<String> =
-            b.transmits
-                .iter()
-                .filter_map(|t| t.call_id.clone())
-                .chain(b.writes.iter().filter_map(|w| match Key::parse(w.key()) {
-                    Some(Key::Call(id)) => Some(id.to_string()),
-                    // An AOR's key itself (see `Ledger::is_busy`).
-                    Some(Key::Reg(_)) => Some(w.key().to_string()),
-                    // Membership is the runtime's, never in a batch.
-                    Some(Key::Node(_) | Key::Incarnation(_) | Key::Leg(_) | Key::Owns(_))
-                    | None => None,
-                }))
-                .collect();
+        let mut busy: Vec<String> = b
+            .transmits
+            .iter()
+            .filter_map(|t| t.call_id.clone())
+            .chain(b.writes.iter().filter_map(|w| match Key::parse(w.key()) {
+                Some(Key::Call(id)) => Some(id.to_string()),
+                // An AOR's key itself (see `Ledger::is_busy`).
+                Some(Key::Reg(_)) => Some(w.key().to_string()),
+                // Membership is the runtime's, never in a batch.
+                Some(
+                    Key::Node(_) | Key::Incarnation(_) | Key::Leg(_) | Key::Owns(_) | Key::Leader,
+                )
+                | None => None,
+            }))
+            .collect();
         busy.sort();
         busy.dedup();
         for c in &busy {

@@ -33,6 +33,39 @@ pub struct Metrics {
     /// Calls of members that left that this node set out to adopt (rendezvous hashing
     /// gave them to it), whether or not anyone spoke on them.
     pub adoptions: u64,
+    /// Calls of dead members that nobody adopted, taken by this node as the leader's chore.
+    pub orphans_adopted: u64,
+    /// Takeovers of a dead member's call: milliseconds from the last member list that
+    /// still had the owner to the takeover (detection, the read and the claim).
+    pub failover_ms: Histogram,
+}
+
+/// A Prometheus-style histogram with fixed buckets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Histogram {
+    /// Counts per bucket of [`Histogram::BOUNDS`] (not cumulative), then the overflow.
+    pub counts: [u64; 10],
+    pub sum: u64,
+}
+
+impl Histogram {
+    /// Upper bounds of the buckets, in milliseconds (failover: around a lease TTL).
+    pub const BOUNDS: [u64; 9] = [250, 500, 750, 1_000, 1_500, 2_000, 3_000, 5_000, 10_000];
+
+    pub fn observe(&mut self, v: u64) {
+        let i = Self::BOUNDS
+            .iter()
+            .position(|b| v <= *b)
+            .unwrap_or(Self::BOUNDS.len());
+        if let Some(c) = self.counts.get_mut(i) {
+            *c += 1;
+        }
+        self.sum += v;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
 }
 
 /// The first line's method or status code, for counting.

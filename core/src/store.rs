@@ -103,6 +103,8 @@ pub enum Key<'a> {
     /// `owns/{node}/{call}`: in a cluster, the owner index: the calls of a member, for its
     /// adopters to find without scanning every call.
     Owns(&'a str),
+    /// `leader` and `leader-term`: the cluster's leader and its term counter.
+    Leader,
 }
 
 /// Prefix of every call record.
@@ -117,6 +119,10 @@ pub const INCARNATION_PREFIX: &str = "incarnation/";
 pub const LEG_PREFIX: &str = "leg/";
 /// Prefix of the owner index.
 pub const OWNS_PREFIX: &str = "owns/";
+/// The leader record (`cluster::Leader`), under its holder's lease.
+pub const LEADER_KEY: &str = "leader";
+/// The leaders' term counter: one more for every candidate, never expiring.
+pub const LEADER_TERM_KEY: &str = "leader-term";
 
 impl<'a> Key<'a> {
     /// What `key` is the key of; `None` for a key outside the space.
@@ -131,6 +137,8 @@ impl<'a> Key<'a> {
             Some(Key::Incarnation(id))
         } else if let Some(id) = key.strip_prefix(LEG_PREFIX) {
             Some(Key::Leg(id))
+        } else if key == LEADER_KEY || key == LEADER_TERM_KEY {
+            Some(Key::Leader)
         } else {
             key.strip_prefix(OWNS_PREFIX).map(Key::Owns)
         }

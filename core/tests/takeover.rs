@@ -10,7 +10,7 @@ use common::*;
 fn member(id: u16, port: u16, members: &[(u16, u64)]) -> Node {
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut n = Node::new(Config::default(), addr, id, 100 + u64::from(id));
-    n.handle_members(T0, 1, members);
+    n.handle_members(T0, 1, members, &[]);
     n
 }
 
@@ -196,6 +196,7 @@ fn a_node_that_lost_its_lease_forgets_its_calls_and_takes_back_only_its_own() {
         Input::Members {
             incarnation: 2,
             members: vec![(1, 2), (2, 1)],
+            draining: vec![],
         },
     );
     assert_eq!(n1.active_calls(), 0, "forgotten at once");
@@ -217,6 +218,7 @@ fn a_node_that_lost_its_lease_forgets_its_calls_and_takes_back_only_its_own() {
         Input::Members {
             incarnation: 3,
             members: vec![(1, 3), (2, 1)],
+            draining: vec![],
         },
     );
     load_all(&mut n1, &store, T0 + 7_010);
@@ -229,7 +231,7 @@ fn a_node_that_lost_its_lease_forgets_its_calls_and_takes_back_only_its_own() {
 fn calls_on_node_1(n: usize, cfg: Config) -> Store {
     let all = [(1, 1), (2, 1), (3, 1)];
     let mut n1 = Node::new(cfg, "127.0.0.1:5060".parse().unwrap(), 1, 101);
-    n1.handle_members(T0, 1, &all);
+    n1.handle_members(T0, 1, &all, &[]);
     let mut store = Store::new();
     register_bob(&mut n1, &mut store);
     for i in 0..n {
@@ -270,7 +272,7 @@ fn scan(store: &Store, prefix: &str) -> Vec<StoredRecord> {
 
 /// Node 1 leaves the list of `n`: it scans what it is told to and loads what it asks for.
 fn sees_node_1_leave(n: &mut Node, store: &mut Store, now: u64) {
-    n.handle_members(now, 1, &[(2, 1), (3, 1)]);
+    n.handle_members(now, 1, &[(2, 1), (3, 1)], &[]);
     while let Some(prefix) = n.poll_scan() {
         let records = scan(store, &prefix);
         n.handle_input(
@@ -304,6 +306,65 @@ fn a_dead_members_calls_are_spread_over_the_survivors_and_each_adopted_once() {
     assert_eq!(scan(&store, "owns/2/").len(), a2);
     assert_eq!(scan(&store, "owns/3/").len(), a3);
     assert_eq!(n2.metrics().takeovers + n3.metrics().takeovers, 12);
+    // Each takeover timed from the last list that had node 1 (T0) to the adoption.
+    let h = (&n2.metrics().failover_ms, &n3.metrics().failover_ms);
+    assert_eq!(h.0.count() + h.1.count(), 12);
+    assert_eq!(h.0.sum + h.1.sum, 12 * 5_000);
+}
+
+/// Node 1 leaves the list while node 3 drains: node 3 adopts nothing (it is about to stop),
+/// whether the list says so yet or it only knows it drains itself, and node 2 takes all.
+#[test]
+fn a_draining_member_adopts_nothing() {
+    let mut store = calls_on_node_1(12, Config::default());
+    let all = [(1, 1), (2, 1), (3, 1)];
+    let mut n2 = member(2, 5070, &all);
+    let mut n3 = member(3, 5080, &all);
+    n3.drain();
+    for n in [&mut n2, &mut n3] {
+        n.handle_members(T0 + 5_000, 1, &[(2, 1), (3, 1)], &[3]);
+        while let Some(prefix) = n.poll_scan() {
+            let records = scan(&store, &prefix);
+            n.handle_scanned(T0 + 5_000, &prefix, Some(records));
+        }
+        load_all(n, &store, T0 + 5_000);
+        run(n, &mut store);
+    }
+    assert_eq!((n2.active_calls(), n3.active_calls()), (12, 0));
+}
+
+/// Node 1 dies and node 3, the adopter of some of its calls, dies before it loads them:
+/// those calls wait unadopted (node 2 scanned node 1's index while node 3 lived, and node
+/// 3's own index holds none of them). Only the leader's sweep takes them, once node 1 has
+/// been gone three lease TTLs; a member that does not lead leaves them alone.
+#[test]
+fn the_leader_sweeps_up_calls_nobody_adopted() {
+    let mut store = calls_on_node_1(12, Config::default());
+    let all = [(1, 1), (2, 1), (3, 1)];
+    let mut n2 = member(2, 5070, &all);
+    sees_node_1_leave(&mut n2, &mut store, T0 + 5_000);
+    let adopted = n2.active_calls();
+    assert!(adopted < 12, "node 3's share is left: {adopted}");
+    n2.handle_members(T0 + 6_000, 1, &[(2, 1)], &[]);
+    while let Some(prefix) = n2.poll_scan() {
+        let records = scan(&store, &prefix);
+        n2.handle_scanned(T0 + 6_000, &prefix, Some(records));
+    }
+    load_all(&mut n2, &store, T0 + 6_000);
+    run(&mut n2, &mut store);
+    assert_eq!(n2.active_calls(), adopted, "nobody adopts node 3's share");
+    let sweep = |n: &mut Node, store: &mut Store, now: u64| {
+        n.handle_input(now, Input::Sweep(scan(store, "call/")));
+        load_all(n, store, now);
+        run(n, store);
+    };
+    sweep(&mut n2, &mut store, T0 + 40_000);
+    assert_eq!(n2.active_calls(), adopted, "not the leader: no chore");
+    n2.handle_input(T0 + 40_000, Input::Leader { term: Some(1) });
+    sweep(&mut n2, &mut store, T0 + 40_000);
+    assert_eq!(n2.active_calls(), 12, "the leader took the rest");
+    assert_eq!(n2.metrics().orphans_adopted, (12 - adopted) as u64);
+    assert!(scan(&store, "owns/1/").is_empty());
 }
 
 #[test]
@@ -314,7 +375,7 @@ fn an_adopted_call_nobody_speaks_on_ends_at_its_maximum_duration() {
     };
     let mut store = calls_on_node_1(1, cfg);
     let mut n2 = member(2, 5070, &[(1, 1), (2, 1)]);
-    n2.handle_members(T0 + 5_000, 1, &[(2, 1)]);
+    n2.handle_members(T0 + 5_000, 1, &[(2, 1)], &[]);
     let prefix = n2.poll_scan().expect("node 1's owner index");
     let records = scan(&store, &prefix);
     n2.handle_scanned(T0 + 5_000, &prefix, Some(records));
@@ -349,7 +410,7 @@ fn with_strategy_none_calls_stay_in_memory_and_another_member_answers_481() {
         "no call state written: {store:?}"
     );
     let mut n2 = Node::new(cfg, "127.0.0.1:5070".parse().unwrap(), 2, 102);
-    n2.handle_members(T0, 1, &[(2, 1), (3, 1)]);
+    n2.handle_members(T0, 1, &[(2, 1), (3, 1)], &[]);
     let bye = "BYE sip:drongo@127.0.0.1:5070 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKb0\nMax-Forwards: 70\nFrom: <sip:alice@127.0.0.1>;tag=a\nTo: <sip:bob@127.0.0.1>;tag=x\nCall-ID: call0\nCSeq: 2 BYE\nContent-Length: 0\n\n";
     send(&mut n2, T0 + 5_000, A, bye);
     let mut store = store;

@@ -93,8 +93,29 @@ pub fn render_metrics(node: &Node) -> String {
             "Calls of members that left that rendezvous hashing gave this node to adopt.",
             m.adoptions,
         ),
+        (
+            "drongo_orphans_adopted_total",
+            "Calls of dead members nobody adopted, taken by this node as the leader.",
+            m.orphans_adopted,
+        ),
     ] {
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    }
+    let h = &m.failover_ms;
+    if h.count() > 0 {
+        let name = "drongo_failover_duration_ms";
+        let _ = writeln!(
+            s,
+            "# HELP {name} Takeovers of a dead member's call: ms from the last member list \
+             that had the owner to the takeover.\n# TYPE {name} histogram"
+        );
+        let mut total = 0;
+        for (bound, c) in drongo_core::metrics::Histogram::BOUNDS.iter().zip(h.counts) {
+            total += c;
+            let _ = writeln!(s, "{name}_bucket{{le=\"{bound}\"}} {total}");
+        }
+        let _ = writeln!(s, "{name}_bucket{{le=\"+Inf\"}} {}", h.count());
+        let _ = writeln!(s, "{name}_sum {}\n{name}_count {}", h.sum, h.count());
     }
     let labelled = |s: &mut String,
                     name: &str,

@@ -4,7 +4,9 @@
 //! incarnation on every start, a stopped (SIGSTOP) member losing its lease and joining
 //! again, a drained member leaving at once, and `drongo cluster status`; and a call that
 //! outlives its node: set up through node 1, node 1 killed, the caller's BYE sent to node 2
-//! (SIPp `setdest`) is answered 200 and the callee gets its BYE.
+//! (SIPp `setdest`) is answered 200 and the callee gets its BYE; leader election: one
+//! leader, another with a larger term within a TTL of a `kill -9`, and a stopped leader
+//! that does not act as one after `SIGCONT`.
 #![cfg(feature = "etcd")]
 
 mod common;
@@ -211,6 +213,11 @@ fn callers_bye_reaches_a_survivor_after_kill_9() {
         "{}\n{log1}",
         n2.log()
     );
+    assert_eq!(n2.metric("drongo_failover_duration_ms_count"), 1);
+    println!(
+        "failover: {} ms from the last list with node 1 to the takeover",
+        n2.metric("drongo_failover_duration_ms_sum")
+    );
     // SIPp answers the BYE towards the address the call came from (node 1, dead), not
     // the Via (§18.2.2): node 2's BYE transaction times out (64·T1 = 6.4 s here), which
     // ends the call all the same.
@@ -218,4 +225,83 @@ fn callers_bye_reaches_a_survivor_after_kill_9() {
         n2.metric("drongo_active_dialogs") == 0
     });
     assert!(over.is_some(), "the call is over\n{}", n2.log());
+}
+
+/// The leader and its term as `d` sees them; whether `d` leads.
+fn leader(d: &Drongo) -> (Option<u64>, u64, bool) {
+    let c = cluster(d);
+    let l = &c["leader"];
+    (
+        l["id"].as_u64(),
+        l["term"].as_u64().unwrap_or(0),
+        c["leading"] == true,
+    )
+}
+
+/// The member of `nodes` that leads, once every one of them agrees on it.
+fn agreed_leader(nodes: &[&Drongo], limit: Duration) -> Option<(usize, u64)> {
+    let mut found = None;
+    within(limit, || {
+        let views: Vec<_> = nodes.iter().map(|d| leader(d)).collect();
+        let leading: Vec<usize> = (0..nodes.len()).filter(|i| views[*i].2).collect();
+        let [i] = leading[..] else { return false };
+        let id = views[i].0;
+        let term = views[i].1;
+        found = Some((i, term));
+        views.iter().all(|v| v.0 == id && v.1 == term)
+    })?;
+    found
+}
+
+#[test]
+fn leader_election_failover_and_fencing() {
+    let a = 24_000 + (std::process::id() % 2_000) as u16 * 5;
+    let mut nodes = [member(5390, a), member(5392, a + 1), member(5394, a + 2)];
+    let refs: Vec<&Drongo> = nodes.iter().collect();
+    let (first, term1) = agreed_leader(&refs, Duration::from_secs(5)).expect("one leader");
+    assert!(term1 >= 1);
+    assert_eq!(refs[first].metric("drongo_leader"), 1);
+
+    // kill -9 the leader: another is elected within a TTL of its record's last renewal
+    // (the others look every third of the TTL), with a larger term.
+    nodes[first].kill9();
+    let killed = Instant::now();
+    let rest: Vec<usize> = (0..3).filter(|i| *i != first).collect();
+    let refs: Vec<&Drongo> = rest.iter().map(|i| &nodes[*i]).collect();
+    let (second, term2) =
+        agreed_leader(&refs, Duration::from_millis(TTL_MS * 4)).expect("a new leader");
+    let took = killed.elapsed();
+    println!("new leader (term {term2}, was {term1}) {took:?} after kill -9 (TTL {TTL_MS} ms)");
+    assert!(term2 > term1, "the fencing token grows");
+    assert!(took <= Duration::from_millis(TTL_MS * 2), "{took:?}");
+    let second = rest[second];
+
+    // SIGSTOP the new leader past its lease: the last member takes the office with a
+    // larger term; on SIGCONT the stopped one does not act as the leader (its record's
+    // renewal is refused: the record is another's), and never is elected again meanwhile.
+    let won_before = nodes[second].metric("drongo_elections_won_total");
+    nodes[second].signal("-STOP");
+    let third = rest.iter().copied().find(|i| *i != second).unwrap_or(0);
+    let (_, term3) = agreed_leader(&[&nodes[third]], Duration::from_millis(TTL_MS * 4))
+        .expect("a leader after the stop");
+    nodes[second].signal("-CONT");
+    assert!(term3 > term2);
+    for _ in 0..20 {
+        assert!(
+            !leader(&nodes[second]).2,
+            "the stopped leader acts as leader after SIGCONT"
+        );
+        std::thread::sleep(Duration::from_millis(TTL_MS / 10));
+    }
+    assert!(leader(&nodes[third]).2, "the new leader keeps the office");
+    assert_eq!(
+        nodes[second].metric("drongo_elections_won_total"),
+        won_before
+    );
+    let refs: Vec<&Drongo> = [second, third].iter().map(|i| &nodes[*i]).collect();
+    assert_eq!(
+        agreed_leader(&refs, Duration::from_secs(3)).map(|l| l.1),
+        Some(term3),
+        "both agree on the new leader"
+    );
 }

@@ -125,6 +125,11 @@ pub fn all() -> Vec<Scenario> {
             spec: rolling_restart,
         },
         Scenario {
+            name: "leader-crash",
+            about: "a cluster of three: the leader is killed with calls up, a second member 1-3 s later; the last one leads and adopts every call, those the second left unadopted by the leader's sweep",
+            spec: leader_crash,
+        },
+        Scenario {
             name: "cluster-chaos",
             about: "a cluster of three on a lossy network: kills, an isolated node and a store outage in one run",
             spec: cluster_chaos,
@@ -454,6 +459,19 @@ fn rolling_restart() -> WorldSpec {
             })
             .collect(),
     )
+}
+
+fn leader_crash() -> WorldSpec {
+    WorldSpec {
+        // Parties that go silent leave calls whose only way to end is their owner's timers
+        // (session expiry): a call nobody adopted would never end.
+        vanish: 0.3,
+        ..cluster(vec![Fault::KillLeader {
+            when: Trigger::InCall { after_ms: 10_000 },
+            down_ms: (60_000, 70_000),
+            second_after_ms: Some(1_000),
+        }])
+    }
 }
 
 fn cluster_chaos() -> WorldSpec {

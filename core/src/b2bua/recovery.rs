@@ -217,7 +217,7 @@ struct Owner {
 
 /// The owner named in a stored call record (0: none, or not a call record). Reads only
 /// that field, not the whole call.
-pub(crate) fn owner_of(value: &[u8]) -> u16 {
+pub fn owner_of(value: &[u8]) -> u16 {
     serde_json::from_slice::<Owner>(value).map_or(0, |o| o.owner)
 }
 

@@ -13,7 +13,9 @@
 //! timers must still fire: 2xx retransmissions, session expiry, maximum duration, BYEs to
 //! send again): every survivor reads the dead member's owner index (`owns/{id}/`) and loads
 //! the calls that rendezvous hashing over the live members gives it, so the calls spread
-//! over the survivors and each has exactly one adopter, agreed without talking.
+//! over the survivors and each has exactly one adopter, agreed without talking. Draining
+//! members are left out of the hashing (they are about to stop). Should an adopter die
+//! before it loads its share, the leader's sweep takes what is left.
 
 use super::Node;
 use crate::config::Strategy;
@@ -31,6 +33,9 @@ const MAX_WAITING: usize = 4096;
 pub(super) struct Membership {
     /// Live members (id → incarnation); `None` on a single node.
     members: Option<BTreeMap<u16, u64>>,
+    /// Live members that are draining: alive (their calls stay theirs) but adopting
+    /// nothing, so rendezvous hashing leaves them out.
+    draining: BTreeSet<u16>,
     /// Requests waiting, by the Call-ID they carry.
     waiting: BTreeMap<String, Vec<(TxKey, Request, Peer)>>,
     /// Keys to read (for `Node::poll_load`), and the Call-IDs each read is for (one read
@@ -41,6 +46,14 @@ pub(super) struct Membership {
     tried: BTreeMap<String, BTreeSet<String>>,
     /// Owner index prefixes to scan (for `Node::poll_scan`): members that left.
     to_scan: Vec<String>,
+    /// This node's term while it leads the cluster (it then runs the chores).
+    pub(super) leader_term: Option<u64>,
+    /// When each member that left was last seen going (the chore's grace).
+    gone_since: BTreeMap<u16, UnixMillis>,
+    /// When each member was last in a member list (the failover histogram's start).
+    last_seen: BTreeMap<u16, UnixMillis>,
+    /// Calls of dead members seen unadopted by the last sweep, with their versions.
+    orphans: BTreeMap<String, u64>,
     /// Calls let go of because a write was fenced: loaded again at the next member list
     /// (after a rejoin, or once the lease holds again). Their records are left alone
     /// meanwhile.
@@ -48,16 +61,23 @@ pub(super) struct Membership {
 }
 
 impl Node {
-    /// The live members (id, incarnation) and this node's incarnation: the node is a
-    /// cluster member from now on (the A-leg index is written, requests for calls it does
-    /// not hold are loaded).
+    /// The live members (id, incarnation), those of them draining, and this node's
+    /// incarnation: the node is a cluster member from now on (the A-leg index is written,
+    /// requests for calls it does not hold are loaded).
     ///
     /// A new incarnation while running means the node lost its lease and joined again:
     /// any of its calls may have been taken over meanwhile, so it forgets them all without
     /// a word and loads each again, taking back (as its new incarnation) those still its
     /// own or whose new owner is gone.
-    pub fn handle_members(&mut self, now: UnixMillis, incarnation: u64, members: &[(u16, u64)]) {
+    pub fn handle_members(
+        &mut self,
+        now: UnixMillis,
+        incarnation: u64,
+        members: &[(u16, u64)],
+        draining: &[u16],
+    ) {
         self.now = now;
+        self.cluster.draining = draining.iter().copied().collect();
         let rejoined = self.sink.incarnation != 0 && self.sink.incarnation != incarnation;
         self.sink.clustered = true;
         self.sink.incarnation = incarnation;
@@ -68,8 +88,15 @@ impl Node {
             for id in before.keys().filter(|id| !now_live.contains_key(id)) {
                 if *id != self.sink.node_id {
                     self.cluster.to_scan.push(owns_prefix(*id));
+                    self.cluster.gone_since.insert(*id, now);
                 }
             }
+        }
+        self.cluster
+            .gone_since
+            .retain(|id, _| !now_live.contains_key(id));
+        for id in now_live.keys() {
+            self.cluster.last_seen.insert(*id, now);
         }
         self.cluster.members = Some(now_live);
         // With nothing stored nobody else can have taken a call over: a node that joined
@@ -113,12 +140,7 @@ impl Node {
             self.cluster.to_scan.push(prefix.to_string());
             return;
         };
-        let live: Vec<(u16, u32)> = self
-            .cluster
-            .members
-            .as_ref()
-            .map(|m| m.keys().map(|id| (*id, 1)).collect())
-            .unwrap_or_default();
+        let live = self.adopters();
         let me = self.sink.node_id;
         for r in records {
             let Some(call) = r
@@ -137,6 +159,70 @@ impl Node {
         }
     }
 
+    /// Whether this node leads the cluster, and in which term (`None`: it does not): the
+    /// leader sweeps up calls nobody adopted ([`Node::handle_sweep`]).
+    pub fn handle_leader(&mut self, now: UnixMillis, term: Option<u64>) {
+        self.now = now;
+        if term.is_none() {
+            self.cluster.orphans.clear();
+        }
+        self.cluster.leader_term = term;
+    }
+
+    /// The leader's chore, on the periodic sweep's view of every call record: a call whose
+    /// owner is gone and that nobody adopted is loaded and taken over here. Rendezvous
+    /// hashing gives every such call an adopter when its owner leaves, but an adopter can
+    /// die before it loads the call, or see a different member list (a member draining,
+    /// one joining): such a call would wait for someone to speak on it, and its timers
+    /// (session expiry, maximum duration) would not fire. A call qualifies once its owner
+    /// has been gone for three lease TTLs, or when the last sweep saw it unadopted at the
+    /// same version. The takeover is the usual compare-and-swap, so an adopter that got
+    /// there first, or an earlier leader still at work, makes it fail harmlessly.
+    pub(super) fn sweep_orphans(&mut self, records: &[StoredRecord], loading: &BTreeSet<String>) {
+        if self.cluster.leader_term.is_none() || self.sink.cfg.cluster.strategy == Strategy::None {
+            return;
+        }
+        let Some(members) = self.cluster.members.as_ref() else {
+            return;
+        };
+        let now = self.now;
+        let grace = 3 * self.sink.cfg.cluster.lease_ttl_ms;
+        let me = self.sink.node_id;
+        let mut seen = BTreeMap::new();
+        let mut adopt = Vec::new();
+        for r in records.iter().filter(|r| r.is_live(now)) {
+            let Some(Key::Call(id)) = Key::parse(&r.key) else {
+                continue;
+            };
+            let owner = crate::b2bua::owner_of(&r.value);
+            let orphan = owner != 0
+                && owner != me
+                && !members.contains_key(&owner)
+                && crate::b2bua::Tombstone::parse(&r.value).is_none()
+                && !self.b2bua.holds(id)
+                && !loading.contains(id);
+            if !orphan {
+                continue;
+            }
+            let long_gone = self
+                .cluster
+                .gone_since
+                .get(&owner)
+                .is_some_and(|t| now >= t + grace);
+            let seen_before = self.cluster.orphans.get(id) == Some(&r.version);
+            if long_gone || seen_before {
+                adopt.push(id.to_string());
+            } else {
+                seen.insert(id.to_string(), r.version);
+            }
+        }
+        self.cluster.orphans = seen;
+        for id in adopt {
+            self.sink.metrics.orphans_adopted += 1;
+            self.load(call_key(&id), &id);
+        }
+    }
+
     /// Calls being read from the store or let go of after a fenced write: a sweep or a
     /// read-back leaves their records alone.
     pub(super) fn loading_calls(&self) -> BTreeSet<String> {
@@ -147,6 +233,19 @@ impl Node {
             .chain(self.cluster.waiting.keys())
             .chain(&self.cluster.suspended)
             .cloned()
+            .collect()
+    }
+
+    /// The members that adopt calls (weight 1 each): the live ones but those draining, this
+    /// node included once it drains itself (before its record says so).
+    pub(super) fn adopters(&self) -> Vec<(u16, u32)> {
+        let me = self.sink.node_id;
+        self.cluster
+            .members
+            .iter()
+            .flat_map(BTreeMap::keys)
+            .filter(|id| !(self.cluster.draining.contains(id) || (**id == me && self.draining)))
+            .map(|id| (*id, 1))
             .collect()
     }
 
@@ -262,6 +361,13 @@ impl Node {
         }
         match self.b2bua.adopt(&mut self.sink, r, now) {
             Some(legs) => {
+                let since = self.cluster.last_seen.get(&owner);
+                if let Some(t) = since.filter(|_| owner != self.sink.node_id) {
+                    self.sink
+                        .metrics
+                        .failover_ms
+                        .observe(now.saturating_sub(*t));
+                }
                 for leg in legs.iter().map(String::as_str).chain([call_id]) {
                     self.replay_waiting(leg, now);
                 }

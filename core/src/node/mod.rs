@@ -73,12 +73,15 @@ pub enum Input {
     /// Every call record the store holds, scanned now and then (see
     /// [`Node::handle_sweep`]).
     Sweep(Vec<StoredRecord>),
-    /// The live cluster members (id, incarnation) and this node's incarnation (see
-    /// [`Node::handle_members`]).
+    /// The live cluster members (id, incarnation), the ids of those draining, and this
+    /// node's incarnation (see [`Node::handle_members`]).
     Members {
         incarnation: u64,
         members: Vec<(u16, u64)>,
+        draining: Vec<u16>,
     },
+    /// Whether this node leads the cluster, with its term (see [`Node::handle_leader`]).
+    Leader { term: Option<u64> },
     /// What the store holds at `key`, asked for by [`Node::poll_load`] (`None`: the store
     /// did not answer).
     Loaded {
@@ -180,7 +183,9 @@ impl Node {
             Input::Members {
                 incarnation,
                 members,
-            } => self.handle_members(now, incarnation, &members),
+                draining,
+            } => self.handle_members(now, incarnation, &members, &draining),
+            Input::Leader { term } => self.handle_leader(now, term),
             Input::Loaded { key, record } => self.handle_loaded(now, &key, record),
             Input::Scanned { prefix, records } => self.handle_scanned(now, &prefix, records),
         }

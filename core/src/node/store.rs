@@ -171,13 +171,14 @@ impl Node {
                     });
                 }
             }
-            Some(Key::Node(_) | Key::Incarnation(_) | Key::Owns(_)) | None => {}
+            Some(Key::Node(_) | Key::Incarnation(_) | Key::Owns(_) | Key::Leader) | None => {}
         }
         self.flush();
     }
 
     /// The call records the store holds (a periodic scan): one of this node's that no call
-    /// of ours holds is deleted on the version read. A write that landed after its call
+    /// of ours holds is deleted on the version read; on the leader, calls nobody adopted
+    /// are taken over (`Node::sweep_orphans`). A write that landed after its call
     /// ended leaves such a record (a create held up in the network, applied after the
     /// call's delete: compare-and-swap cannot tell that absence from the first), and so
     /// does any other write the node gave up on.
@@ -191,6 +192,7 @@ impl Node {
                 }
             }
         }
+        self.sweep_orphans(records, &loading);
         self.flush();
     }
 

@@ -12,14 +12,16 @@
 //! ran out, say while the process was stopped) means we lost it: the node stays silent
 //! and joins again with a new incarnation.
 
+use super::election::{self, Office};
 use super::Clock;
 use crate::store::{Store, StoreError};
 use drongo_core::cluster::{Member, MemberState};
 use drongo_core::store::{incarnation_key, node_key, StoreWrite, NODE_PREFIX};
 use drongo_core::UnixMillis;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
 /// What this node claims in the cluster, shared with the transport (the fence), the
@@ -40,12 +42,26 @@ pub struct Lease {
     generation: AtomicU64,
     /// The calls this node runs (owns), as the node loop last said.
     calls: AtomicU64,
+    /// Set when the node starts draining: the next renewal (at once) says so in the record,
+    /// and the other members stop choosing this one as an adopter.
+    draining: AtomicBool,
+    wake: Notify,
+    /// Leader election (`election`).
+    office: Office,
 }
 
 impl Lease {
     /// Whether the node may send and write now.
     pub fn holds(&self) -> bool {
         self.clock.now() + self.ttl / 4 < self.valid_until.load(Ordering::Acquire)
+    }
+
+    pub fn ttl(&self) -> u64 {
+        self.ttl
+    }
+
+    pub fn office(&self) -> &Office {
+        &self.office
     }
 
     pub fn incarnation(&self) -> u64 {
@@ -67,14 +83,23 @@ impl Lease {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// This node's incarnation and the live members (id, incarnation), for the core.
-    pub fn view(&self) -> (u64, Vec<(u16, u64)>) {
-        let members = self
-            .members()
+    /// This node's incarnation, the live members (id, incarnation) and those of them
+    /// draining, for the core.
+    pub fn view(&self) -> (u64, Vec<(u16, u64)>, Vec<u16>) {
+        let all = self.members();
+        let members = all.iter().map(|m| (m.id, m.incarnation)).collect();
+        let draining = all
             .iter()
-            .map(|m| (m.id, m.incarnation))
+            .filter(|m| m.state == MemberState::Draining)
+            .map(|m| m.id)
             .collect();
-        (self.incarnation(), members)
+        (self.incarnation(), members, draining)
+    }
+
+    /// The node drains: its record says so at once (a renewal ahead of time).
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.wake.notify_one();
     }
 
     fn members(&self) -> Vec<Member> {
@@ -88,6 +113,7 @@ impl Lease {
     pub fn metrics(&self) -> String {
         let now = self.clock.now();
         let left = self.valid_until.load(Ordering::Acquire).saturating_sub(now);
+        let term = self.office.term(self, now);
         let mut s = String::new();
         for (name, kind, help, v) in [
             (
@@ -113,6 +139,24 @@ impl Lease {
                 "counter",
                 "Times this node lost its lease and joined again.",
                 self.losses.load(Ordering::Relaxed),
+            ),
+            (
+                "drongo_leader",
+                "gauge",
+                "1 while this node is the cluster's leader.",
+                u64::from(term.is_some()),
+            ),
+            (
+                "drongo_leader_term",
+                "gauge",
+                "The term of the leader last seen (the fencing token of its chores).",
+                self.office.leader().map_or(0, |l| l.term),
+            ),
+            (
+                "drongo_elections_won_total",
+                "counter",
+                "Elections this node won.",
+                self.office.won(),
             ),
             (
                 "drongo_fenced_drops_total",
@@ -151,6 +195,12 @@ impl Lease {
             "lease_holds": self.holds(),
             "lease_remaining_ms": self.valid_until.load(Ordering::Acquire).saturating_sub(now),
             "calls": self.calls.load(Ordering::Relaxed),
+            "leading": self.office.term(self, now).is_some(),
+            "leader": self.office.leader().map(|l| serde_json::json!({
+                "id": l.node,
+                "incarnation": l.incarnation,
+                "term": l.term,
+            })),
             "members": members,
         });
         format!("{me}\n")
@@ -334,9 +384,13 @@ pub async fn start<S: Store + Clone>(
         members: Mutex::new(Vec::new()),
         generation: AtomicU64::new(0),
         calls: AtomicU64::new(0),
+        draining: AtomicBool::new(false),
+        wake: Notify::new(),
+        office: Office::default(),
     });
     let (member, version) = join(&store, &me, clock, ttl, &lease).await?;
     refresh_members(&store, &lease, clock.now()).await;
+    tokio::task::spawn(election::run(store.clone(), me.id, lease.clone(), clock));
     tokio::task::spawn(keep(store, me, clock, lease.clone(), member, version));
     Ok(lease)
 }
@@ -377,7 +431,13 @@ async fn keep<S: Store>(
             (false, false) => ttl / 3,
         };
         failed = false;
-        tokio::time::sleep(Duration::from_millis(wait)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            _ = lease.wake.notified() => {}
+        }
+        if lease.draining.load(Ordering::Acquire) {
+            member.state = MemberState::Draining;
+        }
         if lost {
             match join(&store, &me, clock, ttl, &lease).await {
                 Ok((m, v)) => {
@@ -421,7 +481,10 @@ async fn keep<S: Store>(
         .await
         .unwrap_or_else(|_| Err(StoreError::Retryable("read timed out".into())));
         match read {
-            Ok(Some(r)) if Member::decode(&r.value).as_ref() == Some(&member) => {
+            Ok(Some(r))
+                if Member::decode(&r.value)
+                    .is_some_and(|m| m.incarnation == member.incarnation) =>
+            {
                 // The renewal we could not confirm took effect.
                 if r.version == version + 1 {
                     version += 1;
@@ -448,6 +511,7 @@ async fn keep<S: Store>(
 /// Leaves the cluster at the end of a drain: deletes the record, so that the others need
 /// not wait for the lease to run out.
 pub async fn leave<S: Store>(store: &S, id: u16, lease: &Lease, clock: Clock) {
+    election::resign(store, id, lease, clock).await;
     lease.valid_until.store(0, Ordering::Release);
     let now = clock.now();
     if let Ok(Some(r)) = store.get(&node_key(id), now).await {

@@ -8,6 +8,7 @@
 
 mod clock;
 mod committer;
+pub mod election;
 pub mod membership;
 mod transport;
 
@@ -202,6 +203,7 @@ pub async fn run<S: Store + Clone>(
     let mut draining_since: Option<UnixMillis> = None;
     let mut members_seen = None;
     let mut lease_held = true;
+    let mut leading = None;
     loop {
         // The cluster's members, when they changed (the core serves and takes over calls
         // by them); the reads the node asks for (calls it does not hold).
@@ -215,12 +217,19 @@ pub async fn run<S: Store + Clone>(
             lease_held = holds;
             if members_seen != Some(g) || regained {
                 members_seen = Some(g);
-                let (incarnation, members) = lease.view();
+                let (incarnation, members, draining) = lease.view();
                 let input = Input::Members {
                     incarnation,
                     members,
+                    draining,
                 };
                 node.handle_input(now_ms(), input);
+            }
+            // Whether this node leads (it then runs the chores), when that changed.
+            let term = lease.office().term(lease, now_ms());
+            if term != leading {
+                leading = term;
+                node.handle_input(now_ms(), Input::Leader { term });
             }
         }
         while let Some(key) = node.poll_load() {
@@ -259,6 +268,9 @@ pub async fn run<S: Store + Clone>(
                 info!("draining: no new calls; waiting for transactions");
                 node.drain();
                 draining.store(true, Ordering::Relaxed);
+                if let Some(lease) = &lease {
+                    lease.drain();
+                }
                 draining_since = Some(now_ms());
             }
             Some(result) = results_rx.recv() => {

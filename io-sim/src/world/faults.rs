@@ -30,6 +30,15 @@ pub enum Fault {
         when: Trigger,
         down_ms: (u64, u64),
     },
+    /// Kill the cluster's leader (whichever node holds the `leader` record when the trigger
+    /// comes), and `second_after_ms` later one more member, both down for `down_ms` (long
+    /// enough for the checks: while they are down, every call they owned must be adopted
+    /// within a bound, and a survivor must lead with a larger term).
+    KillLeader {
+        when: Trigger,
+        down_ms: (u64, u64),
+        second_after_ms: Option<u64>,
+    },
     /// Stop a Drongo node gracefully (SIGTERM: it drains its transactions, writes what it
     /// holds and, in a cluster, leaves it at once) and start it again later.
     RestartNode {
@@ -193,6 +202,133 @@ impl FaultCtx {
         Some((id, down))
     }
 
+    /// Restarts a killed node with a new clock offset (after erasing the calls, for the
+    /// forgetful mutant).
+    async fn bring_back(&mut self, who: &str, node: usize, id: NodeId) {
+        let offset = offset(&mut self.rng, self.skew);
+        if let Some(o) = self
+            .book
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .offsets
+            .get_mut(node)
+        {
+            *o = offset;
+        }
+        if self.forget_calls {
+            self.erase(who, drongo_core::store::CALL_PREFIX).await;
+        }
+        self.trace
+            .log(who, format_args!("restarts drongo{}", node + 1));
+        Handle::current().restart(id);
+    }
+
+    /// The leader record: the node (index) that leads and its term.
+    async fn leader(&self) -> Option<(usize, u64)> {
+        let r = self
+            .server
+            .data
+            .get(drongo_core::store::LEADER_KEY, sim_ms())
+            .await
+            .ok()??;
+        let l = drongo_core::cluster::Leader::decode(&r.value)?;
+        Some((usize::from(l.node).checked_sub(1)?, l.term))
+    }
+
+    /// `Fault::KillLeader`.
+    async fn kill_leader(
+        &mut self,
+        who: &str,
+        when: Trigger,
+        down_ms: (u64, u64),
+        second_after_ms: Option<u64>,
+    ) {
+        self.wait(when).await;
+        let Some((leader, term)) = self.leader().await else {
+            self.trace.violation(who, "no leader to kill");
+            return;
+        };
+        let down = draw(&mut self.rng, down_ms);
+        let mut killed = vec![leader];
+        if second_after_ms.is_some() {
+            let other = (0..self.nodes.len()).find(|i| *i != leader);
+            killed.extend(other);
+        }
+        for (k, node) in killed.iter().enumerate() {
+            if k > 0 {
+                let after = second_after_ms.unwrap_or(0);
+                madsim::time::sleep(Duration::from_millis(after)).await;
+            }
+            let up = self.ledger.confirmed_calls() as u64;
+            self.ledger.lock().counts.calls_up_at_kills += up;
+            self.trace.log(
+                who,
+                format_args!(
+                    "kills drongo{} (leader of term {term}: {}) for {down} ms",
+                    node + 1,
+                    k == 0
+                ),
+            );
+            if let Some(id) = self.nodes.get(*node) {
+                Handle::current().kill(*id);
+            }
+        }
+        // Rendezvous hashing gives every call of the dead an adopter; the leader's sweep
+        // (every 30 s) takes what an adopter that died too left behind.
+        let bound = 3 * self.lease_ttl_ms + 40_000;
+        madsim::time::sleep(Duration::from_millis(bound)).await;
+        self.check_adopted(who, &killed, bound).await;
+        match self.leader().await {
+            Some((node, t)) if t > term && !killed.contains(&node) => self
+                .trace
+                .log(who, format_args!("drongo{} leads with term {t}", node + 1)),
+            other => self.trace.violation(
+                who,
+                format_args!("no new leader after the leader of term {term} died: {other:?}"),
+            ),
+        }
+        let rest = down.saturating_sub(bound + second_after_ms.unwrap_or(0));
+        madsim::time::sleep(Duration::from_millis(rest)).await;
+        for node in killed {
+            if let Some(id) = self.nodes.get(node).copied() {
+                self.bring_back(who, node, id).await;
+            }
+        }
+    }
+
+    /// No call record (tombstones aside) names one of the `dead` nodes as its owner.
+    async fn check_adopted(&self, who: &str, dead: &[usize], bound: u64) {
+        let now = sim_ms();
+        let records = self
+            .server
+            .data
+            .scan(drongo_core::store::CALL_PREFIX, usize::MAX, now)
+            .await
+            .unwrap_or_default();
+        let owner = |r: &drongo_core::store::StoredRecord| {
+            usize::from(drongo_core::b2bua::owner_of(&r.value)).checked_sub(1)
+        };
+        let left: Vec<&str> = records
+            .iter()
+            .filter(|r| r.expires_at.is_none() && owner(r).is_some_and(|o| dead.contains(&o)))
+            .map(|r| r.key.as_str())
+            .collect();
+        if left.is_empty() {
+            self.trace.log(
+                who,
+                format_args!("every call of the dead adopted within {bound} ms"),
+            );
+        } else {
+            self.trace.violation(
+                who,
+                format_args!(
+                    "{} calls of the dead not adopted within {bound} ms: {left:?}",
+                    left.len()
+                ),
+            );
+        }
+    }
+
     /// Deletes every record under `prefix` from the store.
     async fn erase(&self, who: &str, prefix: &str) {
         let records = self
@@ -233,23 +369,13 @@ impl FaultCtx {
                     .log(&who, format_args!("kills drongo{} for {down} ms", node + 1));
                 Handle::current().kill(id);
                 madsim::time::sleep(Duration::from_millis(down)).await;
-                let offset = offset(&mut self.rng, self.skew);
-                if let Some(o) = self
-                    .book
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .offsets
-                    .get_mut(node)
-                {
-                    *o = offset;
-                }
-                if self.forget_calls {
-                    self.erase(&who, drongo_core::store::CALL_PREFIX).await;
-                }
-                self.trace
-                    .log(&who, format_args!("restarts drongo{}", node + 1));
-                Handle::current().restart(id);
+                self.bring_back(&who, node, id).await;
             }
+            Fault::KillLeader {
+                when,
+                down_ms,
+                second_after_ms,
+            } => self.kill_leader(&who, when, down_ms, second_after_ms).await,
             Fault::RestartNode {
                 node,
                 when,

@@ -458,7 +458,10 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
     let kills = spec.faults.iter().any(|f| {
         matches!(
             f,
-            Fault::KillNode { .. } | Fault::IsolateNode { .. } | Fault::RestartNode { .. }
+            Fault::KillNode { .. }
+                | Fault::KillLeader { .. }
+                | Fault::IsolateNode { .. }
+                | Fault::RestartNode { .. }
         )
     });
     let ops = history.ops();
