@@ -76,7 +76,7 @@ pub struct ClusterConfig {
     /// How long a member's record outlives its last renewal (renewed every third of it).
     /// A member that cannot renew stops sending and writing before it runs out.
     pub lease_ttl_ms: u64,
-    /// What of a call is replicated (`none` or `lazy`).
+    /// What of a call is replicated (`none`, `lazy` or `hot-standby`).
     pub strategy: Strategy,
 }
 
@@ -100,6 +100,9 @@ pub enum Strategy {
     /// Calls are stored; any member loads one on demand, and a dead member's calls are
     /// adopted (rendezvous hashing over the survivors) so that their timers still fire.
     Lazy,
+    /// As `lazy`, and each call's standby (the member that would adopt it) follows its
+    /// record through a store watch and holds it in memory: a takeover reads nothing.
+    HotStandby,
 }
 
 /// Everything a node needs to know that is not state.

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub adoptions: u64,
     /// Calls of dead members that nobody adopted, taken by this node as the leader's chore.
     pub orphans_adopted: u64,
+    /// Takeovers made from the standby's copy of the record, with no store read.
+    pub standby_takeovers: u64,
     /// Takeovers of a dead member's call: milliseconds from the last member list that
     /// still had the owner to the takeover (detection, the read and the claim).
     pub failover_ms: Histogram,

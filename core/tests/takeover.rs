@@ -367,6 +367,56 @@ fn the_leader_sweeps_up_calls_nobody_adopted() {
     assert!(scan(&store, "owns/1/").is_empty());
 }
 
+/// Hot standby: each survivor holds the records of the calls it would adopt (fed by the
+/// store watch), so when node 1 leaves they take its calls over without reading the store;
+/// a record one of them does not stand by for is not kept.
+#[test]
+fn hot_standbys_take_over_without_reading_the_store() {
+    let mut store = calls_on_node_1(12, Config::default());
+    let cfg = Config {
+        cluster: drongo_core::config::ClusterConfig {
+            strategy: drongo_core::config::Strategy::HotStandby,
+            ..Default::default()
+        },
+        ..Config::default()
+    };
+    let all = [(1, 1), (2, 1), (3, 1)];
+    let mut standbys = Vec::new();
+    for (id, port) in [(2, 5070), (3, 5080)] {
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut n = Node::new(cfg.clone(), addr, id, 100 + u64::from(id));
+        n.handle_members(T0, 1, &all, &[]);
+        for r in scan(&store, "call/") {
+            let key = r.key.clone();
+            n.handle_input(
+                T0 + 100,
+                Input::Watched {
+                    key,
+                    record: Some(r),
+                },
+            );
+        }
+        standbys.push(n);
+    }
+    let held: usize = standbys.iter().map(Node::standby_calls).sum();
+    assert_eq!(held, 12, "each call has one standby");
+    let mut reads = 0;
+    for n in &mut standbys {
+        n.handle_members(T0 + 5_000, 1, &[(2, 1), (3, 1)], &[]);
+        while let Some(prefix) = n.poll_scan() {
+            let records = scan(&store, &prefix);
+            n.handle_scanned(T0 + 5_000, &prefix, Some(records));
+        }
+        reads += load_all(n, &store, T0 + 5_000);
+        run(n, &mut store);
+    }
+    assert_eq!(reads, 0, "no call read from the store");
+    let active: usize = standbys.iter().map(Node::active_calls).sum();
+    let from_copy: u64 = standbys.iter().map(|n| n.metrics().standby_takeovers).sum();
+    assert_eq!((active, from_copy), (12, 12));
+    assert!(scan(&store, "owns/1/").is_empty());
+}
+
 #[test]
 fn an_adopted_call_nobody_speaks_on_ends_at_its_maximum_duration() {
     let cfg = Config {
@@ -464,4 +514,41 @@ fn requests_on_both_legs_waiting_for_one_record_are_all_answered() {
             "127.0.0.1:5062 503 Service Unavailable"
         ]
     );
+}
+
+/// A member that started again claims each of its calls for its new incarnation before it
+/// runs them (a compare-and-swap: a survivor may be adopting the same call), and a member
+/// whose list does not have it yet takes the claim's newer incarnation as a sign of life:
+/// the request gets 503, the call stays the restarted member's. Found by the
+/// store-leader-change-during-takeover scenario, seeds 205 and 184 (both ran the call).
+#[test]
+fn a_restarted_member_claims_its_calls_and_a_stale_list_does_not_take_them() {
+    let (mut store, call_key, _b, ok) = call_on_node_1();
+    let mut n1 = Node::new(Config::default(), "127.0.0.1:5060".parse().unwrap(), 1, 201);
+    n1.handle_members(T0 + 3_000, 2, &[(1, 2), (2, 1)], &[]);
+    let records: Vec<StoredRecord> = store.values().cloned().collect();
+    n1.restore(&records, T0 + 3_000);
+    run(&mut n1, &mut store);
+    assert_eq!(
+        owner(&store, &call_key),
+        serde_json::json!([1, 2]),
+        "claimed"
+    );
+    // Node 2 last saw node 1's first incarnation, and its list has not caught up yet.
+    let mut n2 = member(2, 5070, &[(1, 1), (2, 1)]);
+    n2.handle_members(T0 + 3_100, 1, &[(2, 1)], &[]);
+    while let Some(prefix) = n2.poll_scan() {
+        let records = scan(&store, &prefix);
+        n2.handle_scanned(T0 + 3_100, &prefix, Some(records));
+    }
+    send(&mut n2, T0 + 3_200, A, &from_a(&ok, "INFO", 2, "z9hG4bKi"));
+    load_all(&mut n2, &store, T0 + 3_210);
+    let l = lines(&run(&mut n2, &mut store));
+    assert_eq!(l, ["127.0.0.1:5061 503 Service Unavailable"]);
+    assert_eq!(
+        owner(&store, &call_key),
+        serde_json::json!([1, 2]),
+        "untouched"
+    );
+    assert_eq!(n2.active_calls(), 0);
 }

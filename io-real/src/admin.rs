@@ -28,6 +28,11 @@ pub fn render_metrics(node: &Node) -> String {
         node.active_calls(),
     );
     gauge(
+        "drongo_standby_calls",
+        "Calls this node stands by for (strategy hot-standby): their records held in memory.",
+        node.standby_calls(),
+    );
+    gauge(
         "drongo_registrations",
         "Registered bindings.",
         node.registrations(),
@@ -92,6 +97,11 @@ pub fn render_metrics(node: &Node) -> String {
             "drongo_adoptions_total",
             "Calls of members that left that rendezvous hashing gave this node to adopt.",
             m.adoptions,
+        ),
+        (
+            "drongo_standby_takeovers_total",
+            "Takeovers made from this node's standby copy of the call, with no store read.",
+            m.standby_takeovers,
         ),
         (
             "drongo_orphans_adopted_total",

@@ -187,6 +187,8 @@ pub struct Inner {
     /// Nodes that must be silent: (address, from, until) in simulated ms; `None`: not yet
     /// healed. A node cut off from the store past its lease sends nothing (the fence).
     pub silent: Vec<(std::net::IpAddr, u64, Option<u64>)>,
+    /// When the first node was killed or stopped (simulated ms).
+    pub first_kill_at: Option<u64>,
 }
 
 #[derive(Clone, Default)]

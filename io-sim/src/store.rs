@@ -343,7 +343,7 @@ impl Store for SimStore {
     /// Polls scans, as a backend without a watch stream must: only the final state of a key
     /// between two polls is seen.
     async fn watch(&self, prefix: &str) -> Result<tokio::sync::mpsc::Receiver<Change>, StoreError> {
-        let period = Duration::from_millis(50);
+        let period = Duration::from_millis(200);
         drongo::store::poll_watch(self.clone(), prefix, period, drongo::runtime::now_ms).await
     }
 

@@ -110,6 +110,16 @@ pub fn all() -> Vec<Scenario> {
             spec: owner_crash_during_reinvite,
         },
         Scenario {
+            name: "hot-standby-takeover",
+            about: "owner-crash-in-call with strategy hot-standby: each call's standby follows its record (a polling watch) and takes it over from its copy",
+            spec: hot_standby_takeover,
+        },
+        Scenario {
+            name: "store-leader-change-during-takeover",
+            about: "owner-crash-in-call while the store changes leader as the survivors take over: write answers lost, then a short outage",
+            spec: store_leader_change_during_takeover,
+        },
+        Scenario {
             name: "paused-owner",
             about: "a cluster of three: a node is cut off from the store and its peers (not its phones) past its lease: it must go silent",
             spec: paused_owner,
@@ -408,6 +418,33 @@ fn owner_crash_during_reinvite() -> WorldSpec {
         node: 0,
         after_ms: 10_000,
     })
+}
+
+fn hot_standby_takeover() -> WorldSpec {
+    WorldSpec {
+        strategy: drongo_core::config::Strategy::HotStandby,
+        ..owner_crash_in_call()
+    }
+}
+
+/// An etcd leader change as the client sees it: writes in flight come back ambiguous (half
+/// of them happened), then the cluster answers nothing until the new leader is elected;
+/// timed to meet the takeover (the dead owner's lease of 2 s runs out, the survivors see it
+/// within a third of that and load its calls).
+fn store_leader_change_during_takeover() -> WorldSpec {
+    let mut spec = owner_crash_in_call();
+    spec.faults.extend([
+        Fault::StoreAmbiguous {
+            when: Trigger::AfterKill { after_ms: 1_800 },
+            for_ms: (500, 1_500),
+            rate: 0.5,
+        },
+        Fault::StoreUnavailable {
+            when: Trigger::AfterKill { after_ms: 2_300 },
+            for_ms: (200, 800),
+        },
+    ]);
+    spec
 }
 
 fn paused_owner() -> WorldSpec {

@@ -126,6 +126,15 @@ fn seeds_that_found_bugs() {
         // A restarted node's failed expiry delete was read back after the phone had
         // registered again: the stale "nothing" wiped the new binding from memory.
         ("leader-crash", 166),
+        // A store leader change while the survivors took over: a restarted member gave up
+        // joining when the store did not answer (14); it ran its calls without claiming
+        // them while a survivor adopted them (205); a survivor whose list had not seen it
+        // come back took a call it had claimed (184); a renewal that landed late made a
+        // member believe its lease held a TTL past the record's expiry (362).
+        ("store-leader-change-during-takeover", 14),
+        ("store-leader-change-during-takeover", 205),
+        ("store-leader-change-during-takeover", 184),
+        ("store-leader-change-during-takeover", 362),
     ];
     for (name, seed) in found {
         let o = run(&spec(name), seed);

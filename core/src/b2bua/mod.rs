@@ -27,7 +27,7 @@ use crate::sink::Sink;
 use crate::transaction::{Peer, TxKey};
 use crate::UnixMillis;
 use calls::{Calls, Purpose};
-pub use recovery::owner_of;
+pub use recovery::{owner_incarnation_of, owner_of};
 
 /// Every call of the node and the logic that runs them.
 #[derive(Debug, Default)]

@@ -221,6 +221,11 @@ pub fn owner_of(value: &[u8]) -> u16 {
     serde_json::from_slice::<Owner>(value).map_or(0, |o| o.owner)
 }
 
+/// The owner and its incarnation named in a stored call record ((0, 0): none).
+pub fn owner_incarnation_of(value: &[u8]) -> (u16, u64) {
+    serde_json::from_slice::<Owner>(value).map_or((0, 0), |o| (o.owner, o.owner_incarnation))
+}
+
 /// Whether a stored call record is nobody's or this node's in its current incarnation.
 fn owned_here(value: &[u8], s: &Sink) -> bool {
     serde_json::from_slice::<Owner>(value).map_or(true, |o| {

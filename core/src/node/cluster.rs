@@ -50,8 +50,10 @@ pub(super) struct Membership {
     pub(super) leader_term: Option<u64>,
     /// When each member that left was last seen going (the chore's grace).
     gone_since: BTreeMap<u16, UnixMillis>,
-    /// When each member was last in a member list (the failover histogram's start).
+    /// When each member was last in a member list (the failover histogram's start), and
+    /// the newest incarnation of each seen in one.
     last_seen: BTreeMap<u16, UnixMillis>,
+    incarnations: BTreeMap<u16, u64>,
     /// Calls of dead members seen unadopted by the last sweep, with their versions.
     orphans: BTreeMap<String, u64>,
     /// Calls let go of because a write was fenced: loaded again at the next member list
@@ -95,8 +97,10 @@ impl Node {
         self.cluster
             .gone_since
             .retain(|id, _| !now_live.contains_key(id));
-        for id in now_live.keys() {
+        for (id, inc) in &now_live {
             self.cluster.last_seen.insert(*id, now);
+            let known = self.cluster.incarnations.entry(*id).or_default();
+            *known = (*known).max(*inc);
         }
         self.cluster.members = Some(now_live);
         // With nothing stored nobody else can have taken a call over: a node that joined
@@ -154,9 +158,13 @@ impl Node {
             let mine = crate::cluster::choose(&call, &live) == Some(me);
             if mine && !self.b2bua.holds(&call) && !self.cluster.waiting.contains_key(&call) {
                 self.sink.metrics.adoptions += 1;
-                self.load(call_key(&call), &call);
+                match self.standby_record(&call) {
+                    Some((id, r)) => self.take_or_refuse(&id, &r, now, true),
+                    None => self.load(call_key(&call), &call),
+                }
             }
         }
+        self.flush();
     }
 
     /// Whether this node leads the cluster, and in which term (`None`: it does not): the
@@ -182,9 +190,9 @@ impl Node {
         if self.cluster.leader_term.is_none() || self.sink.cfg.cluster.strategy == Strategy::None {
             return;
         }
-        let Some(members) = self.cluster.members.as_ref() else {
+        if self.cluster.members.is_none() {
             return;
-        };
+        }
         let now = self.now;
         let grace = 3 * self.sink.cfg.cluster.lease_ttl_ms;
         let me = self.sink.node_id;
@@ -197,7 +205,7 @@ impl Node {
             let owner = crate::b2bua::owner_of(&r.value);
             let orphan = owner != 0
                 && owner != me
-                && !members.contains_key(&owner)
+                && !self.owner_alive(&r.value)
                 && crate::b2bua::Tombstone::parse(&r.value).is_none()
                 && !self.b2bua.holds(id)
                 && !loading.contains(id);
@@ -271,8 +279,12 @@ impl Node {
             .entry(call_id.clone())
             .or_default()
             .push((key, req, from));
-        if first {
-            self.load(call_key(&call_id), &call_id);
+        if !first {
+            return;
+        }
+        match self.standby_record(&call_id) {
+            Some((_, r)) => self.take_or_refuse(&call_id, &r, now, true),
+            None => self.load(call_key(&call_id), &call_id),
         }
     }
 
@@ -341,26 +353,50 @@ impl Node {
                 Ok(id) if !tried(&call_key(id)) => self.load(call_key(id), &call_id),
                 _ => self.settle_waiting(&call_id, 481, now),
             },
-            (Some(Key::Call(_)), Some(r)) => self.take_or_refuse(&call_id, &r, now),
+            (Some(Key::Call(_)), Some(r)) => self.take_or_refuse(&call_id, &r, now, false),
             _ => self.settle_waiting(&call_id, 481, now),
         }
     }
 
-    fn take_or_refuse(&mut self, call_id: &str, r: &StoredRecord, now: UnixMillis) {
+    /// Whether the owner a call record names is alive: in our member list, or absent from
+    /// it but naming an incarnation newer than any we saw of it (it started again and
+    /// claimed the call after our list was made; the list is refreshed every third of the
+    /// TTL).
+    fn owner_alive(&self, value: &[u8]) -> bool {
+        let (owner, incarnation) = crate::b2bua::owner_incarnation_of(value);
+        let rejoined = self
+            .cluster
+            .incarnations
+            .get(&owner)
+            .is_some_and(|known| incarnation > *known);
+        rejoined
+            || self
+                .cluster
+                .members
+                .as_ref()
+                .is_some_and(|m| m.contains_key(&owner))
+    }
+
+    /// Takes the call of record `r` over if its owner is gone (`from_copy`: `r` is the
+    /// standby's copy, not a read), for the requests waiting under `call_id`.
+    fn take_or_refuse(
+        &mut self,
+        call_id: &str,
+        r: &StoredRecord,
+        now: UnixMillis,
+        from_copy: bool,
+    ) {
         if let Some(t) = crate::b2bua::Tombstone::parse(&r.value) {
             return self.settle_ended(call_id, &t, now);
         }
         let owner = crate::b2bua::owner_of(&r.value);
-        let alive = self
-            .cluster
-            .members
-            .as_ref()
-            .is_some_and(|m| m.contains_key(&owner));
+        let alive = self.owner_alive(&r.value);
         if owner != self.sink.node_id && owner != 0 && alive {
             return self.settle_waiting(call_id, 503, now);
         }
         match self.b2bua.adopt(&mut self.sink, r, now) {
             Some(legs) => {
+                self.sink.metrics.standby_takeovers += u64::from(from_copy);
                 let since = self.cluster.last_seen.get(&owner);
                 if let Some(t) = since.filter(|_| owner != self.sink.node_id) {
                     self.sink

@@ -8,6 +8,7 @@
 
 mod cluster;
 mod requests;
+mod standby;
 mod store;
 
 pub use crate::batch::{Batch, BatchId, WriteError};
@@ -43,6 +44,8 @@ pub struct Node {
     draining: bool,
     /// Cluster membership and the requests waiting for a call to be loaded.
     cluster: cluster::Membership,
+    /// Calls this node stands by for (strategy `hot-standby`).
+    standby: standby::Standby,
     /// The time of the input being handled (every public `handle_*` sets it).
     now: UnixMillis,
 }
@@ -80,6 +83,12 @@ pub enum Input {
         members: Vec<(u16, u64)>,
         draining: Vec<u16>,
     },
+    /// A change to a call record seen by the store watch (strategy `hot-standby`; see
+    /// [`Node::handle_watched`]).
+    Watched {
+        key: String,
+        record: Option<StoredRecord>,
+    },
     /// Whether this node leads the cluster, with its term (see [`Node::handle_leader`]).
     Leader { term: Option<u64> },
     /// What the store holds at `key`, asked for by [`Node::poll_load`] (`None`: the store
@@ -111,6 +120,7 @@ impl Node {
             ledger: Ledger::default(),
             draining: false,
             cluster: Default::default(),
+            standby: Default::default(),
             now: 0,
         }
     }
@@ -186,6 +196,7 @@ impl Node {
                 draining,
             } => self.handle_members(now, incarnation, &members, &draining),
             Input::Leader { term } => self.handle_leader(now, term),
+            Input::Watched { key, record } => self.handle_watched(now, &key, record),
             Input::Loaded { key, record } => self.handle_loaded(now, &key, record),
             Input::Scanned { prefix, records } => self.handle_scanned(now, &prefix, records),
         }

@@ -198,11 +198,25 @@ impl Node {
 
     /// Loads stored records (after a restart): registrations and this node's calls, with
     /// their deadlines rebuilt from their fields; an `Ending` call sends its BYEs again.
+    ///
+    /// A cluster member (told of the members first) claims each of its calls for its new
+    /// incarnation, a compare-and-swap like any takeover's that goes with whatever the call
+    /// sends: a survivor may be adopting the same call while this node was down, and only
+    /// one of them may run it.
     pub fn restore(&mut self, records: &[StoredRecord], now: UnixMillis) {
         self.now = now;
+        let me = self.sink.node_id;
         for r in records {
             match Key::parse(&r.key) {
                 Some(Key::Reg(_)) if r.is_live(now) => self.registrar.restore(r),
+                Some(Key::Call(_))
+                    if self.is_clustered()
+                        && r.is_live(now)
+                        && crate::b2bua::owner_of(&r.value) == me
+                        && crate::b2bua::Tombstone::parse(&r.value).is_none() =>
+                {
+                    self.b2bua.adopt(&mut self.sink, r, now);
+                }
                 Some(Key::Call(_)) => self.b2bua.restore_call(&mut self.sink, r, now),
                 _ => {}
             }

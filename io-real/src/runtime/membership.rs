@@ -40,8 +40,10 @@ pub struct Lease {
     members: Mutex<Vec<Member>>,
     /// One more whenever the members or the incarnation change (the node loop looks).
     generation: AtomicU64,
-    /// The calls this node runs (owns), as the node loop last said.
+    /// The calls this node runs (owns), and those it stands by for, as the node loop last
+    /// said.
     calls: AtomicU64,
+    standby: AtomicU64,
     /// Set when the node starts draining: the next renewal (at once) says so in the record,
     /// and the other members stop choosing this one as an adopter.
     draining: AtomicBool,
@@ -69,8 +71,9 @@ impl Lease {
     }
 
     /// The node loop tells how many calls the node runs (for `/cluster`).
-    pub fn set_calls(&self, n: u64) {
+    pub fn set_calls(&self, n: u64, standby: u64) {
         self.calls.store(n, Ordering::Relaxed);
+        self.standby.store(standby, Ordering::Relaxed);
     }
 
     /// Counts something the fence stopped.
@@ -195,6 +198,7 @@ impl Lease {
             "lease_holds": self.holds(),
             "lease_remaining_ms": self.valid_until.load(Ordering::Acquire).saturating_sub(now),
             "calls": self.calls.load(Ordering::Relaxed),
+            "standby": self.standby.load(Ordering::Relaxed),
             "leading": self.office.term(self, now).is_some(),
             "leader": self.office.leader().map(|l| serde_json::json!({
                 "id": l.node,
@@ -384,11 +388,27 @@ pub async fn start<S: Store + Clone>(
         members: Mutex::new(Vec::new()),
         generation: AtomicU64::new(0),
         calls: AtomicU64::new(0),
+        standby: AtomicU64::new(0),
         draining: AtomicBool::new(false),
         wake: Notify::new(),
         office: Office::default(),
     });
-    let (member, version) = join(&store, &me, clock, ttl, &lease).await?;
+    // A store that does not answer for a while (an etcd leader election) is waited for,
+    // as the state load waits; a live member with our id is not.
+    let mut delay = 100;
+    let (member, version) = loop {
+        match join(&store, &me, clock, ttl, &lease).await {
+            Ok(joined) => break joined,
+            Err(JoinError::Store(e @ (StoreError::Retryable(_) | StoreError::Ambiguous(_))))
+                if delay <= 20_000 =>
+            {
+                warn!(error = %e, "store not ready; joining again");
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                delay *= 2;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     refresh_members(&store, &lease, clock.now()).await;
     tokio::task::spawn(election::run(store.clone(), me.id, lease.clone(), clock));
     tokio::task::spawn(keep(store, me, clock, lease.clone(), member, version));
@@ -485,10 +505,13 @@ async fn keep<S: Store>(
                 if Member::decode(&r.value)
                     .is_some_and(|m| m.incarnation == member.incarnation) =>
             {
-                // The renewal we could not confirm took effect.
+                // A renewal we could not confirm took effect: this one, or an earlier
+                // attempt that landed late. The lease holds until the expiry that attempt
+                // wrote (our clock: we computed it), not a TTL from this attempt.
                 if r.version == version + 1 {
                     version += 1;
-                    lease.valid_until.store(sent + ttl, Ordering::Release);
+                    let until = r.expires_at.unwrap_or(0).min(sent + ttl);
+                    lease.valid_until.store(until, Ordering::Release);
                 } else {
                     failed = true;
                 }

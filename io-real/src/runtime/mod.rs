@@ -115,6 +115,12 @@ pub async fn run<S: Store + Clone>(
         rc.clock,
         lease.clone(),
     ));
+    // Hot standby: every change to a call record, for the node to keep those it stands by
+    // for. A broken watch is opened again (changes meanwhile are missed: the copy is only
+    // a head start, and a takeover without one reads the store).
+    if lease.is_some() && rc.core.cluster.strategy == drongo_core::config::Strategy::HotStandby {
+        tokio::task::spawn(follow_calls(store.clone(), results_tx.clone()));
+    }
     // The sweep: every call record, now and then, for the node to delete what no call of
     // its holds (`Node::handle_sweep`). A failed scan waits for the next round.
     {
@@ -197,6 +203,16 @@ pub async fn run<S: Store + Clone>(
     };
     let now = now_ms();
     info!(records = records.len(), "state loaded from the store");
+    // A member restores its calls as a member: it claims them for this incarnation.
+    if let Some(lease) = &lease {
+        let (incarnation, members, draining) = lease.view();
+        let input = Input::Members {
+            incarnation,
+            members,
+            draining,
+        };
+        node.handle_input(now, input);
+    }
     node.restore(&records, now);
 
     tokio::pin!(shutdown);
@@ -211,7 +227,7 @@ pub async fn run<S: Store + Clone>(
             let g = lease.generation();
             // The lease holding again (after a lapse it survived) also tells the node, which
             // then loads the calls it let go of while fenced.
-            lease.set_calls(node.active_calls() as u64);
+            lease.set_calls(node.active_calls() as u64, node.standby_calls() as u64);
             let holds = lease.holds();
             let regained = holds && !lease_held;
             lease_held = holds;
@@ -319,6 +335,28 @@ pub async fn run<S: Store + Clone>(
     }
     info!("drained; state flushed");
     Ok(())
+}
+
+/// Follows every call record for the node (`Input::Watched`), for as long as it runs.
+async fn follow_calls<S: Store>(store: S, results: mpsc::UnboundedSender<Input>) {
+    loop {
+        match store.watch(drongo_core::store::CALL_PREFIX).await {
+            Ok(mut changes) => {
+                while let Some(c) = changes.recv().await {
+                    let input = Input::Watched {
+                        key: c.key,
+                        record: c.record,
+                    };
+                    if results.send(input).is_err() {
+                        return;
+                    }
+                }
+                warn!("call watch ended; watching again");
+            }
+            Err(e) => warn!(error = %e, "cannot watch call records; trying again"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Reads `key` for the node (a call it does not hold): a few tries over about a second,

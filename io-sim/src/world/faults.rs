@@ -18,6 +18,9 @@ pub enum Trigger {
     Reinvite { after_ms: u64 },
     /// As soon as a re-INVITE is in progress in a call whose caller's home is `node`.
     ReinviteOn { node: usize, after_ms: u64 },
+    /// This long after the first node was killed or stopped (a fault timed to meet the
+    /// takeover that follows).
+    AfterKill { after_ms: u64 },
 }
 
 /// One fault of a plan. Durations are drawn from the ranges with the run's seed.
@@ -118,6 +121,13 @@ impl FaultCtx {
             Trigger::ReinviteOn { node, after_ms } => {
                 (after_ms, Box::new(move |l| l.any_reinvite_on(node)))
             }
+            Trigger::AfterKill { after_ms } => (
+                0,
+                Box::new(move |l| {
+                    let at = l.lock().first_kill_at;
+                    at.is_some_and(|k| sim_ms() >= k + after_ms)
+                }),
+            ),
         };
         let now = sim_ms();
         if after > now {
@@ -197,9 +207,16 @@ impl FaultCtx {
         self.wait(when).await;
         let down = draw(&mut self.rng, down_ms);
         let id = self.nodes.get(node).copied()?;
-        let up = self.ledger.confirmed_calls() as u64;
-        self.ledger.lock().counts.calls_up_at_kills += up;
+        self.killed();
         Some((id, down))
+    }
+
+    /// Counts the calls up as a node goes down, and notes the first kill's time.
+    fn killed(&self) {
+        let up = self.ledger.confirmed_calls() as u64;
+        let mut l = self.ledger.lock();
+        l.counts.calls_up_at_kills += up;
+        l.first_kill_at.get_or_insert(sim_ms());
     }
 
     /// Restarts a killed node with a new clock offset (after erasing the calls, for the
@@ -259,8 +276,7 @@ impl FaultCtx {
                 let after = second_after_ms.unwrap_or(0);
                 madsim::time::sleep(Duration::from_millis(after)).await;
             }
-            let up = self.ledger.confirmed_calls() as u64;
-            self.ledger.lock().counts.calls_up_at_kills += up;
+            self.killed();
             self.trace.log(
                 who,
                 format_args!(
