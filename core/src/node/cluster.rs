@@ -159,12 +159,15 @@ impl Node {
             if mine && !self.b2bua.holds(&call) && !self.cluster.waiting.contains_key(&call) {
                 self.sink.metrics.adoptions += 1;
                 match self.standby_record(&call) {
-                    Some((id, r)) => self.take_or_refuse(&id, &r, now, true),
+                    Some((id, r)) => {
+                        // A batch of its own, as a takeover after a read has.
+                        self.take_or_refuse(&id, &r, now, true);
+                        self.flush();
+                    }
                     None => self.load(call_key(&call), &call),
                 }
             }
         }
-        self.flush();
     }
 
     /// Whether this node leads the cluster, and in which term (`None`: it does not): the

@@ -215,7 +215,10 @@ impl Node {
                         && crate::b2bua::owner_of(&r.value) == me
                         && crate::b2bua::Tombstone::parse(&r.value).is_none() =>
                 {
+                    // A batch of its own: a claim that loses must not hold back what
+                    // another call's claim lets it send.
                     self.b2bua.adopt(&mut self.sink, r, now);
+                    self.flush();
                 }
                 Some(Key::Call(_)) => self.b2bua.restore_call(&mut self.sink, r, now),
                 _ => {}

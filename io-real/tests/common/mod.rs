@@ -1,6 +1,8 @@
 //! The `drongo` binary as a child process, for the tests that run real processes.
 #![allow(dead_code)]
 
+pub mod party;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
