@@ -149,6 +149,10 @@ fn once(rep: u64, ttl: u64, strategy: &str) -> Duration {
     if strategy == "hot-standby" {
         assert_eq!(r.n2.metric("drongo_standby_calls"), 1, "{}", r.n2.log());
     }
+    // The kill lands at a different point of the renewal cycle in each repetition (a
+    // survivor looks at the members every third of the TTL): without this every run
+    // would measure the same phase, and two configurations could differ by phase alone.
+    std::thread::sleep(Duration::from_millis((rep * 97) % (ttl / 3)));
     r.n1.kill9();
     let killed = Instant::now();
     info_until_200(&r, 2, killed, ttl);

@@ -50,6 +50,8 @@ pub struct Lease {
     wake: Notify,
     /// Leader election (`election`).
     office: Office,
+    /// Woken whenever `generation` moves.
+    changed: Notify,
 }
 
 impl Lease {
@@ -84,6 +86,17 @@ impl Lease {
     /// Changes whenever what [`Lease::view`] says does.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+
+    /// Completes after the next change of [`Lease::generation`] (or at once when one
+    /// happened since the last call).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    fn moved(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_one();
     }
 
     /// This node's incarnation, the live members (id, incarnation) and those of them
@@ -364,7 +377,7 @@ async fn join<S: Store>(
         None => return Err(JoinError::Store(StoreError::Fatal("no answer".into()))),
     }
     lease.incarnation.store(incarnation, Ordering::Relaxed);
-    lease.generation.fetch_add(1, Ordering::AcqRel);
+    lease.moved();
     lease.valid_until.store(sent + ttl, Ordering::Release);
     info!(id = me.id, incarnation, ttl_ms = ttl, "joined the cluster");
     Ok((m, 1))
@@ -392,6 +405,7 @@ pub async fn start<S: Store + Clone>(
         draining: AtomicBool::new(false),
         wake: Notify::new(),
         office: Office::default(),
+        changed: Notify::new(),
     });
     // A store that does not answer for a while (an etcd leader election) is waited for,
     // as the state load waits; a live member with our id is not.
@@ -424,7 +438,7 @@ async fn refresh_members<S: Store>(store: &S, lease: &Lease, now: UnixMillis) {
         let mut current = lease.members.lock().unwrap_or_else(|p| p.into_inner());
         if *current != members {
             *current = members;
-            lease.generation.fetch_add(1, Ordering::AcqRel);
+            lease.moved();
         }
     }
 }

@@ -19,6 +19,7 @@ use drongo_core::config::Config;
 use drongo_core::node::{Batch, Input, Node};
 use drongo_core::transaction::{Peer, Transport};
 use drongo_core::UnixMillis;
+use membership::Lease;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -217,36 +218,12 @@ pub async fn run<S: Store + Clone>(
 
     tokio::pin!(shutdown);
     let mut draining_since: Option<UnixMillis> = None;
-    let mut members_seen = None;
-    let mut lease_held = true;
-    let mut leading = None;
+    let mut seen = ClusterSeen::default();
     loop {
         // The cluster's members, when they changed (the core serves and takes over calls
         // by them); the reads the node asks for (calls it does not hold).
         if let Some(lease) = &lease {
-            let g = lease.generation();
-            // The lease holding again (after a lapse it survived) also tells the node, which
-            // then loads the calls it let go of while fenced.
-            lease.set_calls(node.active_calls() as u64, node.standby_calls() as u64);
-            let holds = lease.holds();
-            let regained = holds && !lease_held;
-            lease_held = holds;
-            if members_seen != Some(g) || regained {
-                members_seen = Some(g);
-                let (incarnation, members, draining) = lease.view();
-                let input = Input::Members {
-                    incarnation,
-                    members,
-                    draining,
-                };
-                node.handle_input(now_ms(), input);
-            }
-            // Whether this node leads (it then runs the chores), when that changed.
-            let term = lease.office().term(lease, now_ms());
-            if term != leading {
-                leading = term;
-                node.handle_input(now_ms(), Input::Leader { term });
-            }
+            seen.sync(&mut node, lease, now_ms());
         }
         while let Some(key) = node.poll_load() {
             tokio::task::spawn(load(store.clone(), key, loaded_tx.clone(), clock));
@@ -304,8 +281,14 @@ pub async fn run<S: Store + Clone>(
             Some(reply) = metrics_rx.recv() => {
                 let _ = reply.send(admin::render_metrics(&node));
             }
+            _ = lease_changed(&lease) => {}
             packet = packet_rx.recv() => {
                 let Some(p) = packet else { break };
+                // A request is judged by the members as they are now, not as they were
+                // when this turn of the loop began (a member that died meanwhile).
+                if let Some(lease) = &lease {
+                    seen.sync(&mut node, lease, now_ms());
+                }
                 node.handle_input(now_ms(), p);
                 // Take whatever else is ready, up to a bound, before looking at timers.
                 for _ in 0..256 {
@@ -335,6 +318,59 @@ pub async fn run<S: Store + Clone>(
     }
     info!("drained; state flushed");
     Ok(())
+}
+
+/// What the node loop last told the core of the cluster.
+struct ClusterSeen {
+    generation: Option<u64>,
+    lease_held: bool,
+    leading: Option<u64>,
+}
+
+impl Default for ClusterSeen {
+    fn default() -> Self {
+        Self {
+            generation: None,
+            lease_held: true,
+            leading: None,
+        }
+    }
+}
+
+impl ClusterSeen {
+    /// Tells the node what changed: the members (or the lease holding again after a lapse
+    /// it survived: the node then loads the calls it let go of while fenced), and whether
+    /// it leads (it then runs the chores).
+    fn sync(&mut self, node: &mut Node, lease: &Lease, now: UnixMillis) {
+        let g = lease.generation();
+        lease.set_calls(node.active_calls() as u64, node.standby_calls() as u64);
+        let holds = lease.holds();
+        let regained = holds && !self.lease_held;
+        self.lease_held = holds;
+        if self.generation != Some(g) || regained {
+            self.generation = Some(g);
+            let (incarnation, members, draining) = lease.view();
+            let input = Input::Members {
+                incarnation,
+                members,
+                draining,
+            };
+            node.handle_input(now, input);
+        }
+        let term = lease.office().term(lease, now);
+        if term != self.leading {
+            self.leading = term;
+            node.handle_input(now, Input::Leader { term });
+        }
+    }
+}
+
+/// Completes when the members or the incarnation changed (never on a single node).
+async fn lease_changed(lease: &Option<Arc<Lease>>) {
+    match lease {
+        Some(l) => l.changed().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Follows every call record for the node (`Input::Watched`), for as long as it runs.
