@@ -9,7 +9,7 @@
 #
 #   ci/bench-cluster.sh [--smoke]
 #   CPS_RATES="300 600 ..."  SECS=10 (seconds of load per step)
-#   STRATEGY=lazy|none ([cluster] strategy of the nodes; default lazy)
+#   STRATEGY=lazy|hot-standby|none ([cluster] strategy of the nodes; default lazy)
 #   DRONGO_KEEP_BENCH=1 keeps the logs and etcd's data (deleted otherwise)
 # --smoke: one low step, for CI (checks the script, the cluster and Kamailio work).
 set -euo pipefail
