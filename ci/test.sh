@@ -19,7 +19,8 @@ RUSTFLAGS="--cfg madsim" cargo clippy --release -p drongo-io-sim -p drongo-scena
   --target-dir target-sim -- -D warnings
 echo "== etcd: 3-member cluster on loopback"
 etcd_dir=$(mktemp -d /tmp/drongo-etcd.XXXXXX)
-trap 'bash ci/etcd.sh stop "$etcd_dir"' EXIT
+# Stopped and deleted at the end (its data is some hundreds of MB after the suite).
+trap 'bash ci/etcd.sh stop "$etcd_dir"; rm -rf "$etcd_dir" "${test_log:-}"' EXIT
 DRONGO_ETCD_ENDPOINTS=$(bash ci/etcd.sh start "$etcd_dir" | tail -n 1)
 export DRONGO_ETCD_ENDPOINTS DRONGO_ETCD_DIR=$etcd_dir
 echo "== cargo test"
