@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::party::{callee, header, ok_to, sip, Heard, SDP};
+use common::party::{callee, header, ok_to, place_call, sip, Heard};
 use common::Drongo;
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -85,46 +85,7 @@ fn rig(rep: u64, ttl: u64, extra: &str, strategy: &str) -> Rig {
         .unwrap();
     let cp = caller.local_addr().unwrap().port();
     let call_id = format!("failover-{}-{rep}", std::process::id());
-    let invite = format!(
-        "INVITE sip:bob@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:{cp};branch=z9hG4bK{call_id}-1\n\
-         Max-Forwards: 70\nFrom: <sip:a@127.0.0.1>;tag=ca\nTo: <sip:bob@127.0.0.1>\nCall-ID: {call_id}\n\
-         CSeq: 1 INVITE\nContact: <sip:a@127.0.0.1:{cp}>\nContent-Type: application/sdp\n\
-         Content-Length: {}\n\n",
-        SDP.len()
-    );
-    let mut bytes = sip(&invite);
-    bytes.extend_from_slice(SDP.as_bytes());
-    caller.send_to(&bytes, ("127.0.0.1", n1.sip)).unwrap();
-    let mut buf = [0u8; 8192];
-    let started = Instant::now();
-    let ok = loop {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no 200 to INVITE\n{}",
-            n1.log()
-        );
-        let Ok(n) = caller.recv(&mut buf) else {
-            continue;
-        };
-        let text = String::from_utf8_lossy(&buf[..n]).to_string();
-        if text.starts_with("SIP/2.0 200") {
-            break text;
-        }
-    };
-    let to = header(&ok, "To").to_string();
-    let contact = header(&ok, "Contact");
-    let target = contact
-        .trim_start_matches('<')
-        .split('>')
-        .next()
-        .unwrap_or("")
-        .to_string();
-    let ack = format!(
-        "ACK {target} SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:{cp};branch=z9hG4bK{call_id}-ack\n\
-         Max-Forwards: 70\nFrom: <sip:a@127.0.0.1>;tag=ca\nTo: {to}\nCall-ID: {call_id}\n\
-         CSeq: 1 ACK\nContent-Length: 0\n\n"
-    );
-    caller.send_to(&sip(&ack), ("127.0.0.1", n1.sip)).unwrap();
+    let placed = place_call(&caller, n1.sip, &call_id, || n1.log());
     std::thread::sleep(Duration::from_millis(200));
 
     Rig {
@@ -132,8 +93,8 @@ fn rig(rep: u64, ttl: u64, extra: &str, strategy: &str) -> Rig {
         n2,
         caller,
         cp,
-        target,
-        to,
+        target: placed.target,
+        to: placed.to,
         call_id,
         stop,
         callee: Some(callee_thread),

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::party::{callee, header, sip, Heard, SDP};
+use common::party::{callee, header, place_call, sip, Heard};
 use common::Drongo;
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -92,56 +92,15 @@ fn set_up(nodes: &[Drongo], node: usize, k: usize) -> Call {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
-    let cp = sock.local_addr().unwrap().port();
     let call_id = format!("rolling-{}-{k}", std::process::id());
-    let invite = format!(
-        "INVITE sip:bob@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:{cp};branch=z9hG4bK{call_id}-1\n\
-         Max-Forwards: 70\nFrom: <sip:a@127.0.0.1>;tag=ca\nTo: <sip:bob@127.0.0.1>\nCall-ID: {call_id}\n\
-         CSeq: 1 INVITE\nContact: <sip:a@127.0.0.1:{cp}>\nContent-Type: application/sdp\n\
-         Content-Length: {}\n\n",
-        SDP.len()
-    );
-    let mut bytes = sip(&invite);
-    bytes.extend_from_slice(SDP.as_bytes());
-    sock.send_to(&bytes, ("127.0.0.1", nodes[node].sip))
-        .unwrap();
-    let mut buf = [0u8; 8192];
-    let started = Instant::now();
-    let ok = loop {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no 200 to INVITE {k}\n{}",
-            nodes[node].log()
-        );
-        let Ok(n) = sock.recv(&mut buf) else {
-            continue;
-        };
-        let text = String::from_utf8_lossy(&buf[..n]).to_string();
-        if text.starts_with("SIP/2.0 200") {
-            break text;
-        }
-    };
-    let to = header(&ok, "To").to_string();
-    let target = header(&ok, "Contact")
-        .trim_start_matches('<')
-        .split('>')
-        .next()
-        .unwrap_or("")
-        .to_string();
-    let ack = format!(
-        "ACK {target} SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:{cp};branch=z9hG4bK{call_id}-ack\n\
-         Max-Forwards: 70\nFrom: <sip:a@127.0.0.1>;tag=ca\nTo: {to}\nCall-ID: {call_id}\n\
-         CSeq: 1 ACK\nContent-Length: 0\n\n"
-    );
-    sock.send_to(&sip(&ack), ("127.0.0.1", nodes[node].sip))
-        .unwrap();
+    let placed = place_call(&sock, nodes[node].sip, &call_id, || nodes[node].log());
     Call {
         sock,
         call_id,
-        target,
-        to,
+        target: placed.target,
+        to: placed.to,
         cseq: 1,
-        ack,
+        ack: placed.ack,
         node,
     }
 }
@@ -180,15 +139,15 @@ fn a_rolling_restart_loses_no_call() {
             Drongo::start_with(5500 + i * 2, &config, &["--store", &url, "--node-id", &id])
         })
         .collect();
-    let all_seen = |nodes: &[Drongo]| nodes.iter().all(|d| members_seen(d, base.into()) == 3);
-    let start = Instant::now();
-    while !all_seen(&nodes) {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "members never met"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Until every member sees all three (within 5 s; `what` did not happen otherwise).
+    let all_met = |nodes: &[Drongo], what: &str| {
+        let start = Instant::now();
+        while !nodes.iter().all(|d| members_seen(d, base.into()) == 3) {
+            assert!(start.elapsed() < Duration::from_secs(5), "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    all_met(&nodes, "members never met");
     let mut calls: Vec<Call> = (0..CALLS).map(|k| set_up(&nodes, k % 3, k)).collect();
     std::thread::sleep(Duration::from_millis(300));
     let limit = Duration::from_millis(TTL_MS * 5);
@@ -202,14 +161,7 @@ fn a_rolling_restart_loses_no_call() {
                 .unwrap_or_else(|seen| panic!("call {k} lost with member {i} down: {seen:?}"));
         }
         nodes[i].spawn();
-        let start = Instant::now();
-        while !all_seen(&nodes) {
-            assert!(
-                start.elapsed() < Duration::from_secs(5),
-                "member {i} never came back"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        all_met(&nodes, &format!("member {i} never came back"));
         for (k, c) in calls.iter_mut().enumerate() {
             c.ask("INFO", &nodes, limit).unwrap_or_else(|seen| {
                 panic!("call {k} lost after member {i} came back: {seen:?}")

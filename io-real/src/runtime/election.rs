@@ -9,7 +9,7 @@
 //! renewal's expiry counts from when it was sent. A leader that cannot renew falls silent
 //! by itself before its record runs out and another member can be elected.
 
-use super::membership::Lease;
+use super::membership::{increment, leased_put, Lease};
 use super::Clock;
 use crate::store::{Store, StoreError};
 use drongo_core::cluster::Leader;
@@ -56,40 +56,6 @@ impl Office {
     }
 }
 
-/// The next term: a compare-and-swap increment of `leader-term`.
-async fn next_term<S: Store>(store: &S, now: UnixMillis) -> Result<u64, StoreError> {
-    let current = store.get(LEADER_TERM_KEY, now).await?.map(|r| r.version);
-    let next = current.unwrap_or(0) + 1;
-    let w = StoreWrite::Put {
-        key: LEADER_TERM_KEY.to_string(),
-        value: Vec::new(),
-        version: next,
-        expect: current,
-        expires_at: None,
-    };
-    match store.apply(vec![w], now).await?.pop() {
-        Some(Ok(())) => Ok(next),
-        Some(Err(e)) => Err(e),
-        None => Err(StoreError::Fatal("no answer".into())),
-    }
-}
-
-fn leader_write(
-    l: &Leader,
-    version: u64,
-    expect: Option<u64>,
-    now: UnixMillis,
-    ttl: u64,
-) -> StoreWrite {
-    StoreWrite::Put {
-        key: LEADER_KEY.to_string(),
-        value: l.encode(),
-        version,
-        expect,
-        expires_at: Some(now + ttl),
-    }
-}
-
 /// One round: read the record, then campaign, renew or follow.
 async fn round<S: Store>(
     store: &S,
@@ -117,7 +83,7 @@ async fn round<S: Store>(
             return Ok(());
         }
         (None, _) => {
-            let term = next_term(store, now).await?;
+            let term = increment(store, LEADER_TERM_KEY, now).await?;
             let l = Leader {
                 schema: Leader::SCHEMA,
                 node: id,
@@ -128,7 +94,14 @@ async fn round<S: Store>(
         }
     };
     let sent = clock.now();
-    let w = leader_write(&me, version, expect, sent, ttl);
+    let w = leased_put(
+        LEADER_KEY.to_string(),
+        me.encode(),
+        version,
+        expect,
+        sent,
+        ttl,
+    );
     let answer = tokio::time::timeout(Duration::from_millis(ttl / 3), store.apply(vec![w], sent))
         .await
         .unwrap_or_else(|_| Err(StoreError::Ambiguous("timed out".into())))?

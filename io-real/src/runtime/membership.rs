@@ -254,18 +254,19 @@ impl std::fmt::Display for JoinError {
     }
 }
 
-/// The next incarnation of `id`: a compare-and-swap increment of `incarnation/{id}`.
-async fn next_incarnation<S: Store>(
+/// The next value of the counter at `key` (a record whose version is the count, never
+/// expiring): a compare-and-swap increment, tried again when another writer got there
+/// first. Incarnations and leader terms are such counters.
+pub(super) async fn increment<S: Store>(
     store: &S,
-    id: u16,
+    key: &str,
     now: UnixMillis,
 ) -> Result<u64, StoreError> {
-    let key = incarnation_key(id);
     loop {
-        let current = store.get(&key, now).await?.map(|r| r.version);
+        let current = store.get(key, now).await?.map(|r| r.version);
         let next = current.unwrap_or(0) + 1;
         let w = StoreWrite::Put {
-            key: key.clone(),
+            key: key.to_string(),
             value: Vec::new(),
             version: next,
             expect: current,
@@ -280,16 +281,20 @@ async fn next_incarnation<S: Store>(
     }
 }
 
-fn member_write(
-    m: &Member,
+/// A record under a lease: `value` at `key` as `version` (if the current one is
+/// `expect`), expiring a TTL after `now`, the time the write is sent. Member and leader
+/// records are written so.
+pub(super) fn leased_put(
+    key: String,
+    value: Vec<u8>,
     version: u64,
     expect: Option<u64>,
     now: UnixMillis,
     ttl: u64,
 ) -> StoreWrite {
     StoreWrite::Put {
-        key: node_key(m.id),
-        value: m.encode(),
+        key,
+        value,
         version,
         expect,
         expires_at: Some(now + ttl),
@@ -341,7 +346,7 @@ async fn join<S: Store>(
 ) -> Result<(Member, u64), JoinError> {
     let now = clock.now();
     wait_for_the_id(store, me.id, clock, ttl).await?;
-    let incarnation = next_incarnation(store, me.id, now)
+    let incarnation = increment(store, &incarnation_key(me.id), now)
         .await
         .map_err(JoinError::Store)?;
     let m = Member {
@@ -354,7 +359,7 @@ async fn join<S: Store>(
         since: now,
     };
     let sent = clock.now();
-    let w = member_write(&m, 1, None, sent, ttl);
+    let w = leased_put(node_key(m.id), m.encode(), 1, None, sent, ttl);
     match store
         .apply(vec![w], sent)
         .await
@@ -482,7 +487,14 @@ async fn keep<S: Store>(
             continue;
         }
         let sent = clock.now();
-        let w = member_write(&member, version + 1, Some(version), sent, ttl);
+        let w = leased_put(
+            node_key(member.id),
+            member.encode(),
+            version + 1,
+            Some(version),
+            sent,
+            ttl,
+        );
         // A renewal that takes longer than a third of the TTL is as good as failed (the
         // fence closes by itself meanwhile); its answer is then unknown.
         let answer =

@@ -205,20 +205,14 @@ pub async fn run<S: Store + Clone>(
     let now = now_ms();
     info!(records = records.len(), "state loaded from the store");
     // A member restores its calls as a member: it claims them for this incarnation.
+    let mut seen = ClusterSeen::default();
     if let Some(lease) = &lease {
-        let (incarnation, members, draining) = lease.view();
-        let input = Input::Members {
-            incarnation,
-            members,
-            draining,
-        };
-        node.handle_input(now, input);
+        seen.sync(&mut node, lease, now);
     }
     node.restore(&records, now);
 
     tokio::pin!(shutdown);
     let mut draining_since: Option<UnixMillis> = None;
-    let mut seen = ClusterSeen::default();
     loop {
         // The cluster's members, when they changed (the core serves and takes over calls
         // by them); the reads the node asks for (calls it does not hold).
@@ -286,7 +280,7 @@ pub async fn run<S: Store + Clone>(
                 let Some(p) = packet else { break };
                 // A request is judged by the members as they are now, not as they were
                 // when this turn of the loop began (a member that died meanwhile).
-                if let Some(lease) = &lease {
+                if let Some(lease) = lease.as_ref().filter(|l| seen.moved(l)) {
                     seen.sync(&mut node, lease, now_ms());
                 }
                 node.handle_input(now_ms(), p);
@@ -338,6 +332,12 @@ impl Default for ClusterSeen {
 }
 
 impl ClusterSeen {
+    /// Whether the members changed since the last sync (one atomic load: asked before
+    /// every batch of packets).
+    fn moved(&self, lease: &Lease) -> bool {
+        self.generation != Some(lease.generation())
+    }
+
     /// Tells the node what changed: the members (or the lease holding again after a lapse
     /// it survived: the node then loads the calls it let go of while fenced), and whether
     /// it leads (it then runs the chores).

@@ -90,3 +90,58 @@ pub fn callee(
         }
     })
 }
+
+/// A call set up from the caller's side: the dialog's remote target (the 200's Contact),
+/// its To (with the callee's tag), and the ACK sent (to send again on a copy of the 200).
+pub struct Placed {
+    pub target: String,
+    pub to: String,
+    pub ack: String,
+}
+
+/// Places call `call_id` from `sock` (its read timeout set) through the Drongo at
+/// 127.0.0.1:`port`: an INVITE with SDP to bob, its 200 awaited for up to 10 s (`log` tells
+/// why it did not come), the ACK sent.
+pub fn place_call(sock: &UdpSocket, port: u16, call_id: &str, log: impl Fn() -> String) -> Placed {
+    let cp = sock.local_addr().unwrap().port();
+    let invite = format!(
+        "INVITE sip:bob@127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:{cp};branch=z9hG4bK{call_id}-1\n\
+         Max-Forwards: 70\nFrom: <sip:a@127.0.0.1>;tag=ca\nTo: <sip:bob@127.0.0.1>\nCall-ID: {call_id}\n\
+         CSeq: 1 INVITE\nContact: <sip:a@127.0.0.1:{cp}>\nContent-Type: application/sdp\n\
+         Content-Length: {}\n\n",
+        SDP.len()
+    );
+    let mut bytes = sip(&invite);
+    bytes.extend_from_slice(SDP.as_bytes());
+    sock.send_to(&bytes, ("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 8192];
+    let started = Instant::now();
+    let ok = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no 200 to INVITE {call_id}\n{}",
+            log()
+        );
+        let Ok(n) = sock.recv(&mut buf) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        if text.starts_with("SIP/2.0 200") {
+            break text;
+        }
+    };
+    let to = header(&ok, "To").to_string();
+    let target = header(&ok, "Contact")
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let ack = format!(
+        "ACK {target} SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:{cp};branch=z9hG4bK{call_id}-ack\n\
+         Max-Forwards: 70\nFrom: <sip:a@127.0.0.1>;tag=ca\nTo: {to}\nCall-ID: {call_id}\n\
+         CSeq: 1 ACK\nContent-Length: 0\n\n"
+    );
+    sock.send_to(&sip(&ack), ("127.0.0.1", port)).unwrap();
+    Placed { target, to, ack }
+}
