@@ -527,3 +527,26 @@ fn cancel_after_the_answer_gets_200_and_changes_nothing() {
     assert_eq!(lines(&run(&mut n, &mut store)), ["127.0.0.1:5061 200 OK"]);
     assert_eq!(n.active_calls(), 1);
 }
+
+/// As above, and the node restarts before the caller's ACK: the restarted node goes on
+/// retransmitting the 2xx its tombstone says the call owed, and answers a retransmitted
+/// re-INVITE with it, not 481.
+#[test]
+fn a_restarted_node_still_owes_the_2xx_of_a_reinvite_whose_call_ended() {
+    let (mut n, mut store, b_inv, ok) = acked_call();
+    let reinvite = reinvite_from_a(&ok);
+    let relayed = relayed_reinvite(&mut n, &mut store, &reinvite);
+    send(&mut n, T0 + 60, B, &ok_for(&relayed));
+    run(&mut n, &mut store);
+    send(&mut n, T0 + 70, B, &from_b(&b_inv, "BYE", 5, "z9hG4bKb9"));
+    let out = run(&mut n, &mut store);
+    answer_byes(&mut n, &mut store, &out, T0 + 80);
+    assert_eq!(calls_left(&store), 0, "the call is over");
+    drop(n);
+    let mut n = restarted(&store, 4, T0 + 900);
+    run(&mut n, &mut store);
+    n.handle_timeout(T0 + 2_100);
+    assert_sent(&lines(&run(&mut n, &mut store)), "127.0.0.1:5061 200 OK");
+    send(&mut n, T0 + 2_200, A, &reinvite);
+    assert_eq!(lines(&run(&mut n, &mut store)), ["127.0.0.1:5061 200 OK"]);
+}

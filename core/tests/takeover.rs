@@ -552,3 +552,34 @@ fn a_restarted_member_claims_its_calls_and_a_stale_list_does_not_take_them() {
     );
     assert_eq!(n2.active_calls(), 0);
 }
+
+/// The caller's re-INVITE was answered 2xx, and the call ended (the callee's BYE) before
+/// the caller's ACK: node 1 goes on retransmitting that 2xx. A retransmission of the
+/// re-INVITE that reaches another member (simulation: store-leader-change-during-takeover
+/// seed 616) finds the tombstone, and gets the same 2xx: a 481 there would be a second,
+/// different final response to one INVITE.
+#[test]
+fn a_reinvite_answered_before_its_call_ended_gets_its_2xx_from_any_member() {
+    let (mut store, call_key, b_inv, ok, mut n1) = call_and_node_1();
+    let reinvite = reinvite_from_a(&ok);
+    let relayed = relayed_reinvite(&mut n1, &mut store, &reinvite);
+    send(&mut n1, T0 + 60, B, &ok_for(&relayed));
+    assert_sent(&lines(&run(&mut n1, &mut store)), "127.0.0.1:5061 200 OK");
+    send(&mut n1, T0 + 70, B, &from_b(&b_inv, "BYE", 5, "z9hG4bKb9"));
+    let out = run(&mut n1, &mut store);
+    answer_byes(&mut n1, &mut store, &out, T0 + 80);
+    assert_eq!(calls_left(&store), 0, "the call is over");
+    assert!(store[&call_key].expires_at.is_some(), "a tombstone");
+
+    let mut n2 = member(2, 5070, &[(1, 1), (2, 1)]);
+    send(&mut n2, T0 + 1_000, A, &reinvite);
+    load_all(&mut n2, &store, T0 + 1_010);
+    assert_eq!(lines(&run(&mut n2, &mut store)), ["127.0.0.1:5061 200 OK"]);
+    // Any other request in the ended dialogs is 481 there.
+    send(&mut n2, T0 + 1_100, A, &from_a(&ok, "INFO", 3, "z9hG4bKi3"));
+    load_all(&mut n2, &store, T0 + 1_110);
+    assert_eq!(
+        lines(&run(&mut n2, &mut store)),
+        ["127.0.0.1:5061 481 Call/Transaction Does Not Exist"]
+    );
+}

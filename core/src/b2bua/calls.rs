@@ -115,6 +115,20 @@ impl Calls {
         }
     }
 
+    /// Goes on retransmitting the 2xx a stored tombstone says its call still owed (a node
+    /// restarted after its call ended): as an orphan, until its ACK or 64·T1.
+    pub(crate) fn resume_orphan(
+        &mut self,
+        call_id: &str,
+        p: &Pending2xx,
+        peer: Peer,
+        t: &TimerConfig,
+    ) {
+        let key = (call_id.to_string(), p.cseq);
+        self.orphan_timers.set(&key, Some(orphan_deadline(p, t)));
+        self.orphans.insert(key, (p.clone(), peer));
+    }
+
     /// Whether (Call-ID, local tag) is a dialog kept by `remember_ended` at `now`.
     pub(crate) fn was_ended(&self, call_id: &str, local_tag: &str, now: UnixMillis) -> bool {
         self.ended
@@ -243,6 +257,14 @@ impl Calls {
         let key = (call_id.to_string(), cseq);
         self.orphan_timers.remove(&key);
         self.orphans.remove(&key).is_some()
+    }
+
+    /// The 2xx of an ended call that INVITE (Call-ID, CSeq) was answered, while it is still
+    /// retransmitted: a retransmission of that INVITE gets it again.
+    pub(crate) fn orphan_2xx(&self, call_id: &str, cseq: u32) -> Option<&Response> {
+        self.orphans
+            .get(&(call_id.to_string(), cseq))
+            .map(|(p, _)| &p.response)
     }
 
     /// The orphaned 2xx responses due for retransmission at `now`, in key order; those past

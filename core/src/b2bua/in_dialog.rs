@@ -17,6 +17,16 @@ impl B2bua {
         self.calls.by_dialog(call_id, local_tag)
     }
 
+    /// The 2xx an INVITE on a dialog we no longer hold was answered, if its call ended with
+    /// that 2xx still retransmitted: a retransmission of the INVITE gets it again.
+    pub(crate) fn owed_2xx(&self, req: &Request) -> Option<Response> {
+        if req.method != Method::Invite {
+            return None;
+        }
+        let call_id = req.headers.get("Call-ID")?;
+        self.calls.orphan_2xx(call_id, cseq_of(req)).cloned()
+    }
+
     /// Whether a BYE on a dialog we no longer hold is the retransmission of one that ended
     /// its call while the store failed (its 200 was withdrawn): it gets 200 then.
     pub(crate) fn bye_owed(&self, call_id: &str, local_tag: &str, now: UnixMillis) -> bool {
@@ -42,14 +52,6 @@ impl B2bua {
             return;
         };
         let cseq = cseq_of(&req);
-        if call.state == CallState::Ending {
-            // The call is over; only the BYE that crosses ours is welcome.
-            if req.method == Method::Bye {
-                s.reply(&key, &req, 200, None, &[], now);
-                return self.bye_done(s, id, side, now);
-            }
-            return s.reply(&key, &req, 481, None, &[], now);
-        }
         // A retransmission of the INVITE whose 2xx we hold (its transaction was lost with a
         // node that restarted from the store): it gets that 2xx, whose own retransmissions
         // go on until the ACK (§13.3.1.4). It is no out-of-order request.
@@ -68,6 +70,14 @@ impl B2bua {
             let ok = p.response.clone();
             s.respond(&key, ok, now);
             return self.calls.reschedule(id, &s.cfg.timers);
+        }
+        if call.state == CallState::Ending {
+            // The call is over; only the BYE that crosses ours is welcome.
+            if req.method == Method::Bye {
+                s.reply(&key, &req, 200, None, &[], now);
+                return self.bye_done(s, id, side, now);
+            }
+            return s.reply(&key, &req, 481, None, &[], now);
         }
         let d = call.dialog_mut(side);
         if d.remote_cseq.is_some_and(|rc| cseq <= rc) {

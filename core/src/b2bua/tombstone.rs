@@ -3,9 +3,14 @@
 //! its record, for 64·T1: whichever node the BYE's retransmission reaches (the adopter,
 //! a restarted node, any member) answers it 200 rather than 481, which would tell the
 //! party its call had been lost. The store removes the tombstone when it expires.
+//! A re-INVITE whose 2xx was still awaiting its ACK when the call ended is answered that
+//! 2xx the same way: its sender may retransmit it to any member, and a 481 there would
+//! be a second final response to one INVITE.
 
-use super::call::{Call, Side};
+use super::call::{Call, Pending2xx, Side};
+use crate::message::Response;
 use crate::store::{call_key, leg_key, StoreWrite};
+use crate::transaction::Peer;
 use crate::UnixMillis;
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +21,10 @@ pub(crate) struct Tombstone {
     /// The call's dialogs: (Call-ID, our tag).
     pub(crate) dialogs: Vec<(String, String)>,
     pub(crate) until: UnixMillis,
+    /// The 2xx still retransmitted when the call ended: (Call-ID of its leg, the 2xx,
+    /// the party it goes to).
+    #[serde(default)]
+    pub(crate) owed_2xx: Option<(String, Pending2xx, Peer)>,
 }
 
 impl Tombstone {
@@ -33,6 +42,14 @@ impl Tombstone {
             .any(|(c, t)| c == call_id && t == local_tag)
     }
 
+    /// The 2xx the INVITE (Call-ID, CSeq) was answered, if it is the one still owed.
+    pub(crate) fn owed_2xx(&self, call_id: &str, cseq: u32) -> Option<&Response> {
+        self.owed_2xx
+            .as_ref()
+            .filter(|(c, p, _)| c == call_id && p.cseq == cseq)
+            .map(|(_, p, _)| &p.response)
+    }
+
     /// The writes that replace `call`'s record (and, in a cluster, its A-leg index, so
     /// that a BYE from the caller finds it) by a tombstone until `until`.
     pub(crate) fn writes(call: &Call, until: UnixMillis, clustered: bool) -> Vec<StoreWrite> {
@@ -46,6 +63,10 @@ impl Tombstone {
                 })
                 .collect(),
             until,
+            owed_2xx: call.pending_2xx.as_ref().map(|p| {
+                let leg = call.dialog(p.side);
+                (leg.call_id.clone(), p.clone(), leg.peer)
+            }),
         };
         let mut w = vec![StoreWrite::Put {
             key: call_key(&call.id),

@@ -19,7 +19,7 @@
 
 use super::Node;
 use crate::config::Strategy;
-use crate::message::{header_param, Method, Request};
+use crate::message::{header_param, CSeq, Method, Request};
 use crate::store::{call_key, leg_key, owns_prefix, Key, StoredRecord, OWNS_PREFIX};
 use crate::transaction::{Peer, TxKey};
 use crate::UnixMillis;
@@ -424,15 +424,25 @@ impl Node {
     }
 
     /// The call ended (a tombstone): a BYE of one of its dialogs is the retransmission of
-    /// one it owes a 200; anything else gets 481.
+    /// one it owes a 200, a re-INVITE whose 2xx was still owed gets that 2xx; anything
+    /// else gets 481.
     fn settle_ended(&mut self, call_id: &str, t: &crate::b2bua::Tombstone, now: UnixMillis) {
         self.b2bua.remember_tombstone(t);
         self.forget_lookups(call_id);
         for (key, req, _) in self.cluster.waiting.remove(call_id).unwrap_or_default() {
             let h = &req.headers;
             let tag = h.get("To").and_then(|v| header_param(v, "tag"));
-            let owed = req.method == Method::Bye
-                && t.owes(h.get("Call-ID").unwrap_or(""), tag.unwrap_or(""));
+            let call_id = h.get("Call-ID").unwrap_or("");
+            let cseq = h.get("CSeq").and_then(CSeq::parse).map_or(0, |c| c.seq);
+            if let Some(ok) = t
+                .owed_2xx(call_id, cseq)
+                .filter(|_| req.method == Method::Invite)
+            {
+                // The 2xx this re-INVITE was answered before the call ended.
+                self.sink.respond(&key, ok.clone(), now);
+                continue;
+            }
+            let owed = req.method == Method::Bye && t.owes(call_id, tag.unwrap_or(""));
             let code = if owed { 200 } else { 481 };
             self.sink.reply(&key, &req, code, None, &[], now);
         }

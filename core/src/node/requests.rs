@@ -34,7 +34,12 @@ impl Node {
                 return self.b2bua.on_cancel(s, &key, &req, now);
             }
             let call_id = req.headers.get("Call-ID").unwrap_or("");
-            return match self.b2bua.dialog_of(call_id, &tag) {
+            let held = self.b2bua.dialog_of(call_id, &tag);
+            if let Some(ok) = held.is_none().then(|| self.b2bua.owed_2xx(&req)).flatten() {
+                // A re-INVITE answered 2xx before its call ended is answered that again.
+                return s.respond(&key, ok, now);
+            }
+            return match held {
                 Some((id, side)) => self.b2bua.in_dialog(s, &id, side, key, req, now),
                 None if req.method == Method::Bye && self.b2bua.bye_owed(call_id, &tag, now) => {
                     s.reply(&key, &req, 200, None, &[], now)
