@@ -52,9 +52,20 @@ pub struct Lease {
     office: Office,
     /// Woken whenever `generation` moves.
     changed: Notify,
+    /// Every incarnation this process took (a join whose answer was lost may land later:
+    /// a record naming one of these is our own, not a live rival's).
+    taken: Mutex<Vec<u64>>,
 }
 
 impl Lease {
+    /// Whether this process took `incarnation` (see `taken`).
+    fn took(&self, incarnation: u64) -> bool {
+        self.taken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&incarnation)
+    }
+
     /// Whether the node may send and write now.
     pub fn holds(&self) -> bool {
         self.clock.now() + self.ttl / 4 < self.valid_until.load(Ordering::Acquire)
@@ -303,23 +314,29 @@ pub(super) fn leased_put(
 
 /// Waits until no record holds `id`. A record that is not renewed while we watch (a
 /// predecessor killed a moment ago, restarted by its supervisor) runs out within a TTL; one
-/// that is renewed belongs to a live process, and then we refuse.
+/// that is renewed belongs to a live process, and then we refuse. A record of our own (an
+/// earlier join of this process whose answer was lost, applied late) is ours to replace:
+/// its version is returned, for the join's compare-and-swap.
 async fn wait_for_the_id<S: Store>(
     store: &S,
     id: u16,
     clock: Clock,
     ttl: u64,
-) -> Result<(), JoinError> {
+    lease: &Lease,
+) -> Result<Option<u64>, JoinError> {
     let mut seen: Option<u64> = None;
     loop {
         let r = store
             .get(&node_key(id), clock.now())
             .await
             .map_err(JoinError::Store)?;
-        let Some(r) = r else { return Ok(()) };
+        let Some(r) = r else { return Ok(None) };
         let Some(m) = Member::decode(&r.value) else {
-            return Ok(());
+            return Ok(None);
         };
+        if lease.took(m.incarnation) {
+            return Ok(Some(r.version));
+        }
         if seen.is_some_and(|v| v != r.version) {
             return Err(JoinError::InUse(m));
         }
@@ -345,10 +362,15 @@ async fn join<S: Store>(
     lease: &Lease,
 ) -> Result<(Member, u64), JoinError> {
     let now = clock.now();
-    wait_for_the_id(store, me.id, clock, ttl).await?;
+    let ours = wait_for_the_id(store, me.id, clock, ttl, lease).await?;
     let incarnation = increment(store, &incarnation_key(me.id), now)
         .await
         .map_err(JoinError::Store)?;
+    lease
+        .taken
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(incarnation);
     let m = Member {
         schema: Member::SCHEMA,
         id: me.id,
@@ -359,7 +381,8 @@ async fn join<S: Store>(
         since: now,
     };
     let sent = clock.now();
-    let w = leased_put(node_key(m.id), m.encode(), 1, None, sent, ttl);
+    let version = ours.map_or(1, |v| v + 1);
+    let w = leased_put(node_key(m.id), m.encode(), version, ours, sent, ttl);
     match store
         .apply(vec![w], sent)
         .await
@@ -374,6 +397,10 @@ async fn join<S: Store>(
                 .await
                 .map_err(JoinError::Store)?;
             return Err(match r.and_then(|r| Member::decode(&r.value)) {
+                // An earlier join of ours, landed late: joined again over it.
+                Some(other) if lease.took(other.incarnation) => {
+                    JoinError::Store(StoreError::Retryable("an earlier join landed late".into()))
+                }
                 Some(other) => JoinError::InUse(other),
                 None => JoinError::Store(StoreError::Conflict),
             });
@@ -385,7 +412,7 @@ async fn join<S: Store>(
     lease.moved();
     lease.valid_until.store(sent + ttl, Ordering::Release);
     info!(id = me.id, incarnation, ttl_ms = ttl, "joined the cluster");
-    Ok((m, 1))
+    Ok((m, version))
 }
 
 /// Joins the cluster (or refuses to start), then keeps the lease in a task of its own.
@@ -411,6 +438,7 @@ pub async fn start<S: Store + Clone>(
         wake: Notify::new(),
         office: Office::default(),
         changed: Notify::new(),
+        taken: Mutex::new(Vec::new()),
     });
     // A store that does not answer for a while (an etcd leader election) is waited for,
     // as the state load waits; a live member with our id is not.
