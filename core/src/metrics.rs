@@ -26,6 +26,9 @@ pub struct Metrics {
     /// REGISTER queries left unanswered (until retransmitted) while a write of their AOR
     /// waited for the store.
     pub lookups_deferred: u64,
+    /// Lookups of an AOR (an INVITE's callee, a REGISTER query) that found nothing held
+    /// and read the store before being answered (in a cluster: see `node::bindings`).
+    pub lookups_read_through: u64,
     /// Calls of another (dead) member this node took over, and in-dialog requests for
     /// calls it did not hold that it loaded from the store.
     pub takeovers: u64,

@@ -273,10 +273,18 @@ impl Registrar {
         }
     }
 
-    /// Removes bindings that expired by `now`; returns the writes that persist it.
-    pub fn handle_timeout(&mut self, now: UnixMillis) -> Vec<StoreWrite> {
+    /// Removes bindings that expired by `now`; returns the writes that persist it. In a
+    /// cluster only the leader writes (`write`): the others' lookups skip an expired
+    /// binding anyway, and their copy changes when the leader's write (or the store's
+    /// own expiry of the record) reaches them through the watch. Writing from every node
+    /// would only make the writes collide.
+    pub fn handle_timeout(&mut self, now: UnixMillis, write: bool) -> Vec<StoreWrite> {
         let mut writes = Vec::new();
         while let Some(aor) = self.expiries.first_due(now).cloned() {
+            if !write {
+                self.expiries.set(&aor, None);
+                continue;
+            }
             let mut bindings = self
                 .aors
                 .get(&aor)
@@ -307,6 +315,37 @@ impl Registrar {
     pub fn forget(&mut self, aor: &str) {
         self.aors.remove(aor);
         self.index(aor);
+    }
+
+    /// Indexes every AOR's expiry again: this node has become the cluster's leader, whose
+    /// chore is to remove expired bindings (including those that expired while it was not).
+    pub fn reindex_all(&mut self) {
+        let aors: Vec<String> = self.aors.keys().cloned().collect();
+        for aor in aors {
+            self.index(&aor);
+        }
+    }
+
+    /// A change of `aor`'s record that another node made (seen by the store's watch, or
+    /// read because a lookup missed): a newer record is taken, a removal forgets the AOR.
+    /// While a write of ours to it waits for the store (`pending`) a removal is left to
+    /// that write's outcome (it fails and is read back, or it made the record anew).
+    pub fn observe(&mut self, aor: &str, record: Option<&StoredRecord>, pending: bool) {
+        match record {
+            Some(r) => {
+                let held = self.aors.get(aor).map(|a| a.version);
+                if held.is_none_or(|v| r.version > v) {
+                    self.restore(r);
+                }
+            }
+            None if !pending => self.forget(aor),
+            None => {}
+        }
+    }
+
+    /// Whether any record of `aor` is held (possibly with only expired bindings).
+    pub fn holds(&self, aor: &str) -> bool {
+        self.aors.contains_key(aor)
     }
 
     /// Loads a stored `reg/` record (after a restart, or from another node).

@@ -298,8 +298,8 @@ fn a_binding_expires_at_its_deadline_and_its_removal_is_written() {
         bound(&r, T0 + 60_000).is_empty(),
         "never served past expiry"
     );
-    assert!(r.handle_timeout(T0 + 59_999).is_empty());
-    let writes = r.handle_timeout(T0 + 60_000);
+    assert!(r.handle_timeout(T0 + 59_999, true).is_empty());
+    let writes = r.handle_timeout(T0 + 60_000, true);
     assert!(matches!(&writes[..], [StoreWrite::Delete { key, .. }] if key == "reg/bob"));
     assert_eq!(r.binding_count(), 0);
     assert_eq!(r.poll_timeout(), None);

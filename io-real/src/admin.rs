@@ -84,6 +84,11 @@ pub fn render_metrics(node: &Node) -> String {
             m.lookups_deferred,
         ),
         (
+            "drongo_lookups_read_through_total",
+            "Lookups of an AOR that found nothing held and read the store first (cluster).",
+            m.lookups_read_through,
+        ),
+        (
             "drongo_takeovers_total",
             "Calls of a member that is gone, taken over by this node.",
             m.takeovers,

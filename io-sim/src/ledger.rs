@@ -54,6 +54,9 @@ pub struct CallLedger {
     /// other party: a 2xx Drongo relayed must come from the party the INFO was for.
     pub infos_answered: BTreeSet<String>,
     pub infos_seen: BTreeSet<String>,
+    /// The user called, and when the INVITE was first sent.
+    pub callee_user: String,
+    pub invited_at: u64,
 }
 
 /// What a run did, for the vacuity checks and the runner's summary: a run that did
@@ -184,6 +187,9 @@ pub struct Inner {
     pub unanswered: Vec<(String, String)>,
     /// Each user agent's home node (index).
     pub homes: BTreeMap<String, usize>,
+    /// Each user's registrations answered 200 and not removed since: (answered at,
+    /// granted until). A call to the user must find them, through any node.
+    pub bound: BTreeMap<String, Vec<(u64, u64)>>,
     /// Nodes that must be silent: (address, from, until) in simulated ms; `None`: not yet
     /// healed. A node cut off from the store past its lease sends nothing (the fence).
     pub silent: Vec<(std::net::IpAddr, u64, Option<u64>)>,

@@ -267,6 +267,9 @@ pub struct SimStore {
     server: SocketAddr,
     next_id: Arc<AtomicU64>,
     history: History,
+    /// The mutant of `WorldSpec::mutant_private_bindings`: this client's `reg/` keys live
+    /// under this prefix instead, out of the other members' sight.
+    private: Option<String>,
 }
 
 /// Operations on `call/` keys as the clients saw them, in true simulated time.
@@ -315,7 +318,35 @@ impl SimStore {
             server,
             next_id: Arc::new(AtomicU64::new(1)),
             history,
+            private: None,
         })
+    }
+
+    /// See [`SimStore::private`].
+    pub fn with_private_bindings(mut self, prefix: Option<String>) -> Self {
+        self.private = prefix;
+        self
+    }
+
+    /// `key` as this client stores it.
+    fn hide(&self, key: &str) -> String {
+        let reg = drongo_core::store::REG_PREFIX;
+        match (&self.private, key.strip_prefix(reg)) {
+            (Some(p), Some(rest)) => format!("{p}{rest}"),
+            _ => key.to_string(),
+        }
+    }
+
+    /// A record as this client's node sees it.
+    fn show(&self, mut r: StoredRecord) -> StoredRecord {
+        if let Some(rest) = self
+            .private
+            .as_ref()
+            .and_then(|p| r.key.strip_prefix(p.as_str()))
+        {
+            r.key = format!("{}{rest}", drongo_core::store::REG_PREFIX);
+        }
+        r
     }
 
     /// Sends `op` and waits for its answer; `None` when none came in time.
@@ -349,7 +380,7 @@ impl Store for SimStore {
 
     async fn get(&self, key: &str, now: UnixMillis) -> Result<Option<StoredRecord>, StoreError> {
         let op = Op::Get {
-            key: key.to_string(),
+            key: self.hide(key),
             now,
         };
         let call = sim_ms();
@@ -365,7 +396,7 @@ impl Store for SimStore {
                         },
                     });
                 }
-                Ok(r)
+                Ok(r.map(|r| self.show(r)))
             }
             Some(Ok(_)) => Err(unexpected()),
             Some(Err(e)) => Err(e),
@@ -380,12 +411,12 @@ impl Store for SimStore {
         now: UnixMillis,
     ) -> Result<Vec<StoredRecord>, StoreError> {
         let op = Op::Scan {
-            prefix: prefix.to_string(),
+            prefix: self.hide(prefix),
             limit,
             now,
         };
         match self.call(op).await {
-            Some(Ok(Answer::Records(r))) => Ok(r),
+            Some(Ok(Answer::Records(r))) => Ok(r.into_iter().map(|r| self.show(r)).collect()),
             Some(Ok(_)) => Err(unexpected()),
             Some(Err(e)) => Err(e),
             None => Err(StoreError::Retryable("store timeout".into())),
@@ -455,6 +486,17 @@ impl Store for SimStore {
                 }
             }
         }
+        let writes = writes
+            .into_iter()
+            .map(|mut w| {
+                match &mut w {
+                    StoreWrite::Put { key, .. } | StoreWrite::Delete { key, .. } => {
+                        *key = self.hide(key)
+                    }
+                }
+                w
+            })
+            .collect();
         let answer = match self.call(Op::Apply { writes, now }).await {
             Some(Ok(Answer::Applied(r))) => Ok(r),
             Some(Ok(_)) => Err(unexpected()),

@@ -139,6 +139,12 @@ fn seeds_that_found_bugs() {
         // adopter, and the batch's failure ended the other calls (their claims had landed).
         ("owner-crash-in-call", 131),
         ("node-join", 127),
+        // A re-INVITE's 2xx was still owed when its call ended on the adopter; the old
+        // owner, reading the tombstone, answered the re-INVITE's retransmission 481.
+        ("store-leader-change-during-takeover", 616),
+        // A restarted member's join, its answer lost, landed after the join was tried
+        // again: the member took its own earlier record for a live rival's and stopped.
+        ("store-leader-change-during-takeover", 1104),
     ];
     for (name, seed) in found {
         let o = run(&spec(name), seed);
@@ -369,4 +375,24 @@ fn silence_check_catches_a_member_that_speaks_past_its_lease() {
         .is_empty()
     });
     assert!(quiet, "paused-owner fails without the mutant");
+}
+
+/// Every member finds every registration: a cluster whose members keep their bindings to
+/// themselves is caught, by calls to users registered through another member (404) and by
+/// lookups that ask another member.
+#[test]
+fn invariants_catch_members_that_keep_bindings_to_themselves() {
+    let spec = WorldSpec {
+        mutant_private_bindings: true,
+        ..spec("owner-crash-in-call")
+    };
+    for seed in 1..=5 {
+        let o = run(&spec, seed);
+        let found = |what: &str| o.violations.iter().any(|v| v.contains(what));
+        assert!(
+            found("registration not found") && found("registration lost"),
+            "seed {seed}: {:?}",
+            o.violations
+        );
+    }
 }

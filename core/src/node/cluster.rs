@@ -177,6 +177,10 @@ impl Node {
         if term.is_none() {
             self.cluster.orphans.clear();
         }
+        if term.is_some() && self.cluster.leader_term.is_none() {
+            // The registration watchdog is ours now, for what expired before, too.
+            self.registrar.reindex_all();
+        }
         self.cluster.leader_term = term;
     }
 
@@ -306,6 +310,13 @@ impl Node {
         waiters.insert(call_id.to_string());
     }
 
+    /// Asks the runtime to read `key` (answered through [`Node::handle_loaded`]).
+    pub(super) fn queue_load(&mut self, key: String) {
+        if !self.cluster.to_load.contains(&key) {
+            self.cluster.to_load.push(key);
+        }
+    }
+
     /// What the store holds at `key`, read for waiting requests (`None`: the store could
     /// not answer; they get 503).
     pub fn handle_loaded(
@@ -315,6 +326,10 @@ impl Node {
         record: Option<Option<StoredRecord>>,
     ) {
         self.now = now;
+        if let Some(Key::Reg(aor)) = Key::parse(key) {
+            self.binding_loaded(aor, record, now);
+            return self.flush();
+        }
         let Some(waiters) = self.cluster.loading.remove(key) else {
             return;
         };

@@ -6,6 +6,7 @@
 //! Durable before visible: every handler ends by closing one [`Batch`]. The runtime commits
 //! a batch's writes before it sends the batch's transmits, and keeps batches in order.
 
+mod bindings;
 mod cluster;
 mod requests;
 mod standby;
@@ -46,6 +47,8 @@ pub struct Node {
     cluster: cluster::Membership,
     /// Calls this node stands by for (strategy `hot-standby`).
     standby: standby::Standby,
+    /// Lookups of bindings waiting for the store (in a cluster).
+    lookups: bindings::Lookups,
     /// The time of the input being handled (every public `handle_*` sets it).
     now: UnixMillis,
 }
@@ -121,6 +124,7 @@ impl Node {
             draining: false,
             cluster: Default::default(),
             standby: Default::default(),
+            lookups: Default::default(),
             now: 0,
         }
     }
@@ -248,7 +252,8 @@ impl Node {
         self.flush();
         self.b2bua.retransmit_orphans(&mut self.sink, now);
         self.flush();
-        let writes = self.registrar.handle_timeout(now);
+        let watchdog = self.runs_watchdog();
+        let writes = self.registrar.handle_timeout(now, watchdog);
         self.sink.writes.extend(writes);
         self.flush();
         while let Some(id) = self.b2bua.first_due(now) {

@@ -125,6 +125,19 @@ impl Node {
                 Some(_) => {}
             }
         }
+        self.apply_register(&aor, key, req, from, now);
+    }
+
+    /// §10.3 steps 5–8 for an authenticated REGISTER of `aor` (again after a read-through).
+    pub(super) fn apply_register(
+        &mut self,
+        aor: &str,
+        key: TxKey,
+        req: Request,
+        from: Peer,
+        now: UnixMillis,
+    ) {
+        let aor = aor.to_string();
         if req.headers.get("Contact").is_none() && self.ledger.is_busy(&reg_key(&aor)) {
             // A query while a write of the AOR waits for the store: the bindings in memory
             // are not durable yet (the write may fail and be taken back), and a 200 listing
@@ -132,6 +145,12 @@ impl Node {
             // store has.
             self.sink.metrics.lookups_deferred += 1;
             return self.sink.tx.abandon(&key);
+        }
+        if req.headers.get("Contact").is_none() && self.should_read_through(&aor) {
+            // In a cluster a query lists what the store holds: the copy the watch keeps
+            // lags a little, and the 200 must not list a binding removed through another
+            // member, nor miss one added there (see `bindings`).
+            return self.await_binding(&aor, key, req, from, now);
         }
         let s = &mut self.sink;
         match self
@@ -164,8 +183,7 @@ impl Node {
     }
 
     /// A new INVITE: refused while draining, authenticated unless from a trusted source,
-    /// checked for loops (§16.3), routed (a configured route, else the callee's best
-    /// binding); then the B2BUA starts the call.
+    /// checked for loops (§16.3), then routed.
     fn on_invite(&mut self, key: TxKey, req: Request, from: Peer, now: UnixMillis) {
         if self.draining {
             let h = [("Retry-After", "5".to_string())];
@@ -195,6 +213,13 @@ impl Node {
         if looped {
             return s.reply(&key, &req, 482, None, &[], now);
         }
+        self.route_invite(key, req, from, now);
+    }
+
+    /// Routes an INVITE that passed the checks (again after a read-through): a configured
+    /// route, else the callee's best binding; then the B2BUA starts the call.
+    pub(super) fn route_invite(&mut self, key: TxKey, req: Request, from: Peer, now: UnixMillis) {
+        let s = &mut self.sink;
         let Some(user) = user_of(&req.uri) else {
             return s.reply(&key, &req, 404, None, &[], now);
         };
@@ -206,6 +231,11 @@ impl Node {
                 .first()
                 .map(|b| (b.uri.clone(), peer_for_uri(&b.uri).unwrap_or(b.source)))
         };
+        if target.is_none() && self.should_read_through(&user) {
+            // The callee may have registered through another member a moment ago.
+            return self.await_binding(&user, key, req, from, now);
+        }
+        let s = &mut self.sink;
         let Some(target) = target else {
             let known = s.cfg.user(&user).is_some();
             return s.reply(&key, &req, if known { 480 } else { 404 }, None, &[], now);

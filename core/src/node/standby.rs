@@ -50,10 +50,14 @@ impl Standby {
 }
 
 impl Node {
-    /// A change to a call record, seen by the runtime's watch on `call/` (`None`: the
-    /// record is gone). Kept when this node stands by for the call; dropped otherwise.
+    /// A change to a record, seen by the runtime's watch (`None`: the record is gone). A
+    /// call record is kept when this node stands by for the call, dropped otherwise; an
+    /// AOR's record goes to the registrar (`bindings`).
     pub fn handle_watched(&mut self, now: UnixMillis, key: &str, record: Option<StoredRecord>) {
         self.now = now;
+        if let Some(Key::Reg(aor)) = Key::parse(key) {
+            return self.binding_watched(aor, record);
+        }
         if self.sink.cfg.cluster.strategy != Strategy::HotStandby {
             return;
         }

@@ -120,7 +120,15 @@ pub async fn run<S: Store + Clone>(
     // for. A broken watch is opened again (changes meanwhile are missed: the copy is only
     // a head start, and a takeover without one reads the store).
     if lease.is_some() && rc.core.cluster.strategy == drongo_core::config::Strategy::HotStandby {
-        tokio::task::spawn(follow_calls(store.clone(), results_tx.clone()));
+        let prefix = drongo_core::store::CALL_PREFIX;
+        tokio::task::spawn(follow(store.clone(), prefix, results_tx.clone()));
+    }
+    // In a cluster, every change to the bindings, for every member to find every
+    // registration (`node::bindings`; a lookup that misses reads the store, so a change
+    // missed while the watch is opened again costs no call).
+    if lease.is_some() {
+        let prefix = drongo_core::store::REG_PREFIX;
+        tokio::task::spawn(follow(store.clone(), prefix, results_tx.clone()));
     }
     // The sweep: every call record, now and then, for the node to delete what no call of
     // its holds (`Node::handle_sweep`). A failed scan waits for the next round.
@@ -373,10 +381,11 @@ async fn lease_changed(lease: &Option<Arc<Lease>>) {
     }
 }
 
-/// Follows every call record for the node (`Input::Watched`), for as long as it runs.
-async fn follow_calls<S: Store>(store: S, results: mpsc::UnboundedSender<Input>) {
+/// Follows every record under `prefix` for the node (`Input::Watched`), for as long as it
+/// runs.
+async fn follow<S: Store>(store: S, prefix: &'static str, results: mpsc::UnboundedSender<Input>) {
     loop {
-        match store.watch(drongo_core::store::CALL_PREFIX).await {
+        match store.watch(prefix).await {
             Ok(mut changes) => {
                 while let Some(c) = changes.recv().await {
                     let input = Input::Watched {
@@ -387,9 +396,9 @@ async fn follow_calls<S: Store>(store: S, results: mpsc::UnboundedSender<Input>)
                         return;
                     }
                 }
-                warn!("call watch ended; watching again");
+                warn!(prefix, "watch ended; watching again");
             }
-            Err(e) => warn!(error = %e, "cannot watch call records; trying again"),
+            Err(e) => warn!(prefix, error = %e, "cannot watch; trying again"),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

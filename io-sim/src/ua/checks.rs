@@ -31,6 +31,26 @@ impl Ua {
     /// Slack for schedule checks: network delay differences, and one store commit a copy
     /// may wait behind (Drongo's batches leave in order; with a fast store a commit takes
     /// up to ~22 ms here).
+    /// A call answered 404 or 480 (no binding): a violation when the callee held a
+    /// registration answered 200 before the INVITE left that was still good well after
+    /// the answer came (every node must find every registration).
+    pub(super) fn check_callee_unreachable(&self, token: &str, code: u16, now: u64) {
+        let bound = 1_500 + self.cfg.skew_bound_ms + self.tolerance();
+        let l = self.ledger.lock();
+        let Some(c) = l.calls.get(token) else {
+            return;
+        };
+        let registered = l.bound.get(&c.callee_user).is_some_and(|g| {
+            g.iter()
+                .any(|(answered, until)| *answered < c.invited_at && *until > now + bound)
+        });
+        if registered {
+            let what = format!("call {token} to {} answered {code}", c.callee_user);
+            drop(l);
+            self.violation(format_args!("registration not found: {what}"));
+        }
+    }
+
     pub(super) fn tolerance(&self) -> u64 {
         2 * self.cfg.link.jitter_ms + 50 + self.cfg.commit_slack_ms
     }

@@ -429,8 +429,19 @@ impl Ua {
             _ => None,
         };
         let Some(id) = in_dialog else {
-            let home = self.home();
-            self.send_to(req, purpose, home);
+            // In a cluster a lookup asks any member: each must find every registration.
+            let to = match purpose {
+                Purpose::Probe { .. } if self.cfg.failover_ms.is_some() => {
+                    let i = self.between(0, self.cfg.proxies.len() as u64 - 1) as usize;
+                    let addr = self.cfg.proxies.get(i).copied().unwrap_or(self.cfg.home);
+                    Peer {
+                        transport: Transport::Udp,
+                        addr,
+                    }
+                }
+                _ => self.home(),
+            };
+            self.send_to(req, purpose, to);
             return;
         };
         if self.cfg.failover_ms.is_some() {

@@ -291,6 +291,9 @@ impl Ua {
         self.ledger.call(&token, |l| l.final_seen = true);
         if code >= 300 {
             c.state = State::Ended;
+            if code == 404 || code == 480 {
+                self.check_callee_unreachable(&token, code, now);
+            }
             return;
         }
         if matches!(c.state, State::Confirmed | State::Closing | State::Ended) {

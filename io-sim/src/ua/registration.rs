@@ -45,6 +45,7 @@ impl Ua {
         self.reg.deregistering = true;
         // From now on the binding may go at any moment: no lookup must find it.
         self.reg.grants.clear();
+        self.ledger.lock().bound.remove(&self.cfg.user);
         self.trace.log(
             &self.who,
             format_args!(
@@ -124,6 +125,14 @@ impl Ua {
         // Drongo set the expiry when it processed the request: after we sent it, before
         // its answer arrived.
         self.reg.grants.push((now, sent_at + secs * 1000));
+        let user = self.cfg.user.clone();
+        let grant = (now, sent_at + secs * 1000);
+        self.ledger
+            .lock()
+            .bound
+            .entry(user)
+            .or_default()
+            .push(grant);
         self.reg.could_live_until = self.reg.could_live_until.max(now + secs * 1000);
         self.ledger
             .lock()

@@ -58,7 +58,9 @@ impl Ua {
             c.caller = Leg {
                 ua: self.who.clone(),
                 ..Leg::default()
-            }
+            };
+            c.callee_user = callee.clone();
+            c.invited_at = now;
         });
         self.ledger.lock().counts.calls_attempted += 1;
         self.trace.log(

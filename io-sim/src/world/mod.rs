@@ -70,6 +70,9 @@ pub struct WorldSpec {
     pub mutant_slow_retransmissions: bool,
     /// A mutant cluster member whose lease does not silence it (its writes stay fenced).
     pub mutant_unfenced: bool,
+    /// A mutant cluster whose members keep their bindings to themselves (each member's
+    /// `reg/` records are its own), as every node did before the registrar was shared.
+    pub mutant_private_bindings: bool,
 }
 
 impl Default for WorldSpec {
@@ -96,6 +99,7 @@ impl Default for WorldSpec {
             mutant_keep_bindings: false,
             mutant_slow_retransmissions: false,
             mutant_unfenced: false,
+            mutant_private_bindings: false,
         }
     }
 }
@@ -303,6 +307,9 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
         let (book, trace, core) = (book.clone(), trace.clone(), core.clone());
         let history = history.clone();
         let (cluster, unfenced) = (spec.cluster, spec.mutant_unfenced);
+        let private = spec
+            .mutant_private_bindings
+            .then(|| format!("reg{}/", i + 1));
         let name = format!("drongo{}", i + 1);
         let who = name.clone();
         let node = handle
@@ -331,14 +338,14 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
                     unfenced,
                 };
                 let (trace, who, history) = (trace.clone(), who.clone(), history.clone());
-                let book = book.clone();
+                let (book, private) = (book.clone(), private.clone());
                 async move {
                     trace.log(
                         &who,
                         format_args!("starts (incarnation {incarnation}, clock {offset:+} ms)"),
                     );
                     let store = match SimStore::connect(store_addr(), history).await {
-                        Ok(s) => s,
+                        Ok(s) => s.with_private_bindings(private),
                         Err(e) => return trace.violation(&who, format_args!("no store: {e}")),
                     };
                     match run_node(rc, store, async move { stop.notified().await }).await {
@@ -432,7 +439,8 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
         .await;
         let caller = (rng.next_u64() % spec.uas as u64) as usize;
         let peers: Vec<usize> = (0..spec.uas)
-            .filter(|j| *j != caller && homes[*j] == homes[caller])
+            // In a cluster any user: every member finds every registration.
+            .filter(|j| *j != caller && (spec.cluster || homes[*j] == homes[caller]))
             .collect();
         if peers.is_empty() {
             continue;

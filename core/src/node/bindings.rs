@@ -1,0 +1,120 @@
+//! The registrar as a cluster member: every node finds every registration.
+//!
+//! Bindings live in the store (`reg/{aor}`, one record per address-of-record). Each member
+//! keeps a copy of all of them, current through the runtime's watch on `reg/`
+//! ([`Node::handle_watched`] → [`Registrar::observe`]). A REGISTER is a compare-and-swap on
+//! the AOR's record from that copy: when another member wrote the AOR first, the write
+//! fails, its 200 is withdrawn, the record is read back, and the phone's retransmission
+//! is applied on the truth (§10.3 ordering holds: nothing is lost, nothing applied twice).
+//!
+//! The watch lags a little behind the store, so a REGISTER query reads the AOR from the
+//! store, and an INVITE whose callee has no binding here is not answered from the copy
+//! alone: the request waits while the node reads the AOR's record, then is handled again
+//! on what it read. (An INVITE routed by a copy that holds an older record goes where that
+//! record says: that lasts only as long as the watch lags.)
+//!
+//! Expired bindings are removed from the store by the leader alone (the registration
+//! watchdog); the record's own expiry in the store removes an AOR whose bindings all
+//! expired, whoever leads.
+//!
+//! [`Registrar::observe`]: crate::registrar::Registrar::observe
+
+use super::Node;
+use crate::message::Request;
+use crate::store::{reg_key, StoredRecord};
+use crate::transaction::{Peer, TxKey};
+use crate::UnixMillis;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Requests waiting for an AOR's record, at most (then: 503).
+const MAX_WAITING: usize = 4096;
+
+/// Lookups that missed and wait for the store.
+#[derive(Default)]
+pub(super) struct Lookups {
+    /// Requests waiting, by the AOR they look up.
+    waiting: BTreeMap<String, Vec<(TxKey, Request, Peer)>>,
+    /// AORs just read: a lookup of one of these that misses again is answered as a miss.
+    fresh: BTreeSet<String>,
+}
+
+impl Node {
+    /// Whether a lookup of `aor` (a REGISTER query; an INVITE whose callee has no binding
+    /// here) should read the store before it is answered: in a cluster, unless the record
+    /// was just read.
+    pub(super) fn should_read_through(&self, aor: &str) -> bool {
+        self.is_clustered() && !self.lookups.fresh.contains(aor)
+    }
+
+    /// Parks a request whose lookup of `aor` missed, and reads the AOR's record.
+    pub(super) fn await_binding(
+        &mut self,
+        aor: &str,
+        key: TxKey,
+        req: Request,
+        from: Peer,
+        now: UnixMillis,
+    ) {
+        let waiting: usize = self.lookups.waiting.values().map(Vec::len).sum();
+        if waiting >= MAX_WAITING {
+            let h = [("Retry-After", "1".to_string())];
+            return self.sink.reply(&key, &req, 503, None, &h, now);
+        }
+        self.sink.metrics.lookups_read_through += 1;
+        let first = !self.lookups.waiting.contains_key(aor);
+        self.lookups
+            .waiting
+            .entry(aor.to_string())
+            .or_default()
+            .push((key, req, from));
+        if first {
+            self.queue_load(reg_key(aor));
+        }
+    }
+
+    /// The AOR's record as read (`None`: the store did not answer; the waiting requests
+    /// get 503). The requests are handled again on it.
+    pub(super) fn binding_loaded(
+        &mut self,
+        aor: &str,
+        record: Option<Option<StoredRecord>>,
+        now: UnixMillis,
+    ) {
+        let waiting = self.lookups.waiting.remove(aor).unwrap_or_default();
+        let Some(record) = record else {
+            for (key, req, _) in waiting {
+                let h = [("Retry-After", "1".to_string())];
+                self.sink.reply(&key, &req, 503, None, &h, now);
+            }
+            return;
+        };
+        let pending = self.ledger.is_busy(&reg_key(aor));
+        let record = record.filter(|r| r.is_live(now));
+        self.registrar.observe(aor, record.as_ref(), pending);
+        self.lookups.fresh.insert(aor.to_string());
+        for (key, req, from) in waiting {
+            // On from where it stopped: its credentials were checked (and a nonce-count
+            // may not be used twice).
+            if req.method == crate::message::Method::Register {
+                self.apply_register(aor, key, req, from, now);
+            } else {
+                self.route_invite(key, req, from, now);
+            }
+        }
+        self.lookups.fresh.remove(aor);
+    }
+
+    /// A change of an AOR's record seen by the watch.
+    pub(super) fn binding_watched(&mut self, aor: &str, record: Option<StoredRecord>) {
+        if !self.is_clustered() {
+            return;
+        }
+        let pending = self.ledger.is_busy(&reg_key(aor));
+        self.registrar.observe(aor, record.as_ref(), pending);
+    }
+
+    /// Whether this node writes the removal of expired bindings: alone, or as the leader.
+    pub(super) fn runs_watchdog(&self) -> bool {
+        !self.is_clustered() || self.cluster.leader_term.is_some()
+    }
+}
