@@ -29,6 +29,9 @@ pub struct Metrics {
     /// Lookups of an AOR (an INVITE's callee, a REGISTER query) that found nothing held
     /// and read the store before being answered (in a cluster: see `node::bindings`).
     pub lookups_read_through: u64,
+    /// Expired bindings whose removal this node wrote (alone, or as the cluster's leader:
+    /// the registration watchdog).
+    pub bindings_expired: u64,
     /// Calls of another (dead) member this node took over, and in-dialog requests for
     /// calls it did not hold that it loaded from the store.
     pub takeovers: u64,

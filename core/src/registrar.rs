@@ -64,6 +64,8 @@ pub struct Registrar {
     aors: BTreeMap<String, AddressOfRecord>,
     /// Each AOR's earliest binding expiry.
     expiries: DeadlineIndex<String>,
+    /// Bindings whose removal after their expiry this registrar wrote (the watchdog).
+    expired_removed: u64,
     /// AORs whose write failed and whose record the runtime reads back, each with whether
     /// a later write of it was made meanwhile (the read-back, taken before that write
     /// landed, would then undo it: see [`Registrar::take_read_back`]).
@@ -94,6 +96,11 @@ impl Registrar {
             .unwrap_or_default();
         b.sort_by(|x, y| y.q.cmp(&x.q).then(y.expires_at.cmp(&x.expires_at)));
         b
+    }
+
+    /// Bindings whose removal after their expiry this registrar wrote.
+    pub fn expired_removed(&self) -> u64 {
+        self.expired_removed
     }
 
     /// Number of bindings held.
@@ -290,7 +297,9 @@ impl Registrar {
                 .get(&aor)
                 .map(|a| a.bindings.clone())
                 .unwrap_or_default();
+            let before = bindings.len();
             bindings.retain(|b| b.expires_at > now);
+            self.expired_removed += (before - bindings.len()) as u64;
             writes.push(self.commit(&aor, bindings, now));
         }
         writes

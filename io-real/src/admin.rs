@@ -89,6 +89,11 @@ pub fn render_metrics(node: &Node) -> String {
             m.lookups_read_through,
         ),
         (
+            "drongo_bindings_expired_total",
+            "Expired bindings whose removal this node wrote (alone, or as leader: the watchdog).",
+            m.bindings_expired,
+        ),
+        (
             "drongo_takeovers_total",
             "Calls of a member that is gone, taken over by this node.",
             m.takeovers,

@@ -254,6 +254,7 @@ impl Node {
         self.flush();
         let watchdog = self.runs_watchdog();
         let writes = self.registrar.handle_timeout(now, watchdog);
+        self.sink.metrics.bindings_expired = self.registrar.expired_removed();
         self.sink.writes.extend(writes);
         self.flush();
         while let Some(id) = self.b2bua.first_due(now) {

@@ -1,0 +1,264 @@
+//! The distributed registrar with real `drongo` processes on the 3-member etcd of
+//! `ci/etcd.sh`: a phone registered through one member is called through the others at
+//! once, a REGISTER query through any member lists what the store holds, two phones of one
+//! user registering through two members at once both stay bound (compare-and-swap, no lost
+//! update), and expired bindings are removed by the leader, and by the next leader within
+//! a watchdog period after the first is killed.
+#![cfg(feature = "etcd")]
+
+mod common;
+
+use common::party::{callee, header, place_call, sip, Heard};
+use common::Drongo;
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TTL_MS: u64 = 1_000;
+
+fn config() -> String {
+    format!(
+        "[cluster]\nlease_ttl_ms = {TTL_MS}\n[timers]\nt1 = 100\nt2 = 4000\nt4 = 5000\n\
+         [registrar]\nmin_expires = 1\n"
+    )
+}
+
+/// Three members of a cluster of this test (`name`), SIP ports from `port`.
+fn cluster(name: &str, port: u16, base: u16) -> Vec<Drongo> {
+    let url = common::etcd_url(name);
+    (0..3)
+        .map(|i| {
+            let id = (base + i).to_string();
+            Drongo::start_with(
+                port + 2 * i,
+                &config(),
+                &["--store", &url, "--node-id", &id],
+            )
+        })
+        .collect()
+}
+
+/// Member ids of this process (the etcd cluster is shared by concurrent tests and runs).
+fn base(offset: u16) -> u16 {
+    30_000 + (std::process::id() % 1_000) as u16 * 10 + offset
+}
+
+/// Sends a REGISTER for bob from `sock` (its contact: that socket) to `node` and waits for
+/// the final response; returns it.
+fn register(sock: &UdpSocket, node: u16, call_id: &str, cseq: u32, expires: u32) -> String {
+    let port = sock.local_addr().unwrap().port();
+    let contact = if expires == u32::MAX {
+        String::new()
+    } else {
+        format!("Contact: <sip:bob@127.0.0.1:{port}>;expires={expires}\n")
+    };
+    let text = format!(
+        "REGISTER sip:127.0.0.1 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{call_id}-{cseq}\n\
+         Max-Forwards: 70\nFrom: <sip:bob@127.0.0.1>;tag=r{cseq}\nTo: <sip:bob@127.0.0.1>\n\
+         Call-ID: {call_id}\nCSeq: {cseq} REGISTER\n{contact}Content-Length: 0\n\n"
+    );
+    let mut buf = [0u8; 8192];
+    let started = Instant::now();
+    // Sent again every 500 ms, as a phone's transaction would (a 200 withdrawn after a lost
+    // compare-and-swap comes with a retransmission).
+    let mut next = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no answer to REGISTER"
+        );
+        if Instant::now() >= next {
+            sock.send_to(&sip(&text), ("127.0.0.1", node)).unwrap();
+            next = Instant::now() + Duration::from_millis(500);
+        }
+        let Ok(n) = sock.recv(&mut buf) else {
+            continue;
+        };
+        let resp = String::from_utf8_lossy(&buf[..n]).to_string();
+        let final_ = resp.starts_with("SIP/2.0 ") && !resp.starts_with("SIP/2.0 1");
+        if final_ && header(&resp, "Call-ID") == call_id {
+            return resp;
+        }
+    }
+}
+
+/// The contacts a 200 to REGISTER lists.
+fn contacts(resp: &str) -> Vec<String> {
+    resp.lines()
+        .filter_map(|l| l.strip_prefix("Contact: "))
+        .map(str::to_string)
+        .collect()
+}
+
+fn udp() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    s
+}
+
+#[test]
+fn a_phone_registered_through_one_member_is_called_through_the_others() {
+    let nodes = cluster("reg-call", 5600, base(0));
+    let phone = udp();
+    let ok = register(&phone, nodes[0].sip, "reg-call", 1, 600);
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    // At once (no pause for the watch): through node 2, then node 3.
+    let stop = Arc::new(AtomicBool::new(false));
+    let heard = Heard::default();
+    let t = callee(
+        phone.try_clone().unwrap(),
+        stop.clone(),
+        Arc::new(AtomicU64::new(0)),
+        heard.clone(),
+    );
+    let caller = udp();
+    caller
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    for (i, n) in nodes.iter().enumerate().skip(1) {
+        let call_id = format!("reg-call-{}-{i}", std::process::id());
+        place_call(&caller, n.sip, &call_id, || n.log());
+    }
+    let invites = heard
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, _, l)| l.starts_with("INVITE"))
+        .count();
+    assert!(invites >= 2, "the phone got {invites} INVITEs");
+    let read = nodes[1].metric("drongo_lookups_read_through_total")
+        + nodes[2].metric("drongo_lookups_read_through_total");
+    println!("INVITE lookups that read the store: {read} of 2");
+    stop.store(true, Ordering::Relaxed);
+    t.join().unwrap();
+
+    // A query through node 3 lists the binding; after a de-registration through node 1,
+    // a query through node 2 lists nothing, and a call through node 3 finds nobody.
+    let q = udp();
+    let listed = register(&q, nodes[2].sip, "reg-q", 1, u32::MAX);
+    assert_eq!(contacts(&listed).len(), 1, "{listed}");
+    let gone = register(&phone, nodes[0].sip, "reg-call", 2, 0);
+    assert!(gone.starts_with("SIP/2.0 200"), "{gone}");
+    let listed = register(&q, nodes[1].sip, "reg-q", 2, u32::MAX);
+    assert!(contacts(&listed).is_empty(), "{listed}");
+}
+
+/// Two phones of bob register, again and again, one through node 1 and one through node
+/// 2 at the same moment: each REGISTER is a compare-and-swap on bob's record, the loser's
+/// 200 is withdrawn and its retransmission applied on the winner's record. Both bindings
+/// are listed at the end, through any member.
+#[test]
+fn racing_registers_through_two_members_lose_no_binding() {
+    let nodes = cluster("reg-race", 5620, base(3));
+    let rounds = 20;
+    let phones: Vec<(UdpSocket, u16)> = [nodes[0].sip, nodes[1].sip]
+        .into_iter()
+        .map(|n| (udp(), n))
+        .collect();
+    std::thread::scope(|s| {
+        for (k, (sock, node)) in phones.iter().enumerate() {
+            s.spawn(move || {
+                for cseq in 1..=rounds {
+                    let r = register(sock, *node, &format!("race-{k}"), cseq, 600);
+                    assert!(r.starts_with("SIP/2.0 200"), "{r}");
+                }
+            });
+        }
+    });
+    let conflicts: u64 = nodes
+        .iter()
+        .map(|n| n.metric("drongo_store_failures_total"))
+        .sum();
+    println!("writes that lost their compare-and-swap (or failed): {conflicts}");
+    for n in &nodes {
+        let listed = register(&udp(), n.sip, "race-q", 1, u32::MAX);
+        assert_eq!(contacts(&listed).len(), 2, "{listed}");
+    }
+}
+
+/// Bindings that expire are removed from the store by the leader alone; when the leader
+/// is killed, the next one removes those that expire after, within a watchdog period of
+/// its election.
+#[test]
+fn the_leader_removes_expired_bindings_and_so_does_the_next() {
+    let mut nodes = cluster("reg-watchdog", 5640, base(6));
+    let leader = |nodes: &[Drongo]| nodes.iter().position(|n| n.metric("drongo_leader") == 1);
+    let started = Instant::now();
+    let first = loop {
+        if let Some(i) = leader(&nodes) {
+            break i;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no leader");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // One phone stays bound (the record lives on); others expire, 1 s after registering.
+    let keep = udp();
+    assert!(register(&keep, nodes[0].sip, "keep", 1, 600).starts_with("SIP/2.0 200"));
+    let short: Vec<UdpSocket> = (0..3).map(|_| udp()).collect();
+    for (i, s) in short.iter().enumerate() {
+        let r = register(s, nodes[i].sip, &format!("short-{i}"), 1, 1);
+        assert!(r.starts_with("SIP/2.0 200"), "{r}");
+    }
+    let removed = |nodes: &[Drongo]| -> Vec<u64> {
+        nodes
+            .iter()
+            .map(|n| n.metric("drongo_bindings_expired_total"))
+            .collect()
+    };
+    let started = Instant::now();
+    while removed(&nodes)[first] < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the leader removed {:?}",
+            removed(&nodes)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let counts = removed(&nodes);
+    assert_eq!(
+        counts.iter().sum::<u64>(),
+        3,
+        "only the leader writes: {counts:?}"
+    );
+
+    // The leader dies; bindings registered now expire after the next leader is elected.
+    nodes[first].kill9();
+    let killed = Instant::now();
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != first).collect();
+    for (k, i) in survivors.iter().enumerate() {
+        let r = register(&short[k], nodes[*i].sip, &format!("short-{k}"), 2, 2);
+        assert!(r.starts_with("SIP/2.0 200"), "{r}");
+    }
+    let next = loop {
+        if let Some(i) = survivors
+            .iter()
+            .copied()
+            .find(|i| nodes[*i].metric("drongo_leader") == 1)
+        {
+            break i;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(10), "no new leader");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let elected = killed.elapsed();
+    while nodes[next].metric("drongo_bindings_expired_total") < 2 {
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "the new leader removed {}",
+            nodes[next].metric("drongo_bindings_expired_total")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!(
+        "new leader {:?} after kill -9; expired bindings removed {:?} after the kill",
+        elected,
+        killed.elapsed()
+    );
+    let others: u64 = survivors
+        .iter()
+        .filter(|i| **i != next)
+        .map(|i| nodes[*i].metric("drongo_bindings_expired_total"))
+        .sum();
+    assert_eq!(others, 0, "only the leader writes");
+}
