@@ -14,9 +14,9 @@ impl B2bua {
     /// an `Ending` call sends its BYEs again. Another node's call is left alone.
     pub(crate) fn restore_call(&mut self, s: &mut Sink, r: &StoredRecord, now: UnixMillis) {
         if let Some(t) = super::tombstone::Tombstone::parse(&r.value) {
-            if let Some((call_id, p, peer)) = t.owed_2xx.as_ref().filter(|_| !s.clustered) {
-                // Alone, this node is the one that owed it. (In a cluster it may be any
-                // member's; the one that ended the call retransmits it.)
+            if let Some((call_id, p, peer)) = t.owed_2xx.as_ref().filter(|_| t.owner == s.node_id) {
+                // This node ended the call and owed the 2xx: it goes on retransmitting it.
+                // (Another node's tombstone only answers requests: see `settle_ended`.)
                 self.calls.resume_orphan(call_id, p, *peer, &s.cfg.timers);
             }
             return self.calls.remember_tombstone(&t);

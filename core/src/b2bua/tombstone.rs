@@ -25,6 +25,9 @@ pub(crate) struct Tombstone {
     /// the party it goes to).
     #[serde(default)]
     pub(crate) owed_2xx: Option<(String, Pending2xx, Peer)>,
+    /// The node that ended the call (and retransmits that 2xx).
+    #[serde(default)]
+    pub(crate) owner: u16,
 }
 
 impl Tombstone {
@@ -63,6 +66,7 @@ impl Tombstone {
                 })
                 .collect(),
             until,
+            owner: call.owner,
             owed_2xx: call.pending_2xx.as_ref().map(|p| {
                 let leg = call.dialog(p.side);
                 (leg.call_id.clone(), p.clone(), leg.peer)
