@@ -27,6 +27,17 @@ impl B2bua {
         self.calls.orphan_2xx(call_id, cseq_of(req)).cloned()
     }
 
+    /// Whether `req`, on leg `side` of call `id`, is the INVITE whose 2xx the call holds
+    /// (and retransmits until the ACK).
+    pub(crate) fn holds_2xx_for(&self, id: &str, side: Side, req: &Request) -> bool {
+        req.method == Method::Invite
+            && self
+                .calls
+                .get(id)
+                .and_then(|c| c.pending_2xx.as_ref())
+                .is_some_and(|p| p.side == side && p.cseq == cseq_of(req))
+    }
+
     /// Whether a BYE on a dialog we no longer hold is the retransmission of one that ended
     /// its call while the store failed (its 200 was withdrawn): it gets 200 then.
     pub(crate) fn bye_owed(&self, call_id: &str, local_tag: &str, now: UnixMillis) -> bool {

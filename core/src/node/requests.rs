@@ -35,6 +35,17 @@ impl Node {
             }
             let call_id = req.headers.get("Call-ID").unwrap_or("");
             let held = self.b2bua.dialog_of(call_id, &tag);
+            let copy_of_2xx = match &held {
+                Some((id, side)) => self.b2bua.holds_2xx_for(id, *side, &req),
+                None => self.b2bua.owed_2xx(&req).is_some(),
+            };
+            if copy_of_2xx && self.ledger.is_busy(call_id) {
+                // A retransmitted INVITE whose 2xx still waits for the store (or queues
+                // behind a write of its call): a copy now would only leave in a burst with
+                // it. Dropped, as the 2xx's own retransmissions are meanwhile.
+                s.metrics.retransmissions_dropped += 1;
+                return s.tx.abandon(&key);
+            }
             if let Some(ok) = held.is_none().then(|| self.b2bua.owed_2xx(&req)).flatten() {
                 // A re-INVITE answered 2xx before its call ended is answered that again.
                 return s.respond(&key, ok, now);
