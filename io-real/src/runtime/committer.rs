@@ -68,6 +68,11 @@ struct Committer<S> {
     done_tx: mpsc::UnboundedSender<Done>,
     /// The cluster lease: batches of an older incarnation are dropped whole.
     lease: Option<Arc<Lease>>,
+    /// Versions that failed puts would have made, by key: a later batch (made before the
+    /// node heard of the failure) whose write expects one of them is failed unwritten.
+    /// Applied, it could succeed on a record that another writer brought to the same
+    /// version number (a member that adopted the call meanwhile), and overwrite it.
+    unborn: HashMap<String, u64>,
 }
 
 /// Runs the committer until the node closes `rx` and everything taken is committed and sent.
@@ -92,6 +97,7 @@ pub async fn run<S: Store + Clone>(
         next_id: 0,
         done_tx,
         lease,
+        unborn: HashMap::new(),
     };
     let mut open = true;
     loop {
@@ -212,6 +218,10 @@ impl<S: Store + Clone> Committer<S> {
             let waits = keys
                 .iter()
                 .any(|k| self.busy.contains(k) || blocked.contains(k));
+            if !waits && self.built_on_unborn(&b) {
+                self.fail_unwritten(b).await;
+                continue;
+            }
             let behind_group = keys.iter().any(|k| group_keys.contains(k));
             if !waits && (behind_group || !b.writes.is_empty()) && group.len() < GROUP_MAX {
                 group_keys.extend(keys);
@@ -256,7 +266,7 @@ impl<S: Store + Clone> Committer<S> {
                 let e = StoreError::Retryable("fenced: the node's lease does not hold".into());
                 writes.iter().map(|_| Err(e.clone())).collect()
             } else {
-                apply_resolved(&store, writes, || clock.now(), STORE_PATIENCE).await
+                apply_group(&store, writes, clock).await
             };
             let _ = done.send(Done {
                 id,
@@ -287,6 +297,17 @@ impl<S: Store + Clone> Committer<S> {
                 .enumerate()
                 .filter_map(|(i, (w, r))| r.as_ref().err().map(|e| (i, w, e)))
                 .collect();
+            for (w, r) in batch.writes.iter().zip(answers) {
+                match (w, r) {
+                    (StoreWrite::Put { key, version, .. }, Err(_)) => {
+                        self.unborn.insert(key.clone(), *version);
+                    }
+                    (w, Ok(())) => {
+                        self.unborn.remove(w.key());
+                    }
+                    _ => {}
+                }
+            }
             if failed.is_empty() {
                 if batch.report {
                     committed.push(batch.id);
@@ -350,11 +371,93 @@ impl<S: Store + Clone> Committer<S> {
         self.report_committed(committed);
     }
 
+    /// Whether a write of `b` expects a version that a failed put would have made.
+    fn built_on_unborn(&self, b: &Batch) -> bool {
+        b.writes.iter().any(|w| built_on(&self.unborn, w))
+    }
+
+    /// Fails batch `b` without writing: each write lost its compare-and-swap (the version
+    /// it expects never came to be), its transmits are held back as after any failed
+    /// write, and what it would have written is read back for the node.
+    async fn fail_unwritten(&mut self, mut b: Batch) {
+        for w in &b.writes {
+            if let StoreWrite::Put { key, version, .. } = w {
+                self.unborn.insert(key.clone(), *version);
+            }
+        }
+        if !b.held_by(b.writes.iter()) {
+            self.send_all(std::mem::take(&mut b.transmits)).await;
+        }
+        let errors = (0..b.writes.len())
+            .map(|i| (i, WriteError::Conflict))
+            .collect();
+        let _ = self.results.send(Input::CommitFailed { id: b.id, errors });
+        for w in &b.writes {
+            tokio::task::spawn(read_back(
+                self.store.clone(),
+                w.key().to_string(),
+                self.results.clone(),
+                self.clock,
+            ));
+        }
+    }
+
     async fn send_all(&mut self, transmits: Vec<Transmit>) {
         for t in transmits {
             self.sender.send(t).await;
         }
     }
+}
+
+/// Whether `w` expects a version in `unborn` (one a failed put would have made).
+fn built_on(unborn: &HashMap<String, u64>, w: &StoreWrite) -> bool {
+    match w {
+        StoreWrite::Put { key, expect, .. } => {
+            expect.is_some() && unborn.get(key) == expect.as_ref()
+        }
+        StoreWrite::Delete { key, expect } => unborn.get(key) == Some(expect),
+    }
+}
+
+/// Applies a group commit's writes. A key the group writes more than once (a call changed
+/// twice before one commit) is written in rounds, in order, so that a write whose expected
+/// version an earlier write failed to make fails unwritten (see `Committer::unborn`)
+/// instead of being tried. Most groups need one round.
+async fn apply_group<S: Store>(
+    store: &S,
+    writes: Vec<StoreWrite>,
+    clock: Clock,
+) -> Vec<Result<(), StoreError>> {
+    let mut results: Vec<Option<Result<(), StoreError>>> = vec![None; writes.len()];
+    let mut unborn: HashMap<String, u64> = HashMap::new();
+    let mut left: Vec<usize> = (0..writes.len()).collect();
+    while !left.is_empty() {
+        let mut seen = HashSet::new();
+        let (round, later): (Vec<usize>, Vec<usize>) =
+            left.iter().partition(|i| seen.insert(writes[**i].key()));
+        let (doomed, tried): (Vec<usize>, Vec<usize>) = round
+            .into_iter()
+            .partition(|i| built_on(&unborn, &writes[*i]));
+        for i in doomed {
+            results[i] = Some(Err(StoreError::Conflict));
+            if let StoreWrite::Put { key, version, .. } = &writes[i] {
+                unborn.insert(key.clone(), *version);
+            }
+        }
+        let batch = tried.iter().map(|i| writes[*i].clone()).collect();
+        let answers = apply_resolved(store, batch, || clock.now(), STORE_PATIENCE).await;
+        for (i, answer) in tried.into_iter().zip(answers) {
+            if let (StoreWrite::Put { key, version, .. }, Err(_)) = (&writes[i], &answer) {
+                unborn.insert(key.clone(), *version);
+            }
+            results[i] = Some(answer);
+        }
+        left = later;
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(StoreError::Fatal("no answer".into()))))
+        .collect()
 }
 
 /// The core's name for a store error.

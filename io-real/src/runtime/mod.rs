@@ -8,6 +8,8 @@
 
 mod clock;
 mod committer;
+#[cfg(all(test, not(madsim)))]
+mod committer_tests;
 pub mod election;
 pub mod membership;
 mod transport;
