@@ -30,6 +30,10 @@ pub struct Batch {
     /// cluster). A batch of an older incarnation than the node's lease is dropped whole:
     /// its calls were forgotten when the node joined again, and may have new owners.
     pub incarnation: u64,
+    /// How many write failures (`CommitFailed`) the node had heard of when it made the
+    /// batch: the runtime fails unwritten a write that expects a version a failed write
+    /// was to make, if the node made it before it heard of that failure.
+    pub heard: u64,
 }
 
 /// Why a write of a batch failed, as the runtime reports it.

@@ -141,6 +141,7 @@ impl Sink {
             reveals_deletes,
             report: false,
             incarnation: self.incarnation,
+            heard: 0,
         })
     }
 }

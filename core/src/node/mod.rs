@@ -51,6 +51,8 @@ pub struct Node {
     lookups: bindings::Lookups,
     /// The time of the input being handled (every public `handle_*` sets it).
     now: UnixMillis,
+    /// Write failures heard of (each `CommitFailed`): see [`Batch::heard`].
+    failures_heard: u64,
 }
 
 /// What the runtime hands the node: bytes, the time, and the store's answers. The node
@@ -126,6 +128,7 @@ impl Node {
             standby: Default::default(),
             lookups: Default::default(),
             now: 0,
+            failures_heard: 0,
         }
     }
 
@@ -300,6 +303,7 @@ impl Node {
             return;
         }
         batch.id = self.ledger.next_id();
+        batch.heard = self.failures_heard;
         batch.report = !batch.writes.is_empty() || self.ledger.holds_back(&batch.transmits);
         if batch.report {
             self.ledger.record(&batch, self.now);

@@ -57,6 +57,7 @@ impl Node {
         errors: &[(usize, WriteError)],
     ) {
         self.now = now;
+        self.failures_heard += 1;
         let Some(sent) = self.ledger.settle(id) else {
             return;
         };

@@ -68,11 +68,16 @@ struct Committer<S> {
     done_tx: mpsc::UnboundedSender<Done>,
     /// The cluster lease: batches of an older incarnation are dropped whole.
     lease: Option<Arc<Lease>>,
-    /// Versions that failed puts would have made, by key: a later batch (made before the
-    /// node heard of the failure) whose write expects one of them is failed unwritten.
-    /// Applied, it could succeed on a record that another writer brought to the same
-    /// version number (a member that adopted the call meanwhile), and overwrite it.
-    unborn: HashMap<String, u64>,
+    /// Versions that failed puts would have made, by key, with the number of the failure
+    /// report that told the node: a batch the node made before it heard that report
+    /// ([`Batch::heard`]) whose write expects such a version is failed unwritten. Applied,
+    /// it could succeed on a record that another writer brought to the same version number
+    /// (a member that adopted the call meanwhile), and overwrite it. A batch made after is
+    /// made on what the node read back (the failed write may have landed after all), and
+    /// is written as usual.
+    unborn: HashMap<String, (u64, u64)>,
+    /// Failure reports (`CommitFailed`) sent to the node so far.
+    reported: u64,
 }
 
 /// Runs the committer until the node closes `rx` and everything taken is committed and sent.
@@ -98,6 +103,7 @@ pub async fn run<S: Store + Clone>(
         done_tx,
         lease,
         unborn: HashMap::new(),
+        reported: 0,
     };
     let mut open = true;
     loop {
@@ -148,6 +154,12 @@ impl<S: Store + Clone> Committer<S> {
                 .is_none_or(|at| now.saturating_sub(at) >= STALL_MS)
     }
 
+    /// Tells the node that writes of batch `id` failed (and counts the report).
+    fn report_failed(&mut self, id: BatchId, errors: Vec<(usize, WriteError)>) {
+        self.reported += 1;
+        let _ = self.results.send(Input::CommitFailed { id, errors });
+    }
+
     fn report_committed(&self, ids: Vec<BatchId>) {
         if !ids.is_empty() {
             let _ = self.results.send(Input::Committed(ids));
@@ -165,7 +177,7 @@ impl<S: Store + Clone> Committer<S> {
 
     /// Drops a stale batch: nothing written, nothing sent; the node hears that its writes
     /// did not happen (it forgot those calls when it joined again).
-    fn drop_stale(&self, b: Batch) {
+    fn drop_stale(&mut self, b: Batch) {
         if let Some(l) = &self.lease {
             l.dropped();
         }
@@ -173,7 +185,7 @@ impl<S: Store + Clone> Committer<S> {
             let errors = (0..b.writes.len())
                 .map(|i| (i, WriteError::Fenced))
                 .collect();
-            let _ = self.results.send(Input::CommitFailed { id: b.id, errors });
+            self.report_failed(b.id, errors);
         } else if b.report {
             self.report_committed(vec![b.id]);
         }
@@ -300,7 +312,9 @@ impl<S: Store + Clone> Committer<S> {
             for (w, r) in batch.writes.iter().zip(answers) {
                 match (w, r) {
                     (StoreWrite::Put { key, version, .. }, Err(_)) => {
-                        self.unborn.insert(key.clone(), *version);
+                        // Reported below, as the next failure.
+                        self.unborn
+                            .insert(key.clone(), (*version, self.reported + 1));
                     }
                     (w, Ok(())) => {
                         self.unborn.remove(w.key());
@@ -350,7 +364,7 @@ impl<S: Store + Clone> Committer<S> {
                 self.send_all(batch.transmits).await;
             }
             let id = batch.id;
-            let _ = self.results.send(Input::CommitFailed { id, errors });
+            self.report_failed(id, errors);
             // Whatever failed is read back, so that the node learns what the store holds
             // (after a fenced commit only bindings: nothing was tried, and the calls wait
             // to be loaded again). Spawned after the failure is reported, so that the node
@@ -373,7 +387,11 @@ impl<S: Store + Clone> Committer<S> {
 
     /// Whether a write of `b` expects a version that a failed put would have made.
     fn built_on_unborn(&self, b: &Batch) -> bool {
-        b.writes.iter().any(|w| built_on(&self.unborn, w))
+        b.writes.iter().any(|w| {
+            self.unborn
+                .get(w.key())
+                .is_some_and(|(version, report)| b.heard < *report && expects(w, *version))
+        })
     }
 
     /// Fails batch `b` without writing: each write lost its compare-and-swap (the version
@@ -382,7 +400,8 @@ impl<S: Store + Clone> Committer<S> {
     async fn fail_unwritten(&mut self, mut b: Batch) {
         for w in &b.writes {
             if let StoreWrite::Put { key, version, .. } = w {
-                self.unborn.insert(key.clone(), *version);
+                self.unborn
+                    .insert(key.clone(), (*version, self.reported + 1));
             }
         }
         if !b.held_by(b.writes.iter()) {
@@ -391,7 +410,7 @@ impl<S: Store + Clone> Committer<S> {
         let errors = (0..b.writes.len())
             .map(|i| (i, WriteError::Conflict))
             .collect();
-        let _ = self.results.send(Input::CommitFailed { id: b.id, errors });
+        self.report_failed(b.id, errors);
         for w in &b.writes {
             tokio::task::spawn(read_back(
                 self.store.clone(),
@@ -411,11 +430,14 @@ impl<S: Store + Clone> Committer<S> {
 
 /// Whether `w` expects a version in `unborn` (one a failed put would have made).
 fn built_on(unborn: &HashMap<String, u64>, w: &StoreWrite) -> bool {
+    unborn.get(w.key()).is_some_and(|v| expects(w, *v))
+}
+
+/// Whether `w` is a compare-and-swap on `version`.
+fn expects(w: &StoreWrite, version: u64) -> bool {
     match w {
-        StoreWrite::Put { key, expect, .. } => {
-            expect.is_some() && unborn.get(key) == expect.as_ref()
-        }
-        StoreWrite::Delete { key, expect } => unborn.get(key) == Some(expect),
+        StoreWrite::Put { expect, .. } => *expect == Some(version),
+        StoreWrite::Delete { expect, .. } => *expect == version,
     }
 }
 

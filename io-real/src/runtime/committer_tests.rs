@@ -137,3 +137,22 @@ async fn later_writes_built_on_a_failed_write_fail_unwritten() {
     assert_eq!(failed, [1, 2, 3], "every write of ours failed");
     assert_eq!(held, (3, b"theirs".to_vec()));
 }
+
+/// A write the node made after it heard of the failure (and read the record back) is
+/// written as usual, even on the version the failed write was to make: that write may
+/// have landed after all (its answer was lost), and the node saw so.
+#[tokio::test]
+async fn a_write_made_after_the_failure_was_heard_is_tried() {
+    let (store, batch_tx, results_rx, task) = rig().await;
+    // On version 2, to 3: lost (the record is at 3 already).
+    batch_tx.send(batch(1, put(3, 2, "ours"))).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // Made on the record read back (version 3), after the failure report: it expects the
+    // very version the failed write was to make.
+    let mut after = batch(2, put(4, 3, "ours, on theirs"));
+    after.heard = 1;
+    batch_tx.send(after).await.unwrap();
+    let (failed, held) = outcome(store, batch_tx, results_rx, task).await;
+    assert_eq!(failed, [1]);
+    assert_eq!(held, (4, b"ours, on theirs".to_vec()));
+}
