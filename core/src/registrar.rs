@@ -11,7 +11,7 @@ use crate::store::{reg_key, Key, StoreWrite, StoredRecord};
 use crate::transaction::Peer;
 use crate::UnixMillis;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 /// One Contact bound to an address-of-record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,10 +66,11 @@ pub struct Registrar {
     expiries: DeadlineIndex<String>,
     /// Bindings whose removal after their expiry this registrar wrote (the watchdog).
     expired_removed: u64,
-    /// AORs whose write failed and whose record the runtime reads back, each with whether
-    /// a later write of it was made meanwhile (the read-back, taken before that write
-    /// landed, would then undo it: see [`Registrar::take_read_back`]).
-    read_backs: BTreeMap<String, bool>,
+    /// AORs whose writes failed and whose record the runtime reads back: one entry per
+    /// read-back to come, in order, each with whether a later write of the AOR was made
+    /// meanwhile (the read-back, taken before that write landed, would then undo it: see
+    /// [`Registrar::take_read_back`]).
+    read_backs: BTreeMap<String, VecDeque<bool>>,
 }
 
 /// The user part of a SIP URI, or `None`.
@@ -148,7 +149,7 @@ impl Registrar {
             }
         };
         self.index(aor);
-        if let Some(superseded) = self.read_backs.get_mut(aor) {
+        for superseded in self.read_backs.get_mut(aor).into_iter().flatten() {
             *superseded = true;
         }
         write
@@ -307,16 +308,29 @@ impl Registrar {
 
     /// A write of `aor` failed: its record will be read back.
     pub fn expect_read_back(&mut self, aor: &str) {
-        self.read_backs.insert(aor.to_string(), false);
+        self.read_backs
+            .entry(aor.to_string())
+            .or_default()
+            .push_back(false);
     }
 
     /// Whether the read-back of `aor` is to be taken as the truth: not when the registrar
     /// wrote `aor` again after the failed write. The read may have been taken before that
     /// write landed (a REGISTER answered in between), so it could wipe a binding the
     /// store holds; the newer write settles the record instead (it fails, and is read
-    /// back in turn, unless it was made on the truth).
+    /// back in turn, unless it was made on the truth). Several failed writes of one AOR
+    /// are read back one by one (store-outage seed 472: the second of two read-backs,
+    /// taken before a REGISTER's write landed, was taken for the truth and wiped the
+    /// binding the REGISTER had just been answered 200 for).
     pub fn take_read_back(&mut self, aor: &str) -> bool {
-        self.read_backs.remove(aor) != Some(true)
+        let Some(queue) = self.read_backs.get_mut(aor) else {
+            return true;
+        };
+        let superseded = queue.pop_front().unwrap_or(false);
+        if queue.is_empty() {
+            self.read_backs.remove(aor);
+        }
+        !superseded
     }
 
     /// Drops the in-memory bindings of `aor` (the store holds none: what we had was never

@@ -344,3 +344,24 @@ fn a_record_made_again_after_its_delete_has_a_version_never_used_before() {
     );
     assert!(v2 > v1);
 }
+
+/// Two writes of one AOR failed (a store outage); a REGISTER then wrote the AOR again.
+/// Both read-backs may have been taken before that write landed: neither is the truth
+/// (simulation: store-outage seed 472, where the second wiped the new binding).
+#[test]
+fn every_read_back_of_a_failed_write_yields_to_a_later_write() {
+    let mut r = Registrar::default();
+    ok(&mut r, &register("c", 1, "Contact: <sip:bob@10.0.0.1>"), T0);
+    r.expect_read_back("bob");
+    r.expect_read_back("bob");
+    ok(
+        &mut r,
+        &register("c", 2, "Contact: <sip:bob@10.0.0.1>"),
+        T0 + 10,
+    );
+    assert!(!r.take_read_back("bob"));
+    assert!(!r.take_read_back("bob"));
+    // A read-back of a failure after the last write is the truth again.
+    r.expect_read_back("bob");
+    assert!(r.take_read_back("bob"));
+}

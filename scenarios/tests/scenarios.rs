@@ -153,6 +153,9 @@ fn seeds_that_found_bugs() {
         ("clock-skew", 12),
         ("store-leader-change-during-takeover", 368),
         ("store-leader-change-during-takeover", 275),
+        // Two failed writes of one AOR were read back after a REGISTER wrote it again: the
+        // second read-back, taken before that write landed, wiped the new binding.
+        ("store-outage", 472),
     ];
     for (name, seed) in found {
         let o = run(&spec(name), seed);
