@@ -41,10 +41,6 @@ pub struct Metrics {
     pub adoptions: u64,
     /// Calls of dead members that nobody adopted, taken by this node as the leader's chore.
     pub orphans_adopted: u64,
-    /// In-dialog requests for a live owner's call forwarded to it, and its responses sent
-    /// on to their requests' senders.
-    pub forwarded: u64,
-    pub forwarded_responses: u64,
     /// Takeovers made from the standby's copy of the record, with no store read.
     pub standby_takeovers: u64,
     /// Takeovers of a dead member's call: milliseconds from the last member list that

@@ -109,16 +109,6 @@ pub fn render_metrics(node: &Node) -> String {
             m.adoptions,
         ),
         (
-            "drongo_forwarded_total",
-            "In-dialog requests for a live member's call forwarded to it.",
-            m.forwarded,
-        ),
-        (
-            "drongo_forwarded_responses_total",
-            "Responses to forwarded requests sent on to their senders.",
-            m.forwarded_responses,
-        ),
-        (
             "drongo_standby_takeovers_total",
             "Takeovers made from this node's standby copy of the call, with no store read.",
             m.standby_takeovers,

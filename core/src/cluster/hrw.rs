@@ -21,11 +21,6 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// A stable 64-bit hash of `key` (the same on every platform and build).
-pub(crate) fn key_hash(key: &str) -> u64 {
-    mix(fnv1a(key.as_bytes()))
-}
-
 /// The member's hash of the key.
 fn hash(key_hash: u64, member: u16) -> u64 {
     mix(key_hash ^ mix(u64::from(member).wrapping_add(0x9e37_79b9_7f4a_7c15)))

@@ -77,13 +77,7 @@ pub fn validate(msg: &SipMessage, limits: &Limits) -> Result<(), Rejection> {
 
     let req = match msg {
         SipMessage::Response(_) => {
-            // ... unless it is the answer to a request we forwarded as a proxy (our Via on
-            // top: `node::forward`).
-            let forwarded = h.get("Via").and_then(super::Via::parse).is_some_and(|v| {
-                v.branch()
-                    .is_some_and(|b| b.starts_with(crate::ids::FORWARD_BRANCH))
-            });
-            if h.count("Via") > 1 && !forwarded {
+            if h.count("Via") > 1 {
                 return Err(Rejection::drop(Rule::ExtraViaInResponse));
             }
             return Ok(());

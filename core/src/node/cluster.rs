@@ -6,8 +6,8 @@
 //! and, when that is absent, `leg/{Call-ID}` (a request from the caller: the index names
 //! the call), then the call. A call whose owner is no longer a live member is taken over
 //! (`B2bua::adopt`: the claim is a compare-and-swap write that goes with the answer); one
-//! whose owner lives is forwarded to the owner (`forward`; a re-INVITE gets 503 with
-//! Retry-After); no record gets 481.
+//! whose owner lives gets 503 with Retry-After (forwarding to the owner is not built yet);
+//! no record gets 481.
 //!
 //! A member that leaves the list has its calls adopted even if nobody speaks on them (their
 //! timers must still fire: 2xx retransmissions, session expiry, maximum duration, BYEs to
@@ -56,8 +56,6 @@ pub(super) struct Membership {
     incarnations: BTreeMap<u16, u64>,
     /// Calls of dead members seen unadopted by the last sweep, with their versions.
     orphans: BTreeMap<String, u64>,
-    /// Each member's SIP address (where requests for its calls are forwarded).
-    addresses: BTreeMap<u16, std::net::SocketAddr>,
     /// Calls let go of because a write was fenced: loaded again at the next member list
     /// (after a rejoin, or once the lease holds again). Their records are left alone
     /// meanwhile.
@@ -118,11 +116,6 @@ impl Node {
             }
         }
         self.flush();
-    }
-
-    /// The members' SIP addresses (given with the member list).
-    pub(super) fn set_member_addresses(&mut self, addresses: Vec<(u16, std::net::SocketAddr)>) {
-        self.cluster.addresses = addresses.into_iter().collect();
     }
 
     /// The next store key to read for a waiting request; the runtime answers with
@@ -417,26 +410,7 @@ impl Node {
         let owner = crate::b2bua::owner_of(&r.value);
         let alive = self.owner_alive(&r.value);
         if owner != self.sink.node_id && owner != 0 && alive {
-            // The owner runs the call: the requests go to it (503 when we do not know
-            // where it is: one that joined again after our list was made).
-            // A re-INVITE is not forwarded (nor its ACK or CANCEL): the owner's 2xx
-            // retransmissions go to the dialog's peer, not back through us; it gets 503.
-            let Some(to) = self.cluster.addresses.get(&owner).copied() else {
-                return self.settle_waiting(call_id, 503, now);
-            };
-            self.forget_lookups(call_id);
-            for (key, req, from) in self.cluster.waiting.remove(call_id).unwrap_or_default() {
-                match req.method {
-                    // An ACK gets no answer; its 2xx's sender retransmits until one comes.
-                    Method::Ack => self.sink.tx.abandon(&key),
-                    Method::Invite | Method::Cancel => {
-                        let h = [("Retry-After", "1".to_string())];
-                        self.sink.reply(&key, &req, 503, None, &h, now);
-                    }
-                    _ => self.forward(&key, req, from, to, now),
-                }
-            }
-            return;
+            return self.settle_waiting(call_id, 503, now);
         }
         match self.b2bua.adopt(&mut self.sink, r, now) {
             Some(legs) => {

@@ -8,7 +8,6 @@
 
 mod bindings;
 mod cluster;
-mod forward;
 mod requests;
 mod standby;
 mod store;
@@ -82,14 +81,12 @@ pub enum Input {
     /// Every call record the store holds, scanned now and then (see
     /// [`Node::handle_sweep`]).
     Sweep(Vec<StoredRecord>),
-    /// The live cluster members (id, incarnation), the ids of those draining, each one's
-    /// SIP address (requests for its calls are forwarded there), and this node's
-    /// incarnation (see [`Node::handle_members`]).
+    /// The live cluster members (id, incarnation), the ids of those draining, and this
+    /// node's incarnation (see [`Node::handle_members`]).
     Members {
         incarnation: u64,
         members: Vec<(u16, u64)>,
         draining: Vec<u16>,
-        addresses: Vec<(u16, SocketAddr)>,
     },
     /// A change to a call record seen by the store watch (strategy `hot-standby`; see
     /// [`Node::handle_watched`]).
@@ -204,11 +201,7 @@ impl Node {
                 incarnation,
                 members,
                 draining,
-                addresses,
-            } => {
-                self.set_member_addresses(addresses);
-                self.handle_members(now, incarnation, &members, &draining)
-            }
+            } => self.handle_members(now, incarnation, &members, &draining),
             Input::Leader { term } => self.handle_leader(now, term),
             Input::Watched { key, record } => self.handle_watched(now, &key, record),
             Input::Loaded { key, record } => self.handle_loaded(now, &key, record),
@@ -282,11 +275,7 @@ impl Node {
                 TxEvent::Request { key, request, from } => self.on_request(key, request, from, now),
                 TxEvent::Response { key, response } => b.on_response(s, &key, response, now),
                 TxEvent::Ack { request, .. } => b.on_ack(s, request),
-                TxEvent::StrayResponse { response, .. } => {
-                    if !self.forward_response(&response) {
-                        self.b2bua.on_stray_response(&mut self.sink, response);
-                    }
-                }
+                TxEvent::StrayResponse { response, .. } => b.on_stray_response(s, response),
                 TxEvent::Timeout { key, .. } => b.on_client_failure(s, &key, 408, now),
                 TxEvent::TransportError { key } => b.on_client_failure(s, &key, 503, now),
                 TxEvent::Terminated { key } => b.transaction_ended(&key),

@@ -110,24 +110,17 @@ impl Lease {
         self.changed.notify_one();
     }
 
-    /// What the core is told of the cluster: this node's incarnation and the live members.
-    pub fn view(&self) -> drongo_core::node::Input {
+    /// This node's incarnation, the live members (id, incarnation) and those of them
+    /// draining, for the core.
+    pub fn view(&self) -> (u64, Vec<(u16, u64)>, Vec<u16>) {
         let all = self.members();
+        let members = all.iter().map(|m| (m.id, m.incarnation)).collect();
         let draining = all
             .iter()
             .filter(|m| m.state == MemberState::Draining)
             .map(|m| m.id)
             .collect();
-        let addresses = all
-            .iter()
-            .filter_map(|m| Some((m.id, m.sip.parse().ok()?)))
-            .collect();
-        drongo_core::node::Input::Members {
-            incarnation: self.incarnation(),
-            members: all.iter().map(|m| (m.id, m.incarnation)).collect(),
-            draining,
-            addresses,
-        }
+        (self.incarnation(), members, draining)
     }
 
     /// The node drains: its record says so at once (a renewal ahead of time).
