@@ -104,6 +104,15 @@ impl Node {
         self.lookups.fresh.remove(aor);
     }
 
+    /// Drops the parked INVITEs (the node joined again: their transactions are given up,
+    /// and a retransmission starts afresh). Parked REGISTER queries stay.
+    pub(super) fn drop_parked_lookups(&mut self) {
+        for list in self.lookups.waiting.values_mut() {
+            list.retain(|(_, req, _)| req.method == crate::message::Method::Register);
+        }
+        self.lookups.waiting.retain(|_, list| !list.is_empty());
+    }
+
     /// A change of an AOR's record seen by the watch.
     pub(super) fn binding_watched(&mut self, aor: &str, record: Option<StoredRecord>) {
         if !self.is_clustered() {

@@ -105,6 +105,14 @@ impl Node {
         self.cluster.members = Some(now_live);
         // With nothing stored nobody else can have taken a call over: a node that joined
         // again keeps its calls (it was silent while its lease did not hold).
+        if rejoined {
+            // Their transactions are given up below (`forget_all`): requests parked for a
+            // read are dropped with them, or a retransmission handled afresh would be
+            // handled twice (cluster-chaos seed 705: two calls for one INVITE). A REGISTER
+            // keeps its transaction, and its place.
+            self.cluster.waiting.clear();
+            self.drop_parked_lookups();
+        }
         if rejoined && stored {
             for id in self.b2bua.forget_all(&mut self.sink) {
                 self.load(call_key(&id), &id);
