@@ -20,7 +20,7 @@ pub(crate) use tombstone::Tombstone;
 mod wire;
 
 pub use call::{Call, CallState, CallTimer, Pending2xx, Relay, Side};
-pub(crate) use wire::{max_forwards, not_saved};
+pub(crate) use wire::{cseq_of, max_forwards, not_saved};
 
 use crate::message::{Method, Request, Response, SipMessage};
 use crate::sink::Sink;

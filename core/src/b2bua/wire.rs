@@ -35,7 +35,7 @@ pub(super) fn session_expires(value: Option<&str>) -> Option<u64> {
 }
 
 /// The CSeq number of a request (0 when it has none: validation guarantees one).
-pub(super) fn cseq_of(req: &Request) -> u32 {
+pub(crate) fn cseq_of(req: &Request) -> u32 {
     req.headers
         .get("CSeq")
         .and_then(crate::message::CSeq::parse)

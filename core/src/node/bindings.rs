@@ -19,21 +19,19 @@
 //!
 //! [`Registrar::observe`]: crate::registrar::Registrar::observe
 
+use super::parked::Park;
 use super::Node;
 use crate::message::Request;
 use crate::store::{reg_key, StoredRecord};
 use crate::transaction::{Peer, TxKey};
 use crate::UnixMillis;
-use std::collections::{BTreeMap, BTreeSet};
-
-/// Requests waiting for an AOR's record, at most (then: 503).
-const MAX_WAITING: usize = 4096;
+use std::collections::BTreeSet;
 
 /// Lookups that missed and wait for the store.
 #[derive(Default)]
 pub(super) struct Lookups {
     /// Requests waiting, by the AOR they look up.
-    waiting: BTreeMap<String, Vec<(TxKey, Request, Peer)>>,
+    waiting: super::parked::Parked,
     /// AORs just read: a lookup of one of these that misses again is answered as a miss.
     fresh: BTreeSet<String>,
 }
@@ -55,21 +53,16 @@ impl Node {
         from: Peer,
         now: UnixMillis,
     ) {
-        let waiting: usize = self.lookups.waiting.values().map(Vec::len).sum();
-        if waiting >= MAX_WAITING {
-            let h = [("Retry-After", "1".to_string())];
-            return self.sink.reply(&key, &req, 503, None, &h, now);
+        match self.lookups.waiting.park(aor, (key, req, from)) {
+            Park::First => self.queue_load(reg_key(aor)),
+            Park::Joined => {}
+            Park::Full(entry) => {
+                let (key, req, _) = *entry;
+                let h = [("Retry-After", "1".to_string())];
+                return self.sink.reply(&key, &req, 503, None, &h, now);
+            }
         }
         self.sink.metrics.lookups_read_through += 1;
-        let first = !self.lookups.waiting.contains_key(aor);
-        self.lookups
-            .waiting
-            .entry(aor.to_string())
-            .or_default()
-            .push((key, req, from));
-        if first {
-            self.queue_load(reg_key(aor));
-        }
     }
 
     /// The AOR's record as read (`None`: the store did not answer; the waiting requests
@@ -80,7 +73,7 @@ impl Node {
         record: Option<Option<StoredRecord>>,
         now: UnixMillis,
     ) {
-        let waiting = self.lookups.waiting.remove(aor).unwrap_or_default();
+        let waiting = self.lookups.waiting.take(aor);
         let Some(record) = record else {
             for (key, req, _) in waiting {
                 let h = [("Retry-After", "1".to_string())];
@@ -107,10 +100,9 @@ impl Node {
     /// Drops the parked INVITEs (the node joined again: their transactions are given up,
     /// and a retransmission starts afresh). Parked REGISTER queries stay.
     pub(super) fn drop_parked_lookups(&mut self) {
-        for list in self.lookups.waiting.values_mut() {
-            list.retain(|(_, req, _)| req.method == crate::message::Method::Register);
-        }
-        self.lookups.waiting.retain(|_, list| !list.is_empty());
+        self.lookups
+            .waiting
+            .retain(|(_, req, _)| req.method == crate::message::Method::Register);
     }
 
     /// A change of an AOR's record seen by the watch.

@@ -17,16 +17,14 @@
 //! members are left out of the hashing (they are about to stop). Should an adopter die
 //! before it loads its share, the leader's sweep takes what is left.
 
+use super::parked::Park;
 use super::Node;
 use crate::config::Strategy;
-use crate::message::{header_param, CSeq, Method, Request};
+use crate::message::{header_param, Method, Request};
 use crate::store::{call_key, leg_key, owns_prefix, Key, StoredRecord, OWNS_PREFIX};
 use crate::transaction::{Peer, TxKey};
 use crate::UnixMillis;
 use std::collections::{BTreeMap, BTreeSet};
-
-/// Requests waiting for a call to be loaded, at most (then: 503).
-const MAX_WAITING: usize = 4096;
 
 /// What the node knows of the cluster.
 #[derive(Default)]
@@ -37,7 +35,7 @@ pub(super) struct Membership {
     /// nothing, so rendezvous hashing leaves them out.
     draining: BTreeSet<u16>,
     /// Requests waiting, by the Call-ID they carry.
-    waiting: BTreeMap<String, Vec<(TxKey, Request, Peer)>>,
+    waiting: super::parked::Parked,
     /// Keys to read (for `Node::poll_load`), and the Call-IDs each read is for (one read
     /// may serve requests on both legs of a call).
     to_load: Vec<String>,
@@ -164,7 +162,7 @@ impl Node {
                 continue;
             };
             let mine = crate::cluster::choose(&call, &live) == Some(me);
-            if mine && !self.b2bua.holds(&call) && !self.cluster.waiting.contains_key(&call) {
+            if mine && !self.b2bua.holds(&call) && !self.cluster.waiting.contains(&call) {
                 self.sink.metrics.adoptions += 1;
                 match self.standby_record(&call) {
                     Some((id, r)) => {
@@ -253,7 +251,7 @@ impl Node {
             .loading
             .values()
             .flatten()
-            .chain(self.cluster.waiting.keys())
+            .chain(self.cluster.waiting.names())
             .chain(&self.cluster.suspended)
             .cloned()
             .collect()
@@ -283,19 +281,14 @@ impl Node {
             return self.sink.reply(&key, &req, 481, None, &[], now);
         }
         let call_id = req.headers.get("Call-ID").unwrap_or("").to_string();
-        let waiting: usize = self.cluster.waiting.values().map(Vec::len).sum();
-        if waiting >= MAX_WAITING {
-            let h = [("Retry-After", "1".to_string())];
-            return self.sink.reply(&key, &req, 503, None, &h, now);
-        }
-        let first = !self.cluster.waiting.contains_key(&call_id);
-        self.cluster
-            .waiting
-            .entry(call_id.clone())
-            .or_default()
-            .push((key, req, from));
-        if !first {
-            return;
+        match self.cluster.waiting.park(&call_id, (key, req, from)) {
+            Park::First => {}
+            Park::Joined => return,
+            Park::Full(entry) => {
+                let (key, req, _) = *entry;
+                let h = [("Retry-After", "1".to_string())];
+                return self.sink.reply(&key, &req, 503, None, &h, now);
+            }
         }
         match self.standby_record(&call_id) {
             Some((_, r)) => self.take_or_refuse(&call_id, &r, now, true),
@@ -441,7 +434,7 @@ impl Node {
     /// The call is held now: the waiting requests go to it.
     fn replay_waiting(&mut self, call_id: &str, now: UnixMillis) {
         self.forget_lookups(call_id);
-        for (key, req, from) in self.cluster.waiting.remove(call_id).unwrap_or_default() {
+        for (key, req, from) in self.cluster.waiting.take(call_id) {
             self.on_request(key, req, from, now);
         }
     }
@@ -452,11 +445,11 @@ impl Node {
     fn settle_ended(&mut self, call_id: &str, t: &crate::b2bua::Tombstone, now: UnixMillis) {
         self.b2bua.remember_tombstone(t);
         self.forget_lookups(call_id);
-        for (key, req, _) in self.cluster.waiting.remove(call_id).unwrap_or_default() {
+        for (key, req, _) in self.cluster.waiting.take(call_id) {
             let h = &req.headers;
             let tag = h.get("To").and_then(|v| header_param(v, "tag"));
             let call_id = h.get("Call-ID").unwrap_or("");
-            let cseq = h.get("CSeq").and_then(CSeq::parse).map_or(0, |c| c.seq);
+            let cseq = crate::b2bua::cseq_of(&req);
             if let Some(ok) = t
                 .owed_2xx(call_id, cseq)
                 .filter(|_| req.method == Method::Invite)
@@ -474,7 +467,7 @@ impl Node {
     /// The waiting requests get `code` (481: no such call; 503: try again).
     fn settle_waiting(&mut self, call_id: &str, code: u16, now: UnixMillis) {
         self.forget_lookups(call_id);
-        for (key, req, _) in self.cluster.waiting.remove(call_id).unwrap_or_default() {
+        for (key, req, _) in self.cluster.waiting.take(call_id) {
             let h: Vec<(&str, String)> = if code == 503 {
                 vec![("Retry-After", "1".to_string())]
             } else {

@@ -8,6 +8,7 @@
 
 mod bindings;
 mod cluster;
+mod parked;
 mod requests;
 mod standby;
 mod store;

@@ -35,9 +35,10 @@ impl Node {
             }
             let call_id = req.headers.get("Call-ID").unwrap_or("");
             let held = self.b2bua.dialog_of(call_id, &tag);
+            let owed = held.is_none().then(|| self.b2bua.owed_2xx(&req)).flatten();
             let copy_of_2xx = match &held {
                 Some((id, side)) => self.b2bua.holds_2xx_for(id, *side, &req),
-                None => self.b2bua.owed_2xx(&req).is_some(),
+                None => owed.is_some(),
             };
             if copy_of_2xx && self.ledger.is_busy(call_id) {
                 // A retransmitted INVITE whose 2xx still waits for the store (or queues
@@ -46,7 +47,7 @@ impl Node {
                 s.metrics.retransmissions_dropped += 1;
                 return s.tx.abandon(&key);
             }
-            if let Some(ok) = held.is_none().then(|| self.b2bua.owed_2xx(&req)).flatten() {
+            if let Some(ok) = owed {
                 // A re-INVITE answered 2xx before its call ended is answered that again.
                 return s.respond(&key, ok, now);
             }

@@ -374,15 +374,16 @@ impl<S: Store + Clone> Committer<S> {
                 if done.fenced && !binding {
                     continue;
                 }
-                tokio::task::spawn(read_back(
-                    self.store.clone(),
-                    w.key().to_string(),
-                    self.results.clone(),
-                    self.clock,
-                ));
+                self.read_back(w.key());
             }
         }
         self.report_committed(committed);
+    }
+
+    /// Reads `key` back for the node, in a task of its own (see [`read_back`]).
+    fn read_back(&self, key: &str) {
+        let (store, results) = (self.store.clone(), self.results.clone());
+        tokio::task::spawn(read_back(store, key.to_string(), results, self.clock));
     }
 
     /// Whether a write of `b` expects a version that a failed put would have made.
@@ -412,12 +413,7 @@ impl<S: Store + Clone> Committer<S> {
             .collect();
         self.report_failed(b.id, errors);
         for w in &b.writes {
-            tokio::task::spawn(read_back(
-                self.store.clone(),
-                w.key().to_string(),
-                self.results.clone(),
-                self.clock,
-            ));
+            self.read_back(w.key());
         }
     }
 
