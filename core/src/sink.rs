@@ -66,12 +66,14 @@ impl Sink {
         )
     }
 
-    /// Our Contact for a leg over `transport`.
-    pub(crate) fn contact(&self, transport: Transport) -> String {
+    /// Our Contact for a leg of call `call` over `transport`: its user part is the node
+    /// token a load balancer routes the dialog's requests by ([`crate::cluster::token`]).
+    pub(crate) fn contact(&self, transport: Transport, call: &str) -> String {
+        let user = crate::cluster::token::contact_user(self.node_id, self.incarnation, call);
         match transport {
-            Transport::Udp => format!("<sip:drongo@{}>", self.advertise),
+            Transport::Udp => format!("<sip:{user}@{}>", self.advertise),
             t => format!(
-                "<sip:drongo@{};transport={}>",
+                "<sip:{user}@{};transport={}>",
                 self.advertise,
                 transport_token(t).to_ascii_lowercase()
             ),

@@ -315,7 +315,12 @@ fn advertised_address_goes_on_the_wire_not_the_bound_one() {
         header(&invite, "Via").starts_with("SIP/2.0/UDP 127.0.0.1:26199;"),
         "{invite}"
     );
-    assert_eq!(header(&invite, "Contact"), "<sip:drongo@127.0.0.1:26199>");
+    // The user part is the node token (node 1, incarnation 0, the call: its B-leg Call-ID).
+    let token = format!("drongo.1.0.{}", header(&invite, "Call-ID"));
+    assert_eq!(
+        header(&invite, "Contact"),
+        format!("<sip:{token}@127.0.0.1:26199>")
+    );
     assert!(
         !invite.contains(":26160"),
         "the bound address leaked: {invite}"

@@ -143,7 +143,7 @@ impl B2bua {
         };
         let hop = call.dialog(other).next_hop();
         let via = s.via(hop.transport);
-        let contact = s.contact(hop.transport);
+        let contact = s.contact(hop.transport, id);
         let mf = max_forwards(&req).saturating_sub(1);
         let Some(call) = self.calls.get_mut(id) else {
             return;
@@ -199,7 +199,7 @@ impl B2bua {
             && matches!(relay.request.method, Method::Invite | Method::Update)
         {
             let t = call.dialog(relay.from_side).peer.transport;
-            out.headers.push("Contact", s.contact(t));
+            out.headers.push("Contact", s.contact(t, id));
             if let Some(se) = resp.headers.get("Session-Expires") {
                 out.headers.push("Session-Expires", se);
             }

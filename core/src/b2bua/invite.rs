@@ -60,7 +60,7 @@ impl B2bua {
             peer: target_peer,
         };
         let via = s.via(target_peer.transport);
-        let contact = s.contact(target_peer.transport);
+        let contact = s.contact(target_peer.transport, &b.call_id);
         let mf = max_forwards(&req);
         let mut b_inv = b.request(Method::Invite, &via, &contact, mf - 1);
         for name in ["Allow", "Supported", "Session-Expires", "Min-SE", "Accept"] {
@@ -192,7 +192,7 @@ impl B2bua {
             };
             let mut out = response_to(&areq, code, Some(&resp.reason), &call.a.local_tag);
             out.headers
-                .push("Contact", s.contact(call.a.peer.transport));
+                .push("Contact", s.contact(call.a.peer.transport, id));
             copy_body(&resp.headers, &resp.body, &mut out.headers, &mut out.body);
             return s.respond(&akey, out, now);
         }
@@ -261,7 +261,7 @@ impl B2bua {
         };
         let mut out = response_to(&areq, resp.code, Some(&resp.reason), &call.a.local_tag);
         out.headers
-            .push("Contact", s.contact(call.a.peer.transport));
+            .push("Contact", s.contact(call.a.peer.transport, id));
         if let Some(se) = resp.headers.get("Session-Expires") {
             out.headers.push("Session-Expires", se);
             if let Some(secs) = session_expires(Some(se)) {

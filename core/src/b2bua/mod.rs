@@ -163,7 +163,7 @@ impl B2bua {
     fn ack_on(&mut self, s: &mut Sink, id: &str, side: Side, cseq: u32) -> Option<(Request, Peer)> {
         let hop = self.calls.get(id)?.dialog(side).next_hop();
         let via = s.via(hop.transport);
-        let contact = s.contact(hop.transport);
+        let contact = s.contact(hop.transport, id);
         let leg = self.calls.get(id)?.dialog(side);
         Some((
             leg.request_with_cseq(Method::Ack, cseq, &via, &contact, 70),

@@ -90,7 +90,7 @@ impl B2bua {
             };
             let hop = call.dialog(*side).next_hop();
             let via = s.via(hop.transport);
-            let contact = s.contact(hop.transport);
+            let contact = s.contact(hop.transport, id);
             let Some(call) = self.calls.get_mut(id) else {
                 return;
             };

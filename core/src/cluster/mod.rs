@@ -5,6 +5,7 @@
 pub mod hrw;
 pub mod leader;
 pub mod member;
+pub mod token;
 
 pub use hrw::{choose, ranked};
 pub use leader::Leader;
