@@ -14,6 +14,15 @@ fn member(id: u16, port: u16, members: &[(u16, u64)]) -> Node {
     n
 }
 
+/// A request held for a live owner (loaded at `loaded`) gets its answer one lease TTL
+/// later: what the node sends then.
+fn held_until_ttl(n: &mut Node, store: &mut Store, loaded: u64) -> Vec<(String, SipMessage)> {
+    let ttl = Config::default().cluster.lease_ttl_ms;
+    assert_eq!(n.poll_timeout(), Some(loaded + ttl), "held for one TTL");
+    n.handle_input(loaded + ttl, Input::Timeout);
+    run(n, store)
+}
+
 /// Answers every read the node asks for from `store`; returns how many.
 fn load_all(n: &mut Node, store: &Store, now: u64) -> usize {
     let mut reads = 0;
@@ -136,6 +145,25 @@ fn callees_request_finds_the_call_by_its_own_call_id() {
     assert_eq!(owner(&store, &call_key)[0], 2);
 }
 
+/// A balancer that read the store saw the owner's lease end before this node's list did:
+/// the request is held, and served once the owner leaves the list too.
+#[test]
+fn a_request_held_for_a_live_owner_is_served_when_the_owner_leaves() {
+    let (mut store, call_key, _b, ok) = call_on_node_1();
+    let mut n2 = member(2, 5070, &[(1, 1), (2, 1)]);
+    send(&mut n2, T0 + 5_000, A, &from_a(&ok, "INFO", 2, "z9hG4bKi"));
+    load_all(&mut n2, &store, T0 + 5_010);
+    assert!(lines(&run(&mut n2, &mut store)).is_empty());
+    n2.handle_members(T0 + 5_300, 1, &[(2, 1)], &[]);
+    load_all(&mut n2, &store, T0 + 5_310);
+    let l = lines(&run(&mut n2, &mut store));
+    assert!(
+        l.iter().any(|x| x.starts_with("127.0.0.1:5062 INFO")),
+        "relayed: {l:?}"
+    );
+    assert_eq!(owner(&store, &call_key)[0], 2);
+}
+
 #[test]
 fn a_live_owners_call_is_not_taken_and_an_unknown_one_is_481() {
     let (mut store, call_key, _b, ok) = call_on_node_1();
@@ -143,6 +171,8 @@ fn a_live_owners_call_is_not_taken_and_an_unknown_one_is_481() {
     send(&mut n2, T0 + 5_000, A, &from_a(&ok, "INFO", 2, "z9hG4bKi"));
     load_all(&mut n2, &store, T0 + 5_010);
     let l = lines(&run(&mut n2, &mut store));
+    assert!(l.is_empty(), "held: our list may be late: {l:?}");
+    let l = lines(&held_until_ttl(&mut n2, &mut store, T0 + 5_010));
     assert_eq!(l, ["127.0.0.1:5061 503 Service Unavailable"]);
     assert_eq!(
         owner(&store, &call_key),
@@ -505,7 +535,8 @@ fn requests_on_both_legs_waiting_for_one_record_are_all_answered() {
         "the callee's request waits on the same read"
     );
     answer(&mut n2, call_key.clone());
-    let mut l = lines(&run(&mut n2, &mut store));
+    run(&mut n2, &mut store);
+    let mut l = lines(&held_until_ttl(&mut n2, &mut store, T0 + 5_010));
     l.sort();
     assert_eq!(
         l,
@@ -543,7 +574,8 @@ fn a_restarted_member_claims_its_calls_and_a_stale_list_does_not_take_them() {
     }
     send(&mut n2, T0 + 3_200, A, &from_a(&ok, "INFO", 2, "z9hG4bKi"));
     load_all(&mut n2, &store, T0 + 3_210);
-    let l = lines(&run(&mut n2, &mut store));
+    run(&mut n2, &mut store);
+    let l = lines(&held_until_ttl(&mut n2, &mut store, T0 + 3_210));
     assert_eq!(l, ["127.0.0.1:5061 503 Service Unavailable"]);
     assert_eq!(
         owner(&store, &call_key),

@@ -6,8 +6,10 @@
 //! and, when that is absent, `leg/{Call-ID}` (a request from the caller: the index names
 //! the call), then the call. A call whose owner is no longer a live member is taken over
 //! (`B2bua::adopt`: the claim is a compare-and-swap write that goes with the answer); one
-//! whose owner lives gets 503 with Retry-After (forwarding to the owner is not built yet);
-//! no record gets 481.
+//! whose owner lives is held for one lease TTL (our member list may be late: a balancer
+//! reading the store saw the owner go first), read again if the owner leaves meanwhile,
+//! else answered 503 with Retry-After (forwarding to the owner is not built yet); no
+//! record gets 481.
 //!
 //! A member that leaves the list has its calls adopted even if nobody speaks on them (their
 //! timers must still fire: 2xx retransmissions, session expiry, maximum duration, BYEs to
@@ -36,6 +38,9 @@ pub(super) struct Membership {
     draining: BTreeSet<u16>,
     /// Requests waiting, by the Call-ID they carry.
     waiting: super::parked::Parked,
+    /// Waiting Call-IDs whose call's owner is alive in our view: held (owner, until when,
+    /// the record's key) for one lease TTL in case our view is late, then answered 503.
+    held: BTreeMap<String, (u16, UnixMillis, String)>,
     /// Keys to read (for `Node::poll_load`), and the Call-IDs each read is for (one read
     /// may serve requests on both legs of a call).
     to_load: Vec<String>,
@@ -100,6 +105,19 @@ impl Node {
             let known = self.cluster.incarnations.entry(*id).or_default();
             *known = (*known).max(*inc);
         }
+        // Requests held for an owner that has now left: read its call again.
+        let left: Vec<(String, String)> = self
+            .cluster
+            .held
+            .iter()
+            .filter(|(_, (owner, _, _))| !now_live.contains_key(owner))
+            .map(|(call_id, (_, _, key))| (call_id.clone(), key.clone()))
+            .collect();
+        for (call_id, key) in left {
+            self.cluster.held.remove(&call_id);
+            self.cluster.tried.remove(&call_id);
+            self.load(key, &call_id);
+        }
         self.cluster.members = Some(now_live);
         // With nothing stored nobody else can have taken a call over: a node that joined
         // again keeps its calls (it was silent while its lease did not hold).
@@ -109,6 +127,7 @@ impl Node {
             // handled twice (cluster-chaos seed 705: two calls for one INVITE). A REGISTER
             // keeps its transaction, and its place.
             self.cluster.waiting.clear();
+            self.cluster.held.clear();
             self.drop_parked_lookups();
         }
         if rejoined && stored {
@@ -411,7 +430,18 @@ impl Node {
         let owner = crate::b2bua::owner_of(&r.value);
         let alive = self.owner_alive(&r.value);
         if owner != self.sink.node_id && owner != 0 && alive {
-            return self.settle_waiting(call_id, 503, now);
+            // Alive in our view, which lags the store by up to a third of the TTL: a
+            // balancer that saw the owner's lease end first sends its calls here. Hold the
+            // requests until the owner leaves our list too (then read again) or one TTL
+            // has passed (then 503: it lives).
+            if self.cluster.held.contains_key(call_id) {
+                return self.settle_waiting(call_id, 503, now);
+            }
+            let until = now + self.sink.cfg.cluster.lease_ttl_ms;
+            self.cluster
+                .held
+                .insert(call_id.to_string(), (owner, until, r.key.clone()));
+            return;
         }
         match self.b2bua.adopt(&mut self.sink, r, now) {
             Some(legs) => {
@@ -477,7 +507,27 @@ impl Node {
         }
     }
 
+    /// When the first held request is due its 503.
+    pub(super) fn held_deadline(&self) -> Option<UnixMillis> {
+        self.cluster.held.values().map(|(_, until, _)| *until).min()
+    }
+
+    /// Held requests whose owner still lives after one TTL get 503.
+    pub(super) fn release_held(&mut self, now: UnixMillis) {
+        let due: Vec<String> = self
+            .cluster
+            .held
+            .iter()
+            .filter(|(_, (_, until, _))| *until <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            self.settle_waiting(&id, 503, now);
+        }
+    }
+
     fn forget_lookups(&mut self, call_id: &str) {
+        self.cluster.held.remove(call_id);
         self.cluster.tried.remove(call_id);
         for waiters in self.cluster.loading.values_mut() {
             waiters.remove(call_id);

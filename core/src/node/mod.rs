@@ -183,6 +183,7 @@ impl Node {
             self.sink.tx.poll_timeout(),
             self.registrar.poll_timeout(),
             self.b2bua.poll_timeout(),
+            self.held_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -255,6 +256,8 @@ impl Node {
         self.process_events(now);
         self.flush();
         self.b2bua.retransmit_orphans(&mut self.sink, now);
+        self.flush();
+        self.release_held(now);
         self.flush();
         let watchdog = self.runs_watchdog();
         let writes = self.registrar.handle_timeout(now, watchdog);
