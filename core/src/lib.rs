@@ -13,6 +13,7 @@ pub mod config;
 pub mod deadline;
 pub mod dialog;
 pub mod ids;
+pub mod lb;
 pub mod message;
 pub mod metrics;
 pub mod node;

@@ -21,6 +21,11 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A well-mixed 64-bit hash of `bytes`, stable everywhere (the balancer's Via branches).
+pub fn key_hash(bytes: &[u8]) -> u64 {
+    mix(fnv1a(bytes))
+}
+
 /// The member's hash of the key.
 fn hash(key_hash: u64, member: u16) -> u64 {
     mix(key_hash ^ mix(u64::from(member).wrapping_add(0x9e37_79b9_7f4a_7c15)))

@@ -27,6 +27,10 @@ pub struct Member {
     pub incarnation: u64,
     /// The SIP address it puts on the wire.
     pub sip: String,
+    /// The SIP address it is bound to, where a load balancer in front of it (whose address
+    /// it puts on the wire) reaches it; empty in records of older builds: then `sip`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub direct: String,
     pub admin: String,
     pub state: MemberState,
     /// When this incarnation joined.
@@ -59,6 +63,7 @@ mod tests {
             id: 2,
             incarnation: 7,
             sip: "127.0.0.1:5062".into(),
+            direct: String::new(),
             admin: "127.0.0.1:9062".into(),
             state: MemberState::Active,
             since: 1_700_000_000_000,

@@ -19,7 +19,7 @@ pub use headers::{header_param, CSeq, NameAddr, Via};
 pub(crate) use lex::split_list as split_commas;
 pub use parse::parse_datagram;
 pub use rules::{Action, Limits, Rejection, Rule};
-pub use validate::validate;
+pub use validate::{validate, validate_as_proxy};
 
 /// Parses one datagram (or stream frame) and validates it: the message a server may act on,
 /// or the rejection that says how to answer or whether to drop.

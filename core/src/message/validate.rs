@@ -20,6 +20,16 @@ impl fmt::Display for Rejection {
 
 /// Checks the rules of RFC 3261 §8.1.1, §8.2 and §20 that the grammar alone does not.
 pub fn validate(msg: &SipMessage, limits: &Limits) -> Result<(), Rejection> {
+    check(msg, limits, false)
+}
+
+/// The same rules as [`validate`] but those an endpoint alone applies (§16.3: a proxy
+/// forwards responses with several Vias and requests that Require what it does not know).
+pub fn validate_as_proxy(msg: &SipMessage, limits: &Limits) -> Result<(), Rejection> {
+    check(msg, limits, true)
+}
+
+fn check(msg: &SipMessage, limits: &Limits, proxy: bool) -> Result<(), Rejection> {
     let is_response = matches!(msg, SipMessage::Response(_));
     let h = msg.headers();
     let fail = |rule| Err(Rejection::new(rule, is_response));
@@ -77,7 +87,7 @@ pub fn validate(msg: &SipMessage, limits: &Limits) -> Result<(), Rejection> {
 
     let req = match msg {
         SipMessage::Response(_) => {
-            if h.count("Via") > 1 {
+            if h.count("Via") > 1 && !proxy {
                 return Err(Rejection::drop(Rule::ExtraViaInResponse));
             }
             return Ok(());
@@ -105,7 +115,7 @@ pub fn validate(msg: &SipMessage, limits: &Limits) -> Result<(), Rejection> {
     if h.get_all("Contact").any(|c| c == "*") && req.method != Method::Register {
         return fail(Rule::BadHeaderValue("Contact"));
     }
-    if !matches!(req.method, Method::Ack | Method::Cancel) {
+    if !proxy && !matches!(req.method, Method::Ack | Method::Cancel) {
         let unsupported: Vec<String> = h
             .get_all("Require")
             .flat_map(|v| v.split(','))

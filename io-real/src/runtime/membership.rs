@@ -240,6 +240,8 @@ impl Lease {
 pub struct Identity {
     pub id: u16,
     pub sip: String,
+    /// The bound SIP address, when a balancer's is advertised (see [`Member::direct`]).
+    pub direct: String,
     pub admin: String,
 }
 
@@ -376,6 +378,7 @@ async fn join<S: Store>(
         id: me.id,
         incarnation,
         sip: me.sip.clone(),
+        direct: me.direct.clone(),
         admin: me.admin.clone(),
         state: MemberState::Active,
         since: now,

@@ -31,7 +31,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
-use transport::{spawn_connection, udp_socket, Sender};
+use transport::{spawn_connection, Sender};
+pub(crate) use transport::{udp_send, udp_socket};
 
 /// How long a drain (SIGTERM) may wait for transactions to finish (a second signal ends it
 /// at once; see `main.rs`).
@@ -81,6 +82,11 @@ pub async fn run<S: Store + Clone>(
         let me = membership::Identity {
             id: rc.node_id,
             sip: rc.advertise.to_string(),
+            direct: if rc.sip == rc.advertise || rc.sip.ip().is_unspecified() {
+                String::new()
+            } else {
+                rc.sip.to_string()
+            },
             admin: rc.admin.to_string(),
         };
         let ttl = rc.core.cluster.lease_ttl_ms;

@@ -143,7 +143,7 @@ pub(super) fn spawn_connection(
 }
 
 #[cfg(not(madsim))]
-pub(super) async fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+pub(crate) async fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     // Large buffers: a burst of thousands of calls per second must not overflow them.
@@ -157,12 +157,12 @@ pub(super) async fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 
 /// Under simulation the socket is madsim's, which has no buffers to size.
 #[cfg(madsim)]
-pub(super) async fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+pub(crate) async fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::bind(addr).await
 }
 
 #[cfg(not(madsim))]
-pub(super) async fn udp_send(
+pub(crate) async fn udp_send(
     socket: &UdpSocket,
     bytes: &[u8],
     to: SocketAddr,
@@ -172,7 +172,7 @@ pub(super) async fn udp_send(
 
 /// madsim's `send_to` takes the destination first.
 #[cfg(madsim)]
-pub(super) async fn udp_send(
+pub(crate) async fn udp_send(
     socket: &UdpSocket,
     bytes: &[u8],
     to: SocketAddr,

@@ -1,0 +1,340 @@
+//! Routing one datagram (see the module doc of [`super`]).
+
+use super::health::{Probes, PROBE_BRANCH};
+use super::pool::Pool;
+use crate::cluster::token::{node_of_branch, parse_contact_user};
+use crate::message::{
+    error_response_from_raw, parse_datagram, response_to, validate_as_proxy, Action, Limits,
+    Method, Request, Response, SipMessage, Via,
+};
+use crate::UnixMillis;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+
+/// The branch prefix of the balancer's own Via on what it forwards.
+const LB_BRANCH: &str = "z9hG4bKlb";
+/// How long the node of an INVITE is remembered for its CANCEL and ACK: 64·T1.
+const REMEMBER_MS: u64 = 32_000;
+/// At most this many remembered INVITEs (the oldest go first).
+const REMEMBER_MAX: usize = 200_000;
+
+/// Which new requests go by their source address instead of their Call-ID: those of
+/// `methods`, and all from a source in `prefixes` (CIDR), so that a phone behind NAT keeps
+/// one node for its registrations and calls.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Affinity {
+    pub methods: Vec<String>,
+    pub prefixes: Vec<String>,
+}
+
+impl Affinity {
+    fn by_source(&self, method: &Method, ip: IpAddr) -> bool {
+        self.methods.iter().any(|m| m == method.as_str())
+            || self.prefixes.iter().any(|p| in_prefix(p, ip))
+    }
+}
+
+/// Whether `ip` is in `prefix` (`10.0.0.0/8`, `2001:db8::/32`, or one address).
+fn in_prefix(prefix: &str, ip: IpAddr) -> bool {
+    let (net, len) = match prefix.split_once('/') {
+        Some((n, l)) => (n, l.parse::<u32>().ok()),
+        None => (prefix, None),
+    };
+    match (net.parse::<IpAddr>(), ip) {
+        (Ok(IpAddr::V4(n)), IpAddr::V4(a)) => {
+            let len = len.unwrap_or(32).min(32);
+            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (Ok(IpAddr::V6(n)), IpAddr::V6(a)) => {
+            let len = len.unwrap_or(128).min(128);
+            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    }
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Out {
+    pub to: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+/// What the balancer did, for `/metrics`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LbMetrics {
+    pub requests_forwarded: u64,
+    pub responses_forwarded: u64,
+    /// New requests answered 503: no node takes them.
+    pub no_node: u64,
+    /// Messages refused by the parser or validator, by rule.
+    pub rejected: BTreeMap<String, u64>,
+    /// Messages dropped, by reason.
+    pub dropped: BTreeMap<&'static str, u64>,
+}
+
+/// The balancer: its address, its nodes and their probes, its routing rules.
+#[derive(Debug, Clone)]
+pub struct Balancer {
+    me: SocketAddr,
+    pub pool: Pool,
+    pub probes: Probes,
+    affinity: Affinity,
+    limits: Limits,
+    /// Call-ID → (node, remembered until) for INVITEs, and their order of expiry.
+    invites: HashMap<String, (u16, UnixMillis)>,
+    expiry: VecDeque<(UnixMillis, String)>,
+    pub metrics: LbMetrics,
+}
+
+impl Balancer {
+    pub fn new(me: SocketAddr, pool: Pool, affinity: Affinity, limits: Limits) -> Self {
+        Self {
+            me,
+            pool,
+            probes: Probes::default(),
+            affinity,
+            limits,
+            invites: HashMap::new(),
+            expiry: VecDeque::new(),
+            metrics: LbMetrics::default(),
+        }
+    }
+
+    /// Where datagram `bytes` from `from` goes at `now` (`None`: nowhere; dropped and
+    /// counted, or a probe's answer taken in).
+    pub fn handle_datagram(
+        &mut self,
+        bytes: &[u8],
+        from: SocketAddr,
+        now: UnixMillis,
+    ) -> Option<Out> {
+        let msg = parse_datagram(bytes, &self.limits)
+            .and_then(|m| validate_as_proxy(&m, &self.limits).map(|()| m));
+        match msg {
+            Ok(SipMessage::Request(r)) => self.on_request(r, from, now),
+            Ok(SipMessage::Response(r)) => self.on_response(r, bytes, now),
+            Err(rej) => {
+                *self
+                    .metrics
+                    .rejected
+                    .entry(format!("{:?}", rej.rule))
+                    .or_default() += 1;
+                match rej.action {
+                    Action::Reply(_) => error_response_from_raw(bytes, &rej, "lb")
+                        .map(|bytes| Out { to: from, bytes }),
+                    Action::Drop => None,
+                }
+            }
+        }
+    }
+
+    fn drop(&mut self, why: &'static str) -> Option<Out> {
+        *self.metrics.dropped.entry(why).or_default() += 1;
+        None
+    }
+
+    /// A stateless answer from the balancer itself.
+    fn answer(req: &Request, code: u16, headers: &[(&str, &str)], from: SocketAddr) -> Out {
+        let mut resp = response_to(req, code, None, "lb");
+        for (n, v) in headers {
+            resp.headers.push(n, *v);
+        }
+        Out {
+            to: from,
+            bytes: resp.to_bytes(),
+        }
+    }
+
+    fn on_request(&mut self, mut req: Request, from: SocketAddr, now: UnixMillis) -> Option<Out> {
+        let mf = req
+            .headers
+            .get("Max-Forwards")
+            .map(|v| v.trim().parse::<u32>());
+        match mf {
+            Some(Ok(0)) => return Some(Self::answer(&req, 483, &[], from)),
+            Some(Ok(n)) => req.headers.set("Max-Forwards", (n - 1).to_string()),
+            _ => {}
+        }
+        let Some(node) = self.pick(&req, from.ip(), now) else {
+            if req.method == Method::Ack {
+                return self.drop("ACK with no node");
+            }
+            self.metrics.no_node += 1;
+            return Some(Self::answer(&req, 503, &[("Retry-After", "5")], from));
+        };
+        let addr = self.pool.node(node)?.addr;
+        self.pool.count_routed(node);
+        let top = req.headers.first_mut("Via")?;
+        let hash_of = match Via::parse(top) {
+            Some(v) => format!("{}|{}", v.branch().unwrap_or(top), v.sent_by()),
+            None => return self.drop("request with an unparsable Via"),
+        };
+        stamp_source(top, from);
+        let branch = crate::cluster::hrw::key_hash(hash_of.as_bytes());
+        req.headers.push_front(
+            "Via",
+            format!("SIP/2.0/UDP {};branch={LB_BRANCH}{branch:x}", self.me),
+        );
+        self.metrics.requests_forwarded += 1;
+        Some(Out {
+            to: addr,
+            bytes: req.to_bytes(),
+        })
+    }
+
+    /// The node for request `req` from `ip` (see the module doc).
+    fn pick(&mut self, req: &Request, ip: IpAddr, now: UnixMillis) -> Option<u16> {
+        let call_id = req.headers.get("Call-ID").unwrap_or("");
+        if let Some(t) = uri_user(&req.uri).and_then(parse_contact_user) {
+            return self.pool.for_dialog(t.node, t.incarnation, t.call);
+        }
+        if matches!(req.method, Method::Cancel | Method::Ack) {
+            self.forget_expired(now);
+            if let Some((node, _)) = self.invites.get(call_id) {
+                if self.pool.alive(*node) {
+                    return Some(*node);
+                }
+            }
+        }
+        let to_tag = req
+            .headers
+            .get("To")
+            .and_then(|t| crate::message::header_param(t, "tag"));
+        if to_tag.is_some() || req.method == Method::Ack {
+            // In a dialog, but not one of ours by its URI: the call's rendezvous choice.
+            return self.pool.for_unknown(call_id);
+        }
+        let node = if self.affinity.by_source(&req.method, ip) {
+            self.pool.for_new(&ip.to_string(), now)
+        } else {
+            self.pool.for_new(call_id, now)
+        }?;
+        if req.method == Method::Invite {
+            self.remember(call_id, node, now);
+        }
+        Some(node)
+    }
+
+    fn remember(&mut self, call_id: &str, node: u16, now: UnixMillis) {
+        self.forget_expired(now);
+        if self.expiry.len() >= REMEMBER_MAX {
+            if let Some((_, old)) = self.expiry.pop_front() {
+                self.invites.remove(&old);
+            }
+        }
+        let until = now + REMEMBER_MS;
+        if self
+            .invites
+            .insert(call_id.to_string(), (node, until))
+            .is_none()
+        {
+            self.expiry.push_back((until, call_id.to_string()));
+        }
+    }
+
+    fn forget_expired(&mut self, now: UnixMillis) {
+        while let Some((until, _)) = self.expiry.front() {
+            if *until > now {
+                break;
+            }
+            if let Some((_, id)) = self.expiry.pop_front() {
+                if self.invites.get(&id).is_some_and(|e| e.1 <= now) {
+                    self.invites.remove(&id);
+                }
+            }
+        }
+    }
+
+    fn on_response(&mut self, mut resp: Response, raw: &[u8], now: UnixMillis) -> Option<Out> {
+        let Some(top) = resp.headers.get("Via").and_then(Via::parse) else {
+            return self.drop("response without a Via");
+        };
+        let branch = top.branch().unwrap_or("").to_string();
+        if branch.starts_with(PROBE_BRANCH) {
+            self.probes
+                .handle_answer(&mut self.pool, &branch, resp.code, now);
+            return None;
+        }
+        if branch.starts_with(LB_BRANCH) {
+            if top.sent_by() != self.me.to_string() {
+                return self.drop("response with another balancer's Via");
+            }
+            // Ours: remove our Via, send to the client's source (§18.2.2, RFC 3581).
+            if let Some(i) = resp.headers.0.iter().position(|h| h.name == "Via") {
+                resp.headers.0.remove(i);
+            }
+            let Some(to) = resp.headers.get("Via").and_then(response_target) else {
+                return self.drop("response with no client Via to send to");
+            };
+            self.metrics.responses_forwarded += 1;
+            return Some(Out {
+                to,
+                bytes: resp.to_bytes(),
+            });
+        }
+        // A response to a node's request: to that node, or its call's adopter.
+        let Some(node) = node_of_branch(&branch) else {
+            return self.drop("response to no one of ours");
+        };
+        let call_id = resp.headers.get("Call-ID").unwrap_or("");
+        let target = self.pool.for_dialog(node, 0, call_id)?;
+        let to = self.pool.node(target)?.addr;
+        self.metrics.responses_forwarded += 1;
+        Some(Out {
+            to,
+            bytes: raw.to_vec(),
+        })
+    }
+}
+
+/// The user part of a SIP URI (`sip:user@host…`), without parsing the rest.
+fn uri_user(uri: &str) -> Option<&str> {
+    let rest = uri.split_once(':')?.1;
+    let end = rest.find(['@', ';', '?', '>']).unwrap_or(rest.len());
+    rest[end..].starts_with('@').then(|| &rest[..end])
+}
+
+/// Records where a request came from on its top Via (`received`, and `rport` always).
+fn stamp_source(top: &mut String, from: SocketAddr) {
+    let mut parts: Vec<String> = top
+        .split(';')
+        .filter(|p| {
+            let name = p.split('=').next().unwrap_or("").trim();
+            !(name.eq_ignore_ascii_case("rport") || name.eq_ignore_ascii_case("received"))
+        })
+        .map(str::to_string)
+        .collect();
+    parts.push(format!("received={}", from.ip()));
+    parts.push(format!("rport={}", from.port()));
+    *top = parts.join(";");
+}
+
+/// Where a response goes by Via `value`: `received` (else the sent-by host, an address)
+/// and `rport` (else the sent-by port).
+fn response_target(value: &str) -> Option<SocketAddr> {
+    let via = Via::parse(value)?;
+    let ip: IpAddr = match via.param("received") {
+        Some(r) => r.parse().ok()?,
+        None => via
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok()?,
+    };
+    let port = via
+        .param("rport")
+        .and_then(|p| p.parse::<u16>().ok())
+        .or(via.port)
+        .unwrap_or(5060);
+    Some(SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+#[path = "route_tests.rs"]
+mod tests;
