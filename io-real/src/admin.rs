@@ -192,27 +192,10 @@ pub async fn serve(
         let draining = draining.clone();
         let cluster = cluster.clone();
         tokio::task::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let mut len = 0;
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
-                while len < buf.len() {
-                    let n = stream.read(&mut buf[len..]).await.ok()?;
-                    if n == 0 {
-                        break;
-                    }
-                    len += n;
-                    if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-                Some(())
-            })
-            .await;
-            if !matches!(read, Ok(Some(()))) {
+            let Some(path) = read_path(&mut stream).await else {
                 return;
-            }
-            let head = String::from_utf8_lossy(&buf[..len]);
-            let path = head.split_whitespace().nth(1).unwrap_or("");
+            };
+            let path = path.as_str();
             let (status, body) = match path {
                 "/healthz" if draining.load(Ordering::Relaxed) => {
                     ("503 Service Unavailable", "draining\n".to_string())
@@ -240,11 +223,41 @@ pub async fn serve(
                 },
                 _ => ("404 Not Found", "not found\n".to_string()),
             };
-            let resp = format!(
-                "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(resp.as_bytes()).await;
+            respond(&mut stream, status, &body).await;
         });
     }
+}
+
+/// The path of the HTTP request on `stream` (its head read within 5 s), if any.
+pub(crate) async fn read_path(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        while len < buf.len() {
+            let n = stream.read(&mut buf[len..]).await.ok()?;
+            if n == 0 {
+                break;
+            }
+            len += n;
+            if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        Some(())
+    })
+    .await;
+    if !matches!(read, Ok(Some(()))) {
+        return None;
+    }
+    let head = String::from_utf8_lossy(&buf[..len]);
+    head.split_whitespace().nth(1).map(str::to_string)
+}
+
+/// Writes an HTTP/1.0 answer and lets the connection close.
+pub(crate) async fn respond(stream: &mut tokio::net::TcpStream, status: &str, body: &str) {
+    let resp = format!(
+        "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(resp.as_bytes()).await;
 }

@@ -1,6 +1,7 @@
 //! `drongo`: a SIP B2BUA node.
 //!
 //! `drongo run [--sip ADDR] [--advertise ADDR] [--admin ADDR] [--data DIR] [--config FILE] [--store URL] [--node-id N]`
+//! `drongo lb --sip ADDR --admin ADDR (--store URL | --nodes ID=HOST:PORT,…) [--config FILE]`
 //! `drongo cluster status --store URL`
 
 use clap::{Parser, Subcommand};
@@ -57,6 +58,26 @@ enum Command {
         /// this cluster member (`node/{id}`), which one live process at a time may hold.
         #[arg(long, default_value_t = 1)]
         node_id: u16,
+    },
+    /// Run a load balancer in front of a cluster's nodes.
+    Lb {
+        /// SIP address to bind (UDP): the one address phones reach the cluster at, which
+        /// the nodes advertise (`drongo run --advertise`).
+        #[arg(long, default_value = "127.0.0.1:5060")]
+        sip: SocketAddr,
+        /// Admin HTTP address (/healthz, /metrics, /pool).
+        #[arg(long, default_value = "127.0.0.1:9070")]
+        admin: SocketAddr,
+        /// The cluster's store (`etcd://HOST:PORT,...`): members from its `node/` records.
+        #[arg(long, conflicts_with = "nodes", required_unless_present = "nodes")]
+        store: Option<String>,
+        /// A static member list instead: `ID=HOST:PORT,...`.
+        #[arg(long, value_delimiter = ',')]
+        nodes: Vec<String>,
+        /// TOML config: `[health]` (interval_ms, timeout_ms, fall, rise, slow_start_ms)
+        /// and `[affinity]` (methods, prefixes).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Look at a cluster.
     Cluster {
@@ -150,6 +171,63 @@ fn cluster_status(url: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `drongo lb`.
+fn balancer(
+    sip: SocketAddr,
+    admin: SocketAddr,
+    store: Option<String>,
+    nodes: &[String],
+    config: Option<&PathBuf>,
+) -> ExitCode {
+    use drongo::lb::{run_lb, LbConfig, Members};
+    let cfg: LbConfig = match config.map(|p| {
+        std::fs::read_to_string(p)
+            .map_err(|e| e.to_string())
+            .and_then(|t| toml::from_str(&t).map_err(|e| e.to_string()))
+            .map_err(|e| format!("{}: {e}", p.display()))
+    }) {
+        None => LbConfig::default(),
+        Some(Ok(c)) => c,
+        Some(Err(e)) => {
+            error!("config: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(rt) = runtime(true) else {
+        return ExitCode::FAILURE;
+    };
+    let members = match store {
+        Some(url) => match rt.block_on(AnyStore::open(&url)) {
+            Ok(s) => Members::Store(s),
+            Err(e) => {
+                error!("store {url}: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => {
+            let mut list = Vec::new();
+            for n in nodes {
+                let parsed = n
+                    .split_once('=')
+                    .and_then(|(id, a)| Some((id.parse::<u16>().ok()?, a.parse().ok()?)));
+                let Some(entry) = parsed else {
+                    error!("--nodes {n}: expected ID=HOST:PORT");
+                    return ExitCode::from(2);
+                };
+                list.push(entry);
+            }
+            Members::Static(list)
+        }
+    };
+    match rt.block_on(run_lb(sip, admin, members, cfg, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn load_config(path: Option<&PathBuf>) -> Result<Config, String> {
     let Some(path) = path else {
         return Ok(Config::default());
@@ -196,6 +274,13 @@ fn main() -> ExitCode {
         Command::Cluster {
             command: ClusterCommand::Status { store },
         } => return cluster_status(&store),
+        Command::Lb {
+            sip,
+            admin,
+            store,
+            nodes,
+            config,
+        } => return balancer(sip, admin, store, &nodes, config.as_ref()),
         c => c,
     };
     let Command::Run {

@@ -1,0 +1,298 @@
+//! `drongo lb`: the load balancer's pure core ([`drongo_core::lb`]) on tokio. One UDP socket
+//! faces the phones and the nodes; the members come from the cluster's `node/` records (read
+//! every 200 ms: a node whose lease ended leaves routing within that) or from a static list;
+//! OPTIONS probes check each node; an admin port serves `/healthz`, `/metrics`, `/pool`.
+
+use crate::admin::{read_path, respond};
+use crate::runtime::{now_ms, udp_send, udp_socket};
+use crate::store::{AnyStore, Store};
+use drongo_core::cluster::{Member, MemberState};
+use drongo_core::lb::{Affinity, Balancer, HealthConfig, Pool, FULL_WEIGHT};
+use drongo_core::message::Limits;
+use std::fmt::Write;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::net::{TcpListener, UdpSocket};
+use tracing::{info, warn};
+
+/// The balancer's TOML config: `[health]` and `[affinity]`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LbConfig {
+    pub health: HealthConfig,
+    pub affinity: Affinity,
+}
+
+/// Where the members come from.
+pub enum Members {
+    /// `--nodes ID=HOST:PORT,…`: fixed, alive while their probes answer.
+    Static(Vec<(u16, SocketAddr)>),
+    /// `--store URL`: the cluster's live `node/` records.
+    Store(AnyStore),
+}
+
+/// How often the store's member records are read.
+const MEMBERS_EVERY: Duration = Duration::from_millis(200);
+/// How often probes are due or time out, at the finest.
+const PROBE_TICK: Duration = Duration::from_millis(20);
+
+type Shared = Arc<Mutex<Balancer>>;
+
+fn lock(b: &Shared) -> MutexGuard<'_, Balancer> {
+    b.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs the balancer until `shutdown` completes.
+pub async fn run_lb(
+    sip: SocketAddr,
+    admin: SocketAddr,
+    members: Members,
+    cfg: LbConfig,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let started = now_ms();
+    let from_store = matches!(members, Members::Store(_));
+    let mut pool = Pool::new(cfg.health, from_store);
+    if let Members::Static(list) = &members {
+        for (id, addr) in list {
+            pool.upsert(*id, *addr, 0, MemberState::Active, started, started);
+        }
+    }
+    let limits = Limits {
+        // A proxy forwards what it does not understand.
+        supported_extensions: Vec::new(),
+        ..Limits::default()
+    };
+    let balancer: Shared = Arc::new(Mutex::new(Balancer::new(sip, pool, cfg.affinity, limits)));
+    let socket = Arc::new(udp_socket(sip).await?);
+    let admin_listener = TcpListener::bind(admin).await?;
+    info!(%sip, %admin, "drongo lb listening (UDP)");
+    if let Members::Store(store) = members {
+        // Read the members once before taking traffic.
+        read_members(&store, &balancer, started).await;
+        tokio::spawn(follow_members(store, balancer.clone(), started));
+    }
+    tokio::spawn(probe(socket.clone(), balancer.clone(), sip));
+    tokio::spawn(serve_admin(admin_listener, balancer.clone()));
+    // One forwarding task: two would reorder what one sender sent back to back (a 180
+    // overtaken by its 200), which a strict peer (SIPp) takes for an error.
+    tokio::spawn(forward(socket.clone(), balancer.clone()));
+    shutdown.await;
+    info!("drongo lb stopped");
+    Ok(())
+}
+
+/// Receives datagrams and sends each where the balancer says.
+async fn forward(socket: Arc<UdpSocket>, balancer: Shared) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                // ICMP port unreachable from a gone peer surfaces here on Linux.
+                warn!("udp receive: {e}");
+                continue;
+            }
+        };
+        let Some(bytes) = buf.get(..n) else { continue };
+        let out = lock(&balancer).handle_datagram(bytes, from, now_ms());
+        if let Some(out) = out {
+            if let Err(e) = udp_send(&socket, &out.bytes, out.to).await {
+                warn!(to = %out.to, "udp send: {e}");
+            }
+        }
+    }
+}
+
+/// Sends the probes as they come due, and counts the unanswered ones.
+async fn probe(socket: Arc<UdpSocket>, balancer: Shared, me: SocketAddr) {
+    let mut tick = tokio::time::interval(PROBE_TICK);
+    loop {
+        tick.tick().await;
+        let now = now_ms();
+        let due = {
+            let mut b = lock(&balancer);
+            let Balancer { pool, probes, .. } = &mut *b;
+            probes.handle_timeout(pool, now);
+            std::iter::from_fn(|| probes.poll(pool, me, now)).collect::<Vec<_>>()
+        };
+        for p in due {
+            if let Err(e) = udp_send(&socket, &p.bytes, p.to).await {
+                warn!(node = p.node, "probe send: {e}");
+            }
+        }
+    }
+}
+
+/// Reads the live member records every [`MEMBERS_EVERY`].
+async fn follow_members(store: AnyStore, balancer: Shared, started: u64) {
+    let mut tick = tokio::time::interval(MEMBERS_EVERY);
+    loop {
+        tick.tick().await;
+        read_members(&store, &balancer, started).await;
+    }
+}
+
+async fn read_members(store: &AnyStore, balancer: &Shared, started: u64) {
+    let now = now_ms();
+    let records = match store
+        .scan(drongo_core::store::NODE_PREFIX, usize::MAX, now)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            // Keep the last view: a store outage is not a dead cluster.
+            warn!("members: store: {e}");
+            return;
+        }
+    };
+    let members: Vec<Member> = records
+        .iter()
+        .filter_map(|r| Member::decode(&r.value))
+        .collect();
+    let mut b = lock(balancer);
+    let gone: Vec<u16> = b
+        .pool
+        .nodes()
+        .map(|n| n.id)
+        .filter(|id| !members.iter().any(|m| m.id == *id))
+        .collect();
+    for id in gone {
+        info!(node = id, "member gone");
+        b.pool.remove(id);
+    }
+    for m in members {
+        let reach = if m.direct.is_empty() {
+            &m.sip
+        } else {
+            &m.direct
+        };
+        let Ok(addr) = reach.parse::<SocketAddr>() else {
+            continue;
+        };
+        if b.pool
+            .node(m.id)
+            .is_none_or(|n| n.incarnation != m.incarnation)
+        {
+            info!(node = m.id, incarnation = m.incarnation, %addr, "member joined");
+        }
+        b.pool
+            .upsert(m.id, addr, m.incarnation, m.state, now, started);
+    }
+}
+
+async fn serve_admin(listener: TcpListener, balancer: Shared) {
+    while let Ok((mut stream, _)) = listener.accept().await {
+        let balancer = balancer.clone();
+        tokio::spawn(async move {
+            let Some(path) = read_path(&mut stream).await else {
+                return;
+            };
+            let now = now_ms();
+            let (status, body) = {
+                let b = lock(&balancer);
+                match path.as_str() {
+                    "/healthz" if b.pool.nodes().any(|n| b.pool.weight(n, now) > 0) => {
+                        ("200 OK", "ok\n".to_string())
+                    }
+                    "/healthz" => ("503 Service Unavailable", "no node\n".to_string()),
+                    "/metrics" => ("200 OK", render_metrics(&b, now)),
+                    "/pool" => ("200 OK", pool_json(&b, now)),
+                    _ => ("404 Not Found", "not found\n".to_string()),
+                }
+            };
+            respond(&mut stream, status, &body).await;
+        });
+    }
+}
+
+/// `/pool`: every node with its state, health, weight and what it was sent.
+pub fn pool_json(b: &Balancer, now: u64) -> String {
+    let nodes: Vec<serde_json::Value> = b
+        .pool
+        .nodes()
+        .map(|n| {
+            let mut v = serde_json::to_value(n).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("alive".into(), b.pool.alive(n.id).into());
+                o.insert("weight".into(), b.pool.weight(n, now).into());
+            }
+            v
+        })
+        .collect();
+    serde_json::json!({ "nodes": nodes, "metrics": b.metrics }).to_string() + "\n"
+}
+
+fn render_metrics(b: &Balancer, now: u64) -> String {
+    let mut s = String::new();
+    let m = &b.metrics;
+    for (name, help, v) in [
+        (
+            "drongo_lb_requests_forwarded_total",
+            "Requests sent to a node.",
+            m.requests_forwarded,
+        ),
+        (
+            "drongo_lb_responses_forwarded_total",
+            "Responses relayed.",
+            m.responses_forwarded,
+        ),
+        (
+            "drongo_lb_no_node_total",
+            "Requests answered 503: no node takes them.",
+            m.no_node,
+        ),
+    ] {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    }
+    let _ = writeln!(s, "# HELP drongo_lb_rejected_total Messages refused, by rule.\n# TYPE drongo_lb_rejected_total counter");
+    for (k, v) in &m.rejected {
+        let _ = writeln!(s, "drongo_lb_rejected_total{{rule=\"{k}\"}} {v}");
+    }
+    let _ = writeln!(s, "# HELP drongo_lb_dropped_total Messages dropped, by reason.\n# TYPE drongo_lb_dropped_total counter");
+    for (k, v) in &m.dropped {
+        let _ = writeln!(s, "drongo_lb_dropped_total{{reason=\"{k}\"}} {v}");
+    }
+    type Of = fn(&Balancer, &drongo_core::lb::PoolNode, u64) -> f64;
+    let per_node: [(&str, &str, &str, Of); 5] = [
+        (
+            "drongo_lb_node_weight",
+            "gauge",
+            "Weight for new calls (1000: full).",
+            |b, n, now| f64::from(b.pool.weight(n, now)),
+        ),
+        (
+            "drongo_lb_node_slow_start_share",
+            "gauge",
+            "Share of its full weight (slow start).",
+            |b, n, now| f64::from(b.pool.weight(n, now)) / f64::from(FULL_WEIGHT),
+        ),
+        (
+            "drongo_lb_node_healthy",
+            "gauge",
+            "1 while its probes answer.",
+            |_, n, _| f64::from(u8::from(n.healthy)),
+        ),
+        (
+            "drongo_lb_node_probe_failures_total",
+            "counter",
+            "Probes unanswered or answered 5xx.",
+            |_, n, _| n.probe_failures as f64,
+        ),
+        (
+            "drongo_lb_node_routed_total",
+            "counter",
+            "Requests routed to it.",
+            |_, n, _| n.routed as f64,
+        ),
+    ];
+    for (name, kind, help, of) in per_node {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for n in b.pool.nodes() {
+            let _ = writeln!(s, "{name}{{node=\"{}\"}} {}", n.id, of(b, n, now));
+        }
+    }
+    s
+}

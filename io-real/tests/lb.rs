@@ -1,0 +1,403 @@
+//! `drongo lb` with real processes: three nodes on the 3-member etcd of `ci/etcd.sh`, two
+//! balancers reading their members from it, real SIPp on both ends of every call.
+//!
+//! One rig, in order (each step needs the one before):
+//! 1. 300 calls through balancer 1 spread over the three nodes within ±15 % of even.
+//! 2. 100 calls/s of 3 s calls; `kill -9` node 2 in the middle: the calls up on node 2 end
+//!    cleanly on both ends (their adopter, reached through the balancer by the node token
+//!    in their Request-URI, answers the caller's BYE and sends the callee its BYE); a call
+//!    in setup on node 2 may fail (at most a few: printed).
+//! 3. Node 2 comes back: its share of new calls ramps up over the slow start (per-node
+//!    counts in 1 s buckets, printed).
+//! 4. A caller moves to balancer 2 mid-call (SIPp `setdest`): its BYE is answered 200.
+//! 5. Source affinity: REGISTERs from one source land on one node.
+#![cfg(feature = "etcd")]
+
+mod common;
+
+use common::{scenario, Drongo};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TTL_MS: u64 = 1_000;
+const SLOW_START_MS: u64 = 5_000;
+const LB1: u16 = 5700;
+const LB2: u16 = 5702;
+const UAS: u16 = 5720;
+
+/// A `drongo lb` process (admin on sip + 1000).
+struct Lb {
+    child: Child,
+    admin: u16,
+}
+
+impl Lb {
+    fn start(sip: u16, url: &str, dir: &Path) -> Lb {
+        let cfg = dir.join(format!("lb-{sip}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "[health]\ninterval_ms = 500\ntimeout_ms = 400\nslow_start_ms = {SLOW_START_MS}\n\
+                 [affinity]\nmethods = [\"REGISTER\"]\n"
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join(format!("lb-{sip}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_drongo"))
+            .args(["lb", "--sip", &format!("127.0.0.1:{sip}")])
+            .args(["--admin", &format!("127.0.0.1:{}", sip + 1000)])
+            .args(["--store", url, "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("drongo binary");
+        let lb = Lb {
+            child,
+            admin: sip + 1000,
+        };
+        let start = Instant::now();
+        while lb.pool()["nodes"].as_array().map_or(0, Vec::len) < 3 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "lb did not see 3 nodes"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        lb
+    }
+
+    fn get(&self, path: &str) -> String {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.admin)) else {
+            return String::new();
+        };
+        let _ = write!(s, "GET {path} HTTP/1.0\r\n\r\n");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.split("\r\n\r\n").nth(1).unwrap_or("").to_string()
+    }
+
+    fn pool(&self) -> serde_json::Value {
+        serde_json::from_str(&self.get("/pool")).unwrap_or_default()
+    }
+
+    /// Requests routed to each node so far (ids 1 to 3).
+    fn routed(&self) -> [u64; 3] {
+        let pool = self.pool();
+        let mut out = [0; 3];
+        for n in pool["nodes"].as_array().into_iter().flatten() {
+            let id = n["id"].as_u64().unwrap_or(0) as usize;
+            if let Some(slot) = out.get_mut(id.wrapping_sub(1)) {
+                *slot = n["routed"].as_u64().unwrap_or(0);
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Lb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Column `name` of the last line of SIPp's `-trace_stat` file.
+fn column(stat: &Path, name: &str) -> u64 {
+    let text = std::fs::read_to_string(stat).unwrap_or_default();
+    let head: Vec<&str> = text.lines().next().unwrap_or("").split(';').collect();
+    let last: Vec<&str> = text.lines().last().unwrap_or("").split(';').collect();
+    head.iter()
+        .position(|h| *h == name)
+        .and_then(|i| last.get(i)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// SIPp's successful and failed call counts.
+fn counts(stat: &Path) -> (u64, u64) {
+    (
+        column(stat, "SuccessfulCall(C)"),
+        column(stat, "FailedCall(C)"),
+    )
+}
+
+/// A SIPp process: `name` (a scenario or a path), `-m calls` at `rate` calls/s.
+fn sipp(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    target: u16,
+    calls: u64,
+    rate: u64,
+    extra: &[&str],
+) -> (Child, PathBuf) {
+    let stat = dir.join(format!("{port}.csv"));
+    let mut cmd = Command::new("sipp");
+    cmd.args(["-sf", &scenario(name)]);
+    if target != 0 {
+        cmd.arg(format!("127.0.0.1:{target}"));
+    }
+    if rate != 0 {
+        cmd.args(["-r", &rate.to_string()]);
+    }
+    let child = cmd
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-s",
+            "bob",
+            "-nostdin",
+        ])
+        .args(["-m", &calls.to_string()])
+        .args(["-trace_stat", "-fd", "1", "-stf"])
+        .arg(&stat)
+        .args(["-trace_err", "-error_file"])
+        .arg(dir.join(format!("{port}-errors.log")))
+        .args(extra)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp (ci/install.sh installs sip-tester)");
+    (child, stat)
+}
+
+/// SIPp's error lines for `port` but its "dead call" notes (late retransmissions of calls
+/// it finished), for a failure's message.
+fn errors(dir: &Path, port: u16) -> String {
+    let text = std::fs::read_to_string(dir.join(format!("{port}-errors.log"))).unwrap_or_default();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("\t") && l.contains(": ") && !l.contains("Dead call"))
+        .take(20)
+        .collect();
+    lines.join("\n")
+}
+
+fn wait(mut c: Child, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(s)) = c.try_wait() {
+            return s.success();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+    false
+}
+
+fn node(sip: u16, id: u16, url: &str) -> Drongo {
+    let config = format!(
+        "[cluster]\nlease_ttl_ms = {TTL_MS}\n\n[[routes]]\nuser = \"bob\"\ntarget = \"sip:bob@127.0.0.1:{UAS}\"\n"
+    );
+    let advertise = format!("127.0.0.1:{LB1}");
+    Drongo::start_with(
+        sip,
+        &config,
+        &[
+            "--store",
+            url,
+            "--node-id",
+            &id.to_string(),
+            "--advertise",
+            &advertise,
+        ],
+    )
+}
+
+/// The callee: one SIPp UAS for the whole test (late retransmissions of a step's calls
+/// reach it as "dead calls", not as failures of the next step), and its counts.
+struct Callee {
+    child: Child,
+    stat: PathBuf,
+}
+
+impl Callee {
+    /// (successful, failed) once `calls` calls have ended either way (its statistics
+    /// are written every second), or after 30 s.
+    ///
+    /// SIPp answers a request in a dialog at the address its INVITE came from, not by the
+    /// Via: the 200 to an adopter's BYE goes to the dead node, and the adopter sends the BYE
+    /// again until Timer F. SIPp counts the call at its first 200, so the counts are right;
+    /// its "calls in progress" would wait for the retransmissions to end.
+    fn counts(&self, calls: u64) -> (u64, u64) {
+        let start = Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_millis(1_100));
+            let (ok, failed) = counts(&self.stat);
+            if ok + failed >= calls || start.elapsed() > Duration::from_secs(30) {
+                return (ok, failed);
+            }
+        }
+    }
+}
+
+impl Drop for Callee {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn minus(a: (u64, u64), b: (u64, u64)) -> (u64, u64) {
+    (a.0 - b.0, a.1 - b.1)
+}
+
+#[test]
+fn calls_through_two_balancers_survive_a_node_and_its_return() {
+    let url = common::etcd_url("lb");
+    let dir = std::env::temp_dir().join(format!("drongo-lb-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut nodes = [
+        node(5710, 1, &url),
+        node(5712, 2, &url),
+        node(5714, 3, &url),
+    ];
+    let lb1 = Lb::start(LB1, &url, &dir);
+    let lb2 = Lb::start(LB2, &url, &dir);
+    let (child, stat) = sipp(&dir, "uas", UAS, 0, 1_000_000, 0, &[]);
+    let callee = Callee { child, stat };
+    let took = |c: Child, port: u16, limit: u64| {
+        let start = Instant::now();
+        let ok = wait(c, Duration::from_secs(limit));
+        (
+            ok,
+            start.elapsed(),
+            (counts(&dir.join(format!("{port}.csv")))),
+        )
+    };
+
+    // 1. The spread. The Call-IDs are fixed so that the run is the same every time: over
+    // random sets of 300 a rendezvous choice is binomial (σ ≈ 8 calls a node) and lands
+    // within ±15 % in about 87 % of runs (the even spread itself is the unit test's, over
+    // 30,000 keys).
+    let (uac, _) = sipp(
+        &dir,
+        "uac",
+        5721,
+        LB1,
+        300,
+        100,
+        &["-cid_str", "lb-spread-%u@%s"],
+    );
+    let (ok, _, caller) = took(uac, 5721, 30);
+    let callee_1 = callee.counts(300);
+    assert!(
+        ok && callee_1 == (300, 0),
+        "spread calls failed: caller {caller:?}, callee {callee_1:?}\n{}",
+        errors(&dir, 5721)
+    );
+    let answered: Vec<u64> = nodes
+        .iter()
+        .map(|n| n.metric("drongo_calls_answered_total"))
+        .collect();
+    println!("spread of 300 calls over nodes 1..3: {answered:?}");
+    for a in &answered {
+        assert!((85..=115).contains(a), "uneven: {answered:?}");
+    }
+
+    // 2. 100 calls/s of 3 s calls, node 2 killed after 5 s.
+    let (uac, _) = sipp(&dir, "uac", 5722, LB1, 1200, 100, &["-d", "3000"]);
+    std::thread::sleep(Duration::from_secs(5));
+    let up_on_2 = nodes[1].metric("drongo_active_dialogs");
+    nodes[1].kill9();
+    let (_, spent, caller) = took(uac, 5722, 90);
+    let callee_2 = minus(callee.counts(1500), callee_1);
+    let takeovers: u64 = [0, 2]
+        .iter()
+        .map(|i| nodes[*i].metric("drongo_takeovers_total"))
+        .sum();
+    println!(
+        "kill -9 of node 2 with {up_on_2} calls up on it: caller (ok, failed) {caller:?}, callee {callee_2:?}, takeovers {takeovers}; the caller ended {spent:?} after the kill"
+    );
+    // A call in setup on node 2 when it died may fail (its transactions died with it: the
+    // distributed transactions of the cluster issue are not built); every other call,
+    // those up on node 2 included, must complete on both ends.
+    let failed = caller.1 + callee_2.1;
+    assert!(
+        caller.0 + caller.1 == 1200 && failed <= 4 && caller.0 >= 1197 && callee_2.0 >= 1197,
+        "calls failed across the kill\n{}\n{}",
+        errors(&dir, 5722),
+        errors(&dir, UAS)
+    );
+    assert!(
+        up_on_2 > 0 && takeovers >= up_on_2,
+        "node 2's calls were adopted"
+    );
+
+    // 3. Node 2 comes back: a new incarnation, ramping up over the slow start.
+    nodes[1].spawn();
+    let (uac, _) = sipp(&dir, "uac", 5723, LB1, 1000, 100, &[]);
+    let mut last = lb1.routed();
+    let mut buckets = Vec::new();
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = lb1.routed();
+        let d: Vec<u64> = now.iter().zip(last).map(|(a, b)| a - b).collect();
+        buckets.push(d);
+        last = now;
+    }
+    let (ok, _, caller) = took(uac, 5723, 30);
+    println!("requests routed per second to nodes 1..3 after node 2 came back (slow start {SLOW_START_MS} ms): {buckets:?}");
+    assert!(
+        ok && caller == (1000, 0),
+        "calls failed during the ramp: {caller:?}\n{}\n{}",
+        errors(&dir, 5723),
+        errors(&dir, UAS)
+    );
+    let share = |d: &Vec<u64>| d[1] as f64 / d.iter().sum::<u64>().max(1) as f64;
+    assert!(share(&buckets[0]) < 0.15, "{buckets:?}");
+    assert!(share(&buckets[6]) > 0.2, "{buckets:?}");
+
+    // 4. A caller moves to balancer 2 mid-call.
+    let switch = dir.join("uac_switch.xml");
+    let text = std::fs::read_to_string(scenario("uac")).unwrap().replace(
+        "<pause/>",
+        &format!("<pause/>\n  <nop><action><setdest host=\"127.0.0.1\" port=\"{LB2}\" protocol=\"udp\"/></action></nop>"),
+    );
+    std::fs::write(&switch, text).unwrap();
+    let (uac, _) = sipp(
+        &dir,
+        switch.to_str().unwrap(),
+        5724,
+        LB1,
+        1,
+        1,
+        &["-d", "500"],
+    );
+    let (ok, _, caller) = took(uac, 5724, 20);
+    assert!(
+        ok,
+        "BYE through balancer 2 failed: {caller:?}\n{}",
+        errors(&dir, 5724)
+    );
+    assert!(
+        lb2.routed().iter().sum::<u64>() >= 1,
+        "balancer 2 carried the BYE"
+    );
+
+    // 5. Source affinity: REGISTERs of one source (varied Call-IDs) go to one node.
+    let before = lb1.routed();
+    let (reg, _) = sipp(&dir, "register", 5725, LB1, 30, 30, &[]);
+    assert!(
+        wait(reg, Duration::from_secs(20)),
+        "REGISTERs failed\n{}",
+        errors(&dir, 5725)
+    );
+    let d: Vec<u64> = lb1
+        .routed()
+        .iter()
+        .zip(before)
+        .map(|(a, b)| a - b)
+        .collect();
+    println!("30 REGISTERs from one source, per node: {d:?}");
+    assert_eq!(d.iter().filter(|n| **n > 0).count(), 1, "{d:?}");
+    drop(callee);
+    let _ = std::fs::remove_dir_all(&dir);
+}
