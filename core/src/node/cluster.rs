@@ -126,8 +126,13 @@ impl Node {
             // read are dropped with them, or a retransmission handled afresh would be
             // handled twice (cluster-chaos seed 705: two calls for one INVITE). A REGISTER
             // keeps its transaction, and its place.
+            // The lookups' progress goes with them: a key noted as read would make a
+            // retransmission's new lookup skip it (store-leader-change-during-takeover
+            // seed 293: a held re-INVITE's retransmission got 481 after a rejoin).
             self.cluster.waiting.clear();
             self.cluster.held.clear();
+            self.cluster.tried.clear();
+            self.cluster.loading.clear();
             self.drop_parked_lookups();
         }
         if rejoined && stored {
