@@ -63,6 +63,21 @@ impl Pending2xx {
     pub fn gives_up_at(&self, t: &TimerConfig) -> UnixMillis {
         self.first_sent_at + t.timeout()
     }
+
+    /// Where its copies go, `party` being the dialog's peer: where the first went. A
+    /// request that came through a proxy (a balancer: the 2xx has its Via too) was
+    /// answered to it, by the top Via (§18.2.2); one straight from the party, to the party
+    /// (symmetric response).
+    pub fn destination(&self, party: crate::transaction::Peer) -> crate::transaction::Peer {
+        let h = &self.response.headers;
+        h.get("Via")
+            .filter(|_| h.count("Via") > 1 && party.transport == crate::transaction::Transport::Udp)
+            .and_then(crate::message::response_target)
+            .map_or(party, |addr| crate::transaction::Peer {
+                addr,
+                transport: party.transport,
+            })
+    }
 }
 
 /// An in-dialog request relayed from one leg to the other, waiting for the answer.

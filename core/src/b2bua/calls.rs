@@ -90,7 +90,8 @@ impl Calls {
             let leg = call.dialog(p.side);
             let key = (leg.call_id.clone(), p.cseq);
             self.orphan_timers.set(&key, Some(orphan_deadline(p, t)));
-            self.orphans.insert(key, (p.clone(), leg.peer));
+            self.orphans
+                .insert(key, (p.clone(), p.destination(leg.peer)));
         }
         Some(call)
     }

@@ -136,7 +136,7 @@ impl B2bua {
                 if let Some(p) = call.pending_2xx.as_mut() {
                     p.retransmits += 1;
                     p.last_sent_at = now;
-                    let to = if p.side == Side::A { a } else { b };
+                    let to = p.destination(if p.side == Side::A { a } else { b });
                     let msg = SipMessage::Response(p.response.clone());
                     s.resend_stateless(&msg, to);
                 }

@@ -69,7 +69,7 @@ impl Tombstone {
             owner: call.owner,
             owed_2xx: call.pending_2xx.as_ref().map(|p| {
                 let leg = call.dialog(p.side);
-                (leg.call_id.clone(), p.clone(), leg.peer)
+                (leg.call_id.clone(), p.clone(), p.destination(leg.peer))
             }),
         };
         let mut w = vec![StoreWrite::Put {

@@ -268,7 +268,11 @@ impl Balancer {
             if let Some(i) = resp.headers.0.iter().position(|h| h.name == "Via") {
                 resp.headers.0.remove(i);
             }
-            let Some(to) = resp.headers.get("Via").and_then(response_target) else {
+            let Some(to) = resp
+                .headers
+                .get("Via")
+                .and_then(crate::message::response_target)
+            else {
                 return self.drop("response with no client Via to send to");
             };
             self.metrics.responses_forwarded += 1;
@@ -312,27 +316,6 @@ fn stamp_source(top: &mut String, from: SocketAddr) {
     parts.push(format!("received={}", from.ip()));
     parts.push(format!("rport={}", from.port()));
     *top = parts.join(";");
-}
-
-/// Where a response goes by Via `value`: `received` (else the sent-by host, an address)
-/// and `rport` (else the sent-by port).
-fn response_target(value: &str) -> Option<SocketAddr> {
-    let via = Via::parse(value)?;
-    let ip: IpAddr = match via.param("received") {
-        Some(r) => r.parse().ok()?,
-        None => via
-            .host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse()
-            .ok()?,
-    };
-    let port = via
-        .param("rport")
-        .and_then(|p| p.parse::<u16>().ok())
-        .or(via.port)
-        .unwrap_or(5060);
-    Some(SocketAddr::new(ip, port))
 }
 
 #[cfg(test)]

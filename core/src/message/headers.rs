@@ -224,6 +224,28 @@ impl Via {
     }
 }
 
+/// Where a response goes by its top Via `value` over UDP (§18.2.2, RFC 3581): the
+/// `received` address (else the sent-by host, when it is an address) and the `rport` port
+/// (else the sent-by port). `None` for a sent-by host name (the core does no DNS).
+pub fn response_target(value: &str) -> Option<std::net::SocketAddr> {
+    let via = Via::parse(value)?;
+    let ip: std::net::IpAddr = match via.param("received") {
+        Some(r) => r.parse().ok()?,
+        None => via
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok()?,
+    };
+    let port = via
+        .param("rport")
+        .and_then(|p| p.parse::<u16>().ok())
+        .or(via.port)
+        .unwrap_or(5060);
+    Some(std::net::SocketAddr::new(ip, port))
+}
+
 /// The CSeq header (§20.16): sequence number and method.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CSeq {

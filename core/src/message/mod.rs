@@ -15,7 +15,7 @@ mod validate;
 
 pub use framing::{Frame, FramingError, StreamFramer};
 pub use generate::{ack_for_non2xx, cancel_for, error_response_from_raw, response_to};
-pub use headers::{header_param, CSeq, NameAddr, Via};
+pub use headers::{header_param, response_target, CSeq, NameAddr, Via};
 pub(crate) use lex::split_list as split_commas;
 pub use parse::parse_datagram;
 pub use rules::{Action, Limits, Rejection, Rule};
