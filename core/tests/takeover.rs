@@ -14,8 +14,8 @@ fn member(id: u16, port: u16, members: &[(u16, u64)]) -> Node {
     n
 }
 
-/// A request held for a live owner (loaded at `loaded`) gets its answer one lease TTL
-/// later: what the node sends then.
+/// A request held for a live owner (loaded at `loaded`) is let go one lease TTL later:
+/// what the node sends then (nothing: the owner answers it through the balancer).
 fn held_until_ttl(n: &mut Node, store: &mut Store, loaded: u64) -> Vec<(String, SipMessage)> {
     let ttl = Config::default().cluster.lease_ttl_ms;
     assert_eq!(n.poll_timeout(), Some(loaded + ttl), "held for one TTL");
@@ -173,7 +173,10 @@ fn a_live_owners_call_is_not_taken_and_an_unknown_one_is_481() {
     let l = lines(&run(&mut n2, &mut store));
     assert!(l.is_empty(), "held: our list may be late: {l:?}");
     let l = lines(&held_until_ttl(&mut n2, &mut store, T0 + 5_010));
-    assert_eq!(l, ["127.0.0.1:5061 503 Service Unavailable"]);
+    assert!(
+        l.is_empty(),
+        "no second answer to what the owner answers: {l:?}"
+    );
     assert_eq!(
         owner(&store, &call_key),
         serde_json::json!([1, 1]),
@@ -507,7 +510,7 @@ fn with_strategy_none_calls_stay_in_memory_and_another_member_answers_481() {
 /// its answer (503 here: the owner lives). Found by the rolling-restart scenario, seed 292:
 /// the second wait replaced the first, whose request never got a final response.
 #[test]
-fn requests_on_both_legs_waiting_for_one_record_are_all_answered() {
+fn requests_on_both_legs_waiting_for_one_record_are_all_let_go() {
     let (mut store, call_key, b_inv, ok) = call_on_node_1();
     let mut n2 = member(2, 5070, &[(1, 1), (2, 1)]);
     send(&mut n2, T0 + 5_000, A, &from_a(&ok, "INFO", 2, "z9hG4bKia"));
@@ -536,15 +539,9 @@ fn requests_on_both_legs_waiting_for_one_record_are_all_answered() {
     );
     answer(&mut n2, call_key.clone());
     run(&mut n2, &mut store);
-    let mut l = lines(&held_until_ttl(&mut n2, &mut store, T0 + 5_010));
-    l.sort();
-    assert_eq!(
-        l,
-        [
-            "127.0.0.1:5061 503 Service Unavailable",
-            "127.0.0.1:5062 503 Service Unavailable"
-        ]
-    );
+    let l = lines(&held_until_ttl(&mut n2, &mut store, T0 + 5_010));
+    assert!(l.is_empty(), "{l:?}");
+    assert_eq!(n2.transactions(), 0, "both let go");
 }
 
 /// A member that started again claims each of its calls for its new incarnation before it
@@ -576,7 +573,7 @@ fn a_restarted_member_claims_its_calls_and_a_stale_list_does_not_take_them() {
     load_all(&mut n2, &store, T0 + 3_210);
     run(&mut n2, &mut store);
     let l = lines(&held_until_ttl(&mut n2, &mut store, T0 + 3_210));
-    assert_eq!(l, ["127.0.0.1:5061 503 Service Unavailable"]);
+    assert!(l.is_empty(), "{l:?}");
     assert_eq!(
         owner(&store, &call_key),
         serde_json::json!([1, 2]),

@@ -8,8 +8,9 @@
 //! (`B2bua::adopt`: the claim is a compare-and-swap write that goes with the answer); one
 //! whose owner lives is held for one lease TTL (our member list may be late: a balancer
 //! reading the store saw the owner go first), read again if the owner leaves meanwhile,
-//! else answered 503 with Retry-After (forwarding to the owner is not built yet); no
-//! record gets 481.
+//! else dropped without an answer: the owner lives and answers the retransmission a
+//! balancer sends it, and a 503 from here could be a second final response to one request
+//! (forwarding to the owner is not built yet); no record gets 481.
 //!
 //! A member that leaves the list has its calls adopted even if nobody speaks on them (their
 //! timers must still fire: 2xx retransmissions, session expiry, maximum duration, BYEs to
@@ -438,9 +439,10 @@ impl Node {
             // Alive in our view, which lags the store by up to a third of the TTL: a
             // balancer that saw the owner's lease end first sends its calls here. Hold the
             // requests until the owner leaves our list too (then read again) or one TTL
-            // has passed (then 503: it lives).
+            // has passed (then they go unanswered: the owner lives, and answers the
+            // retransmissions a balancer sends it).
             if self.cluster.held.contains_key(call_id) {
-                return self.settle_waiting(call_id, 503, now);
+                return;
             }
             let until = now + self.sink.cfg.cluster.lease_ttl_ms;
             self.cluster
@@ -527,7 +529,18 @@ impl Node {
             .map(|(id, _)| id.clone())
             .collect();
         for id in due {
-            self.settle_waiting(&id, 503, now);
+            self.forget_lookups(&id);
+            for (key, req, _) in self.cluster.waiting.take(&id) {
+                // No answer: a balancer sends the retransmission to whoever serves the
+                // call; a 503 here would be a second final response to a request the
+                // owner answered through another member (lb-node-crash-under-load
+                // seed 137).
+                self.sink.tx.abandon(&key);
+                self.sink.diagnostics.push_back(format!(
+                    "{} in {id} not answered: its owner lives elsewhere",
+                    req.method
+                ));
+            }
         }
     }
 
