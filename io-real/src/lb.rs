@@ -5,7 +5,7 @@
 
 use crate::admin::{read_path, respond};
 use crate::runtime::{now_ms, udp_send, udp_socket};
-use crate::store::{AnyStore, Store};
+use crate::store::Store;
 use drongo_core::cluster::{Member, MemberState};
 use drongo_core::lb::{Affinity, Balancer, HealthConfig, Pool, FULL_WEIGHT};
 use drongo_core::message::Limits;
@@ -26,11 +26,11 @@ pub struct LbConfig {
 }
 
 /// Where the members come from.
-pub enum Members {
+pub enum Members<S> {
     /// `--nodes ID=HOST:PORT,…`: fixed, alive while their probes answer.
     Static(Vec<(u16, SocketAddr)>),
     /// `--store URL`: the cluster's live `node/` records.
-    Store(AnyStore),
+    Store(S),
 }
 
 /// How often the store's member records are read.
@@ -45,10 +45,10 @@ fn lock(b: &Shared) -> MutexGuard<'_, Balancer> {
 }
 
 /// Runs the balancer until `shutdown` completes.
-pub async fn run_lb(
+pub async fn run_lb<S: Store + Clone>(
     sip: SocketAddr,
     admin: SocketAddr,
-    members: Members,
+    members: Members<S>,
     cfg: LbConfig,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -127,7 +127,7 @@ async fn probe(socket: Arc<UdpSocket>, balancer: Shared, me: SocketAddr) {
 }
 
 /// Reads the live member records every [`MEMBERS_EVERY`].
-async fn follow_members(store: AnyStore, balancer: Shared, started: u64) {
+async fn follow_members<S: Store>(store: S, balancer: Shared, started: u64) {
     let mut tick = tokio::time::interval(MEMBERS_EVERY);
     loop {
         tick.tick().await;
@@ -135,7 +135,7 @@ async fn follow_members(store: AnyStore, balancer: Shared, started: u64) {
     }
 }
 
-async fn read_members(store: &AnyStore, balancer: &Shared, started: u64) {
+async fn read_members<S: Store>(store: &S, balancer: &Shared, started: u64) {
     let now = now_ms();
     let records = match store
         .scan(drongo_core::store::NODE_PREFIX, usize::MAX, now)

@@ -180,6 +180,7 @@ fn balancer(
     config: Option<&PathBuf>,
 ) -> ExitCode {
     use drongo::lb::{run_lb, LbConfig, Members};
+    use drongo::store::AnyStore;
     let cfg: LbConfig = match config.map(|p| {
         std::fs::read_to_string(p)
             .map_err(|e| e.to_string())
@@ -198,7 +199,7 @@ fn balancer(
     };
     let members = match store {
         Some(url) => match rt.block_on(AnyStore::open(&url)) {
-            Ok(s) => Members::Store(s),
+            Ok(s) => Members::<AnyStore>::Store(s),
             Err(e) => {
                 error!("store {url}: {e}");
                 return ExitCode::from(2);

@@ -140,6 +140,11 @@ pub fn all() -> Vec<Scenario> {
             spec: leader_crash,
         },
         Scenario {
+            name: "lb-node-crash-under-load",
+            about: "owner-crash-in-call behind drongo lb: the phones know one address; the balancer routes a dead node's dialogs to their adopters by the node token",
+            spec: lb_node_crash_under_load,
+        },
+        Scenario {
             name: "cluster-chaos",
             about: "a cluster of three on a lossy network: kills, an isolated node and a store outage in one run",
             spec: cluster_chaos,
@@ -418,6 +423,13 @@ fn owner_crash_during_reinvite() -> WorldSpec {
         node: 0,
         after_ms: 10_000,
     })
+}
+
+fn lb_node_crash_under_load() -> WorldSpec {
+    WorldSpec {
+        balancer: true,
+        ..owner_crash_in_call()
+    }
 }
 
 fn hot_standby_takeover() -> WorldSpec {

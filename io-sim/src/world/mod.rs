@@ -49,6 +49,9 @@ pub struct WorldSpec {
     /// member's calls adopted); user agents fail over between nodes in a dialog.
     pub cluster: bool,
     pub lease_ttl_ms: u64,
+    /// The user agents reach the cluster through one `drongo lb` (its members from the
+    /// store), which the nodes advertise; they do not fail over themselves.
+    pub balancer: bool,
     /// `[cluster] strategy` (`none` loses a dead member's calls: the continuity check must
     /// say so).
     pub strategy: drongo_core::config::Strategy,
@@ -90,6 +93,7 @@ impl Default for WorldSpec {
             session_expires_secs: 60,
             cluster: false,
             lease_ttl_ms: 2_000,
+            balancer: false,
             strategy: drongo_core::config::Strategy::Lazy,
             faults: Vec::new(),
             settle_ms: None,
@@ -144,6 +148,11 @@ fn store_addr() -> SocketAddr {
 
 fn node_ip(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, 1, (i + 1) as u8))
+}
+
+/// The balancer's SIP address (when the world has one).
+fn lb_addr() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 3, 1)), 5060)
 }
 
 fn ua_ip(i: usize) -> IpAddr {
@@ -307,6 +316,11 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
         let (book, trace, core) = (book.clone(), trace.clone(), core.clone());
         let history = history.clone();
         let (cluster, unfenced) = (spec.cluster, spec.mutant_unfenced);
+        let advertise = if spec.balancer {
+            lb_addr()
+        } else {
+            SocketAddr::new(node_ip(i), 5060)
+        };
         let private = spec
             .mutant_private_bindings
             .then(|| format!("reg{}/", i + 1));
@@ -327,7 +341,7 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
                 };
                 let rc = RunConfig {
                     sip: SocketAddr::new(node_ip(i), 5060),
-                    advertise: SocketAddr::new(node_ip(i), 5060),
+                    advertise,
                     admin: SocketAddr::new(node_ip(i), 8080),
                     core: core.clone(),
                     node_id: (i + 1) as u16,
@@ -362,6 +376,34 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
         nodes.push(node.id());
     }
 
+    // The balancer: `drongo lb` itself, its members read from the store.
+    if spec.balancer {
+        let (trace, history) = (trace.clone(), history.clone());
+        handle
+            .create_node()
+            .name("lb")
+            .ip(lb_addr().ip())
+            .init(move || {
+                let (trace, history) = (trace.clone(), history.clone());
+                async move {
+                    let store = match SimStore::connect(store_addr(), history).await {
+                        Ok(s) => s,
+                        Err(e) => return trace.violation("lb", format_args!("no store: {e}")),
+                    };
+                    let admin = SocketAddr::new(lb_addr().ip(), 8080);
+                    let members = drongo::lb::Members::Store(store);
+                    let cfg = drongo::lb::LbConfig::default();
+                    if let Err(e) =
+                        drongo::lb::run_lb(lb_addr(), admin, members, cfg, std::future::pending())
+                            .await
+                    {
+                        trace.violation("lb", format_args!("balancer stopped: {e}"));
+                    }
+                }
+            })
+            .build();
+    }
+
     // User agents.
     let mut uas = Vec::new();
     let mut homes = Vec::new();
@@ -372,11 +414,19 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
             name: format!("ua{}", i + 1),
             user: format!("u{}", i + 1),
             addr: SocketAddr::new(ua_ip(i), 5060),
-            home: SocketAddr::new(node_ip(home), 5060),
-            proxies: (0..spec.nodes)
-                .map(|k| SocketAddr::new(node_ip((home + k) % spec.nodes), 5060))
-                .collect(),
-            failover_ms: spec.cluster.then_some(FAILOVER_MS),
+            home: if spec.balancer {
+                lb_addr()
+            } else {
+                SocketAddr::new(node_ip(home), 5060)
+            },
+            proxies: if spec.balancer {
+                vec![lb_addr()]
+            } else {
+                (0..spec.nodes)
+                    .map(|k| SocketAddr::new(node_ip((home + k) % spec.nodes), 5060))
+                    .collect()
+            },
+            failover_ms: (spec.cluster && !spec.balancer).then_some(FAILOVER_MS),
             node_id: 100 + i as u16,
             seed: rng.next_u64(),
             link: spec.link,
