@@ -12,7 +12,7 @@ fi
 # cargo-fuzz needs nightly flags; the stable toolchain accepts them with RUSTC_BOOTSTRAP.
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build --sanitizer none
-for target in parse stream transaction; do
+for target in parse stream transaction balancer; do
   corpus="corpus/$target"
   mkdir -p "$corpus"
   if [ "$target" != transaction ]; then
