@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# The balancer alone: SIPp UAC -> proxy -> three SIPp UAS on loopback, for `drongo lb`
+# (static member list, OPTIONS probes) and for Kamailio's dispatcher (hash over Call-ID,
+# probing, record-routing; ci/kamailio-dispatcher.cfg) in the same run, stepping the rate
+# up until each fails. A step passes when under 0.1 % of its calls failed on the caller's
+# side and on the callees' (their OPTIONS answers subtracted), twice in a row. Then, at
+# half of each one's best rate: the round-trip time of an OPTIONS through it against a
+# callee's directly (ci/lb_latency.py: median and 90th percentile, microseconds; the
+# difference is what the proxy adds). Then a callee killed under load: how the dead one's
+# share of new calls spreads over the survivors. Every process it starts is stopped by
+# its pid.
+#
+#   ci/bench-lb.sh [--smoke]
+#   CPS_RATES="1000 2000 ..." SECS=8 (seconds of load per step)
+# --smoke: one low step of each.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+bash ci/install.sh --bench
+. ci/bench-lib.sh
+CPS_RATES=${CPS_RATES:-"1000 2000 3000 4000 5000 6000 7000 8000 9000 10000"}
+SECS=${SECS:-8}
+if [ "${1:-}" = "--smoke" ]; then
+  CPS_RATES=200; SECS=3
+fi
+cargo build --release -p drongo >/dev/null 2>&1 || cargo build --release -p drongo
+work=$(mktemp -d /tmp/drongo-bench-lb.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 1
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ -n "${DRONGO_KEEP_BENCH:-}" ]; then echo "bench files kept in $work" >&2; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+callees=(5081 5082 5083)
+# drongo lb on 5060, Kamailio's dispatcher on 5070, both in front of the same callees.
+target/release/drongo lb --sip 127.0.0.1:5060 --admin 127.0.0.1:9070 \
+  --nodes 1=127.0.0.1:5081,2=127.0.0.1:5082,3=127.0.0.1:5083 2>"$work/lb.log" &
+pids+=($!)
+printf '1 sip:127.0.0.1:%s\n' "${callees[@]}" > "$work/dispatcher.list"
+sed -e "s/^children=.*/children=$(nproc)/" -e "s|DS_LIST|$work/dispatcher.list|" \
+  "$root/ci/kamailio-dispatcher.cfg" > "$work/kamailio.cfg"
+kamailio -f "$work/kamailio.cfg" -DD -E -m 512 -M 32 2>"$work/kamailio.log" &
+pids+=($!)
+sleep 1.5
+
+uas=ci/sipp/uas_lb.xml
+uac=ci/sipp/uac_rtd.xml
+sipp_common=(-i 127.0.0.1 -nostdin -buff_size 4194304 -default_behaviors all,-abortunexp)
+
+# callee_calls OUTFILE -> calls a callee completed (its OPTIONS answers taken off)
+callee_calls() {
+  local all opts
+  all=$(successes "$1")
+  opts=$(grep -a "OPTIONS" "$1" | tail -1 | awk '{print $3}')
+  echo $(( all - ${opts:-0} ))
+}
+
+# callees_up SECONDS TAG -> starts the three callees for SECONDS; their pids in cpids
+callees_up() {
+  cpids=()
+  local p
+  for p in "${callees[@]}"; do
+    for _ in $(seq 50); do port_busy "$p" || break; sleep 0.1; done
+    timeout $(($1 + 5)) sipp -sf "$uas" -p "$p" -timeout "${1}s" "${sipp_common[@]}" \
+      > "$work/$2.uas$p" 2>&1 &
+    cpids+=($!)
+  done
+  sleep 0.5
+}
+
+callees_down() {
+  local c
+  for c in "${cpids[@]}"; do wait "$c" 2>/dev/null || true; done
+}
+
+# step PORT RATE KIND -> prints the failed percentage (the worse side)
+step() {
+  local port=$1 rate=$2 m=$(( $2 * SECS )) tag="call-$1-$2" caller callee=0 p ok
+  callees_up $((SECS + 6)) "$tag"
+  timeout $((SECS + 8)) sipp -sf "$uac" "127.0.0.1:$port" -p 5090 -s service -r "$rate" -m "$m" \
+    -d 1000 -l $((rate * 4 + 100)) "${sipp_common[@]}" > "$work/$tag.uac" 2>&1 || true
+  callees_down
+  caller=$(successes "$work/$tag.uac")
+  for p in "${callees[@]}"; do callee=$(( callee + $(callee_calls "$work/$tag.uas$p") )); done
+  ok=$(( caller < callee ? caller : callee ))
+  echo "scale=3; 100 * ($m - $ok) / $m" | bc
+}
+
+echo "target    kind         rate   failed"
+k_cps=$(best step call "$CPS_RATES" 5070 kamailio)
+d_cps=$(best step call "$CPS_RATES" 5060 drongo-lb)
+echo
+echo "calls/s through the balancer (1 s calls, <0.1% failed): kamailio dispatcher $k_cps, drongo lb $d_cps, ratio $(ratio "$d_cps" "$k_cps")"
+
+# Latency at half load: a background load of half each one's best rate, and 500 OPTIONS.
+latency() { # PORT RATE -> "median p90" through PORT under RATE calls/s
+  local port=$1 rate=$2 secs=12 out
+  callees_up $((secs + 4)) "lat-$port"
+  timeout $((secs + 6)) sipp -sf "$uac" "127.0.0.1:$port" -p 5091 -s service -r "$rate" \
+    -m $((rate * secs)) -d 1000 "${sipp_common[@]}" > "$work/lat-$port.uac" 2>&1 &
+  local load=$!
+  sleep 2
+  out=$(python3 ci/lb_latency.py "127.0.0.1:$port" 500 2>/dev/null | tail -1)
+  case "$out" in [0-9]*" "[0-9]*) ;; *) out="- -" ;; esac
+  wait "$load" 2>/dev/null || true
+  callees_down
+  echo "$out"
+}
+half_k=$(( k_cps / 2 )); half_d=$(( d_cps / 2 ))
+read -r k_med k_p90 <<<"$(latency 5070 "$half_k")"
+read -r d_med d_p90 <<<"$(latency 5060 "$half_d")"
+read -r c_med c_p90 <<<"$(latency 5081 "$half_d")"
+echo "OPTIONS round trip under half load, median/p90 us: callee directly $c_med/$c_p90, kamailio dispatcher $k_med/$k_p90 (at $half_k calls/s), drongo lb $d_med/$d_p90 (at $half_d calls/s)"
+if [ "$c_med" != "-" ] && [ "$d_med" != "-" ] && [ "$k_med" != "-" ]; then
+  # shellcheck disable=SC2004
+  echo "added by the proxy (median): kamailio dispatcher $(( k_med - c_med )) us, drongo lb $(( d_med - c_med )) us"
+fi
+
+# A callee killed under load (200 calls/s, 12 s; the callee on 5082 killed after 4 s): the
+# calls each survivor took after the kill. The drongo lb spreads the dead one's share over
+# both survivors (rendezvous hashing); Kamailio's hash moves it to one neighbour.
+spread() { # PORT LABEL
+  local port=$1 label=$2 rate=200 secs=12
+  callees_up $((secs + 4)) "spread-$port"
+  timeout $((secs + 6)) sipp -sf "$uac" "127.0.0.1:$port" -p 5092 -s service -r "$rate" \
+    -m $((rate * secs)) -d 500 "${sipp_common[@]}" > "$work/spread-$port.uac" 2>&1 &
+  local load=$!
+  sleep 4
+  kill "${cpids[1]}" 2>/dev/null || true
+  wait "$load" 2>/dev/null || true
+  callees_down
+  echo "$label: callee 5082 killed after 4 of 12 s at $rate calls/s; calls completed by callee 5081: $(callee_calls "$work/spread-$port.uas5081"), by callee 5083: $(callee_calls "$work/spread-$port.uas5083"); caller: $(successes "$work/spread-$port.uac") of $((rate * secs)) succeeded"
+}
+spread 5070 "kamailio dispatcher"
+spread 5060 "drongo lb"
