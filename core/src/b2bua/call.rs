@@ -193,3 +193,54 @@ impl Call {
         c.into_iter().min()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Headers;
+    use crate::transaction::{Peer, Transport};
+
+    fn pending(vias: &[&str]) -> Pending2xx {
+        let mut headers = Headers::default();
+        for v in vias {
+            headers.push("Via", *v);
+        }
+        Pending2xx {
+            side: Side::A,
+            response: Response {
+                code: 200,
+                reason: "OK".into(),
+                headers,
+                body: Vec::new(),
+            },
+            cseq: 1,
+            first_sent_at: 0,
+            last_sent_at: 0,
+            retransmits: 0,
+        }
+    }
+
+    /// lb-node-crash-under-load seeds 2 and 21 (with the node down 0.5-15 s): an adopter
+    /// sent a 2xx that had come through the balancer straight to the party.
+    #[test]
+    fn a_2xx_goes_back_the_way_its_request_came() {
+        let party = Peer {
+            transport: Transport::Udp,
+            addr: "10.0.2.5:5060".parse().unwrap(),
+        };
+        let through = pending(&[
+            "SIP/2.0/UDP 10.0.3.1:5060;branch=z9hG4bKlb1",
+            "SIP/2.0/UDP 10.0.2.5:5060;branch=z9hG4bKa;received=10.0.2.5;rport=5060",
+        ]);
+        assert_eq!(
+            through.destination(party).addr,
+            "10.0.3.1:5060".parse().unwrap()
+        );
+        let direct = pending(&["SIP/2.0/UDP 192.168.1.9:5060;branch=z9hG4bKa;received=10.0.2.5"]);
+        assert_eq!(
+            direct.destination(party),
+            party,
+            "symmetric, as its first copy"
+        );
+    }
+}

@@ -19,6 +19,7 @@ pub(super) async fn check(
     finals: bool,
     stored: &BTreeSet<String>,
     t: u64,
+    answered: bool,
 ) {
     {
         let l = ledger.lock();
@@ -62,7 +63,7 @@ pub(super) async fn check(
                     );
                 }
             }
-            continuity(trace, token, call, t);
+            continuity(trace, token, call, t, answered);
         }
     }
     // Tombstones of calls that ended (records that expire by themselves, 64·T1 after the
@@ -95,7 +96,12 @@ pub(super) async fn check(
 /// by then its own party or the other had sent BYE or gone silent, or a BYE from Drongo
 /// reached its party within `t` (64·T1) of it (Drongo was ending the call: the requests
 /// crossed). And an INFO that got its 2xx reached the other party.
-fn continuity(trace: &Trace, token: &str, call: &CallLedger, t: u64) {
+///
+/// `answered`: behind a balancer on a clean network, a request that got no answer at all is
+/// a violation even when Drongo ended the call soon after (a balancer that lost a dead
+/// node's calls would have them ended by their adopters' timers), unless the other party
+/// had gone silent (the request was relayed to it).
+fn continuity(trace: &Trace, token: &str, call: &CallLedger, t: u64, answered: bool) {
     let before = |at: Option<u64>, limit: u64| at.is_some_and(|a| a <= limit);
     // Only a call Drongo confirmed counts: its caller got the 2xx (sent only once the call
     // was stored). A callee that answered an INVITE whose node died before the 2xx was
@@ -115,10 +121,15 @@ fn continuity(trace: &Trace, token: &str, call: &CallLedger, t: u64) {
             (call.callees.get(s.leg), vec![&call.caller])
         };
         let ending = |l: &Leg| before(l.bye_sent_at, s.at) || before(l.vanished_at, s.at);
+        let peer_ending = peers.iter().any(|p| ending(p));
         let excused = own.is_some_and(|o| {
             (!s.bye && before(o.bye_sent_at, s.at)) || before(o.got_bye_at, s.at + t)
-        }) || peers.iter().any(|p| ending(p));
-        if !excused {
+        }) || peer_ending;
+        // A party that went silent leaves what was relayed to it unanswered; nothing else
+        // does (a BYE crossing the request gets it 481).
+        let peer_silent = peers.iter().any(|p| before(p.vanished_at, s.at));
+        let silence = answered && !peer_silent && s.what.contains("got no answer");
+        if !excused || silence {
             trace.violation(
                 "check",
                 format_args!("{token}: {} while the call was up (continuity)", s.what),

@@ -538,7 +538,8 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
         })
         .map(|o| o.key.clone())
         .collect();
-    check(&trace, &ledger, &server, !kills, &stored, 64 * t1).await;
+    let answered = spec.balancer && spec.link.is_clean();
+    check(&trace, &ledger, &server, !kills, &stored, 64 * t1, answered).await;
     // The clients' history of call records must be linearizable, unless the world wrote
     // to the store behind their backs.
     let tampered = spec.mutant_forget_calls
