@@ -72,13 +72,13 @@ pub async fn run_lb<S: Store + Clone>(
     if let Members::Store(store) = members {
         // Read the members once before taking traffic.
         read_members(&store, &balancer, started).await;
-        tokio::spawn(follow_members(store, balancer.clone(), started));
+        tokio::task::spawn(follow_members(store, balancer.clone(), started));
     }
-    tokio::spawn(probe(socket.clone(), balancer.clone(), sip));
-    tokio::spawn(serve_admin(admin_listener, balancer.clone()));
+    tokio::task::spawn(probe(socket.clone(), balancer.clone(), sip));
+    tokio::task::spawn(serve_admin(admin_listener, balancer.clone()));
     // One forwarding task: two would reorder what one sender sent back to back (a 180
     // overtaken by its 200), which a strict peer (SIPp) takes for an error.
-    tokio::spawn(forward(socket.clone(), balancer.clone()));
+    tokio::task::spawn(forward(socket.clone(), balancer.clone()));
     shutdown.await;
     info!("drongo lb stopped");
     Ok(())
@@ -186,7 +186,7 @@ async fn read_members<S: Store>(store: &S, balancer: &Shared, started: u64) {
 async fn serve_admin(listener: TcpListener, balancer: Shared) {
     while let Ok((mut stream, _)) = listener.accept().await {
         let balancer = balancer.clone();
-        tokio::spawn(async move {
+        tokio::task::spawn(async move {
             let Some(path) = read_path(&mut stream).await else {
                 return;
             };
