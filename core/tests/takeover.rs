@@ -506,9 +506,10 @@ fn with_strategy_none_calls_stay_in_memory_and_another_member_answers_481() {
 }
 
 /// Requests on both legs of one call can wait for the same record at once (the caller's
-/// through the A-leg index, the callee's directly): one read answers both, and each gets
-/// its answer (503 here: the owner lives). Found by the rolling-restart scenario, seed 292:
-/// the second wait replaced the first, whose request never got a final response.
+/// through the A-leg index, the callee's directly): one read answers both, and each is
+/// dealt with (here the owner lives: both are held a TTL, then let go). Found by the
+/// rolling-restart scenario, seed 292: the second wait replaced the first, whose request
+/// was never dealt with again.
 #[test]
 fn requests_on_both_legs_waiting_for_one_record_are_all_let_go() {
     let (mut store, call_key, b_inv, ok) = call_on_node_1();
@@ -547,7 +548,7 @@ fn requests_on_both_legs_waiting_for_one_record_are_all_let_go() {
 /// A member that started again claims each of its calls for its new incarnation before it
 /// runs them (a compare-and-swap: a survivor may be adopting the same call), and a member
 /// whose list does not have it yet takes the claim's newer incarnation as a sign of life:
-/// the request gets 503, the call stays the restarted member's. Found by the
+/// the request is held (then let go), the call stays the restarted member's. Found by the
 /// store-leader-change-during-takeover scenario, seeds 205 and 184 (both ran the call).
 #[test]
 fn a_restarted_member_claims_its_calls_and_a_stale_list_does_not_take_them() {

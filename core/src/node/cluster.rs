@@ -40,7 +40,7 @@ pub(super) struct Membership {
     /// Requests waiting, by the Call-ID they carry.
     waiting: super::parked::Parked,
     /// Waiting Call-IDs whose call's owner is alive in our view: held (owner, until when,
-    /// the record's key) for one lease TTL in case our view is late, then answered 503.
+    /// the record's key) for one lease TTL in case our view is late, then let go unanswered.
     held: BTreeMap<String, (u16, UnixMillis, String)>,
     /// Keys to read (for `Node::poll_load`), and the Call-IDs each read is for (one read
     /// may serve requests on both legs of a call).
@@ -514,12 +514,12 @@ impl Node {
         }
     }
 
-    /// When the first held request is due its 503.
+    /// When the first held request is due to be let go.
     pub(super) fn held_deadline(&self) -> Option<UnixMillis> {
         self.cluster.held.values().map(|(_, until, _)| *until).min()
     }
 
-    /// Held requests whose owner still lives after one TTL get 503.
+    /// Held requests whose owner still lives after one TTL are let go without an answer.
     pub(super) fn release_held(&mut self, now: UnixMillis) {
         let due: Vec<String> = self
             .cluster
