@@ -29,13 +29,9 @@ cargo build --release -p drongo --features etcd >/dev/null 2>&1 || cargo build -
 work=$(mktemp -d /tmp/drongo-bench-cluster.XXXXXX)
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 1
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  stop_started
   bash ci/etcd.sh stop "$work/etcd" >/dev/null 2>&1 || true
-  # etcd's data and the SIPp logs grow by gigabytes over a full run: kept only when asked.
-  if [ -n "${DRONGO_KEEP_BENCH:-}" ]; then echo "bench files kept in $work" >&2; else rm -rf "$work"; fi
+  drop_work
 }
 trap cleanup EXIT
 

@@ -26,13 +26,8 @@ cargo build --release -p drongo >/dev/null 2>&1 || cargo build --release -p dron
 work=$(mktemp -d /tmp/drongo-bench.XXXXXX)
 pids=()
 cleanup() {
-  # SIGTERM: Kamailio's main process stops its workers; then anything left is killed.
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 1
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  # The store and SIPp logs grow by gigabytes over a full run: kept only when asked for.
-  if [ -n "${DRONGO_KEEP_BENCH:-}" ]; then echo "bench files kept in $work" >&2; else rm -rf "$work"; fi
+  stop_started
+  drop_work
 }
 trap cleanup EXIT
 

@@ -28,3 +28,19 @@ best() {
   done
   echo "$top"
 }
+
+# stop_started: stops every process whose pid is in the array `pids` (SIGTERM first:
+# Kamailio's main process stops its workers; then SIGKILL for anything left).
+stop_started() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 1
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+
+# drop_work: deletes the bench directory `$work` (store data and SIPp logs grow by
+# gigabytes over a full run), unless DRONGO_KEEP_BENCH is set.
+drop_work() {
+  if [ -n "${DRONGO_KEEP_BENCH:-}" ]; then echo "bench files kept in $work" >&2; else rm -rf "$work"; fi
+}
