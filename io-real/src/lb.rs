@@ -60,11 +60,8 @@ pub async fn run_lb<S: Store + Clone>(
             pool.upsert(*id, *addr, 0, MemberState::Active, started, started);
         }
     }
-    let limits = Limits {
-        // A proxy forwards what it does not understand.
-        supported_extensions: Vec::new(),
-        ..Limits::default()
-    };
+    // The proxy's validation ignores Require (it forwards what it does not understand).
+    let limits = Limits::default();
     let balancer: Shared = Arc::new(Mutex::new(Balancer::new(sip, pool, cfg.affinity, limits)));
     let socket = Arc::new(udp_socket(sip).await?);
     let admin_listener = TcpListener::bind(admin).await?;
