@@ -34,6 +34,11 @@ pub struct Batch {
     /// batch: the runtime fails unwritten a write that expects a version a failed write
     /// was to make, if the node made it before it heard of that failure.
     pub heard: u64,
+    /// Call-IDs of the legs of calls whose claim the batch writes (a takeover): until the
+    /// store answers, their messages wait behind it and a copy the TU makes on them (a 2xx
+    /// retransmitted until its ACK) is dropped, since a lost claim means the call is
+    /// someone else's.
+    pub claims: Vec<String>,
 }
 
 /// Why a write of a batch failed, as the runtime reports it.
@@ -69,6 +74,7 @@ impl Batch {
             .iter()
             .map(StoreWrite::key)
             .chain(self.transmits.iter().filter_map(|t| t.call_id.as_deref()))
+            .chain(self.claims.iter().map(String::as_str))
     }
 
     /// Whether the transmits must stay back because these of the batch's writes failed
@@ -162,6 +168,7 @@ impl Ledger {
             .transmits
             .iter()
             .filter_map(|t| t.call_id.clone())
+            .chain(b.claims.iter().cloned())
             .chain(b.writes.iter().filter_map(|w| match Key::parse(w.key()) {
                 Some(Key::Call(id)) => Some(id.to_string()),
                 // An AOR's key itself (see `Ledger::is_busy`).

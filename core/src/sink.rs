@@ -31,6 +31,8 @@ pub(crate) struct Sink {
     pub(crate) writes: Vec<StoreWrite>,
     /// The current step's transmits reveal its deletes (see [`Batch::reveals_deletes`]).
     pub(crate) reveals_deletes: bool,
+    /// The current step's claims: see [`Batch::claims`].
+    pub(crate) claims: Vec<String>,
     /// Transmits of no transaction (answers to unparsable messages).
     pub(crate) extra_transmits: Vec<Transmit>,
     pub(crate) metrics: Metrics,
@@ -50,6 +52,7 @@ impl Sink {
             ids: IdGen::new(node_id, seed),
             writes: Vec::new(),
             reveals_deletes: false,
+            claims: Vec::new(),
             extra_transmits: Vec::new(),
             metrics: Metrics::default(),
             diagnostics: VecDeque::new(),
@@ -136,6 +139,7 @@ impl Sink {
         }
         let writes = std::mem::take(&mut self.writes);
         let reveals_deletes = std::mem::take(&mut self.reveals_deletes);
+        let claims = std::mem::take(&mut self.claims);
         (!writes.is_empty() || !transmits.is_empty()).then_some(Batch {
             id: Default::default(),
             writes,
@@ -144,6 +148,7 @@ impl Sink {
             report: false,
             incarnation: self.incarnation,
             heard: 0,
+            claims,
         })
     }
 }

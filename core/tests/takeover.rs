@@ -613,3 +613,53 @@ fn a_reinvite_answered_before_its_call_ended_gets_its_2xx_from_any_member() {
         ["127.0.0.1:5061 481 Call/Transaction Does Not Exist"]
     );
 }
+
+/// A survivor adopting a call whose 2xx still waits for its ACK sends no copy of the 2xx
+/// before its claim is known to have won; when the claim loses (someone else took the
+/// call), it sends nothing for the call at all (hot-standby-takeover seed 314).
+#[test]
+fn no_copy_of_an_adopted_calls_2xx_leaves_before_its_claim_wins() {
+    let mut n1 = member(1, 5060, &[(1, 1), (2, 1)]);
+    let mut store = Store::new();
+    confirmed_call(&mut n1, &mut store); // never ACKed: its 2xx is owed
+    let mut n2 = member(2, 5070, &[(1, 1), (2, 1)]);
+    n2.handle_members(T0 + 5_000, 1, &[(2, 1)], &[]);
+    while let Some(prefix) = n2.poll_scan() {
+        let records = Some(scan(&store, &prefix));
+        n2.handle_input(T0 + 5_000, Input::Scanned { prefix, records });
+    }
+    load_all(&mut n2, &store, T0 + 5_000);
+    let claim = n2.poll_batch().expect("the claim");
+    assert!(claim.writes.iter().any(|w| w.key().starts_with("call/")));
+    // The claim is in flight while the 2xx's timers come due: no copy leaves.
+    let mut sent = Vec::new();
+    for t in (1..=8).map(|i| T0 + 5_000 + i * 250) {
+        n2.handle_input(t, Input::Timeout);
+        while let Some(b) = n2.poll_batch() {
+            sent.extend(b.transmits);
+        }
+    }
+    assert!(sent.is_empty(), "{} transmits", sent.len());
+    // Another member had taken it: the claim loses, and nothing is ever sent for it.
+    let errors = (0..claim.writes.len())
+        .map(|i| (i, WriteError::Conflict))
+        .collect();
+    n2.handle_input(
+        T0 + 7_100,
+        Input::CommitFailed {
+            id: claim.id,
+            errors,
+        },
+    );
+    for t in (1..=8).map(|i| T0 + 7_100 + i * 500) {
+        n2.handle_input(t, Input::Timeout);
+        while let Some(b) = n2.poll_batch() {
+            sent.extend(b.transmits);
+        }
+    }
+    assert!(
+        sent.is_empty(),
+        "{} transmits after the claim lost",
+        sent.len()
+    );
+}
