@@ -6,6 +6,10 @@ use rand_core::{RngCore, SeedableRng};
 /// The RFC 3261 §8.1.1.7 magic cookie that starts every branch we generate.
 pub const BRANCH_MAGIC_COOKIE: &str = "z9hG4bK";
 
+/// The start of the branch of a Via this node puts on a request it forwards to another
+/// member (`node::forward`).
+pub const FORWARD_BRANCH: &str = "z9hG4bKdrfw";
+
 /// Source of every random identifier a node generates.
 ///
 /// Identifiers carry the node id so that two nodes of a cluster never generate the same one,

@@ -23,6 +23,10 @@ pub struct Metrics {
     pub retransmissions_dropped: u64,
     /// Call records of this node that no call held, deleted by the sweep.
     pub records_swept: u64,
+    /// In-dialog requests for a live owner's call forwarded to it (each copy), and its
+    /// responses sent on through their requests' server transactions.
+    pub forwarded: u64,
+    pub forwarded_responses: u64,
     /// REGISTER queries left unanswered (until retransmitted) while a write of their AOR
     /// waited for the store.
     pub lookups_deferred: u64,

@@ -1,7 +1,9 @@
 //! Any member serves any call: an in-dialog request that reaches a node which does not
 //! hold its call is served after the call is loaded from the store, and taken over when
 //! its owner is no longer a live member (the claim is a compare-and-swap that goes with
-//! the answer). The owner alive: 503 (forwarding is not built). No record: 481.
+//! the answer). The owner alive: the request is held, forwarded to the owner when it may
+//! be, and answered with the owner's answer (or served here should the owner leave
+//! first). No record: 481.
 
 mod common;
 use common::*;
@@ -230,6 +232,7 @@ fn a_node_that_lost_its_lease_forgets_its_calls_and_takes_back_only_its_own() {
             incarnation: 2,
             members: vec![(1, 2), (2, 1)],
             draining: vec![],
+            addresses: vec![],
         },
     );
     assert_eq!(n1.active_calls(), 0, "forgotten at once");
@@ -252,6 +255,7 @@ fn a_node_that_lost_its_lease_forgets_its_calls_and_takes_back_only_its_own() {
             incarnation: 3,
             members: vec![(1, 3), (2, 1)],
             draining: vec![],
+            addresses: vec![],
         },
     );
     load_all(&mut n1, &store, T0 + 7_010);
@@ -612,6 +616,122 @@ fn a_reinvite_answered_before_its_call_ended_gets_its_2xx_from_any_member() {
         lines(&run(&mut n2, &mut store)),
         ["127.0.0.1:5061 481 Call/Transaction Does Not Exist"]
     );
+}
+
+/// Node 2 of members 1 and 2 (node 1 at 5060), told where each member is.
+fn member_2_knowing_addresses(now: u64) -> Node {
+    let mut n2 = member(2, 5070, &[(1, 1), (2, 1)]);
+    n2.handle_input(
+        now,
+        Input::Members {
+            incarnation: 1,
+            members: vec![(1, 1), (2, 1)],
+            draining: vec![],
+            addresses: vec![
+                (1, "127.0.0.1:5060".parse().unwrap()),
+                (2, "127.0.0.1:5070".parse().unwrap()),
+            ],
+        },
+    );
+    n2
+}
+
+/// A request for a call whose owner lives is forwarded to the owner (our Via on top,
+/// Max-Forwards one less), forwarded again when retransmitted, and answered with the
+/// owner's answer, through the request's own transaction here.
+#[test]
+fn a_request_for_a_live_owners_call_is_forwarded_to_it_and_its_answer_comes_back() {
+    let (mut store, call_key, _b, ok) = call_on_node_1();
+    let mut n2 = member_2_knowing_addresses(T0 + 1_000);
+    let info = from_a(&ok, "INFO", 2, "z9hG4bKfwd");
+    send(&mut n2, T0 + 5_000, A, &info);
+    load_all(&mut n2, &store, T0 + 5_010);
+    let out = run(&mut n2, &mut store);
+    assert_eq!(
+        lines(&out),
+        ["127.0.0.1:5060 INFO sip:drongo@127.0.0.1:5060"]
+    );
+    let (_, SipMessage::Request(fwd)) = &out[0] else {
+        panic!()
+    };
+    let vias: Vec<&str> = fwd.headers.get_all("Via").collect();
+    assert!(
+        vias[0].starts_with("SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKdrfw"),
+        "{vias:?}"
+    );
+    assert_eq!(vias.len(), 2, "{vias:?}");
+    assert_eq!(fwd.headers.get("Max-Forwards"), Some("69"));
+    assert_eq!(owner(&store, &call_key), serde_json::json!([1, 1]));
+    // The copy was lost: the phone's retransmission is forwarded again, not answered.
+    send(&mut n2, T0 + 5_500, A, &info);
+    let again = run(&mut n2, &mut store);
+    assert_eq!(lines(&again), lines(&out), "forwarded again");
+    // The owner's 200 (every Via copied) goes to the caller without our Via.
+    let resp = reply(fwd, "200 OK").replace(
+        &format!("Via: {}\n", vias[0]),
+        &format!("Via: {}\nVia: {}\n", vias[0], vias[1]),
+    );
+    send(&mut n2, T0 + 5_520, "127.0.0.1:5060", &resp);
+    let back = run(&mut n2, &mut store);
+    assert_eq!(lines(&back), ["127.0.0.1:5061 200 OK"]);
+    let (_, SipMessage::Response(r)) = &back[0] else {
+        panic!()
+    };
+    assert_eq!(r.headers.get_all("Via").collect::<Vec<_>>(), [vias[1]]);
+    assert_eq!(n2.metrics().forwarded, 2);
+    assert_eq!(n2.metrics().forwarded_responses, 1);
+    // Answered: held no more, and a retransmission gets the 200 again from here.
+    assert_eq!(n2.poll_timeout().filter(|t| *t < T0 + 30_000), None);
+    send(&mut n2, T0 + 6_000, A, &info);
+    assert_eq!(lines(&run(&mut n2, &mut store)), ["127.0.0.1:5061 200 OK"]);
+    assert_eq!(n2.metrics().takeovers, 0);
+    assert_eq!(owner(&store, &call_key), serde_json::json!([1, 1]));
+}
+
+/// The owner dies before it answers a forwarded request: the node takes the call over and
+/// serves the request itself; the phone gets one final response.
+#[test]
+fn a_forwarded_request_is_served_here_when_the_owner_leaves_before_answering() {
+    let (mut store, call_key, _b, ok) = call_on_node_1();
+    let mut n2 = member_2_knowing_addresses(T0 + 1_000);
+    send(&mut n2, T0 + 5_000, A, &from_a(&ok, "BYE", 2, "z9hG4bKfb"));
+    load_all(&mut n2, &store, T0 + 5_010);
+    let out = run(&mut n2, &mut store);
+    assert_eq!(
+        lines(&out),
+        ["127.0.0.1:5060 BYE sip:drongo@127.0.0.1:5060"]
+    );
+    n2.handle_members(T0 + 5_300, 1, &[(2, 1)], &[]);
+    load_all(&mut n2, &store, T0 + 5_310);
+    let l = lines(&run(&mut n2, &mut store));
+    assert!(
+        l.iter().any(|x| x.starts_with("127.0.0.1:5062 BYE")),
+        "the callee gets its BYE from node 2: {l:?}"
+    );
+    assert_eq!(owner(&store, &call_key)[0], 2);
+    assert_eq!(n2.metrics().takeovers, 1);
+}
+
+/// A re-INVITE is not forwarded (its 2xx and ACK run end to end), nor a request that a
+/// member forwarded already (members whose views differ must not bounce it).
+#[test]
+fn a_reinvite_and_a_forwarded_request_are_held_not_forwarded() {
+    let (mut store, _k, _b, ok) = call_on_node_1();
+    let mut n2 = member_2_knowing_addresses(T0 + 1_000);
+    send(&mut n2, T0 + 5_000, A, &reinvite_from_a(&ok));
+    load_all(&mut n2, &store, T0 + 5_010);
+    let l = lines(&run(&mut n2, &mut store));
+    assert!(l.iter().all(|x| !x.contains("INVITE")), "{l:?}");
+    let info = from_a(&ok, "INFO", 3, "z9hG4bKf2").replacen(
+        "Via: ",
+        "Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKdrfw0123\nVia: ",
+        1,
+    );
+    let mut n3 = member_2_knowing_addresses(T0 + 1_000);
+    send(&mut n3, T0 + 5_000, "127.0.0.1:5080", &info);
+    load_all(&mut n3, &store, T0 + 5_010);
+    assert!(lines(&run(&mut n3, &mut store)).is_empty());
+    assert_eq!(n2.metrics().forwarded + n3.metrics().forwarded, 0);
 }
 
 /// A survivor adopting a call whose 2xx still waits for its ACK sends no copy of the 2xx

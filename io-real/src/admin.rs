@@ -79,6 +79,16 @@ pub fn render_metrics(node: &Node) -> String {
             m.records_swept,
         ),
         (
+            "drongo_forwarded_total",
+            "In-dialog requests for a live member's call forwarded to it (each copy).",
+            m.forwarded,
+        ),
+        (
+            "drongo_forwarded_responses_total",
+            "Responses of an owner to forwarded requests, sent on to their senders.",
+            m.forwarded_responses,
+        ),
+        (
             "drongo_lookups_deferred_total",
             "REGISTER queries left for their retransmission while a write of the AOR waited.",
             m.lookups_deferred,

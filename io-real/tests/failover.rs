@@ -327,3 +327,62 @@ fn a_stopped_owner_is_silent_after_it_continues() {
         continued - stopped
     );
 }
+
+/// A member that started again after its calls were adopted forwards a request for one of
+/// them (its phone still sends to it: the call's Contact names it) to the adopter, and the
+/// answer comes back through it.
+#[test]
+fn a_restarted_member_forwards_requests_for_its_adopted_calls() {
+    let mut r = rig(21, 1_000, "", "lazy");
+    r.n1.kill9();
+    let cseq = info_until_200(&r, 2, Instant::now(), 1_000);
+    assert_eq!(r.n2.metric("drongo_takeovers_total"), 1);
+    r.n1.spawn();
+    // Node 1 is back (a new incarnation); the call is node 2's. The caller's INFO to
+    // node 1 is forwarded to node 2, and its 200 comes back through node 1.
+    let mut buf = [0u8; 8192];
+    let (cp, target, to, call_id) = (r.cp, r.target.clone(), r.to.clone(), r.call_id.clone());
+    let started = Instant::now();
+    let mut cseq = cseq;
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no 200 through node 1\n{}",
+            r.n1.log()
+        );
+        let info = format!(
+            "INFO {target} SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:{cp};branch=z9hG4bK{call_id}-r{cseq}\n\
+             Max-Forwards: 70\nFrom: <sip:a@127.0.0.1>;tag=ca\nTo: {to}\nCall-ID: {call_id}\n\
+             CSeq: {cseq} INFO\nContent-Length: 0\n\n"
+        );
+        r.caller
+            .send_to(&sip(&info), ("127.0.0.1", r.n1.sip))
+            .unwrap();
+        let sent = Instant::now();
+        let mut answer = None;
+        while sent.elapsed() < Duration::from_millis(300) && answer.is_none() {
+            if let Ok((n, from)) = r.caller.recv_from(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                if header(&text, "CSeq") == format!("{cseq} INFO") && !text.starts_with("SIP/2.0 1")
+                {
+                    answer = Some((text.lines().next().unwrap_or("").to_string(), from.port()));
+                }
+            }
+        }
+        cseq += 1;
+        match answer {
+            Some((line, port)) if line.starts_with("SIP/2.0 200") => {
+                assert_eq!(port, r.n1.sip, "the answer comes back through node 1");
+                break;
+            }
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    assert!(r.n1.metric("drongo_forwarded_total") >= 1);
+    assert!(r.n1.metric("drongo_forwarded_responses_total") >= 1);
+    assert_eq!(
+        r.n1.metric("drongo_takeovers_total"),
+        0,
+        "node 2 keeps the call"
+    );
+}

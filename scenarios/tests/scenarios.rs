@@ -163,6 +163,14 @@ fn seeds_that_found_bugs() {
         // A re-INVITE held for a live owner: the member lost its lease and joined again,
         // and the retransmission's lookup skipped leg/ as read already: 481 (293).
         ("store-leader-change-during-takeover", 293),
+        // A standby whose claim lost sent the call's 2xx copies anyway (314); a node back
+        // within its lease claimed its calls again while the balancer, seeing a new
+        // incarnation, sent their requests to the adopter, which held them unanswered
+        // until requests are forwarded to a live owner (53, 193, 300).
+        ("hot-standby-takeover", 314),
+        ("lb-node-crash-under-load", 53),
+        ("lb-node-crash-under-load", 193),
+        ("lb-node-crash-under-load", 300),
     ];
     for (name, seed) in found {
         let o = run(&spec(name), seed);

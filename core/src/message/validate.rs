@@ -87,7 +87,13 @@ fn check(msg: &SipMessage, limits: &Limits, proxy: bool) -> Result<(), Rejection
 
     let req = match msg {
         SipMessage::Response(_) => {
-            if h.count("Via") > 1 && !proxy {
+            // ... unless it answers a request a member forwarded as a proxy (its Via on
+            // top: `node::forward`).
+            let forwarded = h.get("Via").and_then(super::Via::parse).is_some_and(|v| {
+                v.branch()
+                    .is_some_and(|b| b.starts_with(crate::ids::FORWARD_BRANCH))
+            });
+            if h.count("Via") > 1 && !proxy && !forwarded {
                 return Err(Rejection::drop(Rule::ExtraViaInResponse));
             }
             return Ok(());

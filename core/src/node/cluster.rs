@@ -5,12 +5,13 @@
 //! reads `call/{Call-ID}` (a request from the callee: the B-leg's Call-ID names the call)
 //! and, when that is absent, `leg/{Call-ID}` (a request from the caller: the index names
 //! the call), then the call. A call whose owner is no longer a live member is taken over
-//! (`B2bua::adopt`: the claim is a compare-and-swap write that goes with the answer); one
-//! whose owner lives is held for one lease TTL (our member list may be late: a balancer
-//! reading the store saw the owner go first), read again if the owner leaves meanwhile,
-//! else dropped without an answer: the owner lives and answers the retransmission a
-//! balancer sends it, and a 503 from here could be a second final response to one request
-//! (forwarding to the owner is not built yet); no record gets 481.
+//! (`B2bua::adopt`: the claim is a compare-and-swap write that goes with the answer). One
+//! whose owner lives is held (our member list may be late: a balancer reading the store
+//! saw the owner go first) and read again if the owner leaves meanwhile; while held, a
+//! non-INVITE request is forwarded to the owner and answered with the owner's answer
+//! (`forward`). What is still held after one lease TTL (64·T1 once forwarded) is let go
+//! without an answer: the owner lives, and a 503 from here could be a second final
+//! response to one request. No record gets 481.
 //!
 //! A member that leaves the list has its calls adopted even if nobody speaks on them (their
 //! timers must still fire: 2xx retransmissions, session expiry, maximum duration, BYEs to
@@ -60,6 +61,11 @@ pub(super) struct Membership {
     incarnations: BTreeMap<u16, u64>,
     /// Calls of dead members seen unadopted by the last sweep, with their versions.
     orphans: BTreeMap<String, u64>,
+    /// Each member's SIP address, as members reach it (requests for its calls are
+    /// forwarded there).
+    pub(super) addresses: BTreeMap<u16, std::net::SocketAddr>,
+    /// Requests forwarded to their call's owner, awaiting its answer.
+    pub(super) relays: super::forward::Relays,
     /// Calls let go of because a write was fenced: loaded again at the next member list
     /// (after a rejoin, or once the lease holds again). Their records are left alone
     /// meanwhile.
@@ -131,6 +137,7 @@ impl Node {
             // retransmission's new lookup skip it (store-leader-change-during-takeover
             // seed 293: a held re-INVITE's retransmission got 481 after a rejoin).
             self.cluster.waiting.clear();
+            self.cluster.relays.clear();
             self.cluster.held.clear();
             self.cluster.tried.clear();
             self.cluster.loading.clear();
@@ -147,6 +154,12 @@ impl Node {
             }
         }
         self.flush();
+    }
+
+    /// Each member's SIP address as members reach it (given with the member list): where
+    /// requests for its calls are forwarded.
+    pub fn handle_member_addresses(&mut self, addresses: &[(u16, std::net::SocketAddr)]) {
+        self.cluster.addresses = addresses.iter().copied().collect();
     }
 
     /// The next store key to read for a waiting request; the runtime answers with
@@ -308,7 +321,7 @@ impl Node {
         let call_id = req.headers.get("Call-ID").unwrap_or("").to_string();
         match self.cluster.waiting.park(&call_id, (key, req, from)) {
             Park::First => {}
-            Park::Joined => return,
+            Park::Joined => return self.forward_held(&call_id),
             Park::Full(entry) => {
                 let (key, req, _) = *entry;
                 let h = [("Retry-After", "1".to_string())];
@@ -440,15 +453,16 @@ impl Node {
             // balancer that saw the owner's lease end first sends its calls here. Hold the
             // requests until the owner leaves our list too (then read again) or one TTL
             // has passed (then they go unanswered: the owner lives, and answers the
-            // retransmissions a balancer sends it).
-            if self.cluster.held.contains_key(call_id) {
-                return;
+            // retransmissions a balancer sends it); meanwhile those that may be are
+            // forwarded to the owner (`forward`), and held until it answers (at most
+            // 64·T1, a non-INVITE transaction's life).
+            if !self.cluster.held.contains_key(call_id) {
+                let until = now + self.sink.cfg.cluster.lease_ttl_ms;
+                self.cluster
+                    .held
+                    .insert(call_id.to_string(), (owner, until, r.key.clone()));
             }
-            let until = now + self.sink.cfg.cluster.lease_ttl_ms;
-            self.cluster
-                .held
-                .insert(call_id.to_string(), (owner, until, r.key.clone()));
-            return;
+            return self.forward_held(call_id);
         }
         match self.b2bua.adopt(&mut self.sink, r, now) {
             Some(legs) => {
@@ -468,10 +482,62 @@ impl Node {
         }
     }
 
+    /// Forwards the requests held under `call_id` that may be to their call's owner, when
+    /// members tell where it is; a forwarded request is held until it is answered (64·T1).
+    fn forward_held(&mut self, call_id: &str) {
+        let Some(&(owner, until, _)) = self.cluster.held.get(call_id) else {
+            return;
+        };
+        let Some(to) = self.cluster.addresses.get(&owner).copied() else {
+            return;
+        };
+        let entries: Vec<(TxKey, Request)> = self
+            .cluster
+            .waiting
+            .peek(call_id)
+            .filter(|(_, req, _)| super::forward::forwardable(req))
+            .map(|(key, req, _)| (key.clone(), req.clone()))
+            .collect();
+        if entries.is_empty() {
+            return;
+        }
+        for (key, req) in &entries {
+            self.forward(key, req, to);
+        }
+        let life = self.now + self.sink.cfg.timers.timeout();
+        if let Some(held) = self.cluster.held.get_mut(call_id) {
+            held.1 = until.max(life);
+        }
+    }
+
+    /// The owner answered the forwarded request of server transaction `key` finally: it
+    /// waits no more.
+    pub(super) fn answered_elsewhere(&mut self, key: &TxKey) {
+        let mut call = None;
+        self.cluster.waiting.retain_named(|name, (k, _, _)| {
+            let it = k == key;
+            if it {
+                call = Some(name.to_string());
+            }
+            !it
+        });
+        if let Some(call_id) = call.filter(|c| !self.cluster.waiting.contains(c)) {
+            self.forget_lookups(&call_id);
+        }
+    }
+
+    /// The requests waiting under `call_id` (none left there, nor relays for them).
+    fn take_waiting(&mut self, call_id: &str) -> Vec<super::parked::Entry> {
+        let entries = self.cluster.waiting.take(call_id);
+        let keys: Vec<TxKey> = entries.iter().map(|(k, _, _)| k.clone()).collect();
+        self.drop_relays(&keys);
+        entries
+    }
+
     /// The call is held now: the waiting requests go to it.
     fn replay_waiting(&mut self, call_id: &str, now: UnixMillis) {
         self.forget_lookups(call_id);
-        for (key, req, from) in self.cluster.waiting.take(call_id) {
+        for (key, req, from) in self.take_waiting(call_id) {
             self.on_request(key, req, from, now);
         }
     }
@@ -482,7 +548,7 @@ impl Node {
     fn settle_ended(&mut self, call_id: &str, t: &crate::b2bua::Tombstone, now: UnixMillis) {
         self.b2bua.remember_tombstone(t);
         self.forget_lookups(call_id);
-        for (key, req, _) in self.cluster.waiting.take(call_id) {
+        for (key, req, _) in self.take_waiting(call_id) {
             let h = &req.headers;
             let tag = h.get("To").and_then(|v| header_param(v, "tag"));
             let call_id = h.get("Call-ID").unwrap_or("");
@@ -504,7 +570,7 @@ impl Node {
     /// The waiting requests get `code` (481: no such call; 503: try again).
     fn settle_waiting(&mut self, call_id: &str, code: u16, now: UnixMillis) {
         self.forget_lookups(call_id);
-        for (key, req, _) in self.cluster.waiting.take(call_id) {
+        for (key, req, _) in self.take_waiting(call_id) {
             let h: Vec<(&str, String)> = if code == 503 {
                 vec![("Retry-After", "1".to_string())]
             } else {
@@ -530,7 +596,7 @@ impl Node {
             .collect();
         for id in due {
             self.forget_lookups(&id);
-            for (key, req, _) in self.cluster.waiting.take(&id) {
+            for (key, req, _) in self.take_waiting(&id) {
                 // No answer: a balancer sends the retransmission to whoever serves the
                 // call; a 503 here would be a second final response to a request the
                 // owner answered through another member (lb-node-crash-under-load

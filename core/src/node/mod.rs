@@ -8,6 +8,7 @@
 
 mod bindings;
 mod cluster;
+mod forward;
 mod parked;
 mod requests;
 mod standby;
@@ -82,12 +83,14 @@ pub enum Input {
     /// Every call record the store holds, scanned now and then (see
     /// [`Node::handle_sweep`]).
     Sweep(Vec<StoredRecord>),
-    /// The live cluster members (id, incarnation), the ids of those draining, and this
-    /// node's incarnation (see [`Node::handle_members`]).
+    /// The live cluster members (id, incarnation), the ids of those draining, each one's
+    /// SIP address as members reach it (requests for its calls are forwarded there), and
+    /// this node's incarnation (see [`Node::handle_members`]).
     Members {
         incarnation: u64,
         members: Vec<(u16, u64)>,
         draining: Vec<u16>,
+        addresses: Vec<(u16, SocketAddr)>,
     },
     /// A change to a call record seen by the store watch (strategy `hot-standby`; see
     /// [`Node::handle_watched`]).
@@ -203,7 +206,11 @@ impl Node {
                 incarnation,
                 members,
                 draining,
-            } => self.handle_members(now, incarnation, &members, &draining),
+                addresses,
+            } => {
+                self.handle_member_addresses(&addresses);
+                self.handle_members(now, incarnation, &members, &draining)
+            }
             Input::Leader { term } => self.handle_leader(now, term),
             Input::Watched { key, record } => self.handle_watched(now, &key, record),
             Input::Loaded { key, record } => self.handle_loaded(now, &key, record),
@@ -237,6 +244,12 @@ impl Node {
                     SipMessage::Response(r) => r.code.to_string(),
                 };
                 *self.sink.metrics.messages_in.entry(l).or_default() += 1;
+                if let SipMessage::Request(req) = &msg {
+                    if !self.cluster.relays.is_empty() {
+                        // A retransmission of a request forwarded to its call's owner.
+                        self.forward_again(req);
+                    }
+                }
                 self.sink.tx.handle_message(msg, from, now);
                 self.process_events(now);
             }
@@ -279,7 +292,11 @@ impl Node {
                 TxEvent::Request { key, request, from } => self.on_request(key, request, from, now),
                 TxEvent::Response { key, response } => b.on_response(s, &key, response, now),
                 TxEvent::Ack { request, .. } => b.on_ack(s, request),
-                TxEvent::StrayResponse { response, .. } => b.on_stray_response(s, response),
+                TxEvent::StrayResponse { response, .. } => {
+                    if !self.relay_response(&response, now) {
+                        self.b2bua.on_stray_response(&mut self.sink, response);
+                    }
+                }
                 TxEvent::Timeout { key, .. } => b.on_client_failure(s, &key, 408, now),
                 TxEvent::TransportError { key } => b.on_client_failure(s, &key, 503, now),
                 TxEvent::Terminated { key } => b.transaction_ended(&key),

@@ -44,6 +44,19 @@ impl Parked {
         self.0.remove(name).unwrap_or_default()
     }
 
+    /// The requests parked under `name`, left in place.
+    pub(super) fn peek(&self, name: &str) -> impl Iterator<Item = &Entry> {
+        self.0.get(name).into_iter().flatten()
+    }
+
+    /// Keeps only the requests `keep` says, told each one's name.
+    pub(super) fn retain_named(&mut self, mut keep: impl FnMut(&str, &Entry) -> bool) {
+        for (name, list) in self.0.iter_mut() {
+            list.retain(|e| keep(name, e));
+        }
+        self.0.retain(|_, list| !list.is_empty());
+    }
+
     pub(super) fn contains(&self, name: &str) -> bool {
         self.0.contains_key(name)
     }

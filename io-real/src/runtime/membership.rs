@@ -110,17 +110,33 @@ impl Lease {
         self.changed.notify_one();
     }
 
-    /// This node's incarnation, the live members (id, incarnation) and those of them
-    /// draining, for the core.
-    pub fn view(&self) -> (u64, Vec<(u16, u64)>, Vec<u16>) {
+    /// What the core is told of the cluster: this node's incarnation, the live members
+    /// (id, incarnation), those of them draining, and where members reach each (its
+    /// bound address when a balancer's is what it advertises).
+    pub fn view(&self) -> drongo_core::node::Input {
         let all = self.members();
-        let members = all.iter().map(|m| (m.id, m.incarnation)).collect();
         let draining = all
             .iter()
             .filter(|m| m.state == MemberState::Draining)
             .map(|m| m.id)
             .collect();
-        (self.incarnation(), members, draining)
+        let addresses = all
+            .iter()
+            .filter_map(|m| {
+                let direct = if m.direct.is_empty() {
+                    &m.sip
+                } else {
+                    &m.direct
+                };
+                Some((m.id, direct.parse().ok()?))
+            })
+            .collect();
+        drongo_core::node::Input::Members {
+            incarnation: self.incarnation(),
+            members: all.iter().map(|m| (m.id, m.incarnation)).collect(),
+            draining,
+            addresses,
+        }
     }
 
     /// The node drains: its record says so at once (a renewal ahead of time).

@@ -365,13 +365,7 @@ impl ClusterSeen {
         self.lease_held = holds;
         if self.generation != Some(g) || regained {
             self.generation = Some(g);
-            let (incarnation, members, draining) = lease.view();
-            let input = Input::Members {
-                incarnation,
-                members,
-                draining,
-            };
-            node.handle_input(now, input);
+            node.handle_input(now, lease.view());
         }
         let term = lease.office().term(lease, now);
         if term != self.leading {
