@@ -783,3 +783,28 @@ fn no_copy_of_an_adopted_calls_2xx_leaves_before_its_claim_wins() {
         sent.len()
     );
 }
+
+/// Two members forwarded one request to the owner (their views of who serves it differed):
+/// both copies are one transaction there, keyed by the phone's Via under theirs, so the
+/// second is absorbed rather than answered 500 Out Of Order (lb-two-balancers seed 37 with
+/// a balancer that ignores the node token: 500, then the real answer, for one INFO).
+#[test]
+fn copies_of_one_request_forwarded_by_two_members_are_one_transaction_at_the_owner() {
+    let (mut store, _key, _b, ok, mut n1) = call_and_node_1();
+    let info = from_a(&ok, "INFO", 2, "z9hG4bKtwice");
+    let via = |port: u16, b: &str| {
+        info.replacen(
+            "Via: ",
+            &format!("Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKdrfw{b}\nVia: "),
+            1,
+        )
+    };
+    send(&mut n1, T0 + 5_000, "127.0.0.1:5070", &via(5070, "aaaa"));
+    let l = lines(&run(&mut n1, &mut store));
+    assert!(
+        l.iter().any(|x| x.starts_with("127.0.0.1:5062 INFO")),
+        "relayed to the callee: {l:?}"
+    );
+    send(&mut n1, T0 + 5_100, "127.0.0.1:5080", &via(5080, "bbbb"));
+    assert_eq!(lines(&run(&mut n1, &mut store)), Vec::<String>::new());
+}

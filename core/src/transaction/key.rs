@@ -48,6 +48,28 @@ pub struct TxKey {
     pub method: Method,
 }
 
+/// The Via a server transaction is keyed by: the top one, or on a request a cluster member
+/// forwarded to its call's owner (that member's Via on top: `node::forward`) the one under
+/// it, so that copies of one request forwarded by different members are one transaction
+/// at the owner, not two with one CSeq (two final responses for one request: the second
+/// member's copy got 500 Out Of Order, the first's its real answer).
+fn keyed_via(req: &Request) -> Option<Via> {
+    let top = Via::parse(req.headers.get("Via")?)?;
+    if !top
+        .branch()
+        .is_some_and(|b| b.starts_with(crate::ids::FORWARD_BRANCH))
+    {
+        return Some(top);
+    }
+    let under = req
+        .headers
+        .get_all("Via")
+        .flat_map(|v| v.split(','))
+        .nth(1)
+        .and_then(|v| Via::parse(v.trim()));
+    Some(under.unwrap_or(top))
+}
+
 impl TxKey {
     fn matching_method(method: &Method) -> Method {
         if *method == Method::Ack {
@@ -59,7 +81,7 @@ impl TxKey {
 
     /// The server transaction key of a request; `None` if it has no usable Via or CSeq.
     pub fn for_request(req: &Request) -> Option<TxKey> {
-        let via = Via::parse(req.headers.get("Via")?)?;
+        let via = keyed_via(req)?;
         let method = Self::matching_method(&req.method);
         let branch = match via.branch() {
             Some(b) if b.starts_with(BRANCH_MAGIC_COOKIE) => b.to_string(),
