@@ -141,6 +141,14 @@ impl Pool {
             .is_some_and(|n| self.from_store || n.healthy)
     }
 
+    /// Whether node `id` takes new calls at all (healthy and `active`), whatever its weight
+    /// in a slow start.
+    pub fn takes_new(&self, id: u16) -> bool {
+        self.nodes
+            .get(&id)
+            .is_some_and(|n| n.healthy && n.state == MemberState::Active)
+    }
+
     /// The weight of node `n` for new calls at `now` (0: none): alive, `active`, healthy,
     /// and ramping up linearly over the slow start since it came (back).
     pub fn weight(&self, n: &PoolNode, now: UnixMillis) -> u32 {

@@ -201,11 +201,18 @@ impl Balancer {
                 }
             }
         }
-        let to_tag = req
-            .headers
-            .get("To")
-            .and_then(|t| crate::message::header_param(t, "tag"));
-        if to_tag.is_some() || req.method == Method::Ack {
+        if req.method == Method::Invite && !has_to_tag(req) {
+            // A retransmitted INVITE goes where its first copy went while that node takes
+            // new calls: a pool that changed meanwhile (a node back and ramping up) must
+            // not make two calls of one INVITE.
+            self.forget_expired(now);
+            if let Some((node, _)) = self.invites.get(call_id) {
+                if self.pool.takes_new(*node) {
+                    return Some(*node);
+                }
+            }
+        }
+        if has_to_tag(req) || req.method == Method::Ack {
             // In a dialog, but not one of ours by its URI: the call's rendezvous choice.
             return self.pool.for_unknown(call_id);
         }
@@ -321,3 +328,11 @@ fn stamp_source(top: &mut String, from: SocketAddr) {
 #[cfg(test)]
 #[path = "route_tests.rs"]
 mod tests;
+
+/// Whether `req` is in a dialog (its To has a tag).
+fn has_to_tag(req: &Request) -> bool {
+    req.headers
+        .get("To")
+        .and_then(|t| crate::message::header_param(t, "tag"))
+        .is_some_and(|t| !t.is_empty())
+}

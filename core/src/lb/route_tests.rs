@@ -104,7 +104,7 @@ fn a_dialog_follows_its_token_to_the_node_then_to_the_adopter() {
 }
 
 #[test]
-fn a_cancel_reaches_its_invites_node_though_slow_start_moved_the_choice() {
+fn a_cancel_and_a_retransmitted_invite_reach_its_node_though_slow_start_moved_the_choice() {
     let mut b = balancer(Affinity::default());
     let from = SocketAddr::from(PHONE);
     // Find a Call-ID whose choice moves when node 1 restarts and ramps up.
@@ -143,6 +143,11 @@ fn a_cancel_reaches_its_invites_node_though_slow_start_moved_the_choice() {
         branch(&first.bytes),
         "the INVITE's branch"
     );
+    // A retransmission of the INVITE goes there too: one call, not two.
+    let again = b
+        .handle_datagram(&inv, from, t0 + 9_000)
+        .expect("forwarded");
+    assert_eq!(again.to, first.to, "the INVITE's retransmission");
 }
 
 #[test]
