@@ -84,6 +84,8 @@ pub struct Counts {
     pub calls_up_at_kills: u64,
     /// Requests in a dialog a user agent sent again to another node (cluster).
     pub failovers: u64,
+    /// Requests in a dialog a user agent sent through another balancer than the last.
+    pub switches: u64,
 }
 
 impl Counts {
@@ -96,7 +98,7 @@ impl Counts {
     }
 
     /// Every count, in declaration order (how a sweep's worker process reports them).
-    pub fn to_array(&self) -> [u64; 15] {
+    pub fn to_array(&self) -> [u64; 16] {
         [
             self.calls_attempted,
             self.calls_answered,
@@ -113,11 +115,12 @@ impl Counts {
             self.triggers_met,
             self.calls_up_at_kills,
             self.failovers,
+            self.switches,
         ]
     }
 
-    pub fn from_array(a: [u64; 15]) -> Self {
-        let [calls_attempted, calls_answered, ended_by_caller, ended_by_callee, ended_by_drongo, registrations, deregistrations, reinvites, infos, byes, faults_planned, faults_struck, triggers_met, calls_up_at_kills, failovers] =
+    pub fn from_array(a: [u64; 16]) -> Self {
+        let [calls_attempted, calls_answered, ended_by_caller, ended_by_callee, ended_by_drongo, registrations, deregistrations, reinvites, infos, byes, faults_planned, faults_struck, triggers_met, calls_up_at_kills, failovers, switches] =
             a;
         Self {
             calls_attempted,
@@ -135,6 +138,7 @@ impl Counts {
             triggers_met,
             calls_up_at_kills,
             failovers,
+            switches,
         }
     }
 }
@@ -146,7 +150,7 @@ impl std::fmt::Display for Counts {
             "calls {} attempted, {} answered, ended by caller {} / callee {} / drongo {}; \
              registrations {}, de-registrations {}; re-INVITEs {}, INFOs {}, BYEs {}; \
              faults {} planned, {} struck, {} on their trigger; calls up at kills {}; \
-             failovers {}",
+             failovers {}, balancer switches {}",
             self.calls_attempted,
             self.calls_answered,
             self.ended_by_caller,
@@ -162,6 +166,7 @@ impl std::fmt::Display for Counts {
             self.triggers_met,
             self.calls_up_at_kills,
             self.failovers,
+            self.switches,
         )
     }
 }
@@ -193,6 +198,11 @@ pub struct Inner {
     /// Nodes that must be silent: (address, from, until) in simulated ms; `None`: not yet
     /// healed. A node cut off from the store past its lease sends nothing (the fence).
     pub silent: Vec<(std::net::IpAddr, u64, Option<u64>)>,
+    /// Nodes cut off from the balancers: (node id, from, until), on the user agents' clock
+    /// (as `CallLedger::invited_at`); `None`:
+    /// not yet healed. Once the balancers' probes must have noticed, no new call goes to
+    /// such a node.
+    pub lb_cuts: Vec<(u16, u64, Option<u64>)>,
     /// When the first node was killed or stopped (simulated ms).
     pub first_kill_at: Option<u64>,
 }

@@ -406,6 +406,25 @@ fn silence_check_catches_a_member_that_speaks_past_its_lease() {
 /// Every member finds every registration: a cluster whose members keep their bindings to
 /// themselves is caught, by calls to users registered through another member (404) and by
 /// lookups that ask another member.
+/// A balancer whose probes never take a node out keeps sending new calls to a node it
+/// cannot reach: the partition check says so.
+#[test]
+fn partition_check_catches_a_balancer_that_never_takes_a_node_out() {
+    let spec = WorldSpec {
+        mutant_lb_never_falls: true,
+        ..spec("lb-partition-node")
+    };
+    let failed = (1..=5)
+        .filter(|seed| {
+            run(&spec, *seed)
+                .violations
+                .iter()
+                .any(|v| v.contains("cut off from the balancers"))
+        })
+        .count();
+    assert!(failed >= 4, "{failed} of 5 seeds caught it");
+}
+
 #[test]
 fn invariants_catch_members_that_keep_bindings_to_themselves() {
     let spec = WorldSpec {

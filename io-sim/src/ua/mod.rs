@@ -52,6 +52,9 @@ pub struct UaConfig {
     /// as a phone fails over between the addresses of a DNS SRV record (RFC 3263 §4.3).
     pub proxies: Vec<SocketAddr>,
     pub failover_ms: Option<u64>,
+    /// Each new request in a dialog goes through the next of `proxies` (interchangeable
+    /// balancers: nothing of the call is kept in them).
+    pub switch_proxies: bool,
     pub node_id: u16,
     pub seed: u64,
     pub link: LinkFaults,
@@ -446,6 +449,15 @@ impl Ua {
         };
         if self.cfg.failover_ms.is_some() {
             return self.send_in_dialog(id, req, purpose);
+        }
+        let n = self.cfg.proxies.len();
+        if let Some(c) = self
+            .calls
+            .get_mut(&id)
+            .filter(|_| self.cfg.switch_proxies && n > 1)
+        {
+            c.proxy = (c.proxy + 1) % n;
+            self.ledger.lock().counts.switches += 1;
         }
         let to = self.proxy_of(&id);
         self.send_to(req, purpose, to);

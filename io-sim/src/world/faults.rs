@@ -80,6 +80,14 @@ pub enum Fault {
         when: Trigger,
         for_ms: (u64, u64),
     },
+    /// Cut a node off from the balancers (not from the store, its peers or the user
+    /// agents), then heal it: the balancers' probes must take it out of new calls, and
+    /// its calls' requests reach it again after the heal.
+    PartitionNodeLb {
+        node: usize,
+        when: Trigger,
+        for_ms: (u64, u64),
+    },
 }
 
 /// What a trigger waits for.
@@ -91,6 +99,7 @@ pub(super) struct FaultCtx {
     pub(super) server: StoreServer,
     pub(super) nodes: Vec<NodeId>,
     pub(super) uas: Vec<NodeId>,
+    pub(super) lbs: Vec<NodeId>,
     pub(super) store: NodeId,
     pub(super) book: Arc<Mutex<NodeBook>>,
     pub(super) skew: u64,
@@ -500,6 +509,21 @@ impl FaultCtx {
             Fault::PartitionNodeUas { node, when, for_ms } => {
                 let uas = self.uas.clone();
                 self.partition(&who, node, when, for_ms, &uas, "the user agents")
+                    .await;
+            }
+            Fault::PartitionNodeLb { node, when, for_ms } => {
+                let lbs = self.lbs.clone();
+                let id = (node + 1) as u16;
+                let ledger = self.ledger.clone();
+                let cut = move || ledger.lock().lb_cuts.push((id, now_ms(), None));
+                let ledger = self.ledger.clone();
+                let healed = move || {
+                    let now = now_ms();
+                    for c in ledger.lock().lb_cuts.iter_mut().filter(|c| c.0 == id) {
+                        c.2.get_or_insert(now);
+                    }
+                };
+                self.partition_with(&who, node, when, for_ms, &lbs, "the balancers", cut, healed)
                     .await;
             }
         }

@@ -65,6 +65,7 @@ pub(super) async fn check(
             }
             continuity(trace, token, call, t, answered);
         }
+        new_calls_avoid_cut_nodes(trace, &l);
     }
     // Tombstones of calls that ended (records that expire by themselves, 64·T1 after the
     // end: a call record never expires otherwise) are not dialog state.
@@ -89,6 +90,43 @@ pub(super) async fn check(
         Err(e) => trace.violation("check", format_args!("store scan failed: {e}")),
     }
     trace.log("check", "done");
+}
+
+/// A node the balancers cannot reach leaves new-call routing once their probes say so (at
+/// most `fall` probes of `interval` plus one `timeout` after the cut, and a second of
+/// slack): a call first tried after that, while the cut lasts, must not be set up by it
+/// (a B-leg's Call-ID starts with its node's id). A cut during which no call was tried
+/// proves nothing and fails as vacuous.
+fn new_calls_avoid_cut_nodes(trace: &Trace, l: &crate::ledger::Inner) {
+    let h = drongo_core::lb::HealthConfig::default();
+    let detect = h.interval_ms * u64::from(h.fall) + h.timeout_ms + 1_000;
+    for (node, from, until) in &l.lb_cuts {
+        let (start, end) = (from + detect, until.unwrap_or(u64::MAX));
+        let prefix = format!("{node:x}.");
+        let mut tried = 0;
+        for (token, call) in &l.calls {
+            if call.invited_at < start || call.invited_at > end {
+                continue;
+            }
+            tried += 1;
+            if let Some(leg) = call.callees.iter().find(|c| c.call_id.starts_with(&prefix)) {
+                trace.violation(
+                    "check",
+                    format_args!(
+                        "{token}: tried at {} ms, set up by drongo{node} ({}), cut off from \
+                         the balancers since {from} ms",
+                        call.invited_at, leg.call_id
+                    ),
+                );
+            }
+        }
+        if tried == 0 {
+            trace.violation(
+                "check",
+                format_args!("vacuous: no call tried while drongo{node} was out of the pool"),
+            );
+        }
+    }
 }
 
 /// Call continuity: a call Drongo confirmed stays usable until one of its parties (or Drongo)

@@ -49,9 +49,12 @@ pub struct WorldSpec {
     /// member's calls adopted); user agents fail over between nodes in a dialog.
     pub cluster: bool,
     pub lease_ttl_ms: u64,
-    /// The user agents reach the cluster through one `drongo lb` (its members from the
-    /// store), which the nodes advertise; they do not fail over themselves.
-    pub balancer: bool,
+    /// The user agents reach the cluster through this many `drongo lb` instances (0: none;
+    /// their members from the store; the nodes advertise the first); they do not fail
+    /// over themselves. With two, each phone's home is one of them and each new request
+    /// in a dialog goes through the other one than the last (balancers keep nothing per
+    /// call, so a phone may switch mid-call).
+    pub balancers: usize,
     /// `[cluster] strategy` (`none` loses a dead member's calls: the continuity check must
     /// say so).
     pub strategy: drongo_core::config::Strategy,
@@ -73,6 +76,8 @@ pub struct WorldSpec {
     pub mutant_slow_retransmissions: bool,
     /// A mutant cluster member whose lease does not silence it (its writes stay fenced).
     pub mutant_unfenced: bool,
+    /// A mutant balancer whose probes never take a node out (`fall` beyond reach).
+    pub mutant_lb_never_falls: bool,
     /// A mutant cluster whose members keep their bindings to themselves (each member's
     /// `reg/` records are its own), as every node did before the registrar was shared.
     pub mutant_private_bindings: bool,
@@ -93,7 +98,7 @@ impl Default for WorldSpec {
             session_expires_secs: 60,
             cluster: false,
             lease_ttl_ms: 2_000,
-            balancer: false,
+            balancers: 0,
             strategy: drongo_core::config::Strategy::Lazy,
             faults: Vec::new(),
             settle_ms: None,
@@ -103,6 +108,7 @@ impl Default for WorldSpec {
             mutant_keep_bindings: false,
             mutant_slow_retransmissions: false,
             mutant_unfenced: false,
+            mutant_lb_never_falls: false,
             mutant_private_bindings: false,
         }
     }
@@ -150,9 +156,9 @@ fn node_ip(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, 1, (i + 1) as u8))
 }
 
-/// The balancer's SIP address (when the world has one).
-fn lb_addr() -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 3, 1)), 5060)
+/// The SIP address of balancer `k` (when the world has one).
+fn lb_addr(k: usize) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 3, (k + 1) as u8)), 5060)
 }
 
 fn ua_ip(i: usize) -> IpAddr {
@@ -180,6 +186,7 @@ pub fn run(spec: &WorldSpec, seed: u64) -> Outcome {
 pub fn run_with(spec: &WorldSpec, seed: u64, keep_trace: bool) -> Outcome {
     let wall = Instant::now();
     let rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
+    let two_balancers = spec.balancers > 1;
     let spec = spec.clone();
     let (trace, ledger, sim_ms) = rt.block_on(async move {
         let trace = if keep_trace {
@@ -194,6 +201,9 @@ pub fn run_with(spec: &WorldSpec, seed: u64, keep_trace: bool) -> Outcome {
     let counts = counts(&ledger);
     let mut violations = trace.violations();
     violations.extend(vacuity(&counts));
+    if two_balancers && counts.calls_answered > 0 && counts.switches == 0 {
+        violations.push("vacuous: no phone went through the other balancer mid-call".into());
+    }
     Outcome {
         seed,
         hash: trace.hash(),
@@ -316,8 +326,8 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
         let (book, trace, core) = (book.clone(), trace.clone(), core.clone());
         let history = history.clone();
         let (cluster, unfenced) = (spec.cluster, spec.mutant_unfenced);
-        let advertise = if spec.balancer {
-            lb_addr()
+        let advertise = if spec.balancers > 0 {
+            lb_addr(0)
         } else {
             SocketAddr::new(node_ip(i), 5060)
         };
@@ -376,32 +386,44 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
         nodes.push(node.id());
     }
 
-    // The balancer: `drongo lb` itself, its members read from the store.
-    if spec.balancer {
+    // The balancers: `drongo lb` itself, its members read from the store.
+    let mut lbs: Vec<NodeId> = Vec::new();
+    let mut lb_cfg = drongo::lb::LbConfig::default();
+    if spec.mutant_lb_never_falls {
+        lb_cfg.health.fall = u32::MAX;
+    }
+    for k in 0..spec.balancers {
         let (trace, history) = (trace.clone(), history.clone());
-        handle
+        let me = lb_addr(k);
+        let lb_cfg = lb_cfg.clone();
+        let who = if k == 0 {
+            "lb".to_string()
+        } else {
+            format!("lb{}", k + 1)
+        };
+        let lb = handle
             .create_node()
-            .name("lb")
-            .ip(lb_addr().ip())
+            .name(who.clone())
+            .ip(me.ip())
             .init(move || {
-                let (trace, history) = (trace.clone(), history.clone());
+                let (trace, history, who) = (trace.clone(), history.clone(), who.clone());
+                let cfg = lb_cfg.clone();
                 async move {
                     let store = match SimStore::connect(store_addr(), history).await {
                         Ok(s) => s,
-                        Err(e) => return trace.violation("lb", format_args!("no store: {e}")),
+                        Err(e) => return trace.violation(&who, format_args!("no store: {e}")),
                     };
-                    let admin = SocketAddr::new(lb_addr().ip(), 8080);
+                    let admin = SocketAddr::new(me.ip(), 8080);
                     let members = drongo::lb::Members::Store(store);
-                    let cfg = drongo::lb::LbConfig::default();
                     if let Err(e) =
-                        drongo::lb::run_lb(lb_addr(), admin, members, cfg, std::future::pending())
-                            .await
+                        drongo::lb::run_lb(me, admin, members, cfg, std::future::pending()).await
                     {
-                        trace.violation("lb", format_args!("balancer stopped: {e}"));
+                        trace.violation(&who, format_args!("balancer stopped: {e}"));
                     }
                 }
             })
             .build();
+        lbs.push(lb.id());
     }
 
     // User agents.
@@ -414,19 +436,22 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
             name: format!("ua{}", i + 1),
             user: format!("u{}", i + 1),
             addr: SocketAddr::new(ua_ip(i), 5060),
-            home: if spec.balancer {
-                lb_addr()
+            home: if spec.balancers > 0 {
+                lb_addr(i % spec.balancers)
             } else {
                 SocketAddr::new(node_ip(home), 5060)
             },
-            proxies: if spec.balancer {
-                vec![lb_addr()]
+            proxies: if spec.balancers > 0 {
+                (0..spec.balancers)
+                    .map(|k| lb_addr((i + k) % spec.balancers))
+                    .collect()
             } else {
                 (0..spec.nodes)
                     .map(|k| SocketAddr::new(node_ip((home + k) % spec.nodes), 5060))
                     .collect()
             },
-            failover_ms: (spec.cluster && !spec.balancer).then_some(FAILOVER_MS),
+            failover_ms: (spec.cluster && spec.balancers == 0).then_some(FAILOVER_MS),
+            switch_proxies: spec.balancers > 1,
             node_id: 100 + i as u16,
             seed: rng.next_u64(),
             link: spec.link,
@@ -465,6 +490,7 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
             server: server.clone(),
             nodes: nodes.clone(),
             uas: uas.iter().map(|u| u.0).collect(),
+            lbs: lbs.clone(),
             store: store_node.id(),
             book: book.clone(),
             skew: spec.skew_bound_ms,
@@ -538,7 +564,7 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
         })
         .map(|o| o.key.clone())
         .collect();
-    let answered = spec.balancer && spec.link.is_clean();
+    let answered = spec.balancers > 0 && spec.link.is_clean();
     check(&trace, &ledger, &server, !kills, &stored, 64 * t1, answered).await;
     // The clients' history of call records must be linearizable, unless the world wrote
     // to the store behind their backs.
