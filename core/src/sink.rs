@@ -119,6 +119,31 @@ impl Sink {
         }
     }
 
+    /// Sends `resp`, a response made earlier (a 2xx owed to an INVITE), through server
+    /// transaction `key` as the answer to `req`, with `req`'s Vias (§8.2.6.2): `req` may be
+    /// another copy of that INVITE (a phone's failover copy, one a member forwarded) whose
+    /// Vias differ from those of the copy first answered (cluster-chaos seed 297: a
+    /// tombstone's owed 2xx went out with the forwarding member's Via still on top).
+    pub(crate) fn respond_copy(
+        &mut self,
+        key: &TxKey,
+        mut resp: Response,
+        req: &Request,
+        now: UnixMillis,
+    ) {
+        let is_via = |h: &crate::message::Header| h.name.eq_ignore_ascii_case("Via");
+        let rest = std::mem::take(&mut resp.headers.0);
+        resp.headers.0 = req
+            .headers
+            .0
+            .iter()
+            .filter(|h| is_via(h))
+            .cloned()
+            .chain(rest.into_iter().filter(|h| !is_via(h)))
+            .collect();
+        self.respond(key, resp, now);
+    }
+
     /// Sends a message outside any transaction (an ACK for a 2xx).
     pub(crate) fn send_stateless(&mut self, msg: &SipMessage, to: Peer) {
         self.tx.send_stateless(msg, to, false);

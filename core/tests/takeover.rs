@@ -609,6 +609,21 @@ fn a_reinvite_answered_before_its_call_ended_gets_its_2xx_from_any_member() {
     send(&mut n2, T0 + 1_000, A, &reinvite);
     load_all(&mut n2, &store, T0 + 1_010);
     assert_eq!(lines(&run(&mut n2, &mut store)), ["127.0.0.1:5061 200 OK"]);
+    // Another copy of the re-INVITE (a phone's failover copy: a new branch) gets the 2xx
+    // with its own Via (cluster-chaos seed 297: the first copy's Via went out).
+    let copy = reinvite.replace("z9hG4bKa3", "z9hG4bKa3copy");
+    send(&mut n2, T0 + 1_050, A, &copy);
+    load_all(&mut n2, &store, T0 + 1_060);
+    let out = run(&mut n2, &mut store);
+    assert_eq!(lines(&out), ["127.0.0.1:5061 200 OK"]);
+    let (_, SipMessage::Response(r)) = &out[0] else {
+        panic!()
+    };
+    assert!(
+        r.headers.get("Via").is_some_and(|v| v.contains("z9hG4bKa3copy")),
+        "{:?}",
+        r.headers.get("Via")
+    );
     // Any other request in the ended dialogs is 481 there.
     send(&mut n2, T0 + 1_100, A, &from_a(&ok, "INFO", 3, "z9hG4bKi3"));
     load_all(&mut n2, &store, T0 + 1_110);

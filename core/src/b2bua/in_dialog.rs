@@ -79,7 +79,7 @@ impl B2bua {
             // This answer is a copy like the timer's: the next one is due an interval on.
             p.last_sent_at = now;
             let ok = p.response.clone();
-            s.respond(&key, ok, now);
+            s.respond_copy(&key, ok, &req, now);
             return self.calls.reschedule(id, &s.cfg.timers);
         }
         if call.state == CallState::Ending {

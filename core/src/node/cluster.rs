@@ -558,7 +558,7 @@ impl Node {
                 .filter(|_| req.method == Method::Invite)
             {
                 // The 2xx this re-INVITE was answered before the call ended.
-                self.sink.respond(&key, ok.clone(), now);
+                self.sink.respond_copy(&key, ok.clone(), &req, now);
                 continue;
             }
             let owed = req.method == Method::Bye && t.owes(call_id, tag.unwrap_or(""));
