@@ -620,7 +620,9 @@ fn a_reinvite_answered_before_its_call_ended_gets_its_2xx_from_any_member() {
         panic!()
     };
     assert!(
-        r.headers.get("Via").is_some_and(|v| v.contains("z9hG4bKa3copy")),
+        r.headers
+            .get("Via")
+            .is_some_and(|v| v.contains("z9hG4bKa3copy")),
         "{:?}",
         r.headers.get("Via")
     );
@@ -727,26 +729,99 @@ fn a_forwarded_request_is_served_here_when_the_owner_leaves_before_answering() {
     assert_eq!(n2.metrics().takeovers, 1);
 }
 
-/// A re-INVITE is not forwarded (its 2xx and ACK run end to end), nor a request that a
-/// member forwarded already (members whose views differ must not bounce it).
+/// A request that a member forwarded already is not forwarded again (members whose views
+/// differ must not bounce it between them).
 #[test]
-fn a_reinvite_and_a_forwarded_request_are_held_not_forwarded() {
+fn a_forwarded_request_is_held_not_forwarded_again() {
     let (mut store, _k, _b, ok) = call_on_node_1();
-    let mut n2 = member_2_knowing_addresses(T0 + 1_000);
-    send(&mut n2, T0 + 5_000, A, &reinvite_from_a(&ok));
-    load_all(&mut n2, &store, T0 + 5_010);
-    let l = lines(&run(&mut n2, &mut store));
-    assert!(l.iter().all(|x| !x.contains("INVITE")), "{l:?}");
     let info = from_a(&ok, "INFO", 3, "z9hG4bKf2").replacen(
         "Via: ",
         "Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKdrfw0123\nVia: ",
         1,
     );
-    let mut n3 = member_2_knowing_addresses(T0 + 1_000);
-    send(&mut n3, T0 + 5_000, "127.0.0.1:5080", &info);
-    load_all(&mut n3, &store, T0 + 5_010);
-    assert!(lines(&run(&mut n3, &mut store)).is_empty());
-    assert_eq!(n2.metrics().forwarded + n3.metrics().forwarded, 0);
+    let mut n2 = member_2_knowing_addresses(T0 + 1_000);
+    send(&mut n2, T0 + 5_000, "127.0.0.1:5080", &info);
+    load_all(&mut n2, &store, T0 + 5_010);
+    assert!(lines(&run(&mut n2, &mut store)).is_empty());
+    assert_eq!(n2.metrics().forwarded, 0);
+}
+
+/// A re-INVITE for a live owner's call is forwarded: the owner's 2xx and its
+/// retransmissions reach the phone through the forwarding member, whose phone's ACK goes
+/// on to the owner; a non-2xx gets the hop's ACK from the member.
+#[test]
+fn a_forwarded_reinvite_gets_its_2xx_and_its_ack_reaches_the_owner() {
+    let (mut store, _k, _b, ok) = call_on_node_1();
+    let mut n2 = member_2_knowing_addresses(T0 + 1_000);
+    let reinvite = reinvite_from_a(&ok);
+    send(&mut n2, T0 + 5_000, A, &reinvite);
+    load_all(&mut n2, &store, T0 + 5_010);
+    let out = run(&mut n2, &mut store);
+    let l = lines(&out);
+    assert!(
+        l.contains(&"127.0.0.1:5060 INVITE sip:drongo@127.0.0.1:5060".to_string()),
+        "{l:?}"
+    );
+    let Some((_, SipMessage::Request(fwd))) = out.iter().find(|(to, _)| to == "127.0.0.1:5060")
+    else {
+        panic!("{l:?}")
+    };
+    let vias: Vec<&str> = fwd.headers.get_all("Via").collect();
+    let both = |status: &str| {
+        reply(fwd, status).replace(
+            &format!("Via: {}\n", vias[0]),
+            &format!("Via: {}\nVia: {}\n", vias[0], vias[1]),
+        )
+    };
+    send(&mut n2, T0 + 5_100, "127.0.0.1:5060", &both("200 OK"));
+    assert_eq!(lines(&run(&mut n2, &mut store)), ["127.0.0.1:5061 200 OK"]);
+    // The owner retransmits its 2xx (no ACK yet): through us again.
+    send(&mut n2, T0 + 5_600, "127.0.0.1:5060", &both("200 OK"));
+    assert_eq!(lines(&run(&mut n2, &mut store)), ["127.0.0.1:5061 200 OK"]);
+    // The phone's ACK goes on to the owner, our Via on top.
+    let ack = ack_from_a(&ok)
+        .replace("CSeq: 1 ACK", "CSeq: 2 ACK")
+        .replace("z9hG4bKa2", "z9hG4bKa4");
+    send(&mut n2, T0 + 5_700, A, &ack);
+    let out = run(&mut n2, &mut store);
+    assert_eq!(
+        lines(&out),
+        ["127.0.0.1:5060 ACK sip:drongo@127.0.0.1:5060"]
+    );
+    let (_, SipMessage::Request(a)) = &out[0] else {
+        panic!()
+    };
+    assert!(a
+        .headers
+        .get("Via")
+        .is_some_and(|v| v.contains("branch=z9hG4bKdrfw")));
+
+    // A second re-INVITE, refused 491 by the owner: the member ACKs the owner's 491.
+    let again = reinvite
+        .replace("CSeq: 2 INVITE", "CSeq: 3 INVITE")
+        .replace("z9hG4bKa3", "z9hG4bKa5");
+    send(&mut n2, T0 + 6_000, A, &again);
+    load_all(&mut n2, &store, T0 + 6_010);
+    let out = run(&mut n2, &mut store);
+    let Some((_, SipMessage::Request(fwd))) = out.iter().find(|(to, _)| to == "127.0.0.1:5060")
+    else {
+        panic!("{:?}", lines(&out))
+    };
+    let vias: Vec<&str> = fwd.headers.get_all("Via").collect();
+    let busy = reply(fwd, "491 Request Pending").replace(
+        &format!("Via: {}\n", vias[0]),
+        &format!("Via: {}\nVia: {}\n", vias[0], vias[1]),
+    );
+    send(&mut n2, T0 + 6_100, "127.0.0.1:5060", &busy);
+    let mut l = lines(&run(&mut n2, &mut store));
+    l.sort();
+    assert_eq!(
+        l,
+        [
+            "127.0.0.1:5060 ACK sip:drongo@127.0.0.1:5060",
+            "127.0.0.1:5061 491 Request Pending"
+        ]
+    );
 }
 
 /// A survivor adopting a call whose 2xx still waits for its ACK sends no copy of the 2xx

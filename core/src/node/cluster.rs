@@ -7,9 +7,8 @@
 //! the call), then the call. A call whose owner is no longer a live member is taken over
 //! (`B2bua::adopt`: the claim is a compare-and-swap write that goes with the answer). One
 //! whose owner lives is held (our member list may be late: a balancer reading the store
-//! saw the owner go first) and read again if the owner leaves meanwhile; while held, a
-//! non-INVITE request is forwarded to the owner and answered with the owner's answer
-//! (`forward`). What is still held after one lease TTL (64·T1 once forwarded) is let go
+//! saw the owner go first) and read again if the owner leaves meanwhile; while held, it
+//! is forwarded to the owner and answered with the owner's answer (`forward`). What is still held after one lease TTL (64·T1 once forwarded) is let go
 //! without an answer: the owner lives, and a 503 from here could be a second final
 //! response to one request. No record gets 481.
 //!
@@ -39,10 +38,10 @@ pub(super) struct Membership {
     /// nothing, so rendezvous hashing leaves them out.
     draining: BTreeSet<u16>,
     /// Requests waiting, by the Call-ID they carry.
-    waiting: super::parked::Parked,
+    pub(super) waiting: super::parked::Parked,
     /// Waiting Call-IDs whose call's owner is alive in our view: held (owner, until when,
     /// the record's key) for one lease TTL in case our view is late, then let go unanswered.
-    held: BTreeMap<String, (u16, UnixMillis, String)>,
+    pub(super) held: BTreeMap<String, (u16, UnixMillis, String)>,
     /// Keys to read (for `Node::poll_load`), and the Call-IDs each read is for (one read
     /// may serve requests on both legs of a call).
     to_load: Vec<String>,
@@ -482,50 +481,6 @@ impl Node {
         }
     }
 
-    /// Forwards the requests held under `call_id` that may be to their call's owner, when
-    /// members tell where it is; a forwarded request is held until it is answered (64·T1).
-    fn forward_held(&mut self, call_id: &str) {
-        let Some(&(owner, until, _)) = self.cluster.held.get(call_id) else {
-            return;
-        };
-        let Some(to) = self.cluster.addresses.get(&owner).copied() else {
-            return;
-        };
-        let entries: Vec<(TxKey, Request)> = self
-            .cluster
-            .waiting
-            .peek(call_id)
-            .filter(|(_, req, _)| super::forward::forwardable(req))
-            .map(|(key, req, _)| (key.clone(), req.clone()))
-            .collect();
-        if entries.is_empty() {
-            return;
-        }
-        for (key, req) in &entries {
-            self.forward(key, req, to);
-        }
-        let life = self.now + self.sink.cfg.timers.timeout();
-        if let Some(held) = self.cluster.held.get_mut(call_id) {
-            held.1 = until.max(life);
-        }
-    }
-
-    /// The owner answered the forwarded request of server transaction `key` finally: it
-    /// waits no more.
-    pub(super) fn answered_elsewhere(&mut self, key: &TxKey) {
-        let mut call = None;
-        self.cluster.waiting.retain_named(|name, (k, _, _)| {
-            let it = k == key;
-            if it {
-                call = Some(name.to_string());
-            }
-            !it
-        });
-        if let Some(call_id) = call.filter(|c| !self.cluster.waiting.contains(c)) {
-            self.forget_lookups(&call_id);
-        }
-    }
-
     /// The requests waiting under `call_id` (none left there, nor relays for them).
     fn take_waiting(&mut self, call_id: &str) -> Vec<super::parked::Entry> {
         let entries = self.cluster.waiting.take(call_id);
@@ -610,7 +565,7 @@ impl Node {
         }
     }
 
-    fn forget_lookups(&mut self, call_id: &str) {
+    pub(super) fn forget_lookups(&mut self, call_id: &str) {
         self.cluster.held.remove(call_id);
         self.cluster.tried.remove(call_id);
         for waiters in self.cluster.loading.values_mut() {

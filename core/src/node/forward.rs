@@ -13,14 +13,18 @@
 //! instead, a second final response). The owner's responses, whose top Via is ours, lose
 //! it and go out through the server transaction.
 //!
-//! Only non-INVITE requests are forwarded; a re-INVITE and its CANCEL wait held (their
-//! 2xx and ACK run end to end, past this node). A request that was forwarded once (its top
-//! Via is a forwarding Via) is not forwarded again: members whose views differ must not
-//! bounce it between them.
+//! A re-INVITE is forwarded too: the owner retransmits its 2xx through us (its top Via),
+//! and those copies pass through our Accepted transaction for 64·T1 (RFC 6026), while the
+//! phone's ACK, which comes here when the phone talks to us, goes on to the owner; a
+//! non-2xx gets the hop's ACK from us (§17.1.1.3). ACK and CANCEL are not forwarded as
+//! requests, nor is a request a member forwarded already (members whose views differ
+//! must not bounce it between them).
 
 use super::Node;
 use crate::ids::FORWARD_BRANCH;
-use crate::message::{Method, Request, Response, SipMessage, Via};
+use crate::message::{
+    ack_for_non2xx, header_param, CSeq, Method, Request, Response, SipMessage, Via,
+};
 use crate::transaction::{Peer, Transport, TxKey};
 use crate::UnixMillis;
 use std::collections::BTreeMap;
@@ -34,6 +38,11 @@ pub(super) struct Relays {
     by_key: BTreeMap<TxKey, (Request, Peer)>,
     /// Our forwarding branch → the server transaction it answers.
     by_branch: BTreeMap<String, TxKey>,
+    /// Forwarded re-INVITEs answered 2xx, by our forwarding branch: the owner's
+    /// retransmissions of the 2xx go on through the (Accepted) transaction until 64·T1.
+    accepted: BTreeMap<String, (TxKey, UnixMillis)>,
+    /// The ACKs of those 2xx (by Call-ID and CSeq number) go to the owner until 64·T1.
+    acks: BTreeMap<(String, u32), (Peer, UnixMillis)>,
 }
 
 impl Relays {
@@ -46,6 +55,13 @@ impl Relays {
     pub(super) fn clear(&mut self) {
         self.by_key.clear();
         self.by_branch.clear();
+        self.accepted.clear();
+        self.acks.clear();
+    }
+
+    fn forget_expired(&mut self, now: UnixMillis) {
+        self.accepted.retain(|_, (_, until)| *until > now);
+        self.acks.retain(|_, (_, until)| *until > now);
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -53,10 +69,10 @@ impl Relays {
     }
 }
 
-/// Whether `req` may be forwarded to an owner: not an INVITE, ACK or CANCEL, and not
-/// forwarded by a member already.
+/// Whether `req` (in a dialog) may be forwarded to an owner: not an ACK or CANCEL (an
+/// ACK for a 2xx is forwarded apart, `forward_ack`), and not forwarded by a member already.
 pub(super) fn forwardable(req: &Request) -> bool {
-    !matches!(req.method, Method::Invite | Method::Ack | Method::Cancel)
+    !matches!(req.method, Method::Ack | Method::Cancel)
         && !top_via_is_forwarding(req.headers.get("Via"))
 }
 
@@ -71,6 +87,7 @@ impl Node {
         if self.cluster.relays.by_key.contains_key(key) {
             return;
         }
+        self.cluster.relays.forget_expired(self.now);
         let hops = crate::b2bua::max_forwards(req);
         if hops == 0 {
             let now = self.now;
@@ -95,6 +112,50 @@ impl Node {
         let relays = &mut self.cluster.relays;
         relays.by_branch.insert(branch, key.clone());
         relays.by_key.insert(key.clone(), (copy, owner));
+    }
+
+    /// Forwards the requests held under `call_id` that may be to their call's owner, when
+    /// members tell where it is; a forwarded request is held until it is answered (64·T1).
+    pub(super) fn forward_held(&mut self, call_id: &str) {
+        let Some(&(owner, until, _)) = self.cluster.held.get(call_id) else {
+            return;
+        };
+        let Some(to) = self.cluster.addresses.get(&owner).copied() else {
+            return;
+        };
+        let entries: Vec<(TxKey, Request)> = self
+            .cluster
+            .waiting
+            .peek(call_id)
+            .filter(|(_, req, _)| forwardable(req))
+            .map(|(key, req, _)| (key.clone(), req.clone()))
+            .collect();
+        if entries.is_empty() {
+            return;
+        }
+        for (key, req) in &entries {
+            self.forward(key, req, to);
+        }
+        let life = self.now + self.sink.cfg.timers.timeout();
+        if let Some(held) = self.cluster.held.get_mut(call_id) {
+            held.1 = until.max(life);
+        }
+    }
+
+    /// The owner answered the forwarded request of server transaction `key` finally: it
+    /// waits no more.
+    pub(super) fn answered_elsewhere(&mut self, key: &TxKey) {
+        let mut call = None;
+        self.cluster.waiting.retain_named(|name, (k, _, _)| {
+            let it = k == key;
+            if it {
+                call = Some(name.to_string());
+            }
+            !it
+        });
+        if let Some(call_id) = call.filter(|c| !self.cluster.waiting.contains(c)) {
+            self.forget_lookups(&call_id);
+        }
     }
 
     /// A retransmission of a request forwarded and not yet answered: forwarded again.
@@ -124,18 +185,81 @@ impl Node {
         };
         // An answer to a request no longer waiting (answered, let go, taken over) is
         // dropped: the phone's retransmission is forwarded afresh if need be.
-        let Some(key) = self.cluster.relays.by_branch.get(&branch).cloned() else {
-            return true;
+        let relays = &mut self.cluster.relays;
+        relays.forget_expired(now);
+        let (key, again) = match relays.by_branch.get(&branch) {
+            Some(k) => (k.clone(), false),
+            None => match relays.accepted.get(&branch) {
+                Some((k, _)) => (k.clone(), true),
+                None => return true,
+            },
         };
-        let mut resp = resp.clone();
-        pop_top_via(&mut resp);
+        let copy = relays.by_key.get(&key).cloned();
+        let mut out = resp.clone();
+        pop_top_via(&mut out);
         self.sink.metrics.forwarded_responses += 1;
-        let last = resp.code >= 200;
-        self.sink.respond(&key, resp, now);
-        if last {
-            self.cluster.relays.remove(&key);
-            self.answered_elsewhere(&key);
+        let (code, last) = (out.code, resp.code >= 200 && !again);
+        self.sink.respond(&key, out, now);
+        if !last {
+            return true;
         }
+        if let Some((invite, owner)) = copy.filter(|_| key.method == Method::Invite) {
+            let until = now + self.sink.cfg.timers.timeout();
+            if (200..300).contains(&code) {
+                // The owner retransmits its 2xx through us until the ACK, which the phone
+                // sends end to end: both go on through here (§13.3.1.4).
+                let h = &invite.headers;
+                let cseq = h.get("CSeq").and_then(CSeq::parse).map_or(0, |c| c.seq);
+                let call_id = h.get("Call-ID").unwrap_or("").to_string();
+                let relays = &mut self.cluster.relays;
+                relays.accepted.insert(branch, (key.clone(), until));
+                relays.acks.insert((call_id, cseq), (owner, until));
+            } else {
+                // The owner's transaction waits for the hop's ACK of its non-2xx
+                // (§17.1.1.3), as our own transaction waits for the phone's.
+                let ack = ack_for_non2xx(&invite, resp);
+                self.sink.send_stateless(&SipMessage::Request(ack), owner);
+            }
+        }
+        self.cluster.relays.remove(&key);
+        self.answered_elsewhere(&key);
+        true
+    }
+
+    /// An ACK outside any transaction of ours: when it acknowledges a 2xx an owner sent
+    /// through us to a forwarded re-INVITE, it goes on to the owner. Whether it was one.
+    pub(super) fn forward_ack(&mut self, ack: &Request) -> bool {
+        let h = &ack.headers;
+        let cseq = h.get("CSeq").and_then(CSeq::parse).map_or(0, |c| c.seq);
+        let key = (h.get("Call-ID").unwrap_or("").to_string(), cseq);
+        let Some(&(owner, until)) = self.cluster.relays.acks.get(&key) else {
+            return false;
+        };
+        let tag = h
+            .get("To")
+            .and_then(|t| header_param(t, "tag"))
+            .unwrap_or("");
+        if until <= self.now || self.b2bua.dialog_of(&key.0, tag).is_some() {
+            // Ours now (the owner left and we took the call over): the B2BUA's.
+            return false;
+        }
+        let mut copy = ack.clone();
+        let hops = crate::b2bua::max_forwards(ack).saturating_sub(1);
+        copy.headers.set("Max-Forwards", hops.to_string());
+        let branch = h
+            .get("Via")
+            .and_then(Via::parse)
+            .and_then(|v| v.branch().map(str::to_string))
+            .unwrap_or_default();
+        let hash =
+            crate::cluster::hrw::key_hash(format!("{}/{branch}/ack", self.sink.node_id).as_bytes());
+        let me = self.direct_address();
+        copy.headers.push_front(
+            "Via",
+            format!("SIP/2.0/UDP {me};branch={FORWARD_BRANCH}{hash:016x}"),
+        );
+        self.sink.metrics.forwarded += 1;
+        self.sink.send_stateless(&SipMessage::Request(copy), owner);
         true
     }
 

@@ -291,7 +291,11 @@ impl Node {
             match ev {
                 TxEvent::Request { key, request, from } => self.on_request(key, request, from, now),
                 TxEvent::Response { key, response } => b.on_response(s, &key, response, now),
-                TxEvent::Ack { request, .. } => b.on_ack(s, request),
+                TxEvent::Ack { request, .. } => {
+                    if !self.forward_ack(&request) {
+                        self.b2bua.on_ack(&mut self.sink, request);
+                    }
+                }
                 TxEvent::StrayResponse { response, .. } => {
                     if !self.relay_response(&response, now) {
                         self.b2bua.on_stray_response(&mut self.sink, response);
