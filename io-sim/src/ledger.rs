@@ -198,10 +198,9 @@ pub struct Inner {
     /// Nodes that must be silent: (address, from, until) in simulated ms; `None`: not yet
     /// healed. A node cut off from the store past its lease sends nothing (the fence).
     pub silent: Vec<(std::net::IpAddr, u64, Option<u64>)>,
-    /// Nodes cut off from the balancers: (node id, from, until), on the user agents' clock
-    /// (as `CallLedger::invited_at`); `None`:
-    /// not yet healed. Once the balancers' probes must have noticed, no new call goes to
-    /// such a node.
+    /// Nodes cut off from the balancers: (node id, from, until) on the user agents' clock
+    /// (as `CallLedger::invited_at`); `None`: not yet healed. Once the balancers' probes
+    /// must have noticed, no new call goes to such a node.
     pub lb_cuts: Vec<(u16, u64, Option<u64>)>,
     /// When the first node was killed or stopped (simulated ms).
     pub first_kill_at: Option<u64>,

@@ -213,6 +213,13 @@ impl Via {
         self.param("branch").filter(|b| !b.is_empty())
     }
 
+    /// Whether a cluster member put this Via on a request it forwarded to the call's owner
+    /// (`node::forward`).
+    pub fn is_forwarding(&self) -> bool {
+        self.branch()
+            .is_some_and(|b| b.starts_with(crate::ids::FORWARD_BRANCH))
+    }
+
     /// `host:port` with the transport's default port filled in, for transaction matching.
     pub fn sent_by(&self) -> String {
         let default = if matches!(self.transport.as_str(), "TLS" | "WSS") {

@@ -89,10 +89,10 @@ fn check(msg: &SipMessage, limits: &Limits, proxy: bool) -> Result<(), Rejection
         SipMessage::Response(_) => {
             // ... unless it answers a request a member forwarded as a proxy (its Via on
             // top: `node::forward`).
-            let forwarded = h.get("Via").and_then(super::Via::parse).is_some_and(|v| {
-                v.branch()
-                    .is_some_and(|b| b.starts_with(crate::ids::FORWARD_BRANCH))
-            });
+            let forwarded = h
+                .get("Via")
+                .and_then(super::Via::parse)
+                .is_some_and(|v| v.is_forwarding());
             if h.count("Via") > 1 && !proxy && !forwarded {
                 return Err(Rejection::drop(Rule::ExtraViaInResponse));
             }

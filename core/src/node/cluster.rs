@@ -8,9 +8,10 @@
 //! (`B2bua::adopt`: the claim is a compare-and-swap write that goes with the answer). One
 //! whose owner lives is held (our member list may be late: a balancer reading the store
 //! saw the owner go first) and read again if the owner leaves meanwhile; while held, it
-//! is forwarded to the owner and answered with the owner's answer (`forward`). What is still held after one lease TTL (64·T1 once forwarded) is let go
-//! without an answer: the owner lives, and a 503 from here could be a second final
-//! response to one request. No record gets 481.
+//! is forwarded to the owner and answered with the owner's answer (`forward`). What is
+//! still held after one lease TTL (64·T1 once forwarded) is let go without an answer: the
+//! owner lives, and a 503 from here could be a second final response to one request. No
+//! record gets 481.
 //!
 //! A member that leaves the list has its calls adopted even if nobody speaks on them (their
 //! timers must still fire: 2xx retransmissions, session expiry, maximum duration, BYEs to
@@ -484,8 +485,9 @@ impl Node {
     /// The requests waiting under `call_id` (none left there, nor relays for them).
     fn take_waiting(&mut self, call_id: &str) -> Vec<super::parked::Entry> {
         let entries = self.cluster.waiting.take(call_id);
-        let keys: Vec<TxKey> = entries.iter().map(|(k, _, _)| k.clone()).collect();
-        self.drop_relays(&keys);
+        for (key, _, _) in &entries {
+            self.cluster.relays.remove(key);
+        }
         entries
     }
 

@@ -46,7 +46,7 @@ pub(super) struct Relays {
 }
 
 impl Relays {
-    fn remove(&mut self, key: &TxKey) {
+    pub(super) fn remove(&mut self, key: &TxKey) {
         if self.by_key.remove(key).is_some() {
             self.by_branch.retain(|_, k| k != key);
         }
@@ -73,12 +73,11 @@ impl Relays {
 /// ACK for a 2xx is forwarded apart, `forward_ack`), and not forwarded by a member already.
 pub(super) fn forwardable(req: &Request) -> bool {
     !matches!(req.method, Method::Ack | Method::Cancel)
-        && !top_via_is_forwarding(req.headers.get("Via"))
-}
-
-fn top_via_is_forwarding(via: Option<&str>) -> bool {
-    via.and_then(Via::parse)
-        .is_some_and(|v| v.branch().is_some_and(|b| b.starts_with(FORWARD_BRANCH)))
+        && !req
+            .headers
+            .get("Via")
+            .and_then(Via::parse)
+            .is_some_and(|v| v.is_forwarding())
 }
 
 impl Node {
@@ -95,13 +94,8 @@ impl Node {
         }
         let mut copy = req.clone();
         copy.headers.set("Max-Forwards", (hops - 1).to_string());
-        let hash = crate::cluster::hrw::key_hash(
-            format!("{}/{}/{}", self.sink.node_id, key.branch, key.sent_by).as_bytes(),
-        );
-        let branch = format!("{FORWARD_BRANCH}{hash:016x}");
-        let me = self.direct_address();
-        copy.headers
-            .push_front("Via", format!("SIP/2.0/UDP {me};branch={branch}"));
+        let branch =
+            self.push_forwarding_via(&mut copy, &format!("{}/{}", key.branch, key.sent_by));
         let owner = Peer {
             transport: Transport::Udp,
             addr: to,
@@ -178,8 +172,8 @@ impl Node {
             .headers
             .get("Via")
             .and_then(Via::parse)
+            .filter(Via::is_forwarding)
             .and_then(|v| v.branch().map(str::to_string))
-            .filter(|b| b.starts_with(FORWARD_BRANCH))
         else {
             return false;
         };
@@ -251,33 +245,24 @@ impl Node {
             .and_then(Via::parse)
             .and_then(|v| v.branch().map(str::to_string))
             .unwrap_or_default();
-        let hash =
-            crate::cluster::hrw::key_hash(format!("{}/{branch}/ack", self.sink.node_id).as_bytes());
-        let me = self.direct_address();
-        copy.headers.push_front(
-            "Via",
-            format!("SIP/2.0/UDP {me};branch={FORWARD_BRANCH}{hash:016x}"),
-        );
+        self.push_forwarding_via(&mut copy, &format!("{branch}/ack"));
         self.sink.metrics.forwarded += 1;
         self.sink.send_stateless(&SipMessage::Request(copy), owner);
         true
     }
 
-    /// Where members reach this node: its own member record's address, else what it
-    /// advertises.
-    fn direct_address(&self) -> SocketAddr {
-        self.cluster
-            .addresses
-            .get(&self.sink.node_id)
-            .copied()
-            .unwrap_or(self.sink.advertise)
-    }
-
-    /// Forgets the relays of the requests parked under `keys`' call (taken over, let go).
-    pub(super) fn drop_relays(&mut self, keys: &[TxKey]) {
-        for k in keys {
-            self.cluster.relays.remove(k);
-        }
+    /// Puts our forwarding Via on top of `req`, its branch derived from `from` (what names
+    /// the request at its sender) and this node; returns the branch. Sent-by is where
+    /// members reach this node: its own member record's address, else what it advertises.
+    fn push_forwarding_via(&self, req: &mut Request, from: &str) -> String {
+        let hash =
+            crate::cluster::hrw::key_hash(format!("{}/{from}", self.sink.node_id).as_bytes());
+        let branch = format!("{FORWARD_BRANCH}{hash:016x}");
+        let me = self.cluster.addresses.get(&self.sink.node_id);
+        let me = me.copied().unwrap_or(self.sink.advertise);
+        req.headers
+            .push_front("Via", format!("SIP/2.0/UDP {me};branch={branch}"));
+        branch
     }
 }
 

@@ -55,10 +55,7 @@ pub struct TxKey {
 /// member's copy got 500 Out Of Order, the first's its real answer).
 fn keyed_via(req: &Request) -> Option<Via> {
     let top = Via::parse(req.headers.get("Via")?)?;
-    if !top
-        .branch()
-        .is_some_and(|b| b.starts_with(crate::ids::FORWARD_BRANCH))
-    {
+    if !top.is_forwarding() {
         return Some(top);
     }
     let under = req
