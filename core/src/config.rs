@@ -78,6 +78,13 @@ pub struct ClusterConfig {
     pub lease_ttl_ms: u64,
     /// What of a call is replicated (`none`, `lazy` or `hot-standby`).
     pub strategy: Strategy,
+    /// What becomes of a ringing call whose node dies (`local` or `distributed`).
+    pub transactions: Transactions,
+    /// The balancer in front of the cluster, through which a member sends each INVITE to a
+    /// callee over UDP (the balancer relays it on): the callee answers the balancer, which
+    /// sends the answer on to whoever runs the call by then. Without it the answers to a
+    /// dead member's INVITEs are lost with it (`transactions = "distributed"` needs it).
+    pub outbound: Option<std::net::SocketAddr>,
 }
 
 impl Default for ClusterConfig {
@@ -85,8 +92,25 @@ impl Default for ClusterConfig {
         Self {
             lease_ttl_ms: 2_000,
             strategy: Strategy::Lazy,
+            transactions: Transactions::Local,
+            outbound: None,
         }
     }
+}
+
+/// `[cluster] transactions`: a ringing call is stored from its first INVITE (its early
+/// dialogs and INVITE transactions with it), so that its adopter knows it; this says what
+/// the adopter does with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transactions {
+    /// The plan's hybrid: transactions are the node's own. The adopter settles a ringing
+    /// call: the caller gets 503 (never silence), the callee a CANCEL.
+    Local,
+    /// The adopter restores the call's INVITE transactions, rebuilds every deadline from
+    /// their fields, and the call goes on as if nothing happened (the callee's answer
+    /// reaches the adopter through a balancer, which routes it by the call).
+    Distributed,
 }
 
 /// `[cluster] strategy`: how a call outlives its node.

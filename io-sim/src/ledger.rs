@@ -48,6 +48,8 @@ pub struct CallLedger {
     pub callees: Vec<Leg>,
     pub ringing: bool,
     pub final_seen: bool,
+    /// The caller sent CANCEL.
+    pub cancelled: bool,
     pub reinvites_pending: u32,
     pub suspects: Vec<Suspect>,
     /// INFO requests (by the id in their body) that got a 2xx, and those that reached the
@@ -86,6 +88,11 @@ pub struct Counts {
     pub failovers: u64,
     /// Requests in a dialog a user agent sent through another balancer than the last.
     pub switches: u64,
+    /// Calls ringing on a node as it was killed or stopped, summed over those; and how
+    /// many of them the caller heard answered afterwards (a call that outlived its node's
+    /// transactions).
+    pub ringing_at_kills: u64,
+    pub answered_after_kill: u64,
 }
 
 impl Counts {
@@ -98,7 +105,7 @@ impl Counts {
     }
 
     /// Every count, in declaration order (how a sweep's worker process reports them).
-    pub fn to_array(&self) -> [u64; 16] {
+    pub fn to_array(&self) -> [u64; 18] {
         [
             self.calls_attempted,
             self.calls_answered,
@@ -116,11 +123,13 @@ impl Counts {
             self.calls_up_at_kills,
             self.failovers,
             self.switches,
+            self.ringing_at_kills,
+            self.answered_after_kill,
         ]
     }
 
-    pub fn from_array(a: [u64; 16]) -> Self {
-        let [calls_attempted, calls_answered, ended_by_caller, ended_by_callee, ended_by_drongo, registrations, deregistrations, reinvites, infos, byes, faults_planned, faults_struck, triggers_met, calls_up_at_kills, failovers, switches] =
+    pub fn from_array(a: [u64; 18]) -> Self {
+        let [calls_attempted, calls_answered, ended_by_caller, ended_by_callee, ended_by_drongo, registrations, deregistrations, reinvites, infos, byes, faults_planned, faults_struck, triggers_met, calls_up_at_kills, failovers, switches, ringing_at_kills, answered_after_kill] =
             a;
         Self {
             calls_attempted,
@@ -139,6 +148,8 @@ impl Counts {
             calls_up_at_kills,
             failovers,
             switches,
+            ringing_at_kills,
+            answered_after_kill,
         }
     }
 }
@@ -150,7 +161,7 @@ impl std::fmt::Display for Counts {
             "calls {} attempted, {} answered, ended by caller {} / callee {} / drongo {}; \
              registrations {}, de-registrations {}; re-INVITEs {}, INFOs {}, BYEs {}; \
              faults {} planned, {} struck, {} on their trigger; calls up at kills {}; \
-             failovers {}, balancer switches {}",
+             failovers {}, balancer switches {}; ringing at kills {}, of them answered {}",
             self.calls_attempted,
             self.calls_answered,
             self.ended_by_caller,
@@ -167,6 +178,8 @@ impl std::fmt::Display for Counts {
             self.calls_up_at_kills,
             self.failovers,
             self.switches,
+            self.ringing_at_kills,
+            self.answered_after_kill,
         )
     }
 }
@@ -204,6 +217,8 @@ pub struct Inner {
     pub lb_cuts: Vec<(u16, u64, Option<u64>)>,
     /// When the first node was killed or stopped (simulated ms).
     pub first_kill_at: Option<u64>,
+    /// Calls ringing on a node when it was killed or stopped (their tokens).
+    pub ringing_at_kills: BTreeSet<String>,
 }
 
 #[derive(Clone, Default)]
@@ -223,6 +238,19 @@ impl Ledger {
             .calls
             .values()
             .any(|c| c.ringing && !c.final_seen)
+    }
+
+    /// The tokens of calls ringing (no final answer yet) whose callee's INVITE came from
+    /// node `node` (its B-leg's Call-ID starts with the node id in hex).
+    pub fn ringing_on(&self, node: u16) -> Vec<String> {
+        let prefix = format!("{node:x}.");
+        self.lock()
+            .calls
+            .iter()
+            .filter(|(_, c)| c.ringing && !c.final_seen)
+            .filter(|(_, c)| c.callees.iter().any(|l| l.call_id.starts_with(&prefix)))
+            .map(|(t, _)| t.clone())
+            .collect()
     }
 
     pub fn confirmed_calls(&self) -> usize {

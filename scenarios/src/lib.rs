@@ -105,6 +105,11 @@ pub fn all() -> Vec<Scenario> {
             spec: owner_crash_in_call,
         },
         Scenario {
+            name: "owner-crash-while-ringing",
+            about: "a cluster of three: a node is killed while a call it set up rings (transactions local): the adopter settles it, the caller gets a final response, never silence",
+            spec: owner_crash_while_ringing,
+        },
+        Scenario {
             name: "owner-crash-during-reinvite",
             about: "a cluster of three: a node is killed while a re-INVITE of one of its calls is in progress",
             spec: owner_crash_during_reinvite,
@@ -143,6 +148,11 @@ pub fn all() -> Vec<Scenario> {
             name: "lb-node-crash-under-load",
             about: "owner-crash-in-call behind drongo lb: the phones know one address; the balancer routes a dead node's dialogs to their adopters by the node token, and a node back within its lease gets its calls' requests forwarded by the adopter",
             spec: lb_node_crash_under_load,
+        },
+        Scenario {
+            name: "lb-node-crash-while-ringing",
+            about: "a node is killed behind drongo lb while a call it set up rings (transactions distributed): the adopter restores the INVITE transactions, and a call its callee answers completes",
+            spec: lb_node_crash_while_ringing,
         },
         Scenario {
             name: "lb-two-balancers",
@@ -426,6 +436,29 @@ fn owner_crash_in_call() -> WorldSpec {
         node: 0,
         after_ms: 10_000,
     })
+}
+
+/// Callees ring 1-8 s, so that some answer after their call's node died.
+fn owner_crash_while_ringing() -> WorldSpec {
+    WorldSpec {
+        ring_ms: (1_000, 8_000),
+        ..owner_killed(Trigger::RingingOn {
+            node: 0,
+            after_ms: 10_000,
+        })
+    }
+}
+
+/// Callees ring 2-10 s and callers wait 20-30 s, so that calls ringing when their node
+/// dies are answered after its adopter restored them (detection takes about a lease TTL).
+fn lb_node_crash_while_ringing() -> WorldSpec {
+    WorldSpec {
+        balancers: 1,
+        transactions: drongo_core::config::Transactions::Distributed,
+        ring_ms: (2_000, 10_000),
+        patience_ms: (20_000, 30_000),
+        ..owner_crash_while_ringing()
+    }
 }
 
 fn owner_crash_during_reinvite() -> WorldSpec {

@@ -102,16 +102,25 @@ pub struct Call {
     pub a: Dialog,
     pub b: Dialog,
     /// The caller's initial INVITE and its server transaction, until the call is answered
-    /// or fails. Transactions live only in memory (a restored call has none), so this and
-    /// `b_invite` and `relays` are not stored.
+    /// or fails. Not stored as such: a ringing call's record has the transaction (`txs`).
     #[serde(skip)]
     pub a_invite: Option<(TxKey, Request)>,
     /// The client transaction of the INVITE to the callee, until it ends.
     #[serde(skip)]
     pub b_invite: Option<(TxKey, Request)>,
+    /// While the call rings: its two INVITE transactions as they were when the record was
+    /// last written, so that an adopter restores them (every deadline derives from their
+    /// fields) or at least answers the caller (`[cluster] transactions`). Other
+    /// transactions live only in memory (a restored call has none of them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub txs: Vec<crate::transaction::Snapshot>,
     /// Whether the callee has sent a provisional response (a CANCEL may be sent).
     pub b_provisional: bool,
     pub created_at: UnixMillis,
+    /// When the call was given up (`Cancelling`): 64·T1 later its INVITE transactions are
+    /// waited for no longer (§9.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_at: Option<UnixMillis>,
     pub answered_at: Option<UnixMillis>,
     /// Session interval in seconds and the time of the last refresh (RFC 4028).
     pub session_interval: u64,
@@ -177,8 +186,15 @@ impl Call {
             c.push((p.next_retransmit(t), CallTimer::Retransmit2xx));
             c.push((p.gives_up_at(t), CallTimer::AckTimeout));
         }
-        if self.state == CallState::Early {
-            c.push((self.created_at + t.timer_c, CallTimer::NoAnswer));
+        match self.state {
+            CallState::Early => c.push((self.created_at + t.timer_c, CallTimer::NoAnswer)),
+            // Given up: the callee's answer to the CANCEL (and the caller's ACK) has 64·T1
+            // at most (§9.1).
+            CallState::Cancelling => c.push((
+                self.cancelled_at.unwrap_or(self.created_at) + t.timeout(),
+                CallTimer::NoAnswer,
+            )),
+            _ => {}
         }
         if self.state == CallState::Confirmed {
             // RFC 4028 §10: without a refresh, end the session a little before it expires

@@ -72,7 +72,7 @@ impl B2bua {
         let id = b.call_id.clone();
         let session_interval =
             session_expires(h.get("Session-Expires")).unwrap_or(s.cfg.session_expires_secs);
-        let Some(b_key) = self.send(s, &id, b_inv.clone(), target_peer, Purpose::Invite, now)
+        let Some(b_key) = self.send(s, &id, b_inv.clone(), first_hop(s, target_peer), Purpose::Invite, now)
         else {
             return s.reply(&key, &req, 500, None, &[], now);
         };
@@ -88,6 +88,8 @@ impl B2bua {
             b,
             a_invite: Some((key, req)),
             b_invite: Some((b_key, b_inv)),
+            txs: Vec::new(),
+            cancelled_at: None,
             b_provisional: false,
             created_at: now,
             answered_at: None,
@@ -103,6 +105,11 @@ impl B2bua {
             owner_incarnation: s.incarnation,
         };
         self.calls.insert(call, &s.cfg.timers);
+        if s.clustered {
+            // Stored from its first INVITE, which leaves only once the record is durable:
+            // should this node die while the call rings, its adopter knows of it.
+            self.persist(s, &id);
+        }
     }
 
     /// CANCEL of a caller's INVITE (§9.2).
@@ -130,6 +137,7 @@ impl B2bua {
             return;
         }
         call.state = CallState::Cancelling;
+        call.cancelled_at = Some(now);
         let (a_tag, a_invite) = (call.a.local_tag.clone(), call.a_invite.clone());
         let send_cancel = call.b_provisional;
         if let Some((k, r)) = a_invite {
@@ -140,6 +148,11 @@ impl B2bua {
             self.cancel_callee(s, id, now);
         }
         s.metrics.calls_failed += 1;
+        if self.calls.get(id).is_some_and(|c| c.version > 0) {
+            // The caller's final response reveals that the call is over: an adopter must
+            // not answer it again.
+            self.persist(s, id);
+        }
         self.calls.reschedule(id, &s.cfg.timers);
     }
 
@@ -153,7 +166,8 @@ impl B2bua {
             return;
         };
         let cancel = crate::message::cancel_for(&b_req);
-        self.send(s, id, cancel, peer, Purpose::Fire, now);
+        // The way its INVITE went (§9.1).
+        self.send(s, id, cancel, first_hop(s, peer), Purpose::Fire, now);
     }
 
     pub(super) fn on_invite_response(
@@ -209,8 +223,47 @@ impl B2bua {
             s.metrics.calls_failed += 1;
         }
         if state != CallState::Confirmed {
+            self.wind_down(s, id, now);
+        }
+    }
+
+    /// The callee's INVITE transaction has its final answer (a failure, or none: it timed
+    /// out), and the caller its final response. A stored call stays (`Cancelling`, its
+    /// record written with the caller's transaction holding that response) until the
+    /// caller's transaction ends: should this node die first, an adopter restores that
+    /// transaction, which sends the response again until the caller acknowledges it. An
+    /// unstored one goes at once.
+    pub(super) fn wind_down(&mut self, s: &mut Sink, id: &str, now: UnixMillis) {
+        let Some(call) = self.calls.get_mut(id) else {
+            return;
+        };
+        if call.version == 0 || call.state == CallState::Confirmed {
+            return self.remove_call(s, id, now);
+        }
+        call.b_invite = None;
+        call.state = CallState::Cancelling;
+        call.cancelled_at.get_or_insert(now);
+        if !self.settle_if_done(s, id, now) {
+            // An adopter must neither wait for the callee's answer nor miss the caller's.
+            self.persist(s, id);
+        }
+    }
+
+    /// A failed stored call goes once the caller's and the callee's INVITE transactions
+    /// both have ended (see [`B2bua::wind_down`]). Whether it went.
+    pub(super) fn settle_if_done(&mut self, s: &mut Sink, id: &str, now: UnixMillis) -> bool {
+        let Some(call) = self.calls.get(id) else {
+            return false;
+        };
+        let caller_done = call
+            .a_invite
+            .as_ref()
+            .is_none_or(|(k, _)| s.tx.get(k).is_none());
+        let done = call.state == CallState::Cancelling && call.b_invite.is_none() && caller_done;
+        if done {
             self.remove_call(s, id, now);
         }
+        done
     }
 
     /// The callee answered: ACK it, and relay the answer to the caller once the call's
@@ -227,9 +280,15 @@ impl B2bua {
         let Some(call) = self.calls.get_mut(id) else {
             return;
         };
-        if call.state == CallState::Confirmed {
-            // A retransmission: our ACK was lost.
-            let cseq = call.b.local_cseq.max(1);
+        if matches!(call.state, CallState::Confirmed | CallState::Ending) {
+            // A retransmission: our ACK was lost (the call may be ending meanwhile: a stored
+            // call answered after its caller cancelled stays until the callee's BYE is
+            // answered; store-leader-change-during-takeover seed 18 relayed the copy).
+            let cseq = resp
+                .headers
+                .get("CSeq")
+                .and_then(CSeq::parse)
+                .map_or(call.b.local_cseq.max(1), |c| c.seq);
             return self.ack_b(s, id, cseq);
         }
         call.b.remote_tag = to_tag;
@@ -305,7 +364,19 @@ impl B2bua {
             .get(id)
             .is_some_and(|c| c.state != CallState::Confirmed)
         {
-            self.remove_call(s, id, now);
+            self.wind_down(s, id, now);
         }
+    }
+}
+
+/// Where an INVITE to a callee at `peer` (and its CANCEL) goes first: the cluster's
+/// balancer when one is set (see `ClusterConfig::outbound`), else the callee itself.
+fn first_hop(s: &Sink, peer: Peer) -> Peer {
+    match s.cfg.cluster.outbound {
+        Some(addr) if s.clustered && peer.transport == crate::transaction::Transport::Udp => Peer {
+            addr,
+            transport: peer.transport,
+        },
+        _ => peer,
     }
 }

@@ -89,10 +89,20 @@ impl B2bua {
         }
     }
 
-    /// Transaction `key` is over: nothing leads to its call through it any more.
-    pub(crate) fn transaction_ended(&mut self, key: &TxKey) {
+    /// Transaction `key` is over: nothing leads to its call through it any more. The
+    /// caller's INVITE transaction of a call that failed ends the call (see
+    /// [`B2bua::wind_down`]).
+    pub(crate) fn transaction_ended(&mut self, s: &mut Sink, key: &TxKey, now: UnixMillis) {
+        let failed = self.calls.by_server_invite(key);
         self.calls.transaction_ended(key);
+        if let Some(id) = failed {
+            if let Some(call) = self.calls.get_mut(&id) {
+                call.a_invite = None;
+            }
+            self.settle_if_done(s, &id, now);
+        }
     }
+
 
     /// A response to one of our client transactions.
     pub(crate) fn on_response(
@@ -209,8 +219,17 @@ impl B2bua {
             // The owner index: the adopters of a member that dies find its calls here.
             s.writes.push(takeover::owns_entry(call.owner, id));
         }
+        if matches!(call.state, CallState::Early | CallState::Cancelling) {
+            // Ringing: its INVITE transactions go with it (see `Call::txs`).
+            call.txs = [&call.a_invite, &call.b_invite]
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, _)| s.tx.snapshot(k))
+                .collect();
+        }
         call.version += 1;
         let value = serde_json::to_vec(&*call).unwrap_or_default();
+        call.txs.clear();
         s.writes.push(crate::store::StoreWrite::Put {
             key: crate::store::call_key(id),
             value,

@@ -1,12 +1,14 @@
 //! Calls and the store: loading stored calls after a restart, a call whose write failed,
 //! and what the store really holds once read back.
 
-use super::call::{Call, Side};
+use super::call::{Call, CallState, Side};
+use super::calls::Purpose;
 use super::B2bua;
+use crate::config::Transactions;
 use crate::message::Response;
 use crate::sink::Sink;
 use crate::store::{StoreWrite, StoredRecord};
-use crate::transaction::TxKey;
+use crate::transaction::{Role, TxKey};
 use crate::UnixMillis;
 
 impl B2bua {
@@ -51,11 +53,31 @@ impl B2bua {
         if call.pending_2xx.is_none() {
             call.awaiting_ack = None;
         }
-        // Transactions died with the old process (they are not stored: see `Call`).
+        // Transactions died with the old process (they are not stored: see `Call`), but
+        // for a ringing call's two INVITE transactions.
         let id = call.id.clone();
         let ending = call.byes.clone();
         call.bye_owed = !ending.is_empty();
+        let ringing = matches!(call.state, CallState::Early | CallState::Cancelling);
+        let txs = std::mem::take(&mut call.txs);
+        if ringing {
+            self.restore_ringing(s, &mut call, txs, now);
+        }
+        let (early, failed) = (
+            call.state == CallState::Early,
+            call.state == CallState::Cancelling,
+        );
         self.calls.insert(call, &timers);
+        if failed && self.settle_if_done(s, &id, now) {
+            // Both its transactions were over (see `wind_down`).
+            return true;
+        }
+        if early && s.cfg.cluster.transactions == Transactions::Local {
+            // Its node died with its transactions' state as far as the plan's hybrid
+            // goes: the caller hears so at once (never silence), the callee is cancelled.
+            self.give_up_ringing(s, &id, 503, now);
+            return true;
+        }
         if ending.is_empty() {
             return false;
         }
@@ -64,6 +86,30 @@ impl B2bua {
         self.send_byes(s, &id, &ending, now);
         self.persist(s, &id);
         true
+    }
+
+    /// A ringing call's INVITE transactions, restored from its record: the caller's server
+    /// transaction and the client transaction towards the callee (which the call then
+    /// tracks), every deadline rebuilt from their fields; one overdue fires now.
+    fn restore_ringing(
+        &mut self,
+        s: &mut Sink,
+        call: &mut Call,
+        txs: Vec<crate::transaction::Snapshot>,
+        now: UnixMillis,
+    ) {
+        for snap in &txs {
+            let pair = Some((snap.key.clone(), snap.transaction.request().clone()));
+            match snap.key.role {
+                Role::Server => call.a_invite = pair,
+                Role::Client => {
+                    self.calls
+                        .track_client(snap.key.clone(), &call.id, Purpose::Invite);
+                    call.b_invite = pair;
+                }
+            }
+        }
+        s.tx.restore(txs, now);
     }
 
     /// The write of call `id`'s record failed, so what went with it was not sent; the
@@ -90,6 +136,13 @@ impl B2bua {
         withdrawn: &[(TxKey, Response)],
         now: UnixMillis,
     ) {
+        if self
+            .calls
+            .get(id)
+            .is_some_and(|c| matches!(c.state, CallState::Early | CallState::Cancelling))
+        {
+            return self.ringing_unsaved(s, id, version, now);
+        }
         if let Some(call) = self.calls.get_mut(id) {
             call.version = version;
             call.bye_owed = true;
@@ -120,6 +173,41 @@ impl B2bua {
             }
         }
         self.end_call(s, id, now);
+    }
+
+    /// A ringing call whose write did not happen. Its first write held back the INVITE to
+    /// the callee (whose transaction went with it): nothing of the call is out, and it is
+    /// forgotten (the caller's retransmission starts it again). A later one: the call is
+    /// given up (500 to the caller, a CANCEL to the callee once it rings).
+    fn ringing_unsaved(&mut self, s: &mut Sink, id: &str, version: u64, now: UnixMillis) {
+        let Some(call) = self.calls.get_mut(id) else {
+            return;
+        };
+        call.version = version;
+        let out = call
+            .b_invite
+            .as_ref()
+            .is_some_and(|(k, _)| s.tx.get(k).is_some());
+        if !out {
+            // What the write may have created goes (the read-back of a failed key deletes
+            // the rest; `Node::handle_store_record`).
+            let owner = call.owner;
+            for k in self.calls.forget(id) {
+                s.tx.abandon(&k);
+            }
+            if s.clustered {
+                s.writes.push(StoreWrite::Delete {
+                    key: crate::store::call_key(id),
+                    expect: 1,
+                });
+                s.writes.push(StoreWrite::Delete {
+                    key: crate::store::owns_key(owner, id),
+                    expect: 1,
+                });
+            }
+            return;
+        }
+        self.give_up_ringing(s, id, 500, now);
     }
 
     /// The write of call `id` lost its compare-and-swap: the record changed under us, and

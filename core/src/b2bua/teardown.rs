@@ -156,6 +156,17 @@ impl B2bua {
                 self.end_call(s, id, now);
             }
             CallTimer::SessionExpired | CallTimer::MaxDuration => self.end_call(s, id, now),
+            CallTimer::NoAnswer if call.state == CallState::Cancelling => {
+                // The callee's answer to our CANCEL never came (or came to a node that
+                // died): waited for no longer.
+                if let Some((k, _)) = call.b_invite.take() {
+                    s.tx.abandon(&k);
+                }
+                if let Some((k, _)) = call.a_invite.take() {
+                    s.tx.abandon(&k);
+                }
+                self.settle_if_done(s, id, now);
+            }
             CallTimer::NoAnswer => self.give_up_ringing(s, id, 408, now),
         }
     }

@@ -126,6 +126,12 @@ impl Pool {
         self.nodes.get(&id)
     }
 
+    /// Whether `addr` is where a node of the pool is reached (a message from it is the
+    /// node's own).
+    pub fn is_node_addr(&self, addr: SocketAddr) -> bool {
+        self.nodes.values().any(|n| n.addr == addr)
+    }
+
     pub(crate) fn count_routed(&mut self, id: u16) {
         if let Some(n) = self.nodes.get_mut(&id) {
             n.routed += 1;

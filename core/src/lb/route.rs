@@ -151,6 +151,9 @@ impl Balancer {
     }
 
     fn on_request(&mut self, mut req: Request, from: SocketAddr, now: UnixMillis) -> Option<Out> {
+        if self.pool.is_node_addr(from) {
+            return self.relay_for_node(req);
+        }
         let mf = req
             .headers
             .get("Max-Forwards")
@@ -183,6 +186,27 @@ impl Balancer {
         self.metrics.requests_forwarded += 1;
         Some(Out {
             to: addr,
+            bytes: req.to_bytes(),
+        })
+    }
+
+    /// A node's own request (one opening a dialog with a callee, sent through the balancer
+    /// as its outbound proxy) goes on to its Request-URI, from the balancer's address,
+    /// with nothing added: the node's Via already names the balancer (it advertises it)
+    /// and carries the node's token in its branch, so the callee's responses come here
+    /// and go to that node, or to its call's adopter once it is dead.
+    fn relay_for_node(&mut self, mut req: Request) -> Option<Out> {
+        match req.headers.get("Max-Forwards").map(|v| v.trim().parse::<u32>()) {
+            Some(Ok(0)) => return self.drop("node request with Max-Forwards 0"),
+            Some(Ok(n)) => req.headers.set("Max-Forwards", (n - 1).to_string()),
+            _ => {}
+        }
+        let Some(to) = crate::dialog::peer_for_uri(&req.uri) else {
+            return self.drop("node request to no address");
+        };
+        self.metrics.requests_forwarded += 1;
+        Some(Out {
+            to: to.addr,
             bytes: req.to_bytes(),
         })
     }

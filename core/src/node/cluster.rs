@@ -66,6 +66,8 @@ pub(super) struct Membership {
     pub(super) addresses: BTreeMap<u16, std::net::SocketAddr>,
     /// Requests forwarded to their call's owner, awaiting its answer.
     pub(super) relays: super::forward::Relays,
+    /// Responses for calls that may be another member's, waiting for the lookup.
+    pub(super) strays: super::strays::Strays,
     /// Calls let go of because a write was fenced: loaded again at the next member list
     /// (after a rejoin, or once the lease holds again). Their records are left alone
     /// meanwhile.
@@ -138,6 +140,7 @@ impl Node {
             // seed 293: a held re-INVITE's retransmission got 481 after a rejoin).
             self.cluster.waiting.clear();
             self.cluster.relays.clear();
+            self.cluster.strays.clear();
             self.cluster.held.clear();
             self.cluster.tried.clear();
             self.cluster.loading.clear();
@@ -334,7 +337,7 @@ impl Node {
         }
     }
 
-    fn load(&mut self, key: String, call_id: &str) {
+    pub(super) fn load(&mut self, key: String, call_id: &str) {
         self.cluster
             .tried
             .entry(call_id.to_string())
@@ -484,6 +487,8 @@ impl Node {
 
     /// The requests waiting under `call_id` (none left there, nor relays for them).
     fn take_waiting(&mut self, call_id: &str) -> Vec<super::parked::Entry> {
+        // Responses waiting with them are dropped (see `strays`).
+        self.cluster.strays.take(call_id);
         let entries = self.cluster.waiting.take(call_id);
         for (key, _, _) in &entries {
             self.cluster.relays.remove(key);
@@ -494,7 +499,13 @@ impl Node {
     /// The call is held now: the waiting requests go to it.
     fn replay_waiting(&mut self, call_id: &str, now: UnixMillis) {
         self.forget_lookups(call_id);
+        self.replay_strays(call_id, now);
         for (key, req, from) in self.take_waiting(call_id) {
+            if req.method == Method::Cancel {
+                // Its INVITE's transaction is here now, or nowhere: no second lookup.
+                self.b2bua.on_cancel(&mut self.sink, &key, &req, now);
+                continue;
+            }
             self.on_request(key, req, from, now);
         }
     }

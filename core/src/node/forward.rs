@@ -69,10 +69,12 @@ impl Relays {
     }
 }
 
-/// Whether `req` (in a dialog) may be forwarded to an owner: not an ACK or CANCEL (an
+/// Whether `req` (in a dialog, or a CANCEL) may be forwarded to an owner: not an ACK (an
 /// ACK for a 2xx is forwarded apart, `forward_ack`), and not forwarded by a member already.
+/// A CANCEL reaches its INVITE's transaction there: the owner keys a forwarded request by
+/// the Via under the member's.
 pub(super) fn forwardable(req: &Request) -> bool {
-    !matches!(req.method, Method::Ack | Method::Cancel)
+    req.method != Method::Ack
         && !req
             .headers
             .get("Via")
@@ -117,6 +119,7 @@ impl Node {
         let Some(to) = self.cluster.addresses.get(&owner).copied() else {
             return;
         };
+        self.forward_strays(call_id, to);
         let entries: Vec<(TxKey, Request)> = self
             .cluster
             .waiting

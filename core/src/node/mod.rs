@@ -13,6 +13,7 @@ mod parked;
 mod requests;
 mod standby;
 mod store;
+mod strays;
 
 pub use crate::batch::{Batch, BatchId, WriteError};
 pub use crate::metrics::Metrics;
@@ -297,13 +298,13 @@ impl Node {
                     }
                 }
                 TxEvent::StrayResponse { response, .. } => {
-                    if !self.relay_response(&response, now) {
+                    if !self.relay_response(&response, now) && !self.await_owner(&response) {
                         self.b2bua.on_stray_response(&mut self.sink, response);
                     }
                 }
                 TxEvent::Timeout { key, .. } => b.on_client_failure(s, &key, 408, now),
                 TxEvent::TransportError { key } => b.on_client_failure(s, &key, 503, now),
-                TxEvent::Terminated { key } => b.transaction_ended(&key),
+                TxEvent::Terminated { key } => b.transaction_ended(s, &key, now),
             }
         }
     }

@@ -159,12 +159,19 @@ impl Node {
             },
             Some(Key::Call(id)) if self.cluster.suspended.contains(id) => {}
             Some(Key::Call(id)) => self.b2bua.read_back(&mut self.sink, key, id, record, now),
-            // An A-leg index that outlived its call (its delete failed): deleted.
+            // An A-leg index of ours that outlived its call (its delete failed): deleted.
+            // Another member's is its own (a retransmitted INVITE that reached us too
+            // found it: cluster-chaos seed 28, which deleted it and made a second call).
             Some(Key::Leg(_)) => {
+                let mine = format!("{:x}.", self.sink.node_id);
                 let held = record
                     .as_ref()
                     .and_then(|r| std::str::from_utf8(&r.value).ok())
-                    .is_some_and(|id| self.b2bua.holds(id) || self.cluster.suspended.contains(id));
+                    .is_none_or(|id| {
+                        !id.starts_with(&mine)
+                            || self.b2bua.holds(id)
+                            || self.cluster.suspended.contains(id)
+                    });
                 if let Some(r) = record.filter(|_| !held) {
                     self.sink.writes.push(crate::store::StoreWrite::Delete {
                         key: key.to_string(),

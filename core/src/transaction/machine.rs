@@ -31,6 +31,26 @@ impl Transaction {
         }
     }
 
+    /// Lays the retransmission schedule over a restored snapshot (see
+    /// [`super::schedule_at`]).
+    pub(super) fn catch_up(&mut self, cfg: &TimerConfig, now: UnixMillis) {
+        match self {
+            Self::ClientInvite(t) if t.state == ClientInviteState::Calling => {
+                let (n, at) = schedule_at(t.started_at, now, |n| cfg.doubling(n));
+                if at > t.last_sent_at {
+                    (t.retransmits, t.last_sent_at) = (n, at);
+                }
+            }
+            Self::ServerInvite(t) if t.state == ServerInviteState::Completed => {
+                let (n, at) = schedule_at(t.entered_at, now, |n| cfg.capped(n));
+                if at > t.last_sent_at {
+                    (t.retransmits, t.last_sent_at) = (n, at);
+                }
+            }
+            _ => {}
+        }
+    }
+
     pub(super) fn on_transport_error(&mut self, now: UnixMillis, out: &mut Out) {
         match self {
             Self::ClientInvite(t) => t.on_transport_error(now, out),

@@ -26,7 +26,7 @@ pub use machine::{Snapshot, Transaction};
 pub use output::{Origin, Transmit, TxError, TxEvent};
 pub use server_invite::{ServerInviteState, ServerInviteTransaction};
 pub use server_non_invite::{ServerNonInviteState, ServerNonInviteTransaction};
-pub use timers::{Deadline, Timer, TimerConfig, TIMER_D_UNRELIABLE, TRYING_DELAY};
+pub use timers::{schedule_at, Deadline, Timer, TimerConfig, TIMER_D_UNRELIABLE, TRYING_DELAY};
 
 use crate::message::{CSeq, Method, Request, Response, SipMessage, Via};
 use crate::UnixMillis;
@@ -435,7 +435,8 @@ impl TransactionLayer {
     /// Loads transactions another node (or this one before a restart) snapshotted, rebuilds
     /// their timers, and fires at once, in order, the deadlines that have already passed.
     pub fn restore(&mut self, snapshots: impl IntoIterator<Item = Snapshot>, now: UnixMillis) {
-        for s in snapshots {
+        for mut s in snapshots {
+            s.transaction.catch_up(&self.config, now);
             self.insert(s.key, s.transaction);
         }
         self.handle_timeout(now);

@@ -555,6 +555,28 @@ fn restore_fires_overdue_deadlines_in_order() {
     assert!(b.is_empty());
 }
 
+/// A snapshot taken when the INVITE first left, restored by another node 1442 ms later:
+/// the first retransmission (500 ms) is past, and the second comes on its schedule (at
+/// 1500 ms), not at once, which would be 942 ms after the first.
+#[test]
+fn restore_keeps_the_retransmission_schedule_of_a_stale_snapshot() {
+    let mut a = layer();
+    a.send_request(request("INVITE", "z9hG4bKa"), peer(Transport::Udp), T0)
+        .unwrap();
+    lines(&mut a);
+    let snaps = a.snapshots();
+    let mut one = layer();
+    one.restore(snaps.clone(), T0);
+    let whole: Vec<(u64, String)> = drive(&mut one, T0 + 10_000);
+    let mut b = layer();
+    b.restore(snaps, T0 + 1_442);
+    assert!(lines(&mut b).is_empty(), "nothing at the restore itself");
+    let after: Vec<(u64, String)> = drive(&mut b, T0 + 10_000);
+    let expected: Vec<(u64, String)> = whole.into_iter().filter(|(t, _)| *t > 1_442).collect();
+    assert_eq!(after, expected);
+    assert_eq!(after.first().map(|(t, _)| *t), Some(1_500));
+}
+
 // ---------- every state × event, as tables ----------
 
 #[derive(Debug, Clone, Copy)]

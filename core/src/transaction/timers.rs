@@ -99,3 +99,24 @@ pub type Deadline = (UnixMillis, Timer);
 pub(crate) fn earliest(candidates: &[Option<Deadline>]) -> Option<Deadline> {
     candidates.iter().flatten().copied().min()
 }
+
+/// Where a retransmission schedule that started at `start` stands at `now`, as if its
+/// copies had all been sent on time: how many retransmissions are past, and when the last
+/// was due (`start` when none is). `interval(n)` is the wait after n retransmissions.
+///
+/// A snapshot is written when its transaction changes, not at each retransmission: a node
+/// that restores one lays the schedule over it, so that its next copy comes when the
+/// node that wrote it would have sent it (never early, as the snapshot's stale count
+/// would make it).
+pub fn schedule_at(start: u64, now: u64, interval: impl Fn(u32) -> u64) -> (u32, u64) {
+    let (mut n, mut at) = (0u32, start);
+    while n < 64 {
+        let next = at.saturating_add(interval(n));
+        if next > now {
+            break;
+        }
+        at = next;
+        n += 1;
+    }
+    (n, at)
+}

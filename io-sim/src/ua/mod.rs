@@ -80,6 +80,9 @@ pub struct UaConfig {
     pub upper_bounds: bool,
     /// For `WorldSpec::mutant_ignore_cancel`: CANCELs are dropped before they leave.
     pub swallow_cancel: bool,
+    /// How long it rings as a callee, and waits as a caller before it cancels (ms).
+    pub ring_ms: (u64, u64),
+    pub patience_ms: (u64, u64),
     /// For `WorldSpec::mutant_keep_bindings`: a de-REGISTER asks for an hour instead (as if
     /// the registrar kept the binding).
     pub mutant_keep_bindings: bool,

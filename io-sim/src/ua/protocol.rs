@@ -555,7 +555,7 @@ impl Ua {
             .push("Contact", format!("<{}>", contact_uri(&self.cfg)));
         let _ = self.tx.send_response(&key, ringing, now);
         let roll = self.rng.next_u64() % 100;
-        let after = self.between(0, 5_000);
+        let after = self.between(self.cfg.ring_ms.0, self.cfg.ring_ms.1);
         let action = match roll {
             0..=74 => Action::Answer(call_id),
             75..=84 => Action::Reject(call_id, 486),

@@ -81,7 +81,7 @@ impl Ua {
                 ..Call::default()
             },
         );
-        let patience = self.between(3_000, 9_000);
+        let patience = self.between(self.cfg.patience_ms.0, self.cfg.patience_ms.1);
         self.at(now + patience, Action::Cancel(call_id.clone()));
         self.send_request(r, Purpose::Invite(call_id));
     }
@@ -253,6 +253,8 @@ impl Ua {
             return;
         };
         let cancel = drongo_core::message::cancel_for(&invite);
+        let token = c.token.clone();
+        self.ledger.call(&token, |l| l.cancelled = true);
         self.trace
             .log(&self.who, format_args!("gives up on {id}: CANCEL"));
         if !self.cfg.swallow_cancel {

@@ -10,6 +10,8 @@ pub enum Trigger {
     At(u64),
     /// As soon as some caller hears ringing and no final answer yet, after this time.
     Ringing { after_ms: u64 },
+    /// As soon as a call set up by `node` (its callee's Call-ID names it) rings.
+    RingingOn { node: usize, after_ms: u64 },
     /// As soon as some call is confirmed, after this time.
     InCall { after_ms: u64 },
     /// As soon as a call whose caller's home is `node` is confirmed, after this time.
@@ -122,6 +124,10 @@ impl FaultCtx {
         let (after, cond): (u64, Condition) = match when {
             Trigger::At(t) => (t, Box::new(|_| true)),
             Trigger::Ringing { after_ms } => (after_ms, Box::new(Ledger::any_ringing)),
+            Trigger::RingingOn { node, after_ms } => (
+                after_ms,
+                Box::new(move |l| !l.ringing_on(node_id(node)).is_empty()),
+            ),
             Trigger::InCall { after_ms } => (after_ms, Box::new(|l| l.confirmed_calls() > 0)),
             Trigger::InCallOn { node, after_ms } => {
                 (after_ms, Box::new(move |l| l.confirmed_calls_on(node) > 0))
@@ -216,15 +222,19 @@ impl FaultCtx {
         self.wait(when).await;
         let down = draw(&mut self.rng, down_ms);
         let id = self.nodes.get(node).copied()?;
-        self.killed();
+        self.killed(node);
         Some((id, down))
     }
 
-    /// Counts the calls up as a node goes down, and notes the first kill's time.
-    fn killed(&self) {
+    /// Counts the calls up as node `node` goes down, notes those ringing on it and the
+    /// first kill's time.
+    fn killed(&self, node: usize) {
         let up = self.ledger.confirmed_calls() as u64;
+        let ringing = self.ledger.ringing_on(node_id(node));
         let mut l = self.ledger.lock();
         l.counts.calls_up_at_kills += up;
+        l.counts.ringing_at_kills += ringing.len() as u64;
+        l.ringing_at_kills.extend(ringing);
         l.first_kill_at.get_or_insert(sim_ms());
     }
 
@@ -285,7 +295,7 @@ impl FaultCtx {
                 let after = second_after_ms.unwrap_or(0);
                 madsim::time::sleep(Duration::from_millis(after)).await;
             }
-            self.killed();
+            self.killed(*node);
             self.trace.log(
                 who,
                 format_args!(
@@ -528,4 +538,9 @@ impl FaultCtx {
             }
         }
     }
+}
+
+/// The cluster node id of node `index` (its B-legs' Call-IDs start with it, in hex).
+pub(crate) fn node_id(index: usize) -> u16 {
+    (index + 1) as u16
 }

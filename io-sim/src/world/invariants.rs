@@ -6,21 +6,32 @@ use crate::ledger::{CallLedger, Leg};
 use drongo_core::store::CALL_PREFIX;
 use std::collections::BTreeSet;
 
+/// Which checks a run's world calls for.
+pub(super) struct Checks<'a> {
+    /// Every INVITE that got a provisional response must get a final one. False when nodes
+    /// are killed: then only the initial INVITEs of calls the store knew about (`stored`,
+    /// the call records a write was acknowledged to create; in a cluster a call is stored
+    /// from its first INVITE) must: a relayed re-INVITE dies with its node, a known gap
+    /// until its transactions are persisted too.
+    pub finals: bool,
+    pub stored: &'a BTreeSet<String>,
+    /// 64·T1.
+    pub t: u64,
+    /// See [`continuity`].
+    pub answered: bool,
+    /// See [`ringing_calls_complete`].
+    pub distributed: bool,
+}
+
 /// The invariants over what the user agents saw and what the store holds.
-/// `finals`: every INVITE that got a provisional response must get a final one (false when
-/// nodes are killed: a ringing call's transactions die with its node; then only the initial
-/// INVITEs of calls the store knew about, `stored` being the call records a write was
-/// acknowledged to create, must: a relayed re-INVITE dies with its node, a known gap until
-/// transactions are persisted).
-pub(super) async fn check(
-    trace: &Trace,
-    ledger: &Ledger,
-    server: &StoreServer,
-    finals: bool,
-    stored: &BTreeSet<String>,
-    t: u64,
-    answered: bool,
-) {
+pub(super) async fn check(trace: &Trace, ledger: &Ledger, server: &StoreServer, c: Checks<'_>) {
+    let Checks {
+        finals,
+        stored,
+        t,
+        answered,
+        distributed,
+    } = c;
     {
         let l = ledger.lock();
         let end = sim_ms();
@@ -66,6 +77,9 @@ pub(super) async fn check(
             continuity(trace, token, call, t, answered);
         }
         new_calls_avoid_cut_nodes(trace, &l);
+        if distributed {
+            ringing_calls_complete(trace, &l);
+        }
     }
     // Tombstones of calls that ended (records that expire by themselves, 64·T1 after the
     // end: a call record never expires otherwise) are not dialog state.
@@ -90,6 +104,26 @@ pub(super) async fn check(
         Err(e) => trace.violation("check", format_args!("store scan failed: {e}")),
     }
     trace.log("check", "done");
+}
+
+/// With distributed transactions a call ringing on a node that dies goes on as if nothing
+/// happened: a callee that answered it (the caller not having cancelled) is heard by the
+/// caller.
+fn ringing_calls_complete(trace: &Trace, l: &crate::ledger::Inner) {
+    for token in &l.ringing_at_kills {
+        let Some(c) = l.calls.get(token) else {
+            continue;
+        };
+        if c.callees.iter().any(|leg| leg.answered) && !c.cancelled && !c.caller.answered {
+            trace.violation(
+                "check",
+                format_args!(
+                    "{token}: rang on a node that died and its callee answered, but the \
+                     caller never heard the answer"
+                ),
+            );
+        }
+    }
 }
 
 /// A node the balancers cannot reach leaves new-call routing once their probes say so (at

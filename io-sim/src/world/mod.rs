@@ -58,6 +58,12 @@ pub struct WorldSpec {
     /// `[cluster] strategy` (`none` loses a dead member's calls: the continuity check must
     /// say so).
     pub strategy: drongo_core::config::Strategy,
+    /// `[cluster] transactions`: what the adopter of a ringing call does with it.
+    pub transactions: drongo_core::config::Transactions,
+    /// How long a callee rings before it answers or rejects (ms, drawn per call).
+    pub ring_ms: (u64, u64),
+    /// How long a caller waits for an answer before it cancels (ms, drawn per call).
+    pub patience_ms: (u64, u64),
     pub faults: Vec<Fault>,
     /// How long the world runs on after the workload before the invariants are checked;
     /// `None`: long enough for every call to end by its session timer.
@@ -100,6 +106,9 @@ impl Default for WorldSpec {
             lease_ttl_ms: 2_000,
             balancers: 0,
             strategy: drongo_core::config::Strategy::Lazy,
+            transactions: drongo_core::config::Transactions::Local,
+            ring_ms: (0, 5_000),
+            patience_ms: (3_000, 9_000),
             faults: Vec::new(),
             settle_ms: None,
             mutant_forget_calls: false,
@@ -221,6 +230,11 @@ fn counts(ledger: &Ledger) -> Counts {
     let l = ledger.lock();
     let mut c = l.counts.clone();
     c.registrations = l.regs.values().map(|r| r.refreshed).sum();
+    c.answered_after_kill = l
+        .ringing_at_kills
+        .iter()
+        .filter(|t| l.calls.get(*t).is_some_and(|c| c.caller.answered))
+        .count() as u64;
     for call in l.calls.values().filter(|c| c.caller.answered) {
         c.calls_answered += 1;
         let legs = || std::iter::once(&call.caller).chain(&call.callees);
@@ -317,6 +331,10 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
     core.registrar.min_expires = 30;
     core.cluster.lease_ttl_ms = spec.lease_ttl_ms;
     core.cluster.strategy = spec.strategy;
+    core.cluster.transactions = spec.transactions;
+    // Behind balancers, a member's INVITEs to callees go through the first (its answers
+    // then reach whoever runs the call).
+    core.cluster.outbound = (spec.balancers > 0).then(|| lb_addr(0));
     core.auth_required = spec.mutant_refuse_all;
     if spec.mutant_slow_retransmissions {
         core.timers.t1 *= 2;
@@ -465,6 +483,8 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
                 && spec.link.is_clean()
                 && spec.faults.is_empty(),
             swallow_cancel: spec.mutant_ignore_cancel,
+            ring_ms: spec.ring_ms,
+            patience_ms: spec.patience_ms,
             mutant_keep_bindings: spec.mutant_keep_bindings,
         };
         let (tx, rx) = mpsc::unbounded_channel();
@@ -565,7 +585,16 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
         .map(|o| o.key.clone())
         .collect();
     let answered = spec.balancers > 0 && spec.link.is_clean();
-    check(&trace, &ledger, &server, !kills, &stored, 64 * t1, answered).await;
+    let distributed = spec.balancers > 0
+        && spec.transactions == drongo_core::config::Transactions::Distributed;
+    let checks = invariants::Checks {
+        finals: !kills,
+        stored: &stored,
+        t: 64 * t1,
+        answered,
+        distributed,
+    };
+    check(&trace, &ledger, &server, checks).await;
     // The clients' history of call records must be linearizable, unless the world wrote
     // to the store behind their backs.
     let tampered = spec.mutant_forget_calls
