@@ -102,6 +102,8 @@ pub(crate) struct Sent {
     pub(crate) made_at: UnixMillis,
     /// The Call-IDs it holds busy (see [`Ledger::is_busy`]).
     busy: Vec<String>,
+    /// The Call-IDs whose call it claims.
+    pub(crate) claims: Vec<String>,
 }
 
 impl Sent {
@@ -141,6 +143,8 @@ pub(crate) struct Ledger {
     busy: HashMap<String, u32>,
     /// How many unanswered batches carry a message of each transaction; only looked up.
     busy_tx: HashMap<TxKey, u32>,
+    /// How many unanswered batches claim each Call-ID's call (see [`Batch::claims`]).
+    claimed: HashMap<String, u32>,
 }
 
 impl Ledger {
@@ -188,6 +192,9 @@ impl Ledger {
         for k in b.transmits.iter().filter_map(|t| tx_of(&t.origin)) {
             *self.busy_tx.entry(k.clone()).or_default() += 1;
         }
+        for c in &b.claims {
+            *self.claimed.entry(c.clone()).or_default() += 1;
+        }
         let sent = Sent {
             writes: b
                 .writes
@@ -198,6 +205,7 @@ impl Ledger {
             reveals_deletes: b.reveals_deletes,
             made_at: now,
             busy,
+            claims: b.claims.clone(),
         };
         self.sent.insert(b.id, sent);
     }
@@ -211,6 +219,9 @@ impl Ledger {
         for k in sent.transmits.iter().filter_map(tx_of) {
             release(&mut self.busy_tx, k);
         }
+        for c in &sent.claims {
+            release(&mut self.claimed, c);
+        }
         Some(sent)
     }
 
@@ -218,10 +229,14 @@ impl Ledger {
     /// first copy still waits for the store in an unanswered batch (the peer has not had
     /// it; the transaction's next timer sends another). A copy the TU makes itself (a 2xx
     /// retransmitted until its ACK) is known only by its Call-ID. A transaction whose first
-    /// copy left goes on with its schedule, whatever else of its call waits.
+    /// copy left goes on with its schedule, whatever else of its call waits, but for a
+    /// call whose claim is unanswered: a transaction restored with it (a ringing call's)
+    /// sends nothing until the call is known to be ours (store-leader-change-during-
+    /// takeover seed 1: a restarted owner and an adopter both sent an INVITE copy).
     pub(crate) fn holds_copy(&self, origin: &Origin, call_id: Option<&str>) -> bool {
+        let claimed = call_id.is_some_and(|c| self.claimed.contains_key(c));
         match tx_of(origin) {
-            Some(k) => self.busy_tx.contains_key(k),
+            Some(k) => claimed || self.busy_tx.contains_key(k),
             None => call_id.is_some_and(|c| self.is_busy(c)),
         }
     }

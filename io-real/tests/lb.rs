@@ -11,6 +11,10 @@
 //!    counts in 1 s buckets, printed).
 //! 4. A caller moves to balancer 2 mid-call (SIPp `setdest`): its BYE is answered 200.
 //! 5. Source affinity: REGISTERs from one source land on one node.
+//!
+//! And a rig of its own (`transactions = "distributed"`, the nodes sending their INVITEs
+//! through the balancer): calls ringing on a node that is `kill -9`ed are answered
+//! afterwards and complete on both ends.
 #![cfg(feature = "etcd")]
 
 mod common;
@@ -192,10 +196,16 @@ fn wait(mut c: Child, limit: Duration) -> bool {
 }
 
 fn node(sip: u16, id: u16, url: &str) -> Drongo {
+    node_at(sip, id, url, LB1, UAS, "")
+}
+
+/// A node behind balancer `lb` whose calls to bob go to `uas`; `cluster` adds to its
+/// `[cluster]` table.
+fn node_at(sip: u16, id: u16, url: &str, lb: u16, uas: u16, cluster: &str) -> Drongo {
     let config = format!(
-        "[cluster]\nlease_ttl_ms = {TTL_MS}\n\n[[routes]]\nuser = \"bob\"\ntarget = \"sip:bob@127.0.0.1:{UAS}\"\n"
+        "[cluster]\nlease_ttl_ms = {TTL_MS}\n{cluster}\n[[routes]]\nuser = \"bob\"\ntarget = \"sip:bob@127.0.0.1:{uas}\"\n"
     );
-    let advertise = format!("127.0.0.1:{LB1}");
+    let advertise = format!("127.0.0.1:{lb}");
     Drongo::start_with(
         sip,
         &config,
@@ -418,4 +428,63 @@ fn calls_through_two_balancers_survive_a_node_and_its_return() {
     assert_eq!(d.iter().filter(|n| **n > 0).count(), 1, "{d:?}");
     drop(callee);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A call ringing on a node that dies is answered afterwards and completes: 12 calls whose
+/// callee rings 4 s, node 2 killed 1.5 s in, while every call rings. The callee answers the
+/// balancer (the nodes send their INVITEs through it), which sends the answers of node 2's
+/// calls to their adopters; these restored the calls' INVITE transactions from the store.
+#[test]
+fn calls_ringing_on_a_node_that_dies_complete() {
+    const LB: u16 = 5740;
+    const CALLEE: u16 = 5750;
+    const CALLER: u16 = 5751;
+    const CALLS: u64 = 12;
+    let url = common::etcd_url("lb-ringing");
+    let dir = std::env::temp_dir().join(format!("drongo-lb-ringing-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cluster = format!("transactions = \"distributed\"\noutbound = \"127.0.0.1:{LB}\"\n");
+    let mut nodes = [
+        node_at(5730, 1, &url, LB, CALLEE, &cluster),
+        node_at(5732, 2, &url, LB, CALLEE, &cluster),
+        node_at(5734, 3, &url, LB, CALLEE, &cluster),
+    ];
+    let _lb = Lb::start(LB, &url, &dir);
+    let (callee, callee_stat) = sipp(&dir, "uas_ring_answer", CALLEE, 0, CALLS, 0, &[]);
+    let (caller, caller_stat) = sipp(
+        &dir,
+        "uac",
+        CALLER,
+        LB,
+        CALLS,
+        10,
+        &["-cid_str", "lb-ringing-%u@%s"],
+    );
+    std::thread::sleep(Duration::from_millis(1_500));
+    let ringing = nodes[1].metric("drongo_calls_attempted_total");
+    let answered = nodes[1].metric("drongo_calls_answered_total");
+    nodes[1].kill9();
+    let done = wait(caller, Duration::from_secs(60));
+    let callee_done = wait(callee, Duration::from_secs(10));
+    let takeovers: Vec<u64> = [&nodes[0], &nodes[2]]
+        .iter()
+        .map(|n| n.metric("drongo_takeovers_total"))
+        .collect();
+    let (caller_n, callee_n) = (counts(&caller_stat), counts(&callee_stat));
+    println!(
+        "node 2 had {ringing} calls ringing ({answered} answered) when killed; takeovers by \
+         nodes 1 and 3: {takeovers:?}; caller {caller_n:?}, callee {callee_n:?}"
+    );
+    assert!(ringing > 0 && answered == 0, "node 2 must die with calls ringing on it");
+    assert!(
+        done && callee_done && caller_n == (CALLS, 0) && callee_n == (CALLS, 0),
+        "every call must complete on both ends: caller {caller_n:?}, callee {callee_n:?}\n{}\n{}",
+        errors(&dir, CALLER),
+        errors(&dir, CALLEE)
+    );
+    assert!(
+        takeovers.iter().sum::<u64>() >= ringing,
+        "node 2's ringing calls were taken over: {takeovers:?}"
+    );
 }

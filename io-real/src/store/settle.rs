@@ -80,15 +80,25 @@ async fn settle<S: Store>(
     now: UnixMillis,
     why: String,
 ) -> Result<(), StoreError> {
-    let current = match store.get(w.key(), now).await {
-        Ok(c) => c.map(|r| r.version),
+    let record = match store.get(w.key(), now).await {
+        Ok(c) => c,
         Err(_) => return Err(StoreError::Ambiguous(why)),
     };
+    let current = record.as_ref().map(|r| r.version);
     match w {
         StoreWrite::Put {
-            version, expect, ..
+            version,
+            expect,
+            value,
+            ..
         } => {
-            if current == Some(*version) {
+            // Our version with our bytes: another writer's compare-and-swap on the same
+            // version makes the same number (store-leader-change-during-takeover seed 1:
+            // an adopter took the owner's claim for its own).
+            let ours = record
+                .as_ref()
+                .is_some_and(|r| r.version == *version && r.value == *value);
+            if ours {
                 Ok(())
             } else if current == *expect {
                 Err(StoreError::Retryable(format!("not applied: {why}")))
@@ -218,5 +228,34 @@ mod tests {
         let wall = move || start.elapsed().as_millis() as u64;
         let r = apply_resolved(&s, vec![put("x", 1, None)], wall, 200).await;
         assert!(matches!(r[..], [Err(StoreError::Retryable(_))]), "{r:?}");
+    }
+
+    /// A write lost before it happened while another writer's compare-and-swap on the same
+    /// version went through: the record has the version we wrote, not our bytes. That is a
+    /// conflict, not our write (store-leader-change-during-takeover seed 1: an adopter took
+    /// the call's returning owner's claim for its own, and both ran the call).
+    #[tokio::test]
+    async fn another_writers_record_at_our_version_is_a_conflict() {
+        let s = Flaky::default();
+        let clock = || 1;
+        s.inner.apply(vec![put("c", 1, None)], 1).await.unwrap();
+        let theirs = StoreWrite::Put {
+            key: "c".into(),
+            value: vec![2],
+            version: 2,
+            expect: Some(1),
+            expires_at: None,
+        };
+        s.inner.apply(vec![theirs], 1).await.unwrap();
+        s.then(Fault::AmbiguousLost);
+        let ours = StoreWrite::Put {
+            key: "c".into(),
+            value: vec![3],
+            version: 2,
+            expect: Some(1),
+            expires_at: None,
+        };
+        let r = apply_resolved(&s, vec![ours], clock, 5_000).await;
+        assert_eq!(r, vec![Err(StoreError::Conflict)]);
     }
 }
