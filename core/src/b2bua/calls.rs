@@ -194,6 +194,13 @@ impl Calls {
         self.contested.contains_key(id)
     }
 
+    /// Whether a leg with Call-ID `call_id` belongs to a call that waits for its read-back.
+    pub(crate) fn is_contested_leg(&self, call_id: &str) -> bool {
+        self.contested.keys().any(|id| {
+            id == call_id || self.calls.get(id).is_some_and(|c| c.a.call_id == call_id)
+        })
+    }
+
     /// Re-derives the call's deadline from its fields (none while it is contested).
     pub(crate) fn reschedule(&mut self, id: &str, t: &TimerConfig) {
         let at = self

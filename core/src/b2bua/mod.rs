@@ -89,6 +89,13 @@ impl B2bua {
         }
     }
 
+    /// Whether the leg with Call-ID `call_id` is of a call that waits for its read-back
+    /// after a lost compare-and-swap: its transactions' retransmissions stay back (another
+    /// node may run the call now; cluster-chaos seed 168).
+    pub(crate) fn is_contested_leg(&self, call_id: &str) -> bool {
+        self.calls.is_contested_leg(call_id)
+    }
+
     /// Transaction `key` is over: nothing leads to its call through it any more. The
     /// caller's INVITE transaction of a call that failed ends the call (see
     /// [`B2bua::wind_down`]).

@@ -208,6 +208,9 @@ impl B2bua {
             return;
         }
         self.give_up_ringing(s, id, 500, now);
+        // A contested call had no timer meanwhile (store-leader-change-during-takeover
+        // seed 134: given up already, it waited for a callee's answer it had ignored).
+        self.calls.reschedule(id, &s.cfg.timers);
     }
 
     /// The write of call `id` lost its compare-and-swap: the record changed under us, and

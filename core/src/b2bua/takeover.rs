@@ -87,10 +87,12 @@ impl B2bua {
                 expect: 1,
             });
             s.writes.push(owns_entry(s.node_id, &id));
-            // Nothing leaves for the call before the claim is known to have won
-            // (hot-standby-takeover seed 314: a standby whose claim lost sent a 2xx copy).
-            s.claims.extend(legs.iter().cloned());
         }
+        // Nothing leaves for the call before the claim is known to have won
+        // (hot-standby-takeover seed 314: a standby whose claim lost sent a 2xx copy), a
+        // claim of its own call by a node back under a new incarnation included
+        // (cluster-chaos seed 168: its restored INVITE went out beside the adopter's).
+        s.claims.extend(legs.iter().cloned());
         s.metrics.calls_loaded += 1;
         if !self.load(s, call, r.version, now) {
             self.persist(s, &id);

@@ -316,9 +316,11 @@ impl Node {
         let Some(mut batch) = self.sink.close_step() else {
             return;
         };
-        let (ledger, m) = (&self.ledger, &mut self.sink.metrics);
+        let (ledger, m, b2bua) = (&self.ledger, &mut self.sink.metrics, &self.b2bua);
         batch.transmits.retain(|t| {
-            let drop = t.retransmission && ledger.holds_copy(&t.origin, t.call_id.as_deref());
+            let c = t.call_id.as_deref();
+            let drop = t.retransmission
+                && (ledger.holds_copy(&t.origin, c) || c.is_some_and(|c| b2bua.is_contested_leg(c)));
             m.retransmissions_dropped += u64::from(drop);
             !drop
         });
