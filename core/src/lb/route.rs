@@ -226,12 +226,14 @@ impl Balancer {
             }
         }
         if req.method == Method::Invite && !has_to_tag(req) {
-            // A retransmitted INVITE goes where its first copy went while that node takes
-            // new calls: a pool that changed meanwhile (a node back and ramping up) must
-            // not make two calls of one INVITE.
+            // A retransmitted INVITE goes where its first copy went while that node (that
+            // incarnation of it) lives, in the pool or not: a pool that changed meanwhile
+            // (a node back and ramping up, one its probes lost) must not make two calls of
+            // one INVITE (lb-partition-node seed 195: a node cut off from the balancer
+            // answered after another had refused the copy).
             self.forget_expired(now);
             if let Some((node, _)) = self.invites.get(call_id) {
-                if self.pool.takes_new(*node) {
+                if self.pool.alive(*node) {
                     return Some(*node);
                 }
             }
