@@ -4,6 +4,7 @@ use super::call::{Call, CallState, Pending2xx, Side};
 use super::calls::Purpose;
 use super::wire::{copy_body, max_forwards, session_expires};
 use super::B2bua;
+use crate::config::Transactions;
 use crate::dialog::{strip_tag, uri_of, Dialog};
 use crate::message::{header_param, response_to, CSeq, Method, Request, Response};
 use crate::sink::Sink;
@@ -208,7 +209,14 @@ impl B2bua {
             out.headers
                 .push("Contact", s.contact(call.a.peer.transport, id));
             copy_body(&resp.headers, &resp.body, &mut out.headers, &mut out.body);
-            return s.respond(&akey, out, now);
+            let stored = call.version > 0;
+            s.respond(&akey, out, now);
+            if first && stored && s.cfg.cluster.transactions == Transactions::Distributed {
+                // The callee rings (a CANCEL may go to it now) and the caller heard so: an
+                // adopter goes on from here, not from before (see `tests/split_run.rs`).
+                self.persist(s, id);
+            }
+            return;
         }
         if (200..300).contains(&code) {
             return self.on_invite_2xx(s, id, resp, to_tag, now);

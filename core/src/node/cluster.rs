@@ -469,6 +469,9 @@ impl Node {
         }
         match self.b2bua.adopt(&mut self.sink, r, now) {
             Some(legs) => {
+                // What its restored transactions say at once (a Timer B already past) is
+                // handled now, at the takeover's time.
+                self.process_events(now);
                 self.sink.metrics.standby_takeovers += u64::from(from_copy);
                 let since = self.cluster.last_seen.get(&owner);
                 if let Some(t) = since.filter(|_| owner != self.sink.node_id) {
