@@ -108,15 +108,20 @@ fn unacked_2xx_is_retransmitted_by_the_restarted_node_until_the_ack() {
     // The node dies 1 s after the answer, before the caller's ACK came.
     drop(n);
     let mut n = restarted(&store, 9, T0 + 1_030);
+    assert!(run(&mut n, &mut store).is_empty(), "nothing off the schedule");
+    // The 2xx left at T0 + 30, its first copy was due at T0 + 530 (the dead node's), the
+    // second at T0 + 1_530: the restored node goes on with the RFC's schedule.
+    assert_eq!(n.poll_timeout(), Some(T0 + 1_530));
+    n.handle_timeout(T0 + 1_530);
     assert_eq!(
         lines(&run(&mut n, &mut store)),
         ["127.0.0.1:5061 200 OK"],
         "the restored node goes on retransmitting the 2xx"
     );
-    assert_eq!(n.poll_timeout(), Some(T0 + 2_030), "then 2·T1 later");
-    send(&mut n, T0 + 1_500, A, &ack_from_a(&ok));
+    assert_eq!(n.poll_timeout(), Some(T0 + 3_530), "then 4·T1 later");
+    send(&mut n, T0 + 2_000, A, &ack_from_a(&ok));
     run(&mut n, &mut store);
-    n.handle_timeout(T0 + 2_030);
+    n.handle_timeout(T0 + 3_530);
     assert!(run(&mut n, &mut store).is_empty(), "the ACK stopped it");
     assert_eq!(n.active_calls(), 1);
 }
