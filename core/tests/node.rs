@@ -108,7 +108,10 @@ fn unacked_2xx_is_retransmitted_by_the_restarted_node_until_the_ack() {
     // The node dies 1 s after the answer, before the caller's ACK came.
     drop(n);
     let mut n = restarted(&store, 9, T0 + 1_030);
-    assert!(run(&mut n, &mut store).is_empty(), "nothing off the schedule");
+    assert!(
+        run(&mut n, &mut store).is_empty(),
+        "nothing off the schedule"
+    );
     // The 2xx left at T0 + 30, its first copy was due at T0 + 530 (the dead node's), the
     // second at T0 + 1_530: the restored node goes on with the RFC's schedule.
     assert_eq!(n.poll_timeout(), Some(T0 + 1_530));

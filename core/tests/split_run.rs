@@ -62,7 +62,12 @@ fn member(id: u16) -> Node {
     let mut cfg = Config::default();
     cfg.cluster.transactions = Transactions::Distributed;
     // Both behind one balancer: they advertise its address.
-    let mut n = Node::new(cfg, "127.0.0.1:5060".parse().unwrap(), id, 100 + u64::from(id));
+    let mut n = Node::new(
+        cfg,
+        "127.0.0.1:5060".parse().unwrap(),
+        id,
+        100 + u64::from(id),
+    );
     n.handle_members(T0, 1, &[(1, 1), (2, 1)], &[]);
     n
 }
@@ -71,7 +76,10 @@ fn cancel_text() -> String {
     INVITE
         .replace("INVITE sip:bob@127.0.0.1", "CANCEL sip:bob@127.0.0.1")
         .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
-        .replace("Content-Type: application/sdp\nContent-Length: 5\n\nv=0\n", "Content-Length: 0\n\n")
+        .replace(
+            "Content-Type: application/sdp\nContent-Length: 5\n\nv=0\n",
+            "Content-Length: 0\n\n",
+        )
 }
 
 /// The caller's ACK for a failure `r` to its INVITE (same branch, §17.1.1.3).
@@ -120,7 +128,10 @@ fn play(s: &Script, split: bool) -> Vec<(u64, String)> {
                 SipMessage::Request(r) => r.headers.get("CSeq"),
                 SipMessage::Response(r) => r.headers.get("CSeq"),
             };
-            log.push((now - START, format!("{to} {} | {}", first_line(m), cseq.unwrap_or(""))));
+            log.push((
+                now - START,
+                format!("{to} {} | {}", first_line(m), cseq.unwrap_or("")),
+            ));
         }
     };
     loop {
@@ -144,11 +155,23 @@ fn play(s: &Script, split: bool) -> Vec<(u64, String)> {
                     .filter(|(k, _)| k.starts_with(&prefix))
                     .map(|(_, r)| r.clone())
                     .collect();
-                n.handle_input(now, Input::Scanned { prefix, records: Some(records) });
+                n.handle_input(
+                    now,
+                    Input::Scanned {
+                        prefix,
+                        records: Some(records),
+                    },
+                );
             }
             while let Some(key) = n.poll_load() {
                 let record = store.get(&key).cloned();
-                n.handle_input(now, Input::Loaded { key, record: Some(record) });
+                n.handle_input(
+                    now,
+                    Input::Loaded {
+                        key,
+                        record: Some(record),
+                    },
+                );
             }
             run(&mut n, &mut store)
         } else if event == next {
@@ -180,7 +203,13 @@ fn play(s: &Script, split: bool) -> Vec<(u64, String)> {
         let mut out = out;
         while let Some(key) = n.poll_load() {
             let record = store.get(&key).cloned();
-            n.handle_input(now, Input::Loaded { key, record: Some(record) });
+            n.handle_input(
+                now,
+                Input::Loaded {
+                    key,
+                    record: Some(record),
+                },
+            );
             let more = run(&mut n, &mut store);
             note(&mut log, now, &more);
             out.extend(more);
@@ -195,7 +224,10 @@ fn play(s: &Script, split: bool) -> Vec<(u64, String)> {
                 SipMessage::Request(r) if r.method.as_str() == "CANCEL" && !callee_final => {
                     callee_final = true;
                     queue.push((now + 1, Ev::Text(ok_for(r), B)));
-                    queue.push((now + 1, Ev::Text(reply(&b_inv, "487 Request Terminated"), B)));
+                    queue.push((
+                        now + 1,
+                        Ev::Text(reply(&b_inv, "487 Request Terminated"), B),
+                    ));
                 }
                 SipMessage::Response(r) if to.as_str() == A && r.code == 200 => {
                     let invite = r.headers.get("CSeq").is_some_and(|c| c.ends_with("INVITE"));
@@ -246,4 +278,3 @@ proptest! {
         prop_assert_eq!(whole, split, "{:?}", s);
     }
 }
-

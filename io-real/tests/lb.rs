@@ -476,7 +476,10 @@ fn calls_ringing_on_a_node_that_dies_complete() {
         "node 2 had {ringing} calls ringing ({answered} answered) when killed; takeovers by \
          nodes 1 and 3: {takeovers:?}; caller {caller_n:?}, callee {callee_n:?}"
     );
-    assert!(ringing > 0 && answered == 0, "node 2 must die with calls ringing on it");
+    assert!(
+        ringing > 0 && answered == 0,
+        "node 2 must die with calls ringing on it"
+    );
     assert!(
         done && callee_done && caller_n == (CALLS, 0) && callee_n == (CALLS, 0),
         "every call must complete on both ends: caller {caller_n:?}, callee {callee_n:?}\n{}\n{}",

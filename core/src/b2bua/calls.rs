@@ -196,9 +196,9 @@ impl Calls {
 
     /// Whether a leg with Call-ID `call_id` belongs to a call that waits for its read-back.
     pub(crate) fn is_contested_leg(&self, call_id: &str) -> bool {
-        self.contested.keys().any(|id| {
-            id == call_id || self.calls.get(id).is_some_and(|c| c.a.call_id == call_id)
-        })
+        self.contested
+            .keys()
+            .any(|id| id == call_id || self.calls.get(id).is_some_and(|c| c.a.call_id == call_id))
     }
 
     /// Re-derives the call's deadline from its fields (none while it is contested).

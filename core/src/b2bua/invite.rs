@@ -73,8 +73,14 @@ impl B2bua {
         let id = b.call_id.clone();
         let session_interval =
             session_expires(h.get("Session-Expires")).unwrap_or(s.cfg.session_expires_secs);
-        let Some(b_key) = self.send(s, &id, b_inv.clone(), first_hop(s, target_peer), Purpose::Invite, now)
-        else {
+        let Some(b_key) = self.send(
+            s,
+            &id,
+            b_inv.clone(),
+            first_hop(s, target_peer),
+            Purpose::Invite,
+            now,
+        ) else {
             return s.reply(&key, &req, 500, None, &[], now);
         };
         s.metrics.calls_attempted += 1;

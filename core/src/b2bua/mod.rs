@@ -110,7 +110,6 @@ impl B2bua {
         }
     }
 
-
     /// A response to one of our client transactions.
     pub(crate) fn on_response(
         &mut self,

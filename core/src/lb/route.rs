@@ -196,7 +196,11 @@ impl Balancer {
     /// and carries the node's token in its branch, so the callee's responses come here
     /// and go to that node, or to its call's adopter once it is dead.
     fn relay_for_node(&mut self, mut req: Request) -> Option<Out> {
-        match req.headers.get("Max-Forwards").map(|v| v.trim().parse::<u32>()) {
+        match req
+            .headers
+            .get("Max-Forwards")
+            .map(|v| v.trim().parse::<u32>())
+        {
             Some(Ok(0)) => return self.drop("node request with Max-Forwards 0"),
             Some(Ok(n)) => req.headers.set("Max-Forwards", (n - 1).to_string()),
             _ => {}

@@ -320,7 +320,8 @@ impl Node {
         batch.transmits.retain(|t| {
             let c = t.call_id.as_deref();
             let drop = t.retransmission
-                && (ledger.holds_copy(&t.origin, c) || c.is_some_and(|c| b2bua.is_contested_leg(c)));
+                && (ledger.holds_copy(&t.origin, c)
+                    || c.is_some_and(|c| b2bua.is_contested_leg(c)));
             m.retransmissions_dropped += u64::from(drop);
             !drop
         });

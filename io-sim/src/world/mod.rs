@@ -589,8 +589,8 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
         .map(|o| o.key.clone())
         .collect();
     let answered = spec.balancers > 0 && spec.link.is_clean();
-    let distributed = spec.balancers > 0
-        && spec.transactions == drongo_core::config::Transactions::Distributed;
+    let distributed =
+        spec.balancers > 0 && spec.transactions == drongo_core::config::Transactions::Distributed;
     let checks = invariants::Checks {
         finals: !kills,
         stored: &stored,
