@@ -437,6 +437,12 @@ impl TransactionLayer {
     pub fn restore(&mut self, snapshots: impl IntoIterator<Item = Snapshot>, now: UnixMillis) {
         for mut s in snapshots {
             s.transaction.catch_up(&self.config, now);
+            // An earlier transaction of this key given up and not yet reported ended is
+            // moot: its end must not be taken for this one's (store-leader-change-during-
+            // takeover seed 76: a node that had forgotten a call and loaded it again lost
+            // track of its restored INVITE, which went on being retransmitted).
+            self.events
+                .retain(|e| !matches!(e, TxEvent::Terminated { key } if *key == s.key));
             self.insert(s.key, s.transaction);
         }
         self.handle_timeout(now);

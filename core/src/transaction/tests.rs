@@ -577,6 +577,22 @@ fn restore_keeps_the_retransmission_schedule_of_a_stale_snapshot() {
     assert_eq!(after.first().map(|(t, _)| *t), Some(1_500));
 }
 
+/// A transaction given up and restored under the same key before its end was reported:
+/// the restored one is not reported ended (store-leader-change-during-takeover seed 76).
+#[test]
+fn a_restored_transaction_is_not_reported_ended_for_its_predecessor() {
+    let mut a = layer();
+    let key = a
+        .send_request(request("INVITE", "z9hG4bKa"), peer(Transport::Udp), T0)
+        .unwrap();
+    lines(&mut a);
+    let snaps = a.snapshots();
+    a.abandon(&key);
+    a.restore(snaps, T0 + 100);
+    assert!(kinds(&events(&mut a)).is_empty());
+    assert!(a.get(&key).is_some());
+}
+
 // ---------- every state × event, as tables ----------
 
 #[derive(Debug, Clone, Copy)]
