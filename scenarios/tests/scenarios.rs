@@ -174,6 +174,29 @@ fn seeds_that_found_bugs() {
         // A tombstone's owed 2xx answered another copy of a forwarded re-INVITE with the
         // first copy's Vias, the forwarding member's on top.
         ("cluster-chaos", 297),
+        // Calls stored from their first INVITE: a failed call's tombstone written, its
+        // node killed before the failure left (13); a leg index read back after a conflict
+        // deleted though another member's: a second call (lb-partition-node 28); an
+        // ambiguous claim taken for won because the record had its version (1); a 2xx
+        // retransmitted to an ending call relayed to its caller (18); a contested ringing
+        // call left without a timer (134); a node that forgot a call and loaded it again
+        // lost its restored INVITE to the old transaction's queued end (76); a node back
+        // under a new incarnation sent its claimed call's INVITE beside the adopter's
+        // (cluster-chaos 168); a node the balancer's probes lost answered an INVITE
+        // another node had refused (lb-partition-node 195).
+        ("owner-crash-in-call", 13),
+        ("lb-partition-node", 28),
+        ("store-leader-change-during-takeover", 1),
+        ("store-leader-change-during-takeover", 18),
+        ("store-leader-change-during-takeover", 134),
+        ("store-leader-change-during-takeover", 76),
+        ("cluster-chaos", 168),
+        ("lb-partition-node", 195),
+        // A member whose write lost its compare-and-swap sent its call's failure response
+        // again (30); an owed 2xx sent to answer a copy of its re-INVITE, and its
+        // retransmission 32 ms later (lb-two-balancers 199).
+        ("store-leader-change-during-takeover", 30),
+        ("lb-two-balancers", 199),
     ];
     for (name, seed) in found {
         let o = run(&spec(name), seed);
@@ -205,6 +228,38 @@ fn invariants_catch_calls_that_never_end() {
         .violations
         .iter()
         .any(|v| v.contains("dialog state left in the store")));
+}
+
+/// A ringing call survives its node with distributed transactions: over 20 seeds some
+/// calls ringing at the kill are answered afterwards, and with the members sending their
+/// INVITEs straight to the callees (so the answers go to the dead node) the check that a
+/// callee's answer reaches its caller fails.
+#[test]
+fn ringing_check_catches_answers_lost_with_their_node() {
+    let good = spec("lb-node-crash-while-ringing");
+    let answered: u64 = (1..=20)
+        .map(|seed| run(&good, seed).counts.answered_after_kill)
+        .sum();
+    assert!(
+        answered >= 5,
+        "only {answered} ringing calls answered after the kill"
+    );
+    let broken = WorldSpec {
+        mutant_no_outbound: true,
+        ..good
+    };
+    let caught = (1..=20)
+        .filter(|seed| {
+            run(&broken, *seed)
+                .violations
+                .iter()
+                .any(|v| v.contains("caller never heard the answer"))
+        })
+        .count();
+    assert!(
+        caught >= 3,
+        "the lost answers went unnoticed ({caught} of 20 seeds)"
+    );
 }
 
 /// The registration checks can fail too: when the store loses its records and the node

@@ -275,6 +275,25 @@ impl Calls {
             .map(|(p, _)| &p.response)
     }
 
+    /// The orphaned 2xx of INVITE (Call-ID, CSeq) went out at `now` to answer a copy of
+    /// that INVITE: its next retransmission counts from then (lb-two-balancers seed 199:
+    /// one came 32 ms after such an answer).
+    pub(crate) fn orphan_copied(
+        &mut self,
+        call_id: &str,
+        cseq: u32,
+        now: UnixMillis,
+        t: &TimerConfig,
+    ) {
+        let key = (call_id.to_string(), cseq);
+        if let Some((p, _)) = self.orphans.get_mut(&key) {
+            p.retransmits += 1;
+            p.last_sent_at = now;
+            let at = orphan_deadline(p, t);
+            self.orphan_timers.set(&key, Some(at));
+        }
+    }
+
     /// The orphaned 2xx responses due for retransmission at `now`, in key order; those past
     /// 64·T1 are dropped.
     pub(crate) fn due_orphans(

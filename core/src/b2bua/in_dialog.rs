@@ -19,6 +19,14 @@ impl B2bua {
 
     /// The 2xx an INVITE on a dialog we no longer hold was answered, if its call ended with
     /// that 2xx still retransmitted: a retransmission of the INVITE gets it again.
+    /// The owed 2xx of INVITE `req` was sent again at `now` (see `Calls::orphan_copied`).
+    pub(crate) fn owed_2xx_sent(&mut self, s: &Sink, req: &Request, now: UnixMillis) {
+        if let Some(call_id) = req.headers.get("Call-ID") {
+            self.calls
+                .orphan_copied(call_id, cseq_of(req), now, &s.cfg.timers);
+        }
+    }
+
     pub(crate) fn owed_2xx(&self, req: &Request) -> Option<Response> {
         if req.method != Method::Invite {
             return None;

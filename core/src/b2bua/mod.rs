@@ -89,6 +89,11 @@ impl B2bua {
         }
     }
 
+    /// The call ringing through the caller's INVITE server transaction `key`.
+    pub(crate) fn call_of_server_invite(&self, key: &TxKey) -> Option<String> {
+        self.calls.by_server_invite(key)
+    }
+
     /// Whether the leg with Call-ID `call_id` is of a call that waits for its read-back
     /// after a lost compare-and-swap: its transactions' retransmissions stay back (another
     /// node may run the call now; cluster-chaos seed 168).

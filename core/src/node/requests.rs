@@ -49,7 +49,8 @@ impl Node {
             }
             if let Some(ok) = owed {
                 // A re-INVITE answered 2xx before its call ended is answered that again.
-                return s.respond_copy(&key, ok, &req, now);
+                s.respond_copy(&key, ok, &req, now);
+                return self.b2bua.owed_2xx_sent(&self.sink, &req, now);
             }
             return match held {
                 Some((id, side)) => self.b2bua.in_dialog(s, &id, side, key, req, now),

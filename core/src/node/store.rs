@@ -75,15 +75,35 @@ impl Node {
             return;
         }
         let mut withdrawn: Vec<(TxKey, Response)> = Vec::new();
+        // Calls whose compare-and-swap lost: another member may run them now, so nothing
+        // of theirs is sent again here (their transactions' own timers send it, should the
+        // read-back say the call is still ours; store-leader-change-during-takeover seed
+        // 30: a 486 went to a caller an adopter had answered 503).
+        let lost: Vec<&str> = errors
+            .iter()
+            .filter(|(_, e)| *e == WriteError::Conflict)
+            .filter_map(|(i, _)| sent.writes.get(*i))
+            .filter_map(|(k, _)| match Key::parse(k) {
+                Some(Key::Call(id)) => Some(id),
+                _ => None,
+            })
+            .collect();
         let tx = &mut self.sink.tx;
         for origin in &sent.transmits {
             match origin {
                 Origin::Response(key, code) if key.method == Method::Invite => {
                     let ok = (200..300).contains(code).then(|| tx.withdraw_2xx(key, now));
+                    let contested = || {
+                        self.b2bua
+                            .call_of_server_invite(key)
+                            .is_some_and(|id| lost.contains(&id.as_str()))
+                    };
                     if let Some(Some(ok)) = ok {
                         withdrawn.push((key.clone(), ok));
-                    } else if *code >= 300 {
+                    } else if *code >= 300 && !contested() {
                         tx.resend_response(key);
+                    } else if *code >= 300 {
+                        // Kept: its Timer G sends it if the call is still ours.
                     } else {
                         tx.abandon(key);
                     }

@@ -87,6 +87,10 @@ pub struct WorldSpec {
     /// A mutant cluster whose members keep their bindings to themselves (each member's
     /// `reg/` records are its own), as every node did before the registrar was shared.
     pub mutant_private_bindings: bool,
+    /// A mutant cluster behind balancers whose members send their INVITEs straight to the
+    /// callees (no `[cluster] outbound`): a dead member's callee answers it, not the
+    /// adopter.
+    pub mutant_no_outbound: bool,
 }
 
 impl Default for WorldSpec {
@@ -119,6 +123,7 @@ impl Default for WorldSpec {
             mutant_unfenced: false,
             mutant_lb_never_falls: false,
             mutant_private_bindings: false,
+            mutant_no_outbound: false,
         }
     }
 }
@@ -338,7 +343,7 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
     core.cluster.transactions = spec.transactions;
     // Behind balancers, a member's INVITEs to callees go through the first (its answers
     // then reach whoever runs the call).
-    core.cluster.outbound = (spec.balancers > 0).then(|| lb_addr(0));
+    core.cluster.outbound = (spec.balancers > 0 && !spec.mutant_no_outbound).then(|| lb_addr(0));
     core.auth_required = spec.mutant_refuse_all;
     if spec.mutant_slow_retransmissions {
         core.timers.t1 *= 2;
