@@ -196,6 +196,10 @@ fn seeds_that_found_bugs() {
         // again (30); an owed 2xx sent to answer a copy of its re-INVITE, and its
         // retransmission 32 ms later (lb-two-balancers 199).
         ("store-leader-change-during-takeover", 30),
+        // A retried write reported lost to its own earlier try, which had landed: the call
+        // was forgotten with its caller's final response (139, 555).
+        ("store-leader-change-during-takeover", 139),
+        ("store-leader-change-during-takeover", 555),
         ("lb-two-balancers", 199),
     ];
     for (name, seed) in found {

@@ -20,6 +20,8 @@ pub async fn apply_resolved<S: Store>(
 ) -> Vec<Result<(), StoreError>> {
     let started = now();
     let mut results: Vec<Option<Result<(), StoreError>>> = vec![None; writes.len()];
+    // Writes that were answered ambiguously once: an earlier try may have landed.
+    let mut unsure = vec![false; writes.len()];
     let mut delay = 20u64;
     loop {
         let pending: Vec<usize> = (0..writes.len())
@@ -50,7 +52,22 @@ pub async fn apply_resolved<S: Store>(
         };
         for (i, answer) in pending.iter().zip(answers) {
             results[*i] = Some(match answer {
-                Err(StoreError::Ambiguous(e)) => settle(store, &writes[*i], now(), e).await,
+                Err(StoreError::Ambiguous(e)) => {
+                    unsure[*i] = true;
+                    settle(store, &writes[*i], now(), e).await
+                }
+                // The conflict may be with our own earlier try, which landed after all
+                // (store-leader-change-during-takeover seed 139: a call's write reported
+                // lost to itself, and the call was forgotten with its caller's answer).
+                Err(StoreError::Conflict) if unsure[*i] => {
+                    settle(
+                        store,
+                        &writes[*i],
+                        now(),
+                        "conflict after a lost answer".into(),
+                    )
+                    .await
+                }
                 other => other,
             });
         }
@@ -136,6 +153,8 @@ mod tests {
     struct Flaky {
         inner: MemStore,
         faults: Arc<Mutex<VecDeque<Fault>>>,
+        /// How many of the next reads fail (no leader).
+        failing_gets: Arc<Mutex<u32>>,
     }
 
     impl Flaky {
@@ -153,6 +172,13 @@ mod tests {
             key: &str,
             now: UnixMillis,
         ) -> Result<Option<StoredRecord>, StoreError> {
+            {
+                let mut n = self.failing_gets.lock().unwrap();
+                if *n > 0 {
+                    *n -= 1;
+                    return Err(StoreError::Retryable("no leader".into()));
+                }
+            }
             self.inner.get(key, now).await
         }
         async fn scan(
@@ -228,6 +254,19 @@ mod tests {
         let wall = move || start.elapsed().as_millis() as u64;
         let r = apply_resolved(&s, vec![put("x", 1, None)], wall, 200).await;
         assert!(matches!(r[..], [Err(StoreError::Retryable(_))]), "{r:?}");
+    }
+
+    /// A write that landed though its answer was lost, and whose read-back failed too: tried
+    /// again, it conflicts with itself. That is our write, not a conflict
+    /// (store-leader-change-during-takeover seed 139).
+    #[tokio::test]
+    async fn a_retry_that_conflicts_with_its_own_landed_write_is_done() {
+        let s = Flaky::default();
+        let clock = || 1;
+        s.then(Fault::AmbiguousApplied);
+        *s.failing_gets.lock().unwrap() = 1;
+        let r = apply_resolved(&s, vec![put("k", 1, None)], clock, 5_000).await;
+        assert_eq!(r, vec![Ok(())]);
     }
 
     /// A write lost before it happened while another writer's compare-and-swap on the same

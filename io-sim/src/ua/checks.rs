@@ -194,7 +194,11 @@ impl Ua {
                 if self.cfg.failover_ms.is_some() {
                     // In a cluster each node keeps its own schedule: an adopter sends the
                     // 2xx again at once, not knowing whether the ACK reached the old owner.
-                    key = format!("{key} from {}", from.ip());
+                    // And each copy of the INVITE sent to another node (a new branch) is a
+                    // transaction of its own, whose answer is not a retransmission of the
+                    // first copy's (store-leader-change-during-takeover seed 646: a node
+                    // answered two such copies 2 ms apart).
+                    key = format!("{key} from {} via {branch}", from.ip());
                 }
                 let t = sim_ms();
                 let times = self.ok_copies.entry(key.clone()).or_default();
