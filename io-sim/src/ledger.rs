@@ -48,8 +48,9 @@ pub struct CallLedger {
     pub callees: Vec<Leg>,
     pub ringing: bool,
     pub final_seen: bool,
-    /// The caller sent CANCEL.
-    pub cancelled: bool,
+    /// When (simulated ms) the caller sent CANCEL, and a callee its 2xx.
+    pub cancelled_at: Option<u64>,
+    pub callee_answered_at: Option<u64>,
     pub reinvites_pending: u32,
     pub suspects: Vec<Suspect>,
     /// INFO requests (by the id in their body) that got a 2xx, and those that reached the

@@ -254,7 +254,9 @@ impl Ua {
         };
         let cancel = drongo_core::message::cancel_for(&invite);
         let token = c.token.clone();
-        self.ledger.call(&token, |l| l.cancelled = true);
+        self.ledger.call(&token, |l| {
+            l.cancelled_at.get_or_insert(sim_ms());
+        });
         self.trace
             .log(&self.who, format_args!("gives up on {id}: CANCEL"));
         if !self.cfg.swallow_cancel {
@@ -365,6 +367,7 @@ impl Ua {
             if let Some(leg) = l.callees.get_mut(leg) {
                 leg.answered = true;
             }
+            l.callee_answered_at.get_or_insert(sim_ms());
         });
         if self.tx.send_response(&key, resp, now).is_err() {
             self.violation(format_args!("cannot answer {id}: INVITE transaction gone"));

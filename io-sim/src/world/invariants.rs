@@ -107,14 +107,19 @@ pub(super) async fn check(trace: &Trace, ledger: &Ledger, server: &StoreServer, 
 }
 
 /// With distributed transactions a call ringing on a node that dies goes on as if nothing
-/// happened: a callee that answered it (the caller not having cancelled) is heard by the
-/// caller.
+/// happened: a callee that answered it is heard by the caller, unless the caller cancelled
+/// first or as the answer crossed (within 2 s: a caller that waits on after that did not
+/// hear it).
 fn ringing_calls_complete(trace: &Trace, l: &crate::ledger::Inner) {
     for token in &l.ringing_at_kills {
         let Some(c) = l.calls.get(token) else {
             continue;
         };
-        if c.callees.iter().any(|leg| leg.answered) && !c.cancelled && !c.caller.answered {
+        let Some(answered) = c.callee_answered_at else {
+            continue;
+        };
+        let crossed = c.cancelled_at.is_some_and(|at| at < answered + 2_000);
+        if !crossed && !c.caller.answered {
             trace.violation(
                 "check",
                 format_args!(
