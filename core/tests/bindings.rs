@@ -14,23 +14,6 @@ fn member(id: u16, port: u16) -> Node {
     n
 }
 
-/// Answers every read the node asks for from `store`; returns the keys read.
-fn load_all(n: &mut Node, store: &Store, now: u64) -> Vec<String> {
-    let mut keys = Vec::new();
-    while let Some(key) = n.poll_load() {
-        let record = store.get(&key).cloned();
-        keys.push(key.clone());
-        n.handle_input(
-            now,
-            Input::Loaded {
-                key,
-                record: Some(record),
-            },
-        );
-    }
-    keys
-}
-
 /// Bob's REGISTER with this Call-ID, CSeq and contact port.
 fn register(call_id: &str, cseq: u32, port: u16) -> String {
     REGISTER_BOB

@@ -149,30 +149,8 @@ fn play(s: &Script, split: bool) -> Vec<(u64, String)> {
             split_at = None;
             n = member(2);
             n.handle_members(now, 1, &[(2, 1)], &[]);
-            while let Some(prefix) = n.poll_scan() {
-                let records = store
-                    .iter()
-                    .filter(|(k, _)| k.starts_with(&prefix))
-                    .map(|(_, r)| r.clone())
-                    .collect();
-                n.handle_input(
-                    now,
-                    Input::Scanned {
-                        prefix,
-                        records: Some(records),
-                    },
-                );
-            }
-            while let Some(key) = n.poll_load() {
-                let record = store.get(&key).cloned();
-                n.handle_input(
-                    now,
-                    Input::Loaded {
-                        key,
-                        record: Some(record),
-                    },
-                );
-            }
+            scan_all(&mut n, &store, now);
+            load_all(&mut n, &store, now);
             run(&mut n, &mut store)
         } else if event == next {
             let (_, ev) = queue.remove(0);
@@ -201,15 +179,7 @@ fn play(s: &Script, split: bool) -> Vec<(u64, String)> {
         note(&mut log, now, &out);
         // Reads the node asks for (a request for a call it does not hold) are served.
         let mut out = out;
-        while let Some(key) = n.poll_load() {
-            let record = store.get(&key).cloned();
-            n.handle_input(
-                now,
-                Input::Loaded {
-                    key,
-                    record: Some(record),
-                },
-            );
+        while !load_all(&mut n, &store, now).is_empty() {
             let more = run(&mut n, &mut store);
             note(&mut log, now, &more);
             out.extend(more);

@@ -25,23 +25,6 @@ fn held_until_ttl(n: &mut Node, store: &mut Store, loaded: u64) -> Vec<(String, 
     run(n, store)
 }
 
-/// Answers every read the node asks for from `store`; returns how many.
-fn load_all(n: &mut Node, store: &Store, now: u64) -> usize {
-    let mut reads = 0;
-    while let Some(key) = n.poll_load() {
-        reads += 1;
-        let record = store.get(&key).cloned();
-        n.handle_input(
-            now,
-            Input::Loaded {
-                key,
-                record: Some(record),
-            },
-        );
-    }
-    reads
-}
-
 fn owner(store: &Store, key: &str) -> serde_json::Value {
     let r = store.get(key).expect("call record");
     let v: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
@@ -100,7 +83,7 @@ fn callers_bye_on_a_survivor_is_served_after_takeover() {
         "nothing before the call is loaded"
     );
     // call/callA (absent: the caller's Call-ID is the A-leg's), leg/callA, call/{id}.
-    assert_eq!(load_all(&mut n2, &store, T0 + 5_010), 3);
+    assert_eq!(load_all(&mut n2, &store, T0 + 5_010).len(), 3);
     // The claim (owner 2) is written with what the BYE causes.
     let out = run(&mut n2, &mut store);
     let l = lines(&out);
@@ -137,7 +120,7 @@ fn callees_request_finds_the_call_by_its_own_call_id() {
     // The callee's BYE carries the B-leg's Call-ID, which names the call.
     let bye = from_b(&b_inv, "BYE", 1, "z9hG4bKbb");
     send(&mut n2, T0 + 5_000, B, &bye);
-    assert_eq!(load_all(&mut n2, &store, T0 + 5_010), 1);
+    assert_eq!(load_all(&mut n2, &store, T0 + 5_010).len(), 1);
     let out = run(&mut n2, &mut store);
     let l = lines(&out);
     assert!(
@@ -188,7 +171,7 @@ fn a_live_owners_call_is_not_taken_and_an_unknown_one_is_481() {
 
     let unknown = from_a(&ok, "INFO", 3, "z9hG4bKu").replace("callA", "nosuchcall");
     send(&mut n2, T0 + 6_000, A, &unknown);
-    assert_eq!(load_all(&mut n2, &store, T0 + 6_010), 2);
+    assert_eq!(load_all(&mut n2, &store, T0 + 6_010).len(), 2);
     let l = lines(&run(&mut n2, &mut store));
     assert_eq!(l, ["127.0.0.1:5061 481 Call/Transaction Does Not Exist"]);
 }
@@ -238,7 +221,7 @@ fn a_node_that_lost_its_lease_forgets_its_calls_and_takes_back_only_its_own() {
     assert_eq!(n1.active_calls(), 0, "forgotten at once");
     assert!(run(&mut n1, &mut store).is_empty(), "without a word");
     // Nobody took it: node 1 takes it back as incarnation 2.
-    assert_eq!(load_all(&mut n1, &store, T0 + 5_010), 1);
+    assert_eq!(load_all(&mut n1, &store, T0 + 5_010).len(), 1);
     run(&mut n1, &mut store);
     assert_eq!(n1.active_calls(), 1);
     assert_eq!(owner(&store, &call_key), serde_json::json!([1, 2]));
@@ -299,27 +282,10 @@ fn calls_on_node_1(n: usize, cfg: Config) -> Store {
     store
 }
 
-fn scan(store: &Store, prefix: &str) -> Vec<StoredRecord> {
-    store
-        .iter()
-        .filter(|(k, _)| k.starts_with(prefix))
-        .map(|(_, r)| r.clone())
-        .collect()
-}
-
 /// Node 1 leaves the list of `n`: it scans what it is told to and loads what it asks for.
 fn sees_node_1_leave(n: &mut Node, store: &mut Store, now: u64) {
     n.handle_members(now, 1, &[(2, 1), (3, 1)], &[]);
-    while let Some(prefix) = n.poll_scan() {
-        let records = scan(store, &prefix);
-        n.handle_input(
-            now,
-            Input::Scanned {
-                prefix,
-                records: Some(records),
-            },
-        );
-    }
+    scan_all(n, store, now);
     load_all(n, store, now);
     run(n, store);
 }
@@ -360,10 +326,7 @@ fn a_draining_member_adopts_nothing() {
     n3.drain();
     for n in [&mut n2, &mut n3] {
         n.handle_members(T0 + 5_000, 1, &[(2, 1), (3, 1)], &[3]);
-        while let Some(prefix) = n.poll_scan() {
-            let records = scan(&store, &prefix);
-            n.handle_scanned(T0 + 5_000, &prefix, Some(records));
-        }
+        scan_all(n, &store, T0 + 5_000);
         load_all(n, &store, T0 + 5_000);
         run(n, &mut store);
     }
@@ -383,10 +346,7 @@ fn the_leader_sweeps_up_calls_nobody_adopted() {
     let adopted = n2.active_calls();
     assert!(adopted < 12, "node 3's share is left: {adopted}");
     n2.handle_members(T0 + 6_000, 1, &[(2, 1)], &[]);
-    while let Some(prefix) = n2.poll_scan() {
-        let records = scan(&store, &prefix);
-        n2.handle_scanned(T0 + 6_000, &prefix, Some(records));
-    }
+    scan_all(&mut n2, &store, T0 + 6_000);
     load_all(&mut n2, &store, T0 + 6_000);
     run(&mut n2, &mut store);
     assert_eq!(n2.active_calls(), adopted, "nobody adopts node 3's share");
@@ -440,11 +400,8 @@ fn hot_standbys_take_over_without_reading_the_store() {
     let mut reads = 0;
     for n in &mut standbys {
         n.handle_members(T0 + 5_000, 1, &[(2, 1), (3, 1)], &[]);
-        while let Some(prefix) = n.poll_scan() {
-            let records = scan(&store, &prefix);
-            n.handle_scanned(T0 + 5_000, &prefix, Some(records));
-        }
-        reads += load_all(n, &store, T0 + 5_000);
+        scan_all(n, &store, T0 + 5_000);
+        reads += load_all(n, &store, T0 + 5_000).len();
         run(n, &mut store);
     }
     assert_eq!(reads, 0, "no call read from the store");
@@ -570,10 +527,7 @@ fn a_restarted_member_claims_its_calls_and_a_stale_list_does_not_take_them() {
     // Node 2 last saw node 1's first incarnation, and its list has not caught up yet.
     let mut n2 = member(2, 5070, &[(1, 1), (2, 1)]);
     n2.handle_members(T0 + 3_100, 1, &[(2, 1)], &[]);
-    while let Some(prefix) = n2.poll_scan() {
-        let records = scan(&store, &prefix);
-        n2.handle_scanned(T0 + 3_100, &prefix, Some(records));
-    }
+    scan_all(&mut n2, &store, T0 + 3_100);
     send(&mut n2, T0 + 3_200, A, &from_a(&ok, "INFO", 2, "z9hG4bKi"));
     load_all(&mut n2, &store, T0 + 3_210);
     run(&mut n2, &mut store);
@@ -834,10 +788,7 @@ fn no_copy_of_an_adopted_calls_2xx_leaves_before_its_claim_wins() {
     confirmed_call(&mut n1, &mut store); // never ACKed: its 2xx is owed
     let mut n2 = member(2, 5070, &[(1, 1), (2, 1)]);
     n2.handle_members(T0 + 5_000, 1, &[(2, 1)], &[]);
-    while let Some(prefix) = n2.poll_scan() {
-        let records = Some(scan(&store, &prefix));
-        n2.handle_input(T0 + 5_000, Input::Scanned { prefix, records });
-    }
+    scan_all(&mut n2, &store, T0 + 5_000);
     load_all(&mut n2, &store, T0 + 5_000);
     let claim = n2.poll_batch().expect("the claim");
     assert!(claim.writes.iter().any(|w| w.key().starts_with("call/")));

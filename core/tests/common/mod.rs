@@ -318,3 +318,31 @@ pub fn ack_from_a(ok: &drongo_core::message::Response) -> String {
         ok.headers.get("To").unwrap()
     )
 }
+
+/// The records of `store` under `prefix`.
+pub fn scan(store: &Store, prefix: &str) -> Vec<StoredRecord> {
+    store
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(_, r)| r.clone())
+        .collect()
+}
+
+/// Answers every owner-index scan the node asks for from `store`.
+pub fn scan_all(n: &mut Node, store: &Store, now: u64) {
+    while let Some(prefix) = n.poll_scan() {
+        let records = Some(scan(store, &prefix));
+        n.handle_input(now, Input::Scanned { prefix, records });
+    }
+}
+
+/// Answers every read the node asks for from `store`; returns the keys read.
+pub fn load_all(n: &mut Node, store: &Store, now: u64) -> Vec<String> {
+    let mut keys = Vec::new();
+    while let Some(key) = n.poll_load() {
+        keys.push(key.clone());
+        let record = Some(store.get(&key).cloned());
+        n.handle_input(now, Input::Loaded { key, record });
+    }
+    keys
+}

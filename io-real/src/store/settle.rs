@@ -214,9 +214,14 @@ mod tests {
     }
 
     fn put(key: &str, version: u64, expect: Option<u64>) -> StoreWrite {
+        put_bytes(key, version, expect, 1)
+    }
+
+    /// A put whose value is the one byte `value` (tells one writer's from another's).
+    fn put_bytes(key: &str, version: u64, expect: Option<u64>, value: u8) -> StoreWrite {
         StoreWrite::Put {
             key: key.into(),
-            value: vec![1],
+            value: vec![value],
             version,
             expect,
             expires_at: None,
@@ -278,22 +283,10 @@ mod tests {
         let s = Flaky::default();
         let clock = || 1;
         s.inner.apply(vec![put("c", 1, None)], 1).await.unwrap();
-        let theirs = StoreWrite::Put {
-            key: "c".into(),
-            value: vec![2],
-            version: 2,
-            expect: Some(1),
-            expires_at: None,
-        };
+        let theirs = put_bytes("c", 2, Some(1), 2);
         s.inner.apply(vec![theirs], 1).await.unwrap();
         s.then(Fault::AmbiguousLost);
-        let ours = StoreWrite::Put {
-            key: "c".into(),
-            value: vec![3],
-            version: 2,
-            expect: Some(1),
-            expires_at: None,
-        };
+        let ours = put_bytes("c", 2, Some(1), 3);
         let r = apply_resolved(&s, vec![ours], clock, 5_000).await;
         assert_eq!(r, vec![Err(StoreError::Conflict)]);
     }
