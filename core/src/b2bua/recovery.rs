@@ -53,11 +53,14 @@ impl B2bua {
         if let Some(p) = call.pending_2xx.as_mut() {
             // Its copies went on after the record was written: the schedule says how far
             // (a copy now would come early; tests/split_run.rs).
-            let (n, at) =
-                crate::transaction::schedule_at(p.first_sent_at, now, |n| timers.capped(n));
-            if at > p.last_sent_at {
-                (p.retransmits, p.last_sent_at) = (n, at);
-            }
+            let interval = |n| timers.capped(n);
+            crate::transaction::lay_schedule(
+                p.first_sent_at,
+                now,
+                interval,
+                &mut p.retransmits,
+                &mut p.last_sent_at,
+            );
             if p.next_retransmit(&timers) >= p.gives_up_at(&timers) {
                 // No copy left in its window: one goes now, or an ACK the old owner got
                 // would never come again and the call would end at the window's close.

@@ -32,20 +32,28 @@ impl Transaction {
     }
 
     /// Lays the retransmission schedule over a restored snapshot (see
-    /// [`super::schedule_at`]).
+    /// [`super::lay_schedule`]).
     pub(super) fn catch_up(&mut self, cfg: &TimerConfig, now: UnixMillis) {
         match self {
             Self::ClientInvite(t) if t.state == ClientInviteState::Calling => {
-                let (n, at) = schedule_at(t.started_at, now, |n| cfg.doubling(n));
-                if at > t.last_sent_at {
-                    (t.retransmits, t.last_sent_at) = (n, at);
-                }
+                let interval = |n| cfg.doubling(n);
+                lay_schedule(
+                    t.started_at,
+                    now,
+                    interval,
+                    &mut t.retransmits,
+                    &mut t.last_sent_at,
+                );
             }
             Self::ServerInvite(t) if t.state == ServerInviteState::Completed => {
-                let (n, at) = schedule_at(t.entered_at, now, |n| cfg.capped(n));
-                if at > t.last_sent_at {
-                    (t.retransmits, t.last_sent_at) = (n, at);
-                }
+                let interval = |n| cfg.capped(n);
+                lay_schedule(
+                    t.entered_at,
+                    now,
+                    interval,
+                    &mut t.retransmits,
+                    &mut t.last_sent_at,
+                );
             }
             _ => {}
         }

@@ -26,7 +26,7 @@ pub use machine::{Snapshot, Transaction};
 pub use output::{Origin, Transmit, TxError, TxEvent};
 pub use server_invite::{ServerInviteState, ServerInviteTransaction};
 pub use server_non_invite::{ServerNonInviteState, ServerNonInviteTransaction};
-pub use timers::{schedule_at, Deadline, Timer, TimerConfig, TIMER_D_UNRELIABLE, TRYING_DELAY};
+pub use timers::{lay_schedule, Deadline, Timer, TimerConfig, TIMER_D_UNRELIABLE, TRYING_DELAY};
 
 use crate::message::{CSeq, Method, Request, Response, SipMessage, Via};
 use crate::UnixMillis;

@@ -100,15 +100,22 @@ pub(crate) fn earliest(candidates: &[Option<Deadline>]) -> Option<Deadline> {
     candidates.iter().flatten().copied().min()
 }
 
-/// Where a retransmission schedule that started at `start` stands at `now`, as if its
-/// copies had all been sent on time: how many retransmissions are past, and when the last
-/// was due (`start` when none is). `interval(n)` is the wait after n retransmissions.
+/// Lays a retransmission schedule that started at `start` over a restored copy count
+/// (`retransmits`, `last_sent_at`): where the schedule stands at `now`, as if its copies
+/// had all been sent on time, when that is further on. `interval(n)` is the wait after n
+/// retransmissions.
 ///
 /// A snapshot is written when its transaction changes, not at each retransmission: a node
 /// that restores one lays the schedule over it, so that its next copy comes when the
 /// node that wrote it would have sent it (never early, as the snapshot's stale count
 /// would make it).
-pub fn schedule_at(start: u64, now: u64, interval: impl Fn(u32) -> u64) -> (u32, u64) {
+pub fn lay_schedule(
+    start: u64,
+    now: u64,
+    interval: impl Fn(u32) -> u64,
+    retransmits: &mut u32,
+    last_sent_at: &mut u64,
+) {
     let (mut n, mut at) = (0u32, start);
     while n < 64 {
         let next = at.saturating_add(interval(n));
@@ -118,5 +125,7 @@ pub fn schedule_at(start: u64, now: u64, interval: impl Fn(u32) -> u64) -> (u32,
         at = next;
         n += 1;
     }
-    (n, at)
+    if at > *last_sent_at {
+        (*retransmits, *last_sent_at) = (n, at);
+    }
 }
