@@ -236,6 +236,14 @@ impl B2bua {
                 .into_iter()
                 .flatten()
                 .filter_map(|(k, _)| s.tx.snapshot(k))
+                .map(|mut snap| {
+                    // The caller's offer already went to the callee in the INVITE kept
+                    // beside it (whose copies an adopter may send): no need for it twice.
+                    if snap.key.role == crate::transaction::Role::Server {
+                        snap.transaction.request_mut().body.clear();
+                    }
+                    snap
+                })
                 .collect();
         }
         call.version += 1;

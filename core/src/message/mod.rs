@@ -11,6 +11,7 @@ mod headers;
 mod lex;
 mod parse;
 mod rules;
+mod stored;
 mod validate;
 
 pub use framing::{Frame, FramingError, StreamFramer};
@@ -110,7 +111,7 @@ impl fmt::Display for Method {
 /// One header field: a name in canonical form and a value with folding undone and outer
 /// whitespace trimmed. Headers that may hold comma-separated lists of values (Via, Route,
 /// Record-Route, Contact) are split into one `Header` per value when parsed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
     /// Known names are the canonical `&'static str`, so parsing allocates nothing for them.
     pub name: Cow<'static, str>,
@@ -226,6 +227,7 @@ pub struct Request {
     /// The Request-URI as written (validated to parse as a URI of a supported scheme).
     pub uri: String,
     pub headers: Headers,
+    #[serde(with = "stored::body")]
     pub body: Vec<u8>,
 }
 
@@ -236,6 +238,7 @@ pub struct Response {
     pub code: u16,
     pub reason: String,
     pub headers: Headers,
+    #[serde(with = "stored::body")]
     pub body: Vec<u8>,
 }
 

@@ -78,6 +78,15 @@ impl Transaction {
         }
     }
 
+    pub fn request_mut(&mut self) -> &mut Request {
+        match self {
+            Self::ClientInvite(t) => &mut t.request,
+            Self::ClientNonInvite(t) => &mut t.request,
+            Self::ServerInvite(t) => &mut t.request,
+            Self::ServerNonInvite(t) => &mut t.request,
+        }
+    }
+
     /// The state's name, as in the RFC figures.
     pub fn state_name(&self) -> &'static str {
         match self {
