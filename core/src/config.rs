@@ -80,10 +80,11 @@ pub struct ClusterConfig {
     pub strategy: Strategy,
     /// What becomes of a ringing call whose node dies (`local` or `distributed`).
     pub transactions: Transactions,
-    /// The balancer in front of the cluster, through which a member sends each INVITE to a
-    /// callee over UDP (the balancer relays it on): the callee answers the balancer, which
-    /// sends the answer on to whoever runs the call by then. Without it the answers to a
-    /// dead member's INVITEs are lost with it (`transactions = "distributed"` needs it).
+    /// The balancer in front of the cluster, through which a member sends each request to a
+    /// party over UDP (an INVITE to a callee, a request in a dialog without a route set;
+    /// the balancer relays it on): the party answers the balancer, which sends the answer
+    /// on to whoever runs the call by then. Without it the answers to a dead member's
+    /// requests are lost with it (`transactions = "distributed"` needs it).
     pub outbound: Option<std::net::SocketAddr>,
 }
 

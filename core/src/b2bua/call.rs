@@ -110,8 +110,9 @@ pub struct Call {
     pub b_invite: Option<(TxKey, Request)>,
     /// While the call rings: its two INVITE transactions as they were when the record was
     /// last written, so that an adopter restores them (every deadline derives from their
-    /// fields) or at least answers the caller (`[cluster] transactions`). Other
-    /// transactions live only in memory (a restored call has none of them).
+    /// fields) or at least answers the caller (`[cluster] transactions`); with
+    /// `distributed` transactions, those of its `relays` too. Other transactions live only
+    /// in memory (a restored call has none of them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub txs: Vec<crate::transaction::Snapshot>,
     /// Whether the callee has sent a provisional response (a CANCEL may be sent).
@@ -129,8 +130,10 @@ pub struct Call {
     pub max_duration: u64,
     pub pending_2xx: Option<Pending2xx>,
     /// Re-INVITEs and other in-dialog requests on their way to the other leg, by the key of
-    /// the client transaction that carries them.
-    #[serde(skip)]
+    /// the client transaction that carries them. Stored (without bodies, their two
+    /// transactions in `txs`) with `distributed` transactions only, so that an adopter
+    /// carries a re-INVITE in progress on; otherwise they die with their node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub relays: Vec<(TxKey, Relay)>,
     /// A 200 to a party's BYE may never have reached it: a write of the call failed (the
     /// 200 was withdrawn with it), or the call was restored `Ending` (the 200 may have died

@@ -166,8 +166,10 @@ impl Calls {
         for k in &keys {
             self.client_txs.remove(k);
         }
-        if let Some((k, _)) = self.take(id).and_then(|c| c.a_invite) {
-            keys.push(k);
+        if let Some(call) = self.take(id) {
+            keys.extend(call.a_invite.map(|(k, _)| k));
+            // The requests it was relaying get their answers from the new owner.
+            keys.extend(call.relays.into_iter().map(|(_, r)| r.server));
         }
         keys
     }

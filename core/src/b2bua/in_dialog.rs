@@ -149,7 +149,7 @@ impl B2bua {
         let Some(call) = self.calls.get(id) else {
             return;
         };
-        let hop = call.dialog(other).next_hop();
+        let hop = super::hop_on(s, call.dialog(other));
         let via = s.via(hop.transport);
         let contact = s.contact(hop.transport, id);
         let mf = max_forwards(&req).saturating_sub(1);
@@ -172,13 +172,14 @@ impl B2bua {
             request: req,
             sent_cseq,
         };
-        // The new CSeq must be durable before the request carrying it leaves.
-        self.persist(s, id);
         if let Some(ckey) = self.send(s, id, out, hop, Purpose::Relay, now) {
             if let Some(call) = self.calls.get_mut(id) {
                 call.relays.push((ckey, relay));
             }
         }
+        // The new CSeq (and, with distributed transactions, the relay) must be durable
+        // before the request carrying it leaves: the write goes in the request's batch.
+        self.persist(s, id);
     }
 
     /// The answer to a relayed request, relayed back.
@@ -231,7 +232,7 @@ impl B2bua {
                     retransmits: 0,
                 });
             }
-            if (200..300).contains(&code) {
+            if (200..300).contains(&code) || stores_relays(s) {
                 self.persist(s, id);
             }
         }
@@ -252,6 +253,9 @@ impl B2bua {
         };
         if let Some(pos) = call.relays.iter().position(|(k, _)| k == key) {
             let relay = call.relays.remove(pos).1;
+            if stores_relays(s) {
+                self.persist(s, id);
+            }
             let out = response_to(&relay.request, code, None, "");
             s.respond(&relay.server, out, now);
         }
@@ -321,4 +325,10 @@ impl B2bua {
             self.ack_b(s, &id, cseq.seq);
         }
     }
+}
+
+/// Whether a call's record holds its relays in progress (see `Call::relays`): then it is
+/// written again when one ends, so that an adopter does not take it up again.
+fn stores_relays(s: &Sink) -> bool {
+    s.cfg.cluster.transactions == crate::config::Transactions::Distributed
 }

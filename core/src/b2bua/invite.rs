@@ -77,7 +77,7 @@ impl B2bua {
             s,
             &id,
             b_inv.clone(),
-            first_hop(s, target_peer),
+            super::first_hop(s, target_peer),
             Purpose::Invite,
             now,
         ) else {
@@ -174,7 +174,7 @@ impl B2bua {
         };
         let cancel = crate::message::cancel_for(&b_req);
         // The way its INVITE went (§9.1).
-        self.send(s, id, cancel, first_hop(s, peer), Purpose::Fire, now);
+        self.send(s, id, cancel, super::first_hop(s, peer), Purpose::Fire, now);
     }
 
     pub(super) fn on_invite_response(
@@ -380,17 +380,5 @@ impl B2bua {
         {
             self.wind_down(s, id, now);
         }
-    }
-}
-
-/// Where an INVITE to a callee at `peer` (and its CANCEL) goes first: the cluster's
-/// balancer when one is set (see `ClusterConfig::outbound`), else the callee itself.
-fn first_hop(s: &Sink, peer: Peer) -> Peer {
-    match s.cfg.cluster.outbound {
-        Some(addr) if s.clustered && peer.transport == crate::transaction::Transport::Udp => Peer {
-            addr,
-            transport: peer.transport,
-        },
-        _ => peer,
     }
 }

@@ -182,7 +182,7 @@ impl B2bua {
     /// The ACK for a 2xx to our INVITE with CSeq `cseq` on leg `side` (§13.2.2.4): a
     /// request of its own, outside any transaction, and where it goes.
     fn ack_on(&mut self, s: &mut Sink, id: &str, side: Side, cseq: u32) -> Option<(Request, Peer)> {
-        let hop = self.calls.get(id)?.dialog(side).next_hop();
+        let hop = hop_on(s, self.calls.get(id)?.dialog(side));
         let via = s.via(hop.transport);
         let contact = s.contact(hop.transport, id);
         let leg = self.calls.get(id)?.dialog(side);
@@ -230,25 +230,45 @@ impl B2bua {
             // The owner index: the adopters of a member that dies find its calls here.
             s.writes.push(takeover::owns_entry(call.owner, id));
         }
+        let mut keys: Vec<&TxKey> = Vec::new();
         if matches!(call.state, CallState::Early | CallState::Cancelling) {
             // Ringing: its INVITE transactions go with it (see `Call::txs`).
-            call.txs = [&call.a_invite, &call.b_invite]
-                .into_iter()
-                .flatten()
-                .filter_map(|(k, _)| s.tx.snapshot(k))
-                .map(|mut snap| {
-                    // The caller's offer already went to the callee in the INVITE kept
-                    // beside it (whose copies an adopter may send): no need for it twice.
-                    if snap.key.role == crate::transaction::Role::Server {
-                        snap.transaction.request_mut().body.clear();
-                    }
-                    snap
-                })
-                .collect();
+            keys.extend(
+                [&call.a_invite, &call.b_invite]
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, _)| k),
+            );
         }
+        let distributed = s.cfg.cluster.transactions == crate::config::Transactions::Distributed;
+        let relays = std::mem::take(&mut call.relays);
+        let mut stored_relays = Vec::new();
+        if distributed {
+            // A re-INVITE (UPDATE, INFO …) in progress goes with it too: see `Call::relays`.
+            for (k, r) in &relays {
+                keys.extend([k, &r.server]);
+                let mut r = r.clone();
+                r.request.body.clear();
+                stored_relays.push((k.clone(), r));
+            }
+        }
+        call.txs = keys
+            .into_iter()
+            .filter_map(|k| s.tx.snapshot(k))
+            .map(|mut snap| {
+                // A request's offer already went to the other party in the request kept
+                // beside it (whose copies an adopter may send): no need for it twice.
+                if snap.key.role == crate::transaction::Role::Server {
+                    snap.transaction.request_mut().body.clear();
+                }
+                snap
+            })
+            .collect();
+        call.relays = stored_relays;
         call.version += 1;
         let value = serde_json::to_vec(&*call).unwrap_or_default();
         call.txs.clear();
+        call.relays = relays;
         s.writes.push(crate::store::StoreWrite::Put {
             key: crate::store::call_key(id),
             value,
@@ -256,5 +276,30 @@ impl B2bua {
             expect,
             expires_at: None,
         });
+    }
+}
+
+/// Where an INVITE to a callee at `peer` (and its CANCEL) goes first: the cluster's
+/// balancer when one is set (see `ClusterConfig::outbound`), else the callee itself.
+pub(super) fn first_hop(s: &Sink, peer: Peer) -> Peer {
+    match s.cfg.cluster.outbound {
+        Some(addr) if s.clustered && peer.transport == crate::transaction::Transport::Udp => Peer {
+            addr,
+            transport: peer.transport,
+        },
+        _ => peer,
+    }
+}
+
+/// Where a request on leg `d` goes first: through the balancer as [`first_hop`] says when
+/// the dialog has no route set of its own (the balancer relays a member's request to its
+/// Request-URI), so that the party's answer reaches whoever runs the call by then, not
+/// only the member that sent it; else the dialog's next hop.
+pub(super) fn hop_on(s: &Sink, d: &crate::dialog::Dialog) -> Peer {
+    let hop = d.next_hop();
+    if d.route_set.is_empty() {
+        first_hop(s, hop)
+    } else {
+        hop
     }
 }

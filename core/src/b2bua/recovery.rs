@@ -76,10 +76,12 @@ impl B2bua {
         let ending = call.byes.clone();
         call.bye_owed = !ending.is_empty();
         let ringing = matches!(call.state, CallState::Early | CallState::Cancelling);
-        let txs = std::mem::take(&mut call.txs);
+        let mut txs = std::mem::take(&mut call.txs);
+        let relayed = self.restore_relays(s, &mut call, &mut txs);
         if ringing {
             self.restore_ringing(s, &mut call, txs, now);
         }
+        s.tx.restore(relayed, now);
         let (early, failed) = (
             call.state == CallState::Early,
             call.state == CallState::Cancelling,
@@ -103,6 +105,41 @@ impl B2bua {
         self.send_byes(s, &id, &ending, now);
         self.persist(s, &id);
         true
+    }
+
+    /// The relays a record holds in progress (`distributed` transactions), kept where both
+    /// their transactions are stored too; those transactions are taken out of `txs` and
+    /// returned, for the caller to restore.
+    fn restore_relays(
+        &mut self,
+        s: &Sink,
+        call: &mut Call,
+        txs: &mut Vec<crate::transaction::Snapshot>,
+    ) -> Vec<crate::transaction::Snapshot> {
+        let relays = std::mem::take(&mut call.relays);
+        let (mut relayed, rest): (Vec<_>, Vec<_>) = std::mem::take(txs)
+            .into_iter()
+            .partition(|t| relays.iter().any(|(k, r)| t.key == *k || t.key == r.server));
+        *txs = rest;
+        if s.cfg.cluster.transactions != Transactions::Distributed {
+            // Stored while transactions were distributed, run now by a node where they are
+            // not: the relay dies with its node, as this node's own would.
+            return Vec::new();
+        }
+        let has = |txs: &[crate::transaction::Snapshot], k: &TxKey| txs.iter().any(|t| t.key == *k);
+        let (kept, dropped): (Vec<_>, Vec<_>) = relays
+            .into_iter()
+            .partition(|(k, r)| has(&relayed, k) && has(&relayed, &r.server));
+        relayed.retain(|t| {
+            !dropped
+                .iter()
+                .any(|(k, r)| t.key == *k || t.key == r.server)
+        });
+        for (k, _) in &kept {
+            self.calls.track_client(k.clone(), &call.id, Purpose::Relay);
+        }
+        call.relays = kept;
+        relayed
     }
 
     /// A ringing call's INVITE transactions, restored from its record: the caller's server

@@ -29,6 +29,14 @@ impl B2bua {
         self.calls.get(id).is_some()
     }
 
+    /// Whether a call relays the request of server transaction `key` (restored with the
+    /// call: see `Call::relays`). Asked only of requests that waited for a takeover.
+    pub(crate) fn relays_request_of(&self, key: &TxKey) -> bool {
+        self.calls
+            .iter()
+            .any(|c| c.relays.iter().any(|(_, r)| r.server == *key))
+    }
+
     /// Answers that call's BYE retransmissions 200 until the tombstone's end.
     pub(crate) fn remember_tombstone(&mut self, t: &super::Tombstone) {
         self.calls.remember_tombstone(t);

@@ -88,7 +88,7 @@ impl B2bua {
             let Some(call) = self.calls.get(id) else {
                 return;
             };
-            let hop = call.dialog(*side).next_hop();
+            let hop = super::hop_on(s, call.dialog(*side));
             let via = s.via(hop.transport);
             let contact = s.contact(hop.transport, id);
             let Some(call) = self.calls.get_mut(id) else {
@@ -146,7 +146,7 @@ impl B2bua {
                 call.pending_2xx = None;
                 if let Some((side, _, sent_cseq)) = call.awaiting_ack.take() {
                     let other = side.other();
-                    let hop = call.dialog(other).next_hop();
+                    let hop = super::hop_on(s, call.dialog(other));
                     let via = s.via(hop.transport);
                     let ack =
                         call.dialog(other)

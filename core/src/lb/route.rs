@@ -151,7 +151,11 @@ impl Balancer {
     }
 
     fn on_request(&mut self, mut req: Request, from: SocketAddr, now: UnixMillis) -> Option<Out> {
-        if self.pool.is_node_addr(from) {
+        // A member's own request: from a member's address, or (a member the pool does not
+        // list yet, such as one just restarted) with its Via naming us, as a member's does
+        // (it advertises the balancer); sent to a member as a phone's, it would come back
+        // to the member that sent it.
+        if self.pool.is_node_addr(from) || self.names_me(&req) {
             return self.relay_for_node(req);
         }
         let mf = req
@@ -213,6 +217,14 @@ impl Balancer {
             to: to.addr,
             bytes: req.to_bytes(),
         })
+    }
+
+    /// Whether the top Via of `req` names this balancer.
+    fn names_me(&self, req: &Request) -> bool {
+        req.headers
+            .get("Via")
+            .and_then(Via::parse)
+            .is_some_and(|v| v.sent_by() == self.me.to_string())
     }
 
     /// The node for request `req` from `ip` (see the module doc).

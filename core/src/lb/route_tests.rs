@@ -205,3 +205,33 @@ fn source_affinity_keeps_one_phones_registrations_on_one_node() {
     assert!(in_prefix("::1", "::1".parse().unwrap()));
     assert!(!in_prefix("bogus/99", "::1".parse().unwrap()));
 }
+
+/// A member's request with its Via naming the balancer (members advertise it) goes on to
+/// its Request-URI even from an address the pool does not list (a member just restarted):
+/// routed as a phone's, it came back to the member that sent it, which looked its call up
+/// again and again (lb-node-crash-under-load seed 69).
+#[test]
+fn a_members_request_from_an_unlisted_address_goes_to_its_request_uri() {
+    let mut b = balancer(Affinity::default());
+    let bye = String::from_utf8(request(
+        "BYE",
+        "sip:bob@10.0.0.7:5090",
+        "1.abc",
+        "z9hG4bK1.abc",
+        "bt",
+    ))
+    .unwrap()
+    .replace(
+        "Via: SIP/2.0/UDP 10.0.0.9:5070",
+        "Via: SIP/2.0/UDP 127.0.0.1:5060",
+    );
+    let unlisted = addr(5069);
+    let out = b
+        .handle_datagram(bye.as_bytes(), unlisted, 1)
+        .expect("relayed");
+    assert_eq!(out.to, SocketAddr::from(([10, 0, 0, 7], 5090)));
+    let SipMessage::Request(fwd) = parse(&out.bytes) else {
+        panic!("a request")
+    };
+    assert_eq!(fwd.headers.count("Via"), 1, "nothing added");
+}

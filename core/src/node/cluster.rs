@@ -467,6 +467,11 @@ impl Node {
             }
             return self.forward_held(call_id);
         }
+        // Held here already, the call did not have the dialogs the waiting requests name
+        // when they came: they get 481 unless it has them now (a request of this node's
+        // own looped back to it looked the call up again and again: lb-node-crash-under-load
+        // seed 69, 8,480 reads of one record).
+        let held = matches!(Key::parse(&r.key), Some(Key::Call(id)) if self.b2bua.holds(id));
         match self.b2bua.adopt(&mut self.sink, r, now) {
             Some(legs) => {
                 // What its restored transactions say at once (a Timer B already past) is
@@ -481,7 +486,7 @@ impl Node {
                         .observe(now.saturating_sub(*t));
                 }
                 for leg in legs.iter().map(String::as_str).chain([call_id]) {
-                    self.replay_waiting(leg, now);
+                    self.replay_waiting(leg, now, !held);
                 }
             }
             None => self.settle_waiting(call_id, 481, now),
@@ -499,14 +504,29 @@ impl Node {
         entries
     }
 
-    /// The call is held now: the waiting requests go to it.
-    fn replay_waiting(&mut self, call_id: &str, now: UnixMillis) {
+    /// The call is held now: the waiting requests go to it (`look_again`: those that find
+    /// none of its dialogs may look it up again; else they get 481).
+    fn replay_waiting(&mut self, call_id: &str, now: UnixMillis, look_again: bool) {
         self.forget_lookups(call_id);
         self.replay_strays(call_id, now);
         for (key, req, from) in self.take_waiting(call_id) {
             if req.method == Method::Cancel {
                 // Its INVITE's transaction is here now, or nowhere: no second lookup.
                 self.b2bua.on_cancel(&mut self.sink, &key, &req, now);
+                continue;
+            }
+            let tag = req.headers.get("To").and_then(|t| header_param(t, "tag"));
+            let known = tag.is_some_and(|t| self.b2bua.dialog_of(call_id, t).is_some());
+            if !look_again && !known {
+                self.sink.reply(&key, &req, 481, None, &[], now);
+                continue;
+            }
+            if self.b2bua.relays_request_of(&key) {
+                // A retransmission of a request the call was relaying when it was stored:
+                // its restored transaction (which took the place of the one made for it
+                // here) answers it as a copy, as it would have on the old owner.
+                let msg = crate::message::SipMessage::Request(req);
+                self.sink.tx.handle_message(msg, from, now);
                 continue;
             }
             self.on_request(key, req, from, now);

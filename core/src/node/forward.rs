@@ -16,9 +16,10 @@
 //! A re-INVITE is forwarded too: the owner retransmits its 2xx through us (its top Via),
 //! and those copies pass through our Accepted transaction for 64·T1 (RFC 6026), while the
 //! phone's ACK, which comes here when the phone talks to us, goes on to the owner; a
-//! non-2xx gets the hop's ACK from us (§17.1.1.3). ACK and CANCEL are not forwarded as
-//! requests, nor is a request a member forwarded already (members whose views differ
-//! must not bounce it between them).
+//! non-2xx gets the hop's ACK from us (§17.1.1.3). A CANCEL is forwarded like a request;
+//! the phone's ACK of the owner's 487 goes on after it. An ACK is never forwarded as a
+//! request, nor is a request a member forwarded already (members whose views differ must
+//! not bounce it between them).
 
 use super::Node;
 use crate::ids::FORWARD_BRANCH;
@@ -106,6 +107,16 @@ impl Node {
         self.sink
             .send_stateless(&SipMessage::Request(copy.clone()), owner);
         let relays = &mut self.cluster.relays;
+        if req.method == Method::Cancel {
+            // The owner answers the cancelled INVITE 487 straight to the phone, whose ACK
+            // (hop by hop, §17.1.1.3) comes the way its CANCEL came: here. It goes on to
+            // the owner, or the owner's INVITE transaction sends its 487 until Timer H.
+            let h = &req.headers;
+            let cseq = h.get("CSeq").and_then(CSeq::parse).map_or(0, |c| c.seq);
+            let call_id = h.get("Call-ID").unwrap_or("").to_string();
+            let until = self.now + self.sink.cfg.timers.timeout();
+            relays.acks.insert((call_id, cseq), (owner, until));
+        }
         relays.by_branch.insert(branch, key.clone());
         relays.by_key.insert(key.clone(), (copy, owner));
     }
@@ -224,7 +235,8 @@ impl Node {
     }
 
     /// An ACK outside any transaction of ours: when it acknowledges a 2xx an owner sent
-    /// through us to a forwarded re-INVITE, it goes on to the owner. Whether it was one.
+    /// through us to a forwarded re-INVITE, or the 487 to an INVITE whose CANCEL we
+    /// forwarded, it goes on to the owner. Whether it was one.
     pub(super) fn forward_ack(&mut self, ack: &Request) -> bool {
         let h = &ack.headers;
         let cseq = h.get("CSeq").and_then(CSeq::parse).map_or(0, |c| c.seq);

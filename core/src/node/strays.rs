@@ -10,7 +10,7 @@
 
 use super::Node;
 use crate::message::{Response, SipMessage};
-use crate::store::call_key;
+use crate::store::{call_key, leg_key};
 use crate::transaction::{Peer, Transport};
 use crate::UnixMillis;
 use std::collections::BTreeMap;
@@ -42,7 +42,14 @@ impl Node {
         let Some(call_id) = resp.headers.get("Call-ID").map(str::to_string) else {
             return false;
         };
-        if !self.is_clustered() || !stored || !is_call_id(&call_id) || self.b2bua.holds(&call_id) {
+        let ours = |tag: &str| self.b2bua.dialog_of(&call_id, tag).is_some();
+        let held = self.b2bua.holds(&call_id)
+            || resp
+                .headers
+                .get("From")
+                .and_then(|f| crate::message::header_param(f, "tag"))
+                .is_some_and(ours);
+        if !self.is_clustered() || !stored || held {
             return false;
         }
         let strays = &mut self.cluster.strays.0;
@@ -58,7 +65,14 @@ impl Node {
             // The owner is known and alive: it goes there now.
             self.forward_held(&call_id);
         } else if !waiting && !self.cluster.waiting.contains(&call_id) {
-            self.load(call_key(&call_id), &call_id);
+            // A B-leg's Call-ID names its call; a caller's (the answer to a request relayed
+            // to it) is found through the A-leg index.
+            let key = if is_call_id(&call_id) {
+                call_key(&call_id)
+            } else {
+                leg_key(&call_id)
+            };
+            self.load(key, &call_id);
         }
         true
     }

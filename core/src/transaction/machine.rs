@@ -45,6 +45,24 @@ impl Transaction {
                     &mut t.last_sent_at,
                 );
             }
+            // Timer E: a relayed request restored by an adopter (distributed transactions).
+            // Once resent in Proceeding its copies are T2 apart from the last one: nothing
+            // to lay then.
+            Self::ClientNonInvite(t)
+                if matches!(
+                    t.state,
+                    ClientNonInviteState::Trying | ClientNonInviteState::Proceeding
+                ) && !t.resent_in_proceeding =>
+            {
+                let interval = |n| cfg.capped(n);
+                lay_schedule(
+                    t.started_at,
+                    now,
+                    interval,
+                    &mut t.retransmits,
+                    &mut t.last_sent_at,
+                );
+            }
             Self::ServerInvite(t) if t.state == ServerInviteState::Completed => {
                 let interval = |n| cfg.capped(n);
                 lay_schedule(
