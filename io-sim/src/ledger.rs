@@ -52,6 +52,11 @@ pub struct CallLedger {
     pub cancelled_at: Option<u64>,
     pub callee_answered_at: Option<u64>,
     pub reinvites_pending: u32,
+    /// Re-INVITEs a party got and has not answered yet.
+    pub reinvites_held: u32,
+    /// The final answer each re-INVITE of the call got, in order (408: none came), when
+    /// (simulated ms), and whether a later request of its sender overtook it.
+    pub reinvite_answers: Vec<(u16, u64, bool)>,
     pub suspects: Vec<Suspect>,
     /// INFO requests (by the id in their body) that got a 2xx, and those that reached the
     /// other party: a 2xx Drongo relayed must come from the party the INFO was for.
@@ -94,6 +99,10 @@ pub struct Counts {
     /// transactions).
     pub ringing_at_kills: u64,
     pub answered_after_kill: u64,
+    /// Re-INVITEs in progress on a node as it was killed or stopped, summed over those;
+    /// and how many of them were answered 2xx afterwards.
+    pub reinvites_at_kills: u64,
+    pub reinvites_ok_after_kill: u64,
 }
 
 impl Counts {
@@ -106,7 +115,7 @@ impl Counts {
     }
 
     /// Every count, in declaration order (how a sweep's worker process reports them).
-    pub fn to_array(&self) -> [u64; 18] {
+    pub fn to_array(&self) -> [u64; 20] {
         [
             self.calls_attempted,
             self.calls_answered,
@@ -126,11 +135,13 @@ impl Counts {
             self.switches,
             self.ringing_at_kills,
             self.answered_after_kill,
+            self.reinvites_at_kills,
+            self.reinvites_ok_after_kill,
         ]
     }
 
-    pub fn from_array(a: [u64; 18]) -> Self {
-        let [calls_attempted, calls_answered, ended_by_caller, ended_by_callee, ended_by_drongo, registrations, deregistrations, reinvites, infos, byes, faults_planned, faults_struck, triggers_met, calls_up_at_kills, failovers, switches, ringing_at_kills, answered_after_kill] =
+    pub fn from_array(a: [u64; 20]) -> Self {
+        let [calls_attempted, calls_answered, ended_by_caller, ended_by_callee, ended_by_drongo, registrations, deregistrations, reinvites, infos, byes, faults_planned, faults_struck, triggers_met, calls_up_at_kills, failovers, switches, ringing_at_kills, answered_after_kill, reinvites_at_kills, reinvites_ok_after_kill] =
             a;
         Self {
             calls_attempted,
@@ -151,6 +162,8 @@ impl Counts {
             switches,
             ringing_at_kills,
             answered_after_kill,
+            reinvites_at_kills,
+            reinvites_ok_after_kill,
         }
     }
 }
@@ -162,7 +175,8 @@ impl std::fmt::Display for Counts {
             "calls {} attempted, {} answered, ended by caller {} / callee {} / drongo {}; \
              registrations {}, de-registrations {}; re-INVITEs {}, INFOs {}, BYEs {}; \
              faults {} planned, {} struck, {} on their trigger; calls up at kills {}; \
-             failovers {}, balancer switches {}; ringing at kills {}, of them answered {}",
+             failovers {}, balancer switches {}; ringing at kills {}, of them answered {}; \
+             re-INVITEs at kills {}, of them answered 2xx {}",
             self.calls_attempted,
             self.calls_answered,
             self.ended_by_caller,
@@ -181,6 +195,8 @@ impl std::fmt::Display for Counts {
             self.switches,
             self.ringing_at_kills,
             self.answered_after_kill,
+            self.reinvites_at_kills,
+            self.reinvites_ok_after_kill,
         )
     }
 }
@@ -220,6 +236,10 @@ pub struct Inner {
     pub first_kill_at: Option<u64>,
     /// Calls ringing on a node when it was killed or stopped (their tokens).
     pub ringing_at_kills: BTreeSet<String>,
+    /// Calls with a re-INVITE in progress on a node when it was killed or stopped: their
+    /// tokens, and how many of their re-INVITEs had been answered before (the next answer
+    /// is that re-INVITE's).
+    pub reinviting_at_kills: BTreeMap<String, usize>,
 }
 
 #[derive(Clone, Default)]
@@ -254,6 +274,30 @@ impl Ledger {
             .collect()
     }
 
+    /// The calls with a re-INVITE in progress whose callee's INVITE came from node `node`
+    /// (see [`Ledger::ringing_on`]), with how many of their re-INVITEs were answered.
+    pub fn reinviting_on(&self, node: u16) -> Vec<(String, usize)> {
+        let prefix = format!("{node:x}.");
+        self.lock()
+            .calls
+            .iter()
+            .filter(|(_, c)| c.reinvites_pending > 0)
+            .filter(|(_, c)| c.callees.iter().any(|l| l.call_id.starts_with(&prefix)))
+            .map(|(t, c)| (t.clone(), c.reinvite_answers.len()))
+            .collect()
+    }
+
+    /// Whether a re-INVITE in a call node `node` set up waits for its answer at the other
+    /// party (see [`Ledger::reinviting_on`]).
+    pub fn reinvite_held_on(&self, node: u16) -> bool {
+        let prefix = format!("{node:x}.");
+        self.lock()
+            .calls
+            .values()
+            .filter(|c| c.reinvites_held > 0)
+            .any(|c| c.callees.iter().any(|l| l.call_id.starts_with(&prefix)))
+    }
+
     pub fn confirmed_calls(&self) -> usize {
         self.lock()
             .calls
@@ -278,15 +322,6 @@ impl Ledger {
             .silent
             .iter()
             .any(|(ip, start, end)| *ip == from && *start <= at && end.is_none_or(|e| at <= e))
-    }
-
-    /// Whether a re-INVITE is in progress in a call whose caller's home is `node`.
-    pub fn any_reinvite_on(&self, node: usize) -> bool {
-        let l = self.lock();
-        l.calls
-            .values()
-            .filter(|c| l.homes.get(&c.caller.ua) == Some(&node))
-            .any(|c| c.reinvites_pending > 0)
     }
 
     pub fn any_reinvite(&self) -> bool {

@@ -115,6 +115,11 @@ pub fn all() -> Vec<Scenario> {
             spec: owner_crash_during_reinvite,
         },
         Scenario {
+            name: "lb-node-crash-during-reinvite",
+            about: "a node is killed behind drongo lb while a re-INVITE of one of its calls is in progress (transactions distributed): the adopter restores the relay, and its sender hears the other party's answer",
+            spec: lb_node_crash_during_reinvite,
+        },
+        Scenario {
             name: "hot-standby-takeover",
             about: "owner-crash-in-call with strategy hot-standby: each call's standby follows its record (a polling watch) and takes it over from its copy",
             spec: hot_standby_takeover,
@@ -466,6 +471,23 @@ fn owner_crash_during_reinvite() -> WorldSpec {
         node: 0,
         after_ms: 10_000,
     })
+}
+
+/// A node is killed behind the balancer while a re-INVITE it relayed waits for the other
+/// party's answer (parties take 1-6 s to answer one), with distributed transactions: the
+/// relay is stored with its transactions, so its adopter carries it on. Calls ringing at
+/// the kill are checked too: callers wait as in lb-node-crash-while-ringing.
+fn lb_node_crash_during_reinvite() -> WorldSpec {
+    WorldSpec {
+        balancers: 1,
+        transactions: drongo_core::config::Transactions::Distributed,
+        patience_ms: (20_000, 30_000),
+        reinvite_answer_ms: (1_000, 6_000),
+        ..owner_killed(Trigger::ReinviteHeldOn {
+            node: 0,
+            after_ms: 10_000,
+        })
+    }
 }
 
 /// owner-crash-in-call behind the balancer (the node down 0.5-15 s). A node back within its lease

@@ -275,6 +275,35 @@ fn ringing_check_catches_answers_lost_with_their_node() {
     );
 }
 
+/// A re-INVITE in progress survives its node with distributed transactions: over 20 seeds
+/// some re-INVITEs that waited for the other party's answer at the kill are answered 2xx
+/// afterwards, and with members that keep their relays to themselves (`local`
+/// transactions) the check that such a re-INVITE completes fails.
+#[test]
+fn reinvite_check_catches_answers_lost_with_their_node() {
+    let good = spec("lb-node-crash-during-reinvite");
+    let ok: u64 = (1..=20)
+        .map(|seed| run(&good, seed).counts.reinvites_ok_after_kill)
+        .sum();
+    assert!(ok >= 5, "only {ok} re-INVITEs answered 2xx after the kill");
+    let broken = WorldSpec {
+        mutant_local_transactions: true,
+        ..good
+    };
+    let caught = (1..=20)
+        .filter(|seed| {
+            run(&broken, *seed)
+                .violations
+                .iter()
+                .any(|v| v.contains("re-INVITE in progress on a node that died"))
+        })
+        .count();
+    assert!(
+        caught >= 3,
+        "the lost answers went unnoticed ({caught} of 20 seeds)"
+    );
+}
+
 /// The registration checks can fail too: when the store loses its records and the node
 /// restarts from it, the bindings it granted are gone before they expire, and the user
 /// agents' lookups say so.

@@ -83,6 +83,8 @@ pub struct UaConfig {
     /// How long it rings as a callee, and waits as a caller before it cancels (ms).
     pub ring_ms: (u64, u64),
     pub patience_ms: (u64, u64),
+    /// How long it takes to answer a re-INVITE (ms; `(0, 0)`: at once).
+    pub reinvite_answer_ms: (u64, u64),
     /// For `WorldSpec::mutant_keep_bindings`: a de-REGISTER asks for an hour instead (as if
     /// the registrar kept the binding).
     pub mutant_keep_bindings: bool,
@@ -108,6 +110,8 @@ enum Action {
     Info(String),
     Vanish(String),
     Resend2xx(String),
+    /// Answer the re-INVITE held in the call (`Call::reinvite_in`).
+    AnswerReinvite(String),
     /// A request in a dialog still without any answer: try the next node.
     Failover(TxKey),
     /// 64·T1 after our CANCEL: an INVITE still without a final response is given up (§9.1).
@@ -191,6 +195,12 @@ struct Call {
     /// Callee: our 2xx to the INVITE went out (the dialog exists).
     sent_2xx: bool,
     reinvite_pending: bool,
+    /// A request of ours in the dialog left after the pending re-INVITE: should that
+    /// re-INVITE have been lost (with a node), it reaches Drongo after a higher CSeq and is
+    /// rightly refused out of order (500, §12.2.2).
+    reinvite_overtaken: bool,
+    /// A re-INVITE of the other party's, not answered yet (`UaConfig::reinvite_answer_ms`).
+    reinvite_in: Option<(TxKey, Request)>,
     acks: BTreeMap<u32, Request>,
     /// INFO requests sent so far (numbers their ids).
     infos: u32,

@@ -159,7 +159,7 @@ impl Ua {
             }
             Some(Purpose::Reinvite(id)) => {
                 // §12.2.1.2 / §14.1: a timed-out re-INVITE ends the dialog.
-                self.reinvite_done(&id);
+                self.reinvite_done(&id, 408);
                 self.suspect(&id, false, "re-INVITE got no answer");
                 self.hang_up(&id);
             }
@@ -177,13 +177,16 @@ impl Ua {
         }
     }
 
-    pub(super) fn reinvite_done(&mut self, id: &str) {
+    pub(super) fn reinvite_done(&mut self, id: &str, code: u16) {
         if let Some(c) = self.calls.get_mut(id) {
             if c.reinvite_pending {
                 c.reinvite_pending = false;
+                let overtaken = std::mem::take(&mut c.reinvite_overtaken);
                 let token = c.token.clone();
                 self.ledger.call(&token, |l| {
-                    l.reinvites_pending = l.reinvites_pending.saturating_sub(1)
+                    l.reinvites_pending = l.reinvites_pending.saturating_sub(1);
+                    let at = crate::trace::sim_ms();
+                    l.reinvite_answers.push((code, at, overtaken));
                 });
             }
         }
@@ -234,7 +237,7 @@ impl Ua {
             }
             Some(Purpose::Invite(id)) => self.on_invite_response(&id, &resp, now),
             Some(Purpose::Reinvite(id)) if code >= 200 => {
-                self.reinvite_done(&id);
+                self.reinvite_done(&id, code);
                 if (200..300).contains(&code) {
                     self.send_ack(&id, &resp);
                 } else if code == 481 || code == 408 {
@@ -450,39 +453,34 @@ impl Ua {
         }
         match req.method {
             Method::Bye => {
+                // §15.1.2: a re-INVITE we have not answered yet gets 487.
+                self.refuse_held_reinvite(&call_id, 487, now);
                 let _ = self
                     .tx
                     .send_response(&key, response_to(&req, 200, None, &tag), now);
                 self.end_leg(&call_id);
             }
             Method::Invite => {
-                if reinvite_pending || awaiting_ack {
+                let held = self
+                    .calls
+                    .get(&call_id)
+                    .is_some_and(|c| c.reinvite_in.is_some());
+                if reinvite_pending || awaiting_ack || held {
                     let r = response_to(&req, 491, None, &tag);
                     let _ = self.tx.send_response(&key, r, now);
                     return;
                 }
-                let mut resp = response_to(&req, 200, None, &tag);
-                resp.headers
-                    .push("Contact", format!("<{}>", contact_uri(&self.cfg)));
-                resp.headers.push("Content-Type", "application/sdp");
-                resp.body = sdp(&self.cfg, &token, 3);
-                let t1 = self.timers_cfg.t1;
-                if let Some(target) = req.headers.get("Contact") {
+                let (lo, hi) = self.cfg.reinvite_answer_ms;
+                if hi > 0 {
+                    let after = self.between(lo, hi);
                     if let Some(c) = self.calls.get_mut(&call_id) {
-                        c.remote_target = uri_of(target);
+                        c.reinvite_in = Some((key, req));
                     }
+                    self.ledger.call(&token, |l| l.reinvites_held += 1);
+                    self.at(now + after, Action::AnswerReinvite(call_id));
+                    return;
                 }
-                if let Some(c) = self.calls.get_mut(&call_id) {
-                    c.pending_2xx = Some(Pending2xx {
-                        key: key.clone(),
-                        response: resp.clone(),
-                        cseq,
-                        interval: t1,
-                        give_up_at: now + 64 * t1,
-                    });
-                }
-                let _ = self.tx.send_response(&key, resp, now);
-                self.at(now + t1, Action::Resend2xx(call_id));
+                self.answer_reinvite(&call_id, key, req, now);
             }
             _ => {
                 if req.method == Method::Info {
@@ -494,6 +492,70 @@ impl Ua {
                 let r = response_to(&req, 200, None, &tag);
                 let _ = self.tx.send_response(&key, r, now);
             }
+        }
+    }
+
+    /// Answers the other party's re-INVITE 200 with our SDP, retransmitted until its ACK.
+    pub(super) fn answer_reinvite(
+        &mut self,
+        call_id: &str,
+        key: TxKey,
+        req: Request,
+        now: UnixMillis,
+    ) {
+        let Some(c) = self.calls.get(call_id) else {
+            return;
+        };
+        let (tag, token) = (c.local_tag.clone(), c.token.clone());
+        let cseq = req
+            .headers
+            .get("CSeq")
+            .and_then(CSeq::parse)
+            .map_or(0, |c| c.seq);
+        let mut resp = response_to(&req, 200, None, &tag);
+        resp.headers
+            .push("Contact", format!("<{}>", contact_uri(&self.cfg)));
+        resp.headers.push("Content-Type", "application/sdp");
+        resp.body = sdp(&self.cfg, &token, 3);
+        let t1 = self.timers_cfg.t1;
+        if let Some(c) = self.calls.get_mut(call_id) {
+            if let Some(target) = req.headers.get("Contact") {
+                c.remote_target = uri_of(target);
+            }
+            c.pending_2xx = Some(Pending2xx {
+                key: key.clone(),
+                response: resp.clone(),
+                cseq,
+                interval: t1,
+                give_up_at: now + 64 * t1,
+            });
+        }
+        let _ = self.tx.send_response(&key, resp, now);
+        self.at(now + t1, Action::Resend2xx(call_id.to_string()));
+    }
+
+    /// The re-INVITE held in call `call_id`, if any, is taken out of it: answered now by
+    /// the caller of this, or refused `code` here.
+    pub(super) fn take_held_reinvite(&mut self, call_id: &str) -> Option<(TxKey, Request)> {
+        let c = self.calls.get_mut(call_id)?;
+        let held = c.reinvite_in.take()?;
+        let token = c.token.clone();
+        self.ledger.call(&token, |l| {
+            l.reinvites_held = l.reinvites_held.saturating_sub(1)
+        });
+        Some(held)
+    }
+
+    pub(super) fn refuse_held_reinvite(&mut self, call_id: &str, code: u16, now: UnixMillis) {
+        if let Some((key, req)) = self.take_held_reinvite(call_id) {
+            let tag = self
+                .calls
+                .get(call_id)
+                .map(|c| c.local_tag.clone())
+                .unwrap_or_default();
+            let _ = self
+                .tx
+                .send_response(&key, response_to(&req, code, None, &tag), now);
         }
     }
 

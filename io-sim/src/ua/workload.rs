@@ -106,6 +106,21 @@ impl Ua {
                 self.at(now + next, Action::Probe);
             }
             Action::Answer(id) => self.answer(&id, now),
+            Action::AnswerReinvite(id) => {
+                let confirmed = self
+                    .calls
+                    .get(&id)
+                    .is_some_and(|c| c.state == State::Confirmed);
+                if let Some((key, req)) = self.take_held_reinvite(&id) {
+                    if confirmed {
+                        self.answer_reinvite(&id, key, req, now);
+                    } else {
+                        let tag = self.calls.get(&id).map(|c| c.local_tag.clone());
+                        let r = response_to(&req, 487, None, &tag.unwrap_or_default());
+                        let _ = self.tx.send_response(&key, r, now);
+                    }
+                }
+            }
             Action::Reject(id, code) => {
                 let Some(c) = self.calls.get_mut(&id) else {
                     return;
@@ -179,6 +194,7 @@ impl Ua {
                     return;
                 }
                 c.infos += 1;
+                c.reinvite_overtaken |= c.reinvite_pending;
                 let info_id = format!("{} {} {}", c.token, self.who, c.infos);
                 let Some(mut r) = self.dialog_request(&id, Method::Info) else {
                     return;
@@ -274,6 +290,8 @@ impl Ua {
         let Some(r) = self.dialog_request(id, Method::Bye) else {
             return;
         };
+        // §15.1.2: a re-INVITE we have not answered yet gets 487 before our BYE.
+        self.refuse_held_reinvite(id, 487, now_ms());
         let Some(c) = self.calls.get_mut(id) else {
             return;
         };

@@ -18,8 +18,11 @@ pub enum Trigger {
     InCallOn { node: usize, after_ms: u64 },
     /// As soon as a re-INVITE is in progress, after this time.
     Reinvite { after_ms: u64 },
-    /// As soon as a re-INVITE is in progress in a call whose caller's home is `node`.
+    /// As soon as a re-INVITE is in progress in a call that `node` set up (its B-leg).
     ReinviteOn { node: usize, after_ms: u64 },
+    /// As soon as a re-INVITE in a call that `node` set up has reached the other party,
+    /// which has not answered it yet (`WorldSpec::reinvite_answer_ms`).
+    ReinviteHeldOn { node: usize, after_ms: u64 },
     /// This long after the first node was killed or stopped (a fault timed to meet the
     /// takeover that follows).
     AfterKill { after_ms: u64 },
@@ -133,9 +136,14 @@ impl FaultCtx {
                 (after_ms, Box::new(move |l| l.confirmed_calls_on(node) > 0))
             }
             Trigger::Reinvite { after_ms } => (after_ms, Box::new(Ledger::any_reinvite)),
-            Trigger::ReinviteOn { node, after_ms } => {
-                (after_ms, Box::new(move |l| l.any_reinvite_on(node)))
-            }
+            Trigger::ReinviteOn { node, after_ms } => (
+                after_ms,
+                Box::new(move |l| !l.reinviting_on(node_id(node)).is_empty()),
+            ),
+            Trigger::ReinviteHeldOn { node, after_ms } => (
+                after_ms,
+                Box::new(move |l| l.reinvite_held_on(node_id(node))),
+            ),
             Trigger::AfterKill { after_ms } => (
                 0,
                 Box::new(move |l| {
@@ -226,15 +234,20 @@ impl FaultCtx {
         Some((id, down))
     }
 
-    /// Counts the calls up as node `node` goes down, notes those ringing on it and the
-    /// first kill's time.
+    /// Counts the calls up as node `node` goes down, notes those ringing on it or in a
+    /// re-INVITE on it, and the first kill's time.
     fn killed(&self, node: usize) {
         let up = self.ledger.confirmed_calls() as u64;
         let ringing = self.ledger.ringing_on(node_id(node));
+        let reinviting = self.ledger.reinviting_on(node_id(node));
         let mut l = self.ledger.lock();
         l.counts.calls_up_at_kills += up;
         l.counts.ringing_at_kills += ringing.len() as u64;
         l.ringing_at_kills.extend(ringing);
+        l.counts.reinvites_at_kills += reinviting.len() as u64;
+        for (token, answered) in reinviting {
+            l.reinviting_at_kills.entry(token).or_insert(answered);
+        }
         l.first_kill_at.get_or_insert(sim_ms());
     }
 

@@ -79,6 +79,7 @@ pub(super) async fn check(trace: &Trace, ledger: &Ledger, server: &StoreServer, 
         new_calls_avoid_cut_nodes(trace, &l);
         if distributed {
             ringing_calls_complete(trace, &l);
+            reinvites_complete(trace, &l);
         }
     }
     // Tombstones of calls that ended (records that expire by themselves, 64·T1 after the
@@ -125,6 +126,40 @@ fn ringing_calls_complete(trace: &Trace, l: &crate::ledger::Inner) {
                 format_args!(
                     "{token}: rang on a node that died and its callee answered, but the \
                      caller never heard the answer"
+                ),
+            );
+        }
+    }
+}
+
+/// With distributed transactions a re-INVITE in progress on a node that dies goes on as
+/// if nothing happened: its sender hears the other party's answer, a 2xx (or 491, the
+/// other party's own glare answer), never a timeout or Drongo's 481 or 500 — unless its
+/// call was ended meanwhile, or the re-INVITE was overtaken.
+fn reinvites_complete(trace: &Trace, l: &crate::ledger::Inner) {
+    for (token, i) in &l.reinviting_at_kills {
+        let Some(c) = l.calls.get(token) else {
+            continue;
+        };
+        let answer = c.reinvite_answers.get(*i).copied();
+        let legs = std::iter::once(&c.caller).chain(&c.callees);
+        let ended_at = legs
+            .flat_map(|l| [l.bye_sent_at, l.got_bye_at])
+            .flatten()
+            .min();
+        let ended_first = ended_at.is_some_and(|e| answer.is_none_or(|(_, at, _)| e <= at));
+        // A re-INVITE the dead node never got, overtaken by a later request of its
+        // sender that its adopter did get, is out of order there (§12.2.2).
+        let fine = answer.is_some_and(|(code, _, overtaken)| {
+            (200..300).contains(&code) || code == 491 || (code == 500 && overtaken)
+        });
+        if !fine && !ended_first {
+            trace.violation(
+                "check",
+                format_args!(
+                    "{token}: a re-INVITE in progress on a node that died was answered \
+                     {:?}",
+                    answer.map(|a| a.0)
                 ),
             );
         }

@@ -126,6 +126,14 @@ fn counts(ledger: &Ledger) -> Counts {
         .iter()
         .filter(|t| l.calls.get(*t).is_some_and(|c| c.caller.answered))
         .count() as u64;
+    c.reinvites_ok_after_kill = l
+        .reinviting_at_kills
+        .iter()
+        .filter(|(t, i)| {
+            let answer = l.calls.get(*t).and_then(|c| c.reinvite_answers.get(**i));
+            answer.is_some_and(|(code, _, _)| (200..300).contains(code))
+        })
+        .count() as u64;
     for call in l.calls.values().filter(|c| c.caller.answered) {
         c.calls_answered += 1;
         let legs = || std::iter::once(&call.caller).chain(&call.callees);
@@ -226,7 +234,11 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
     core.timers.timer_c = 60_000;
     core.cluster.lease_ttl_ms = spec.lease_ttl_ms;
     core.cluster.strategy = spec.strategy;
-    core.cluster.transactions = spec.transactions;
+    core.cluster.transactions = if spec.mutant_local_transactions {
+        drongo_core::config::Transactions::Local
+    } else {
+        spec.transactions
+    };
     // Behind balancers, a member's INVITEs to callees go through the first (its answers
     // then reach whoever runs the call).
     core.cluster.outbound = (spec.balancers > 0 && !spec.mutant_no_outbound).then(|| lb_addr(0));
@@ -380,6 +392,7 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
             swallow_cancel: spec.mutant_ignore_cancel,
             ring_ms: spec.ring_ms,
             patience_ms: spec.patience_ms,
+            reinvite_answer_ms: spec.reinvite_answer_ms,
             mutant_keep_bindings: spec.mutant_keep_bindings,
         };
         let (tx, rx) = mpsc::unbounded_channel();

@@ -40,6 +40,9 @@ pub struct WorldSpec {
     pub ring_ms: (u64, u64),
     /// How long a caller waits for an answer before it cancels (ms, drawn per call).
     pub patience_ms: (u64, u64),
+    /// How long a party takes to answer a re-INVITE (ms, drawn per request; `(0, 0)`:
+    /// at once), as a phone that asks its user whether to take video would.
+    pub reinvite_answer_ms: (u64, u64),
     pub faults: Vec<Fault>,
     /// How long the world runs on after the workload before the invariants are checked;
     /// `None`: long enough for every call to end by its session timer.
@@ -67,6 +70,9 @@ pub struct WorldSpec {
     /// callees (no `[cluster] outbound`): a dead member's callee answers it, not the
     /// adopter.
     pub mutant_no_outbound: bool,
+    /// A mutant cluster whose members run `local` transactions while the checks expect
+    /// `transactions`: a relay or a ringing call in progress dies with its node.
+    pub mutant_local_transactions: bool,
 }
 
 impl Default for WorldSpec {
@@ -89,6 +95,7 @@ impl Default for WorldSpec {
             transactions: drongo_core::config::Transactions::Local,
             ring_ms: (0, 5_000),
             patience_ms: (3_000, 9_000),
+            reinvite_answer_ms: (0, 0),
             faults: Vec::new(),
             settle_ms: None,
             mutant_forget_calls: false,
@@ -100,6 +107,7 @@ impl Default for WorldSpec {
             mutant_lb_never_falls: false,
             mutant_private_bindings: false,
             mutant_no_outbound: false,
+            mutant_local_transactions: false,
         }
     }
 }
