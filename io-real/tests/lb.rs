@@ -491,3 +491,64 @@ fn calls_ringing_on_a_node_that_dies_complete() {
         "node 2's ringing calls were taken over: {takeovers:?}"
     );
 }
+
+/// With distributed transactions, a re-INVITE in progress survives its node: each caller
+/// re-INVITEs right after its call is up, the callee answers 100 at once and 200 four
+/// seconds later, and the node with those re-INVITEs waiting is killed meanwhile. The
+/// callee's 200 reaches the balancer, which sends it to the call's adopter; the adopter
+/// restored the relay from the call's record and relays the 200 to the caller, whose ACK
+/// and BYE complete the call on both ends.
+#[test]
+fn reinvites_in_progress_on_a_node_that_dies_complete() {
+    const LB: u16 = 5760;
+    const CALLEE: u16 = 5770;
+    const CALLER: u16 = 5771;
+    const CALLS: u64 = 12;
+    let url = common::etcd_url("lb-reinvite");
+    let dir = std::env::temp_dir().join(format!("drongo-lb-reinvite-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cluster = format!("transactions = \"distributed\"\noutbound = \"127.0.0.1:{LB}\"\n");
+    let mut nodes = [
+        node_at(5762, 1, &url, LB, CALLEE, &cluster),
+        node_at(5764, 2, &url, LB, CALLEE, &cluster),
+        node_at(5766, 3, &url, LB, CALLEE, &cluster),
+    ];
+    let _lb = Lb::start(LB, &url, &dir);
+    let (callee, callee_stat) = sipp(&dir, "uas_reinvite_slow", CALLEE, 0, CALLS, 0, &[]);
+    let (caller, caller_stat) = sipp(
+        &dir,
+        "uac_reinvite",
+        CALLER,
+        LB,
+        CALLS,
+        10,
+        &["-cid_str", "lb-reinvite-%u@%s"],
+    );
+    std::thread::sleep(Duration::from_millis(2_000));
+    let answered = nodes[1].metric("drongo_calls_answered_total");
+    nodes[1].kill9();
+    let done = wait(caller, Duration::from_secs(60));
+    let callee_done = wait(callee, Duration::from_secs(10));
+    let takeovers: Vec<u64> = [&nodes[0], &nodes[2]]
+        .iter()
+        .map(|n| n.metric("drongo_takeovers_total"))
+        .collect();
+    let (caller_n, callee_n) = (counts(&caller_stat), counts(&callee_stat));
+    println!(
+        "node 2 had {answered} calls up, each with its re-INVITE waiting for the callee, when \
+         killed; takeovers by nodes 1 and 3: {takeovers:?}; caller {caller_n:?}, callee \
+         {callee_n:?}"
+    );
+    assert!(answered > 0, "node 2 must die with re-INVITEs in progress");
+    assert!(
+        done && callee_done && caller_n == (CALLS, 0) && callee_n == (CALLS, 0),
+        "every call must complete on both ends: caller {caller_n:?}, callee {callee_n:?}\n{}\n{}",
+        errors(&dir, CALLER),
+        errors(&dir, CALLEE)
+    );
+    assert!(
+        takeovers.iter().sum::<u64>() >= answered,
+        "node 2's calls were taken over: {takeovers:?}"
+    );
+}

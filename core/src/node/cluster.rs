@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 #[derive(Default)]
 pub(super) struct Membership {
     /// Live members (id → incarnation); `None` on a single node.
-    members: Option<BTreeMap<u16, u64>>,
+    pub(super) members: Option<BTreeMap<u16, u64>>,
     /// Live members that are draining: alive (their calls stay theirs) but adopting
     /// nothing, so rendezvous hashing leaves them out.
     draining: BTreeSet<u16>,
@@ -54,13 +54,13 @@ pub(super) struct Membership {
     /// This node's term while it leads the cluster (it then runs the chores).
     pub(super) leader_term: Option<u64>,
     /// When each member that left was last seen going (the chore's grace).
-    gone_since: BTreeMap<u16, UnixMillis>,
+    pub(super) gone_since: BTreeMap<u16, UnixMillis>,
     /// When each member was last in a member list (the failover histogram's start), and
     /// the newest incarnation of each seen in one.
     last_seen: BTreeMap<u16, UnixMillis>,
     incarnations: BTreeMap<u16, u64>,
     /// Calls of dead members seen unadopted by the last sweep, with their versions.
-    orphans: BTreeMap<String, u64>,
+    pub(super) orphans: BTreeMap<String, u64>,
     /// Each member's SIP address, as members reach it (requests for its calls are
     /// forwarded there).
     pub(super) addresses: BTreeMap<u16, std::net::SocketAddr>,
@@ -217,74 +217,6 @@ impl Node {
         }
     }
 
-    /// Whether this node leads the cluster, and in which term (`None`: it does not): the
-    /// leader sweeps up calls nobody adopted ([`Node::handle_sweep`]).
-    pub fn handle_leader(&mut self, now: UnixMillis, term: Option<u64>) {
-        self.now = now;
-        if term.is_none() {
-            self.cluster.orphans.clear();
-        }
-        if term.is_some() && self.cluster.leader_term.is_none() {
-            // The registration watchdog is ours now, for what expired before, too.
-            self.registrar.reindex_all();
-        }
-        self.cluster.leader_term = term;
-    }
-
-    /// The leader's chore, on the periodic sweep's view of every call record: a call whose
-    /// owner is gone and that nobody adopted is loaded and taken over here. Rendezvous
-    /// hashing gives every such call an adopter when its owner leaves, but an adopter can
-    /// die before it loads the call, or see a different member list (a member draining,
-    /// one joining): such a call would wait for someone to speak on it, and its timers
-    /// (session expiry, maximum duration) would not fire. A call qualifies once its owner
-    /// has been gone for three lease TTLs, or when the last sweep saw it unadopted at the
-    /// same version. The takeover is the usual compare-and-swap, so an adopter that got
-    /// there first, or an earlier leader still at work, makes it fail harmlessly.
-    pub(super) fn sweep_orphans(&mut self, records: &[StoredRecord], loading: &BTreeSet<String>) {
-        if self.cluster.leader_term.is_none() || self.sink.cfg.cluster.strategy == Strategy::None {
-            return;
-        }
-        if self.cluster.members.is_none() {
-            return;
-        }
-        let now = self.now;
-        let grace = 3 * self.sink.cfg.cluster.lease_ttl_ms;
-        let me = self.sink.node_id;
-        let mut seen = BTreeMap::new();
-        let mut adopt = Vec::new();
-        for r in records.iter().filter(|r| r.is_live(now)) {
-            let Some(Key::Call(id)) = Key::parse(&r.key) else {
-                continue;
-            };
-            let owner = crate::b2bua::owner_of(&r.value);
-            let orphan = owner != 0
-                && owner != me
-                && !self.owner_alive(&r.value)
-                && crate::b2bua::Tombstone::parse(&r.value).is_none()
-                && !self.b2bua.holds(id)
-                && !loading.contains(id);
-            if !orphan {
-                continue;
-            }
-            let long_gone = self
-                .cluster
-                .gone_since
-                .get(&owner)
-                .is_some_and(|t| now >= t + grace);
-            let seen_before = self.cluster.orphans.get(id) == Some(&r.version);
-            if long_gone || seen_before {
-                adopt.push(id.to_string());
-            } else {
-                seen.insert(id.to_string(), r.version);
-            }
-        }
-        self.cluster.orphans = seen;
-        for id in adopt {
-            self.sink.metrics.orphans_adopted += 1;
-            self.load(call_key(&id), &id);
-        }
-    }
-
     /// Calls being read from the store or let go of after a fenced write: a sweep or a
     /// read-back leaves their records alone.
     pub(super) fn loading_calls(&self) -> BTreeSet<String> {
@@ -422,7 +354,7 @@ impl Node {
     /// it but naming an incarnation newer than any we saw of it (it started again and
     /// claimed the call after our list was made; the list is refreshed every third of the
     /// TTL).
-    fn owner_alive(&self, value: &[u8]) -> bool {
+    pub(super) fn owner_alive(&self, value: &[u8]) -> bool {
         let (owner, incarnation) = crate::b2bua::owner_incarnation_of(value);
         let rejoined = self
             .cluster

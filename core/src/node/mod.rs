@@ -9,6 +9,7 @@
 mod bindings;
 mod cluster;
 mod forward;
+mod leader;
 mod parked;
 mod requests;
 mod standby;

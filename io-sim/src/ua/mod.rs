@@ -18,6 +18,7 @@ mod checks;
 mod failover;
 mod protocol;
 mod registration;
+mod reinvite;
 mod workload;
 
 use crate::ledger::{Ledger, Leg};
