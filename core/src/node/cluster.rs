@@ -114,7 +114,8 @@ impl Node {
             let known = self.cluster.incarnations.entry(*id).or_default();
             *known = (*known).max(*inc);
         }
-        // Requests held for an owner that has now left: read its call again.
+        // Requests held for an owner that has now left: their call again (below, once the
+        // list is the new one).
         let left: Vec<(String, String)> = self
             .cluster
             .held
@@ -122,12 +123,23 @@ impl Node {
             .filter(|(_, (owner, _, _))| !now_live.contains_key(owner))
             .map(|(call_id, (_, _, key))| (call_id.clone(), key.clone()))
             .collect();
-        for (call_id, key) in left {
-            self.cluster.held.remove(&call_id);
-            self.cluster.tried.remove(&call_id);
-            self.load(key, &call_id);
+        for (call_id, _) in &left {
+            self.cluster.held.remove(call_id);
+            self.cluster.tried.remove(call_id);
         }
         self.cluster.members = Some(now_live);
+        for (call_id, key) in left {
+            // A hot standby takes the call over from its copy, reading nothing (the
+            // failover test's standby did only when no request had been held: a request
+            // that came while the owner was still listed made it read the store).
+            match self.standby_record(&call_id) {
+                Some((_, r)) => {
+                    self.take_or_refuse(&call_id, &r, now, true);
+                    self.flush();
+                }
+                None => self.load(key, &call_id),
+            }
+        }
         // With nothing stored nobody else can have taken a call over: a node that joined
         // again keeps its calls (it was silent while its lease did not hold).
         if rejoined {
