@@ -240,6 +240,9 @@ pub struct Inner {
     /// tokens, and how many of their re-INVITEs had been answered before (the next answer
     /// is that re-INVITE's).
     pub reinviting_at_kills: BTreeMap<String, usize>,
+    /// Nodes restarted after a kill: (node id, when on the user agents' clock, as
+    /// `CallLedger::invited_at`).
+    pub restarts: Vec<(u16, u64)>,
 }
 
 #[derive(Clone, Default)]

@@ -120,6 +120,11 @@ pub fn all() -> Vec<Scenario> {
             spec: lb_node_crash_during_reinvite,
         },
         Scenario {
+            name: "lb-node-rejoin-slow-start",
+            about: "a node behind drongo lb is killed under 10 calls/s and back 2-4 s later: the balancer's slow start ramps its share of new calls up (checked: under 30 % in the ramp's first half, at least a tenth after it)",
+            spec: lb_node_rejoin_slow_start,
+        },
+        Scenario {
             name: "hot-standby-takeover",
             about: "owner-crash-in-call with strategy hot-standby: each call's standby follows its record (a polling watch) and takes it over from its copy",
             spec: hot_standby_takeover,
@@ -487,6 +492,23 @@ fn lb_node_crash_during_reinvite() -> WorldSpec {
             node: 0,
             after_ms: 10_000,
         })
+    }
+}
+
+/// A node killed at 8 s under ten new calls a second through the balancer, back 2-4 s
+/// later under a new incarnation: the balancer's slow start (10 s) ramps its share up.
+fn lb_node_rejoin_slow_start() -> WorldSpec {
+    WorldSpec {
+        balancers: 1,
+        uas: 20,
+        calls: 300,
+        workload_ms: 30_000,
+        slow_start_ms: Some(10_000),
+        ..cluster(vec![Fault::KillNode {
+            node: 0,
+            when: Trigger::At(8_000),
+            down_ms: (2_000, 4_000),
+        }])
     }
 }
 

@@ -269,6 +269,7 @@ impl FaultCtx {
         }
         self.trace
             .log(who, format_args!("restarts drongo{}", node + 1));
+        self.ledger.lock().restarts.push((node_id(node), now_ms()));
         Handle::current().restart(id);
     }
 

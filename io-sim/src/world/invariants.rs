@@ -11,8 +11,8 @@ pub(super) struct Checks<'a> {
     /// Every INVITE that got a provisional response must get a final one. False when nodes
     /// are killed: then only the initial INVITEs of calls the store knew about (`stored`,
     /// the call records a write was acknowledged to create; in a cluster a call is stored
-    /// from its first INVITE) must: a relayed re-INVITE dies with its node, a known gap
-    /// until its transactions are persisted too.
+    /// from its first INVITE) must: with `local` transactions a relayed re-INVITE dies with
+    /// its node.
     pub finals: bool,
     pub stored: &'a BTreeSet<String>,
     /// 64·T1.
@@ -21,6 +21,8 @@ pub(super) struct Checks<'a> {
     pub answered: bool,
     /// See [`ringing_calls_complete`].
     pub distributed: bool,
+    /// The balancers' slow start, when the run checks it (see [`rejoined_nodes_ramp_up`]).
+    pub slow_start_ms: Option<u64>,
 }
 
 /// The invariants over what the user agents saw and what the store holds.
@@ -31,6 +33,7 @@ pub(super) async fn check(trace: &Trace, ledger: &Ledger, server: &StoreServer, 
         t,
         answered,
         distributed,
+        slow_start_ms,
     } = c;
     {
         let l = ledger.lock();
@@ -80,6 +83,9 @@ pub(super) async fn check(trace: &Trace, ledger: &Ledger, server: &StoreServer, 
         if distributed {
             ringing_calls_complete(trace, &l);
             reinvites_complete(trace, &l);
+        }
+        if let Some(ramp) = slow_start_ms {
+            rejoined_nodes_ramp_up(trace, &l, ramp);
         }
     }
     // Tombstones of calls that ended (records that expire by themselves, 64·T1 after the
@@ -160,6 +166,68 @@ fn reinvites_complete(trace: &Trace, l: &crate::ledger::Inner) {
                     "{token}: a re-INVITE in progress on a node that died was answered \
                      {:?}",
                     answer.map(|a| a.0)
+                ),
+            );
+        }
+    }
+}
+
+/// A node back after a kill gets new calls only as the balancers' slow start ramps its
+/// weight up: of the calls first tried in the first half of the ramp (from a second after
+/// its restart: the balancers learn of it from its member record), it sets up under 30 %,
+/// where its full share is a third (the ramp gives it about a tenth: with some 40 calls
+/// there, 30 % is a mutant without slow start's median and beyond the ramp's chance); of
+/// those tried in the 5 s after the ramp, at least a tenth (its share is back). Too few calls in either window prove nothing and fail as vacuous. (A
+/// call is set up by the node its B-leg's Call-ID names.)
+fn rejoined_nodes_ramp_up(trace: &Trace, l: &crate::ledger::Inner, ramp: u64) {
+    if l.restarts.is_empty() {
+        trace.violation("check", "vacuous: no node came back");
+    }
+    for (node, at) in &l.restarts {
+        let prefix = format!("{node:x}.");
+        let share = |from: u64, to: u64| {
+            let tried: Vec<&CallLedger> = l
+                .calls
+                .values()
+                .filter(|c| (from..to).contains(&c.invited_at))
+                .collect();
+            let on_node = tried
+                .iter()
+                .filter(|c| c.callees.iter().any(|leg| leg.call_id.starts_with(&prefix)))
+                .count();
+            (on_node, tried.len())
+        };
+        let early = share(at + 1_000, at + ramp / 2);
+        let late = share(at + ramp, at + ramp + 5_000);
+        trace.log(
+            "check",
+            format_args!(
+                "drongo{node} back: new calls set up {}/{} in the ramp's first half, {}/{} \
+                 after it",
+                early.0, early.1, late.0, late.1
+            ),
+        );
+        if early.1 < 25 || late.1 < 30 {
+            trace.violation(
+                "check",
+                format_args!(
+                    "vacuous: too few calls around drongo{node}'s return: {early:?} {late:?}"
+                ),
+            );
+        } else if early.0 * 10 >= early.1 * 3 {
+            trace.violation(
+                "check",
+                format_args!(
+                    "drongo{node} set up {} of {} new calls in the first half of its slow start",
+                    early.0, early.1
+                ),
+            );
+        } else if late.0 * 10 < late.1 {
+            trace.violation(
+                "check",
+                format_args!(
+                    "drongo{node} set up only {} of {} new calls after its slow start",
+                    late.0, late.1
                 ),
             );
         }

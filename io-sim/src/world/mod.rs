@@ -317,6 +317,12 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
     if spec.mutant_lb_never_falls {
         lb_cfg.health.fall = u32::MAX;
     }
+    if let Some(ms) = spec.slow_start_ms {
+        lb_cfg.health.slow_start_ms = ms;
+    }
+    if spec.mutant_no_slow_start {
+        lb_cfg.health.slow_start_ms = 0;
+    }
     for k in 0..spec.balancers {
         let (trace, history) = (trace.clone(), history.clone());
         let me = lb_addr(k);
@@ -501,6 +507,7 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
         t: 64 * t1,
         answered,
         distributed,
+        slow_start_ms: spec.slow_start_ms,
     };
     check(&trace, &ledger, &server, checks).await;
     // The clients' history of call records must be linearizable, unless the world wrote

@@ -73,6 +73,13 @@ pub struct WorldSpec {
     /// A mutant cluster whose members run `local` transactions while the checks expect
     /// `transactions`: a relay or a ringing call in progress dies with its node.
     pub mutant_local_transactions: bool,
+    /// The balancers' slow start (ms), checked: a node back after a kill gets new calls only
+    /// as it ramps its share up (see `invariants::rejoined_nodes_ramp_up`). `None`: the
+    /// default slow start, unchecked.
+    pub slow_start_ms: Option<u64>,
+    /// A mutant balancer without slow start: a node that comes back gets its full share of
+    /// new calls at once.
+    pub mutant_no_slow_start: bool,
 }
 
 impl Default for WorldSpec {
@@ -108,6 +115,8 @@ impl Default for WorldSpec {
             mutant_private_bindings: false,
             mutant_no_outbound: false,
             mutant_local_transactions: false,
+            slow_start_ms: None,
+            mutant_no_slow_start: false,
         }
     }
 }
