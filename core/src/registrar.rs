@@ -3,6 +3,16 @@
 //! and a bound on bindings per AOR.
 //!
 //! The address-of-record is the user part of the To URI: Drongo serves one domain.
+//!
+//! A Contact with a `+sip.instance` (RFC 5626 §4.1, RFC 5627) names the phone behind it:
+//! its binding is that instance's (with that `reg-id`, one per flow), so a phone that
+//! registers again from a new address or port after a reconnect or a reboot (a new
+//! Contact URI, often a new Call-ID) replaces its own binding instead of adding a second
+//! one beside the stale one.
+//!
+//! The Path of a REGISTER (RFC 3327: the proxies between the phone and us, such as an
+//! edge proxy that keeps its NAT binding open) is kept with its bindings: a call to them
+//! goes through those proxies, in order, as preloaded Route headers.
 
 use crate::config::RegistrarConfig;
 use crate::deadline::DeadlineIndex;
@@ -25,6 +35,39 @@ pub struct Binding {
     pub cseq: u32,
     /// Where the REGISTER came from (used when the Contact names no IP address).
     pub source: Peer,
+    /// The Contact's `+sip.instance` (without its quotes) and `reg-id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reg_id: Option<u32>,
+    /// The REGISTER's Path header values, in order (RFC 3327).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path: Vec<String>,
+}
+
+/// A binding as a 200 to a REGISTER lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub uri: String,
+    /// Seconds left.
+    pub expires: u64,
+    pub instance: Option<String>,
+    pub reg_id: Option<u32>,
+}
+
+impl Listed {
+    /// The Contact header value: `<uri>;expires=N`, with the instance and reg-id the
+    /// phone registered them with.
+    pub fn contact(&self) -> String {
+        let mut c = format!("<{}>;expires={}", self.uri, self.expires);
+        if let Some(i) = &self.instance {
+            c.push_str(&format!(";+sip.instance=\"{i}\""));
+        }
+        if let Some(r) = self.reg_id {
+            c.push_str(&format!(";reg-id={r}"));
+        }
+        c
+    }
 }
 
 /// The stored record of one address-of-record.
@@ -37,9 +80,9 @@ pub struct AddressOfRecord {
 /// What a REGISTER came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegisterOutcome {
-    /// 200 OK listing these bindings (`(uri, seconds left)`); `write` must be durable first.
+    /// 200 OK listing these bindings; `write` must be durable first.
     Ok {
-        contacts: Vec<(String, u64)>,
+        contacts: Vec<Listed>,
         write: Option<StoreWrite>,
     },
     /// Refused with this status; `min_expires` is set for 423.
@@ -171,6 +214,7 @@ impl Registrar {
             .and_then(crate::message::CSeq::parse)
             .map_or(0, |c| c.seq);
         let header_expires = h.get("Expires").and_then(|e| e.parse::<u64>().ok());
+        let path: Vec<String> = h.get_all("Path").map(str::to_string).collect();
         let contacts: Vec<&str> = h.get_all("Contact").collect();
         let mut bindings: Vec<Binding> = self
             .aors
@@ -178,13 +222,13 @@ impl Registrar {
             .map(|a| a.bindings.clone())
             .unwrap_or_default();
         bindings.retain(|b| b.expires_at > now);
-        let listing = |bs: &[Binding]| -> Vec<(String, u64)> {
+        let listing = |bs: &[Binding]| -> Vec<Listed> {
             bs.iter()
-                .map(|b| {
-                    (
-                        b.uri.clone(),
-                        b.expires_at.saturating_sub(now).div_ceil(1000),
-                    )
+                .map(|b| Listed {
+                    uri: b.uri.clone(),
+                    expires: b.expires_at.saturating_sub(now).div_ceil(1000),
+                    instance: b.instance.clone(),
+                    reg_id: b.reg_id,
                 })
                 .collect()
         };
@@ -232,9 +276,20 @@ impl Registrar {
             let Some(q) = parse_q(header_param(c, "q")) else {
                 return refuse(400, "Bad q-value");
             };
-            let existing = bindings
-                .iter()
-                .position(|b| b.uri.eq_ignore_ascii_case(&na.uri));
+            let instance = na
+                .param("+sip.instance")
+                .map(|v| v.trim_matches('"').to_string())
+                .filter(|v| !v.is_empty());
+            let reg_id = na.param("reg-id").and_then(|v| v.parse::<u32>().ok());
+            // A phone's instance (and flow) names its binding; else the Contact URI does.
+            let existing = match &instance {
+                Some(i) => bindings
+                    .iter()
+                    .position(|b| b.instance.as_ref() == Some(i) && b.reg_id == reg_id),
+                None => bindings
+                    .iter()
+                    .position(|b| b.instance.is_none() && b.uri.eq_ignore_ascii_case(&na.uri)),
+            };
             if let Some(i) = existing {
                 let b = &bindings[i];
                 if b.call_id == call_id && b.cseq == cseq {
@@ -258,6 +313,9 @@ impl Registrar {
                     call_id: call_id.clone(),
                     cseq,
                     source,
+                    instance,
+                    reg_id,
+                    path: path.clone(),
                 };
             } else if expires > 0 {
                 if bindings.len() >= cfg.max_bindings {
@@ -270,6 +328,9 @@ impl Registrar {
                     call_id: call_id.clone(),
                     cseq,
                     source,
+                    instance,
+                    reg_id,
+                    path: path.clone(),
                 });
             }
         }

@@ -41,7 +41,9 @@ fn cfg() -> RegistrarConfig {
 /// Registers and expects 200; returns the listed contacts.
 fn ok(r: &mut Registrar, req: &Request, now: u64) -> Vec<(String, u64)> {
     match r.register("bob", req, source(), now, &cfg()) {
-        RegisterOutcome::Ok { contacts, .. } => contacts,
+        RegisterOutcome::Ok { contacts, .. } => {
+            contacts.into_iter().map(|c| (c.uri, c.expires)).collect()
+        }
         other => panic!("expected 200, got {other:?}"),
     }
 }
@@ -364,4 +366,88 @@ fn every_read_back_of_a_failed_write_yields_to_a_later_write() {
     // A read-back of a failure after the last write is the truth again.
     r.expect_read_back("bob");
     assert!(r.take_read_back("bob"));
+}
+
+const PHONE_1: &str = "+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>\"";
+const PHONE_2: &str = "+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-000A95A0E129>\"";
+
+/// A phone that registers again after a reboot, from a new port and with a new Call-ID,
+/// replaces its own binding (named by its `+sip.instance` and `reg-id`, RFC 5626): it is
+/// not left beside a stale one that calls would fork to. Another phone of the user, or a
+/// second flow of the same one (another reg-id), is a binding of its own; the 200 lists
+/// each with the instance and reg-id it was registered with.
+#[test]
+fn a_phones_instance_names_its_binding() {
+    let mut r = Registrar::default();
+    let c = |port: u16, inst: &str, reg_id: u32| {
+        format!("Contact: <sip:bob@10.0.0.1:{port}>;{inst};reg-id={reg_id}\nExpires: 600")
+    };
+    ok(&mut r, &register("boot1", 1, &c(5060, PHONE_1, 1)), T0);
+    ok(
+        &mut r,
+        &register("boot2", 1, &c(6000, PHONE_1, 1)),
+        T0 + 1_000,
+    );
+    assert_eq!(bound(&r, T0 + 1_000), ["sip:bob@10.0.0.1:6000"]);
+    ok(
+        &mut r,
+        &register("other", 1, &c(7000, PHONE_2, 1)),
+        T0 + 2_000,
+    );
+    ok(
+        &mut r,
+        &register("flow2", 1, &c(6001, PHONE_1, 2)),
+        T0 + 3_000,
+    );
+    let mut all = bound(&r, T0 + 3_000);
+    all.sort();
+    assert_eq!(
+        all,
+        [
+            "sip:bob@10.0.0.1:6000",
+            "sip:bob@10.0.0.1:6001",
+            "sip:bob@10.0.0.1:7000"
+        ]
+    );
+    // Call-ID/CSeq ordering holds within one registration's Call-ID (§10.3 step 7).
+    let (code, _) = refused(
+        &mut r,
+        &register("boot2", 0, &c(6002, PHONE_1, 1)),
+        T0 + 4_000,
+    );
+    assert_eq!(code, 500);
+    // The 200 says which instance and flow each binding is.
+    match r.register(
+        "bob",
+        &register("boot2", 2, &c(6000, PHONE_1, 1)),
+        source(),
+        T0 + 5_000,
+        &cfg(),
+    ) {
+        RegisterOutcome::Ok { contacts, .. } => {
+            let mine = contacts
+                .iter()
+                .find(|l| l.uri == "sip:bob@10.0.0.1:6000")
+                .expect("listed");
+            assert_eq!(
+                mine.contact(),
+                "<sip:bob@10.0.0.1:6000>;expires=600;\
+                 +sip.instance=\"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>\";reg-id=1"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Removing it by its instance (expires=0, whatever its Contact URI now) removes it.
+    ok(
+        &mut r,
+        &register(
+            "boot2",
+            3,
+            &format!("Contact: <sip:bob@10.0.0.1:9>;{PHONE_1};reg-id=1;expires=0"),
+        ),
+        T0 + 6_000,
+    );
+    let mut left = bound(&r, T0 + 6_000);
+    left.sort();
+    assert_eq!(left, ["sip:bob@10.0.0.1:6001", "sip:bob@10.0.0.1:7000"]);
 }

@@ -13,17 +13,18 @@ use crate::UnixMillis;
 
 impl B2bua {
     /// Starts a call for the caller's INVITE (server transaction `key`, from `from`) to
-    /// `target` (its URI and where to send), which the node has chosen.
+    /// `target` (its URI, where it is, and the Path its binding was registered through),
+    /// which the node has chosen.
     pub(crate) fn new_call(
         &mut self,
         s: &mut Sink,
         key: TxKey,
         req: Request,
         from: Peer,
-        target: (String, Peer),
+        target: (String, Peer, Vec<String>),
         now: UnixMillis,
     ) {
-        let (target_uri, target_peer) = target;
+        let (target_uri, target_peer, path) = target;
         let h = &req.headers;
         let (Some(from_v), Some(to_v), Some(a_call_id), Some(cseq)) = (
             h.get("From"),
@@ -70,17 +71,16 @@ impl B2bua {
             }
         }
         copy_body(&req.headers, &req.body, &mut b_inv.headers, &mut b_inv.body);
+        // A callee registered through proxies (Path, RFC 3327) is reached through them: a
+        // preloaded route (its CANCEL and the ACK of a failure copy it), sent to the first.
+        for p in &path {
+            b_inv.headers.push("Route", p.as_str());
+        }
+        let first = invite_hop(s, &b_inv, target_peer);
         let id = b.call_id.clone();
         let session_interval =
             session_expires(h.get("Session-Expires")).unwrap_or(s.cfg.session_expires_secs);
-        let Some(b_key) = self.send(
-            s,
-            &id,
-            b_inv.clone(),
-            super::first_hop(s, target_peer),
-            Purpose::Invite,
-            now,
-        ) else {
+        let Some(b_key) = self.send(s, &id, b_inv.clone(), first, Purpose::Invite, now) else {
             return s.reply(&key, &req, 500, None, &[], now);
         };
         s.metrics.calls_attempted += 1;
@@ -174,7 +174,8 @@ impl B2bua {
         };
         let cancel = crate::message::cancel_for(&b_req);
         // The way its INVITE went (§9.1).
-        self.send(s, id, cancel, super::first_hop(s, peer), Purpose::Fire, now);
+        let hop = invite_hop(s, &b_req, peer);
+        self.send(s, id, cancel, hop, Purpose::Fire, now);
     }
 
     pub(super) fn on_invite_response(
@@ -381,4 +382,15 @@ impl B2bua {
             self.wind_down(s, id, now);
         }
     }
+}
+
+/// Where an INVITE to the callee at `peer` (and its CANCEL) goes: to the first of its
+/// preloaded Routes (the Path the callee registered through), else as
+/// [`super::first_hop`] says.
+fn invite_hop(s: &Sink, invite: &Request, peer: Peer) -> Peer {
+    invite
+        .headers
+        .get("Route")
+        .and_then(|r| crate::dialog::peer_for_uri(&uri_of(r)))
+        .unwrap_or_else(|| super::first_hop(s, peer))
 }

@@ -180,10 +180,17 @@ impl Node {
                 // as an addition (§10.3 step 8, durable before visible).
                 s.reveals_deletes = true;
                 s.writes.extend(write);
-                let h: Vec<(&str, String)> = contacts
-                    .into_iter()
-                    .map(|(uri, secs)| ("Contact", format!("<{uri}>;expires={secs}")))
-                    .collect();
+                let mut h: Vec<(&str, String)> =
+                    contacts.iter().map(|c| ("Contact", c.contact())).collect();
+                // RFC 3327 §5.3: the Path stored is echoed to a phone that supports it.
+                let supports_path = req
+                    .headers
+                    .get_all("Supported")
+                    .flat_map(|v| v.split(','))
+                    .any(|o| o.trim().eq_ignore_ascii_case("path"));
+                if supports_path {
+                    h.extend(req.headers.get_all("Path").map(|p| ("Path", p.to_string())));
+                }
                 s.reply(&key, &req, 200, None, &h, now);
             }
             RegisterOutcome::Refused {
@@ -242,12 +249,12 @@ impl Node {
             return s.reply(&key, &req, 404, None, &[], now);
         };
         let target = if let Some(r) = s.cfg.routes.iter().find(|r| r.user == user) {
-            peer_for_uri(&r.target).map(|p| (r.target.clone(), p))
+            peer_for_uri(&r.target).map(|p| (r.target.clone(), p, Vec::new()))
         } else {
-            self.registrar
-                .lookup(&user, now)
-                .first()
-                .map(|b| (b.uri.clone(), peer_for_uri(&b.uri).unwrap_or(b.source)))
+            self.registrar.lookup(&user, now).first().map(|b| {
+                let peer = peer_for_uri(&b.uri).unwrap_or(b.source);
+                (b.uri.clone(), peer, b.path.clone())
+            })
         };
         if target.is_none() && self.should_read_through(&user) {
             // The callee may have registered through another member a moment ago.

@@ -1,0 +1,85 @@
+//! A phone registered through an edge proxy (Path, RFC 3327) is called through it: the
+//! 200 to its REGISTER echoes the Path when the phone supports it, and the INVITE to it
+//! carries the Path as preloaded Routes and goes to the first of them, as its CANCEL does.
+
+mod common;
+use common::*;
+
+const REGISTER_VIA_EDGE: &str = "REGISTER sip:127.0.0.1 SIP/2.0\n\
+Via: SIP/2.0/UDP 127.0.0.1:5090;branch=z9hG4bKe1\n\
+Via: SIP/2.0/UDP 10.9.9.9:5062;branch=z9hG4bKr1\nMax-Forwards: 69\n\
+From: <sip:bob@127.0.0.1>;tag=r\nTo: <sip:bob@127.0.0.1>\nCall-ID: reg1\nCSeq: 1 REGISTER\n\
+Path: <sip:edge@127.0.0.1:5090;lr>\nSupported: path\n\
+Contact: <sip:bob@10.9.9.9:5062>\nExpires: 600\nContent-Length: 0\n\n";
+
+#[test]
+fn a_callee_registered_through_an_edge_proxy_is_called_through_it() {
+    let mut n = node(Config::default());
+    let mut store = Store::new();
+    send(&mut n, T0, "127.0.0.1:5090", REGISTER_VIA_EDGE);
+    let out = run(&mut n, &mut store);
+    assert_eq!(lines(&out), ["127.0.0.1:5090 200 OK"]);
+    let SipMessage::Response(ok) = &out[0].1 else {
+        panic!()
+    };
+    assert_eq!(ok.headers.get("Path"), Some("<sip:edge@127.0.0.1:5090;lr>"));
+
+    send(&mut n, T0 + 10, A, INVITE);
+    let out = run(&mut n, &mut store);
+    assert_eq!(
+        lines(&out),
+        [
+            "127.0.0.1:5090 INVITE sip:bob@10.9.9.9:5062",
+            "127.0.0.1:5061 100 Trying"
+        ]
+    );
+    let SipMessage::Request(b_inv) = out[0].1.clone() else {
+        panic!()
+    };
+    assert_eq!(
+        b_inv.headers.get("Route"),
+        Some("<sip:edge@127.0.0.1:5090;lr>")
+    );
+
+    // The callee rings; the caller gives up: the CANCEL goes the INVITE's way.
+    send(
+        &mut n,
+        T0 + 20,
+        "127.0.0.1:5090",
+        &reply(&b_inv, "180 Ringing"),
+    );
+    run(&mut n, &mut store);
+    let cancel = INVITE
+        .replace(
+            "INVITE sip:bob@127.0.0.1 SIP/2.0",
+            "CANCEL sip:bob@127.0.0.1 SIP/2.0",
+        )
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+        .replace("Content-Type: application/sdp\n", "")
+        .replace("Content-Length: 5\n\nv=0\n", "Content-Length: 0\n\n");
+    send(&mut n, T0 + 30, A, &cancel);
+    let out = run(&mut n, &mut store);
+    let l = lines(&out);
+    assert!(
+        l.contains(&"127.0.0.1:5090 CANCEL sip:bob@10.9.9.9:5062".to_string()),
+        "{l:?}"
+    );
+}
+
+#[test]
+fn a_phone_that_does_not_support_path_gets_no_path_back() {
+    let mut n = node(Config::default());
+    let mut store = Store::new();
+    send(
+        &mut n,
+        T0,
+        "127.0.0.1:5090",
+        &REGISTER_VIA_EDGE.replace("Supported: path\n", ""),
+    );
+    let out = run(&mut n, &mut store);
+    let SipMessage::Response(ok) = &out[0].1 else {
+        panic!()
+    };
+    assert_eq!(ok.code, 200);
+    assert_eq!(ok.headers.get("Path"), None);
+}
