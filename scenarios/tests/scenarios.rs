@@ -545,23 +545,24 @@ fn invariants_catch_members_that_keep_bindings_to_themselves() {
 }
 
 /// The slow start check can fail: behind a balancer without slow start, a node back from
-/// a kill gets its full share of new calls at once, more than the ramp's first half allows.
+/// a kill gets its full share of new calls at once, more than the ramp's first quarter
+/// allows in about one run in four (see `rejoined_nodes_ramp_up`).
 #[test]
 fn slow_start_check_catches_a_balancer_without_it() {
     let broken = WorldSpec {
         mutant_no_slow_start: true,
         ..spec("lb-node-rejoin-slow-start")
     };
-    let caught = (1..=10)
+    let caught = (1..=20)
         .filter(|seed| {
             run(&broken, *seed)
                 .violations
                 .iter()
-                .any(|v| v.contains("in the first half of its slow start"))
+                .any(|v| v.contains("in the first quarter of its slow"))
         })
         .count();
     assert!(
-        caught >= 3,
-        "a node flooded on its return went unnoticed ({caught} of 10 seeds)"
+        caught >= 2,
+        "a node flooded on its return went unnoticed ({caught} of 20 seeds)"
     );
 }

@@ -77,6 +77,10 @@ pub struct WorldSpec {
     /// as it ramps its share up (see `invariants::rejoined_nodes_ramp_up`). `None`: the
     /// default slow start, unchecked.
     pub slow_start_ms: Option<u64>,
+    /// Ten new calls a second on two or three nodes: a node's messages wait behind its
+    /// group commits as when the store is slow, so a retransmission may leave late (and
+    /// the next keep its schedule); copies are then checked as with store faults.
+    pub busy_nodes: bool,
     /// A mutant balancer without slow start: a node that comes back gets its full share of
     /// new calls at once.
     pub mutant_no_slow_start: bool,
@@ -117,21 +121,23 @@ impl Default for WorldSpec {
             mutant_local_transactions: false,
             slow_start_ms: None,
             mutant_no_slow_start: false,
+            busy_nodes: false,
         }
     }
 }
 
 impl WorldSpec {
-    /// Whether the fault plan makes store commits slow or failing.
+    /// Whether the fault plan makes store commits slow or failing (or the nodes are busy).
     pub fn store_misbehaves(&self) -> bool {
-        self.faults.iter().any(|f| {
-            matches!(
-                f,
-                Fault::StoreUnavailable { .. }
-                    | Fault::StoreAmbiguous { .. }
-                    | Fault::PartitionNodeStore { .. }
-                    | Fault::IsolateNode { .. }
-            )
-        })
+        self.busy_nodes
+            || self.faults.iter().any(|f| {
+                matches!(
+                    f,
+                    Fault::StoreUnavailable { .. }
+                        | Fault::StoreAmbiguous { .. }
+                        | Fault::PartitionNodeStore { .. }
+                        | Fault::IsolateNode { .. }
+                )
+            })
     }
 }
