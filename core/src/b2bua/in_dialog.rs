@@ -232,7 +232,7 @@ impl B2bua {
                     retransmits: 0,
                 });
             }
-            if (200..300).contains(&code) || stores_relays(s) {
+            if (200..300).contains(&code) || super::stores_relays(s) {
                 self.persist(s, id);
             }
         }
@@ -253,7 +253,7 @@ impl B2bua {
         };
         if let Some(pos) = call.relays.iter().position(|(k, _)| k == key) {
             let relay = call.relays.remove(pos).1;
-            if stores_relays(s) {
+            if super::stores_relays(s) {
                 self.persist(s, id);
             }
             let out = response_to(&relay.request, code, None, "");
@@ -325,10 +325,4 @@ impl B2bua {
             self.ack_b(s, &id, cseq.seq);
         }
     }
-}
-
-/// Whether a call's record holds its relays in progress (see `Call::relays`): then it is
-/// written again when one ends, so that an adopter does not take it up again.
-fn stores_relays(s: &Sink) -> bool {
-    s.cfg.cluster.transactions == crate::config::Transactions::Distributed
 }

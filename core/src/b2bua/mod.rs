@@ -240,10 +240,9 @@ impl B2bua {
                     .map(|(k, _)| k),
             );
         }
-        let distributed = s.cfg.cluster.transactions == crate::config::Transactions::Distributed;
         let relays = std::mem::take(&mut call.relays);
         let mut stored_relays = Vec::new();
-        if distributed {
+        if stores_relays(s) {
             // A re-INVITE (UPDATE, INFO …) in progress goes with it too: see `Call::relays`.
             for (k, r) in &relays {
                 keys.extend([k, &r.server]);
@@ -302,4 +301,11 @@ pub(super) fn hop_on(s: &Sink, d: &crate::dialog::Dialog) -> Peer {
     } else {
         hop
     }
+}
+
+/// Whether a call's record holds its relays in progress (see `Call::relays`): with
+/// `distributed` transactions. It is then written again when one ends, so that an adopter
+/// does not take it up again.
+pub(super) fn stores_relays(s: &Sink) -> bool {
+    s.cfg.cluster.transactions == crate::config::Transactions::Distributed
 }

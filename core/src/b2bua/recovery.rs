@@ -116,25 +116,24 @@ impl B2bua {
         call: &mut Call,
         txs: &mut Vec<crate::transaction::Snapshot>,
     ) -> Vec<crate::transaction::Snapshot> {
+        type Relays = [(TxKey, super::Relay)];
+        let of = |relays: &Relays, k: &TxKey| relays.iter().any(|(c, r)| c == k || r.server == *k);
         let relays = std::mem::take(&mut call.relays);
         let (mut relayed, rest): (Vec<_>, Vec<_>) = std::mem::take(txs)
             .into_iter()
-            .partition(|t| relays.iter().any(|(k, r)| t.key == *k || t.key == r.server));
+            .partition(|t| of(&relays, &t.key));
         *txs = rest;
-        if s.cfg.cluster.transactions != Transactions::Distributed {
+        if !super::stores_relays(s) {
             // Stored while transactions were distributed, run now by a node where they are
             // not: the relay dies with its node, as this node's own would.
             return Vec::new();
         }
-        let has = |txs: &[crate::transaction::Snapshot], k: &TxKey| txs.iter().any(|t| t.key == *k);
-        let (kept, dropped): (Vec<_>, Vec<_>) = relays
+        let has = |k: &TxKey| relayed.iter().any(|t| t.key == *k);
+        let kept: Vec<_> = relays
             .into_iter()
-            .partition(|(k, r)| has(&relayed, k) && has(&relayed, &r.server));
-        relayed.retain(|t| {
-            !dropped
-                .iter()
-                .any(|(k, r)| t.key == *k || t.key == r.server)
-        });
+            .filter(|(k, r)| has(k) && has(&r.server))
+            .collect();
+        relayed.retain(|t| of(&kept, &t.key));
         for (k, _) in &kept {
             self.calls.track_client(k.clone(), &call.id, Purpose::Relay);
         }

@@ -155,7 +155,8 @@ impl Balancer {
         // list yet, such as one just restarted) with its Via naming us, as a member's does
         // (it advertises the balancer); sent to a member as a phone's, it would come back
         // to the member that sent it.
-        if self.pool.is_node_addr(from) || self.names_me(&req) {
+        let via = req.headers.get("Via").and_then(Via::parse);
+        if self.pool.is_node_addr(from) || via.as_ref().is_some_and(|v| self.names_me(v)) {
             return self.relay_for_node(req);
         }
         let mf = req
@@ -177,7 +178,7 @@ impl Balancer {
         let addr = self.pool.node(node)?.addr;
         self.pool.count_routed(node);
         let top = req.headers.first_mut("Via")?;
-        let hash_of = match Via::parse(top) {
+        let hash_of = match via {
             Some(v) => format!("{}|{}", v.branch().unwrap_or(top), v.sent_by()),
             None => return self.drop("request with an unparsable Via"),
         };
@@ -219,12 +220,10 @@ impl Balancer {
         })
     }
 
-    /// Whether the top Via of `req` names this balancer.
-    fn names_me(&self, req: &Request) -> bool {
-        req.headers
-            .get("Via")
-            .and_then(Via::parse)
-            .is_some_and(|v| v.sent_by() == self.me.to_string())
+    /// Whether a request's top Via `v` names this balancer.
+    fn names_me(&self, v: &Via) -> bool {
+        let host = v.host.trim_start_matches('[').trim_end_matches(']');
+        host.parse::<IpAddr>().ok() == Some(self.me.ip()) && v.port_or_default() == self.me.port()
     }
 
     /// The node for request `req` from `ip` (see the module doc).

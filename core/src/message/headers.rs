@@ -222,12 +222,17 @@ impl Via {
 
     /// `host:port` with the transport's default port filled in, for transaction matching.
     pub fn sent_by(&self) -> String {
+        format!("{}:{}", self.host, self.port_or_default())
+    }
+
+    /// The sent-by port, or the transport's default.
+    pub fn port_or_default(&self) -> u16 {
         let default = if matches!(self.transport.as_str(), "TLS" | "WSS") {
             5061
         } else {
             5060
         };
-        format!("{}:{}", self.host, self.port.unwrap_or(default))
+        self.port.unwrap_or(default)
     }
 }
 

@@ -155,6 +155,15 @@ impl Headers {
             .map(|h| h.value.as_str())
     }
 
+    /// The comma-separated tokens of every `name` header (option tags of Supported and
+    /// Require), trimmed, empty ones left out.
+    pub fn tokens<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.get_all(name)
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+    }
+
     pub fn count(&self, name: &str) -> usize {
         self.get_all(name).count()
     }

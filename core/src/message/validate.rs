@@ -123,16 +123,14 @@ fn check(msg: &SipMessage, limits: &Limits, proxy: bool) -> Result<(), Rejection
     }
     if !proxy && !matches!(req.method, Method::Ack | Method::Cancel) {
         let unsupported: Vec<String> = h
-            .get_all("Require")
-            .flat_map(|v| v.split(','))
-            .map(|t| t.trim().to_string())
+            .tokens("Require")
             .filter(|t| {
-                !t.is_empty()
-                    && !limits
-                        .supported_extensions
-                        .iter()
-                        .any(|s| s.eq_ignore_ascii_case(t))
+                !limits
+                    .supported_extensions
+                    .iter()
+                    .any(|s| s.eq_ignore_ascii_case(t))
             })
+            .map(str::to_string)
             .collect();
         if !unsupported.is_empty() {
             return fail(Rule::BadExtension(unsupported));

@@ -129,16 +129,9 @@ impl Node {
         }
         self.cluster.members = Some(now_live);
         for (call_id, key) in left {
-            // A hot standby takes the call over from its copy, reading nothing (the
-            // failover test's standby did only when no request had been held: a request
-            // that came while the owner was still listed made it read the store).
-            match self.standby_record(&call_id) {
-                Some((_, r)) => {
-                    self.take_or_refuse(&call_id, &r, now, true);
-                    self.flush();
-                }
-                None => self.load(key, &call_id),
-            }
+            // From the standby's copy too (the failover test's standby read the store when
+            // a request had come while the owner was still listed, and was held).
+            self.take_up(&call_id, key, now);
         }
         // With nothing stored nobody else can have taken a call over: a node that joined
         // again keeps its calls (it was silent while its lease did not hold).
@@ -217,14 +210,7 @@ impl Node {
             let mine = crate::cluster::choose(&call, &live) == Some(me);
             if mine && !self.b2bua.holds(&call) && !self.cluster.waiting.contains(&call) {
                 self.sink.metrics.adoptions += 1;
-                match self.standby_record(&call) {
-                    Some((id, r)) => {
-                        // A batch of its own, as a takeover after a read has.
-                        self.take_or_refuse(&id, &r, now, true);
-                        self.flush();
-                    }
-                    None => self.load(call_key(&call), &call),
-                }
+                self.take_up(&call, call_key(&call), now);
             }
         }
     }
@@ -278,6 +264,19 @@ impl Node {
         match self.standby_record(&call_id) {
             Some((_, r)) => self.take_or_refuse(&call_id, &r, now, true),
             None => self.load(call_key(&call_id), &call_id),
+        }
+    }
+
+    /// Call `call_id` taken over for what waits under that name: a hot standby takes it
+    /// from its copy, reading nothing (a batch of its own, as a takeover after a read has);
+    /// any other member reads `key` first.
+    fn take_up(&mut self, call_id: &str, key: String, now: UnixMillis) {
+        match self.standby_record(call_id) {
+            Some((_, r)) => {
+                self.take_or_refuse(call_id, &r, now, true);
+                self.flush();
+            }
+            None => self.load(key, call_id),
         }
     }
 

@@ -185,9 +185,8 @@ impl Node {
                 // RFC 3327 §5.3: the Path stored is echoed to a phone that supports it.
                 let supports_path = req
                     .headers
-                    .get_all("Supported")
-                    .flat_map(|v| v.split(','))
-                    .any(|o| o.trim().eq_ignore_ascii_case("path"));
+                    .tokens("Supported")
+                    .any(|o| o.eq_ignore_ascii_case("path"));
                 if supports_path {
                     h.extend(req.headers.get_all("Path").map(|p| ("Path", p.to_string())));
                 }

@@ -34,16 +34,10 @@ impl Transaction {
     /// Lays the retransmission schedule over a restored snapshot (see
     /// [`super::lay_schedule`]).
     pub(super) fn catch_up(&mut self, cfg: &TimerConfig, now: UnixMillis) {
-        match self {
+        // (start, whether the interval is capped at T2, the restored count).
+        let (start, capped, retransmits, last_sent_at) = match self {
             Self::ClientInvite(t) if t.state == ClientInviteState::Calling => {
-                let interval = |n| cfg.doubling(n);
-                lay_schedule(
-                    t.started_at,
-                    now,
-                    interval,
-                    &mut t.retransmits,
-                    &mut t.last_sent_at,
-                );
+                (t.started_at, false, &mut t.retransmits, &mut t.last_sent_at)
             }
             // Timer E: a relayed request restored by an adopter (distributed transactions).
             // Once resent in Proceeding its copies are T2 apart from the last one: nothing
@@ -54,27 +48,21 @@ impl Transaction {
                     ClientNonInviteState::Trying | ClientNonInviteState::Proceeding
                 ) && !t.resent_in_proceeding =>
             {
-                let interval = |n| cfg.capped(n);
-                lay_schedule(
-                    t.started_at,
-                    now,
-                    interval,
-                    &mut t.retransmits,
-                    &mut t.last_sent_at,
-                );
+                (t.started_at, true, &mut t.retransmits, &mut t.last_sent_at)
             }
             Self::ServerInvite(t) if t.state == ServerInviteState::Completed => {
-                let interval = |n| cfg.capped(n);
-                lay_schedule(
-                    t.entered_at,
-                    now,
-                    interval,
-                    &mut t.retransmits,
-                    &mut t.last_sent_at,
-                );
+                (t.entered_at, true, &mut t.retransmits, &mut t.last_sent_at)
             }
-            _ => {}
-        }
+            _ => return,
+        };
+        let interval = |n| {
+            if capped {
+                cfg.capped(n)
+            } else {
+                cfg.doubling(n)
+            }
+        };
+        lay_schedule(start, now, interval, retransmits, last_sent_at);
     }
 
     pub(super) fn on_transport_error(&mut self, now: UnixMillis, out: &mut Out) {
