@@ -523,14 +523,7 @@ fn cancel_after_the_answer_gets_200_and_changes_nothing() {
     let mut n = node(Config::default());
     let mut store = BTreeMap::new();
     confirmed_call(&mut n, &mut store);
-    let cancel = INVITE
-        .replace(
-            "INVITE sip:bob@127.0.0.1 SIP/2.0",
-            "CANCEL sip:bob@127.0.0.1 SIP/2.0",
-        )
-        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
-        .replace("Content-Type: application/sdp\n", "")
-        .replace("Content-Length: 5\n\nv=0\n", "Content-Length: 0\n\n");
+    let cancel = of_invite("CANCEL");
     send(&mut n, T0 + 50, A, &cancel);
     assert_eq!(lines(&run(&mut n, &mut store)), ["127.0.0.1:5061 200 OK"]);
     assert_eq!(n.active_calls(), 1);

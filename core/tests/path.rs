@@ -49,14 +49,7 @@ fn a_callee_registered_through_an_edge_proxy_is_called_through_it() {
         &reply(&b_inv, "180 Ringing"),
     );
     run(&mut n, &mut store);
-    let cancel = INVITE
-        .replace(
-            "INVITE sip:bob@127.0.0.1 SIP/2.0",
-            "CANCEL sip:bob@127.0.0.1 SIP/2.0",
-        )
-        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
-        .replace("Content-Type: application/sdp\n", "")
-        .replace("Content-Length: 5\n\nv=0\n", "Content-Length: 0\n\n");
+    let cancel = of_invite("CANCEL");
     send(&mut n, T0 + 30, A, &cancel);
     let out = run(&mut n, &mut store);
     let l = lines(&out);

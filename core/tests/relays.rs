@@ -139,26 +139,8 @@ fn the_ack_of_a_cancelled_invite_follows_its_forwarded_cancel_to_the_owner() {
     run(&mut n1, &mut store);
 
     let mut n2 = member(2, 5070, &[(1, 1), (2, 1)], Transactions::Local);
-    n2.handle_input(
-        T0 + 100,
-        Input::Members {
-            incarnation: 1,
-            members: vec![(1, 1), (2, 1)],
-            draining: vec![],
-            addresses: vec![
-                (1, "127.0.0.1:5060".parse().unwrap()),
-                (2, "127.0.0.1:5070".parse().unwrap()),
-            ],
-        },
-    );
-    let cancel = INVITE
-        .replace(
-            "INVITE sip:bob@127.0.0.1 SIP/2.0",
-            "CANCEL sip:bob@127.0.0.1 SIP/2.0",
-        )
-        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
-        .replace("Content-Type: application/sdp\n", "")
-        .replace("Content-Length: 5\n\nv=0\n", "Content-Length: 0\n\n");
+    know_members_1_and_2(&mut n2, T0 + 100);
+    let cancel = of_invite("CANCEL");
     send(&mut n2, T0 + 1_000, A, &cancel);
     load_all(&mut n2, &store, T0 + 1_010);
     let l = lines(&run(&mut n2, &mut store));
@@ -167,15 +149,8 @@ fn the_ack_of_a_cancelled_invite_follows_its_forwarded_cancel_to_the_owner() {
         "{l:?}"
     );
     // (The owner answers the CANCEL 200 through n2 and the INVITE 487 to the phone.)
-    let ack = INVITE
-        .replace(
-            "INVITE sip:bob@127.0.0.1 SIP/2.0",
-            "ACK sip:bob@127.0.0.1 SIP/2.0",
-        )
-        .replace("To: <sip:bob@127.0.0.1>", "To: <sip:bob@127.0.0.1>;tag=1.x")
-        .replace("CSeq: 1 INVITE", "CSeq: 1 ACK")
-        .replace("Content-Type: application/sdp\n", "")
-        .replace("Content-Length: 5\n\nv=0\n", "Content-Length: 0\n\n");
+    let ack =
+        of_invite("ACK").replace("To: <sip:bob@127.0.0.1>", "To: <sip:bob@127.0.0.1>;tag=1.x");
     send(&mut n2, T0 + 1_200, A, &ack);
     let out = run(&mut n2, &mut store);
     assert_eq!(lines(&out), ["127.0.0.1:5060 ACK sip:bob@127.0.0.1"]);

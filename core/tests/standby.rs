@@ -31,16 +31,7 @@ fn a_request_held_for_the_owner_is_served_from_the_standbys_copy() {
     run(&mut n1, &mut store);
 
     let mut n2 = hot_standby(2, 5070);
-    for r in scan(&store, "call/") {
-        let key = r.key.clone();
-        n2.handle_input(
-            T0 + 100,
-            Input::Watched {
-                key,
-                record: Some(r),
-            },
-        );
-    }
+    watch_calls(&mut n2, &store, T0 + 100);
     assert_eq!(n2.standby_calls(), 1);
     // Node 1 dies; its member record has not run out yet: the INFO is held.
     send(&mut n2, T0 + 1_000, A, &from_a(&ok, "INFO", 2, "z9hG4bKi9"));

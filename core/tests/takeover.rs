@@ -383,16 +383,7 @@ fn hot_standbys_take_over_without_reading_the_store() {
         let addr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut n = Node::new(cfg.clone(), addr, id, 100 + u64::from(id));
         n.handle_members(T0, 1, &all, &[]);
-        for r in scan(&store, "call/") {
-            let key = r.key.clone();
-            n.handle_input(
-                T0 + 100,
-                Input::Watched {
-                    key,
-                    record: Some(r),
-                },
-            );
-        }
+        watch_calls(&mut n, &store, T0 + 100);
         standbys.push(n);
     }
     let held: usize = standbys.iter().map(Node::standby_calls).sum();
@@ -592,18 +583,7 @@ fn a_reinvite_answered_before_its_call_ended_gets_its_2xx_from_any_member() {
 /// Node 2 of members 1 and 2 (node 1 at 5060), told where each member is.
 fn member_2_knowing_addresses(now: u64) -> Node {
     let mut n2 = member(2, 5070, &[(1, 1), (2, 1)]);
-    n2.handle_input(
-        now,
-        Input::Members {
-            incarnation: 1,
-            members: vec![(1, 1), (2, 1)],
-            draining: vec![],
-            addresses: vec![
-                (1, "127.0.0.1:5060".parse().unwrap()),
-                (2, "127.0.0.1:5070".parse().unwrap()),
-            ],
-        },
-    );
+    know_members_1_and_2(&mut n2, now);
     n2
 }
 

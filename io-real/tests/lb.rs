@@ -430,61 +430,113 @@ fn calls_through_two_balancers_survive_a_node_and_its_return() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// What a node that died in the middle of its calls' transactions had, and how the calls
+/// ended (see [`node_2_dies_midway`]).
+struct Midway {
+    attempted: u64,
+    answered: u64,
+    /// Takeovers by nodes 1 and 3.
+    takeovers: Vec<u64>,
+    caller: (u64, u64),
+    callee: (u64, u64),
+    /// Both SIPp ends finished, every call successful on both.
+    complete: bool,
+    /// The SIPp error logs, for a failure's message.
+    errors: String,
+}
+
+const MIDWAY_CALLS: u64 = 12;
+
+/// Three nodes with distributed transactions behind `drongo lb` (their outbound proxy),
+/// 12 calls at 10/s from SIPp `uac` to SIPp `uas`, node 2 killed `kill_after` in. Ports:
+/// the balancer `lb`, the nodes `nodes`, the callee `lb + 10`, the caller `lb + 11`.
+fn node_2_dies_midway(
+    name: &str,
+    lb: u16,
+    nodes: [u16; 3],
+    (uas, uac): (&str, &str),
+    kill_after: Duration,
+) -> Midway {
+    let (callee_port, caller_port) = (lb + 10, lb + 11);
+    let url = common::etcd_url(name);
+    let dir = std::env::temp_dir().join(format!("drongo-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let cluster = format!("transactions = \"distributed\"\noutbound = \"127.0.0.1:{lb}\"\n");
+    let mut nodes =
+        [1, 2, 3].map(|i| node_at(nodes[i - 1], i as u16, &url, lb, callee_port, &cluster));
+    let _lb = Lb::start(lb, &url, &dir);
+    let (callee, callee_stat) = sipp(&dir, uas, callee_port, 0, MIDWAY_CALLS, 0, &[]);
+    let cid = format!("{name}-%u@%s");
+    let (caller, caller_stat) = sipp(
+        &dir,
+        uac,
+        caller_port,
+        lb,
+        MIDWAY_CALLS,
+        10,
+        &["-cid_str", &cid],
+    );
+    std::thread::sleep(kill_after);
+    let attempted = nodes[1].metric("drongo_calls_attempted_total");
+    let answered = nodes[1].metric("drongo_calls_answered_total");
+    nodes[1].kill9();
+    let done = wait(caller, Duration::from_secs(60));
+    let callee_done = wait(callee, Duration::from_secs(10));
+    let takeovers = [&nodes[0], &nodes[2]]
+        .iter()
+        .map(|n| n.metric("drongo_takeovers_total"))
+        .collect();
+    let (caller, callee) = (counts(&caller_stat), counts(&callee_stat));
+    let all = (MIDWAY_CALLS, 0);
+    Midway {
+        attempted,
+        answered,
+        takeovers,
+        caller,
+        callee,
+        complete: done && callee_done && caller == all && callee == all,
+        errors: format!(
+            "{}\n{}",
+            errors(&dir, caller_port),
+            errors(&dir, callee_port)
+        ),
+    }
+}
+
 /// A call ringing on a node that dies is answered afterwards and completes: 12 calls whose
 /// callee rings 4 s, node 2 killed 1.5 s in, while every call rings. The callee answers the
 /// balancer (the nodes send their INVITEs through it), which sends the answers of node 2's
 /// calls to their adopters; these restored the calls' INVITE transactions from the store.
 #[test]
 fn calls_ringing_on_a_node_that_dies_complete() {
-    const LB: u16 = 5740;
-    const CALLEE: u16 = 5750;
-    const CALLER: u16 = 5751;
-    const CALLS: u64 = 12;
-    let url = common::etcd_url("lb-ringing");
-    let dir = std::env::temp_dir().join(format!("drongo-lb-ringing-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let cluster = format!("transactions = \"distributed\"\noutbound = \"127.0.0.1:{LB}\"\n");
-    let mut nodes = [
-        node_at(5730, 1, &url, LB, CALLEE, &cluster),
-        node_at(5732, 2, &url, LB, CALLEE, &cluster),
-        node_at(5734, 3, &url, LB, CALLEE, &cluster),
-    ];
-    let _lb = Lb::start(LB, &url, &dir);
-    let (callee, callee_stat) = sipp(&dir, "uas_ring_answer", CALLEE, 0, CALLS, 0, &[]);
-    let (caller, caller_stat) = sipp(
-        &dir,
-        "uac",
-        CALLER,
-        LB,
-        CALLS,
-        10,
-        &["-cid_str", "lb-ringing-%u@%s"],
+    let m = node_2_dies_midway(
+        "lb-ringing",
+        5740,
+        [5730, 5732, 5734],
+        ("uas_ring_answer", "uac"),
+        Duration::from_millis(1_500),
     );
-    std::thread::sleep(Duration::from_millis(1_500));
-    let ringing = nodes[1].metric("drongo_calls_attempted_total");
-    let answered = nodes[1].metric("drongo_calls_answered_total");
-    nodes[1].kill9();
-    let done = wait(caller, Duration::from_secs(60));
-    let callee_done = wait(callee, Duration::from_secs(10));
-    let takeovers: Vec<u64> = [&nodes[0], &nodes[2]]
-        .iter()
-        .map(|n| n.metric("drongo_takeovers_total"))
-        .collect();
-    let (caller_n, callee_n) = (counts(&caller_stat), counts(&callee_stat));
+    let Midway {
+        attempted: ringing,
+        answered,
+        ref takeovers,
+        caller,
+        callee,
+        ..
+    } = m;
     println!(
         "node 2 had {ringing} calls ringing ({answered} answered) when killed; takeovers by \
-         nodes 1 and 3: {takeovers:?}; caller {caller_n:?}, callee {callee_n:?}"
+         nodes 1 and 3: {takeovers:?}; caller {caller:?}, callee {callee:?}"
     );
     assert!(
         ringing > 0 && answered == 0,
         "node 2 must die with calls ringing on it"
     );
     assert!(
-        done && callee_done && caller_n == (CALLS, 0) && callee_n == (CALLS, 0),
-        "every call must complete on both ends: caller {caller_n:?}, callee {callee_n:?}\n{}\n{}",
-        errors(&dir, CALLER),
-        errors(&dir, CALLEE)
+        m.complete,
+        "every call must complete on both ends: caller {caller:?}, callee {callee:?}\n{}",
+        m.errors
     );
     assert!(
         takeovers.iter().sum::<u64>() >= ringing,
@@ -500,52 +552,30 @@ fn calls_ringing_on_a_node_that_dies_complete() {
 /// and BYE complete the call on both ends.
 #[test]
 fn reinvites_in_progress_on_a_node_that_dies_complete() {
-    const LB: u16 = 5760;
-    const CALLEE: u16 = 5770;
-    const CALLER: u16 = 5771;
-    const CALLS: u64 = 12;
-    let url = common::etcd_url("lb-reinvite");
-    let dir = std::env::temp_dir().join(format!("drongo-lb-reinvite-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let cluster = format!("transactions = \"distributed\"\noutbound = \"127.0.0.1:{LB}\"\n");
-    let mut nodes = [
-        node_at(5762, 1, &url, LB, CALLEE, &cluster),
-        node_at(5764, 2, &url, LB, CALLEE, &cluster),
-        node_at(5766, 3, &url, LB, CALLEE, &cluster),
-    ];
-    let _lb = Lb::start(LB, &url, &dir);
-    let (callee, callee_stat) = sipp(&dir, "uas_reinvite_slow", CALLEE, 0, CALLS, 0, &[]);
-    let (caller, caller_stat) = sipp(
-        &dir,
-        "uac_reinvite",
-        CALLER,
-        LB,
-        CALLS,
-        10,
-        &["-cid_str", "lb-reinvite-%u@%s"],
+    let m = node_2_dies_midway(
+        "lb-reinvite",
+        5760,
+        [5762, 5764, 5766],
+        ("uas_reinvite_slow", "uac_reinvite"),
+        Duration::from_millis(2_000),
     );
-    std::thread::sleep(Duration::from_millis(2_000));
-    let answered = nodes[1].metric("drongo_calls_answered_total");
-    nodes[1].kill9();
-    let done = wait(caller, Duration::from_secs(60));
-    let callee_done = wait(callee, Duration::from_secs(10));
-    let takeovers: Vec<u64> = [&nodes[0], &nodes[2]]
-        .iter()
-        .map(|n| n.metric("drongo_takeovers_total"))
-        .collect();
-    let (caller_n, callee_n) = (counts(&caller_stat), counts(&callee_stat));
+    let Midway {
+        answered,
+        ref takeovers,
+        caller,
+        callee,
+        ..
+    } = m;
     println!(
         "node 2 had {answered} calls up, each with its re-INVITE waiting for the callee, when \
-         killed; takeovers by nodes 1 and 3: {takeovers:?}; caller {caller_n:?}, callee \
-         {callee_n:?}"
+         killed; takeovers by nodes 1 and 3: {takeovers:?}; caller {caller:?}, callee \
+         {callee:?}"
     );
     assert!(answered > 0, "node 2 must die with re-INVITEs in progress");
     assert!(
-        done && callee_done && caller_n == (CALLS, 0) && callee_n == (CALLS, 0),
-        "every call must complete on both ends: caller {caller_n:?}, callee {callee_n:?}\n{}\n{}",
-        errors(&dir, CALLER),
-        errors(&dir, CALLEE)
+        m.complete,
+        "every call must complete on both ends: caller {caller:?}, callee {callee:?}\n{}",
+        m.errors
     );
     assert!(
         takeovers.iter().sum::<u64>() >= answered,

@@ -5,6 +5,13 @@
 use drongo_io_sim::{run, Fault, Trigger, WorldSpec};
 use drongo_scenarios::{all, find};
 
+/// How many of seeds 1..=`seeds` of `spec` report a violation that contains `what`.
+fn seeds_caught(spec: &WorldSpec, seeds: u64, what: &str) -> usize {
+    (1..=seeds)
+        .filter(|seed| run(spec, *seed).violations.iter().any(|v| v.contains(what)))
+        .count()
+}
+
 fn spec(name: &str) -> WorldSpec {
     (find(name).expect("scenario exists").spec)()
 }
@@ -261,14 +268,7 @@ fn ringing_check_catches_answers_lost_with_their_node() {
         }],
         ..good
     };
-    let caught = (1..=20)
-        .filter(|seed| {
-            run(&broken, *seed)
-                .violations
-                .iter()
-                .any(|v| v.contains("caller never heard the answer"))
-        })
-        .count();
+    let caught = seeds_caught(&broken, 20, "caller never heard the answer");
     assert!(
         caught >= 3,
         "the lost answers went unnoticed ({caught} of 20 seeds)"
@@ -290,14 +290,7 @@ fn reinvite_check_catches_answers_lost_with_their_node() {
         mutant_local_transactions: true,
         ..good
     };
-    let caught = (1..=20)
-        .filter(|seed| {
-            run(&broken, *seed)
-                .violations
-                .iter()
-                .any(|v| v.contains("re-INVITE in progress on a node that died"))
-        })
-        .count();
+    let caught = seeds_caught(&broken, 20, "re-INVITE in progress on a node that died");
     assert!(
         caught >= 3,
         "the lost answers went unnoticed ({caught} of 20 seeds)"
@@ -483,12 +476,7 @@ fn silence_check_catches_a_member_that_speaks_past_its_lease() {
     };
     // 21 of seeds 1..30 since calls are stored from their first INVITE (the member then
     // has less to send on its own once cut off); 7 of 10 before.
-    let caught = (1..=20)
-        .filter(|seed| {
-            let o = run(&spec, *seed);
-            o.violations.iter().any(|v| v.contains("(fence)"))
-        })
-        .count();
+    let caught = seeds_caught(&spec, 20, "(fence)");
     assert!(
         caught >= 12,
         "the unfenced member was caught in {caught} of 20 seeds"
@@ -516,14 +504,7 @@ fn partition_check_catches_a_balancer_that_never_takes_a_node_out() {
         mutant_lb_never_falls: true,
         ..spec("lb-partition-node")
     };
-    let failed = (1..=5)
-        .filter(|seed| {
-            run(&spec, *seed)
-                .violations
-                .iter()
-                .any(|v| v.contains("cut off from the balancers"))
-        })
-        .count();
+    let failed = seeds_caught(&spec, 5, "cut off from the balancers");
     assert!(failed >= 4, "{failed} of 5 seeds caught it");
 }
 
@@ -553,14 +534,7 @@ fn slow_start_check_catches_a_balancer_without_it() {
         mutant_no_slow_start: true,
         ..spec("lb-node-rejoin-slow-start")
     };
-    let caught = (1..=20)
-        .filter(|seed| {
-            run(&broken, *seed)
-                .violations
-                .iter()
-                .any(|v| v.contains("in the first quarter of its slow"))
-        })
-        .count();
+    let caught = seeds_caught(&broken, 20, "in the first quarter of its slow");
     assert!(
         caught >= 2,
         "a node flooded on its return went unnoticed ({caught} of 20 seeds)"

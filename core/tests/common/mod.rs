@@ -209,6 +209,50 @@ From: <sip:alice@127.0.0.1>;tag=at\nTo: <sip:bob@127.0.0.1>\nCall-ID: callA\n\
 CSeq: 1 INVITE\nContact: <sip:alice@127.0.0.1:5061>\nContent-Type: application/sdp\n\
 Content-Length: 5\n\nv=0\n";
 
+/// A request of the caller's INVITE transaction hop by hop: `method` (CANCEL, or ACK of a
+/// failure) with the INVITE's Request-URI, Via, tags and CSeq number, and no body.
+pub fn of_invite(method: &str) -> String {
+    INVITE
+        .replace(
+            "INVITE sip:bob@127.0.0.1 SIP/2.0",
+            &format!("{method} sip:bob@127.0.0.1 SIP/2.0"),
+        )
+        .replace("CSeq: 1 INVITE", &format!("CSeq: 1 {method}"))
+        .replace("Content-Type: application/sdp\n", "")
+        .replace("Content-Length: 5\n\nv=0\n", "Content-Length: 0\n\n")
+}
+
+/// Tells `n` at `now` that members 1 and 2 (incarnation 1) are live and where members
+/// reach them: 127.0.0.1:5060 and 127.0.0.1:5070.
+pub fn know_members_1_and_2(n: &mut Node, now: u64) {
+    n.handle_input(
+        now,
+        Input::Members {
+            incarnation: 1,
+            members: vec![(1, 1), (2, 1)],
+            draining: vec![],
+            addresses: vec![
+                (1, "127.0.0.1:5060".parse().unwrap()),
+                (2, "127.0.0.1:5070".parse().unwrap()),
+            ],
+        },
+    );
+}
+
+/// Gives `n` at `now` every call record of `store` as its standby watch would.
+pub fn watch_calls(n: &mut Node, store: &Store, now: u64) {
+    for r in scan(store, "call/") {
+        let key = r.key.clone();
+        n.handle_input(
+            now,
+            Input::Watched {
+                key,
+                record: Some(r),
+            },
+        );
+    }
+}
+
 /// Sets up a confirmed call; returns the B-leg INVITE and the 200 the caller got.
 pub fn confirmed_call(
     n: &mut Node,
