@@ -23,6 +23,10 @@ pub enum StoreWrite {
     },
     /// Delete `key` if its version is `expect`.
     Delete { key: String, expect: u64 },
+    /// `write`, only while the leaders' term counter (`leader-term`) is at `term`: a
+    /// leader's chore, refused by the store once a later leader took office (the fencing
+    /// token of the etcd election recipe, checked by the store itself, not by the writer).
+    Fenced { term: u64, write: Box<StoreWrite> },
 }
 
 impl StoreWrite {
@@ -31,26 +35,60 @@ impl StoreWrite {
     /// record, `b2bua::tombstone`) is best effort: the BYEs of its call leave whether or
     /// not it was written.
     pub fn is_state_put(&self) -> bool {
-        match self {
+        match self.unfenced() {
             StoreWrite::Put {
                 key, expires_at, ..
             } => {
                 let call = key.starts_with(CALL_PREFIX) || key.starts_with(LEG_PREFIX);
                 !(call && expires_at.is_some())
             }
-            StoreWrite::Delete { .. } => false,
+            StoreWrite::Delete { .. } | StoreWrite::Fenced { .. } => false,
         }
     }
 
     pub fn key(&self) -> &str {
-        match self {
+        match self.unfenced() {
             StoreWrite::Put { key, .. } | StoreWrite::Delete { key, .. } => key,
+            StoreWrite::Fenced { write, .. } => write.key(),
+        }
+    }
+
+    /// This write, refused by the store unless the leaders' term is still `term`.
+    pub fn fenced(self, term: u64) -> StoreWrite {
+        let write = match self {
+            StoreWrite::Fenced { write, .. } => write,
+            w => Box::new(w),
+        };
+        StoreWrite::Fenced { term, write }
+    }
+
+    /// The leader's term this write is fenced by, if any.
+    pub fn fence(&self) -> Option<u64> {
+        match self {
+            StoreWrite::Fenced { term, .. } => Some(*term),
+            _ => None,
+        }
+    }
+
+    /// The put or delete itself, fenced or not.
+    pub fn unfenced(&self) -> &StoreWrite {
+        match self {
+            StoreWrite::Fenced { write, .. } => write.unfenced(),
+            w => w,
+        }
+    }
+
+    /// The put or delete itself, fenced or not.
+    pub fn into_unfenced(self) -> StoreWrite {
+        match self {
+            StoreWrite::Fenced { write, .. } => write.into_unfenced(),
+            w => w,
         }
     }
 
     /// The record the write leaves in the store (`None` for a delete).
     pub fn into_record(self) -> Option<StoredRecord> {
-        match self {
+        match self.into_unfenced() {
             StoreWrite::Put {
                 key,
                 value,
@@ -63,7 +101,7 @@ impl StoreWrite {
                 version,
                 expires_at,
             }),
-            StoreWrite::Delete { .. } => None,
+            StoreWrite::Delete { .. } | StoreWrite::Fenced { .. } => None,
         }
     }
 }

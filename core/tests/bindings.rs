@@ -170,7 +170,8 @@ fn racing_registers_on_two_members_lose_no_binding() {
     assert!(rec.contains("5062") && rec.contains("5064"), "{rec}");
 }
 
-/// Every member holds bob's binding; when it expires only the leader writes its removal.
+/// Every member holds bob's binding; when it expires only the leader writes its removal,
+/// fenced by its term.
 #[test]
 fn only_the_leader_removes_expired_bindings() {
     let mut store = Store::new();
@@ -194,10 +195,12 @@ fn only_the_leader_removes_expired_bindings() {
         "no busy loop"
     );
     // Node 2 becomes the leader: the watchdog is its, expired bindings included.
-    n2.handle_input(expired, Input::Leader { term: Some(1) });
+    n2.handle_input(expired, Input::Leader { term: Some(7) });
     n2.handle_timeout(expired + 1);
     let batch = n2.poll_batch().expect("the watchdog's write");
     assert_eq!(batch.writes.len(), 1);
+    // A chore: the store refuses it once a later leader took office.
+    assert_eq!(batch.writes[0].fence(), Some(7), "{:?}", batch.writes[0]);
     for w in batch.writes {
         commit(&mut store, w);
     }

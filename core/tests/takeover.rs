@@ -336,7 +336,8 @@ fn a_draining_member_adopts_nothing() {
 /// Node 1 dies and node 3, the adopter of some of its calls, dies before it loads them:
 /// those calls wait unadopted (node 2 scanned node 1's index while node 3 lived, and node
 /// 3's own index holds none of them). Only the leader's sweep takes them, once node 1 has
-/// been gone three lease TTLs; a member that does not lead leaves them alone.
+/// been gone three lease TTLs, its claims fenced by its term; a member that does not lead
+/// leaves them alone.
 #[test]
 fn the_leader_sweeps_up_calls_nobody_adopted() {
     let mut store = calls_on_node_1(12, Config::default());
@@ -357,9 +358,18 @@ fn the_leader_sweeps_up_calls_nobody_adopted() {
     };
     sweep(&mut n2, &mut store, T0 + 40_000);
     assert_eq!(n2.active_calls(), adopted, "not the leader: no chore");
-    n2.handle_input(T0 + 40_000, Input::Leader { term: Some(1) });
-    sweep(&mut n2, &mut store, T0 + 40_000);
+    n2.handle_input(T0 + 40_000, Input::Leader { term: Some(4) });
+    n2.handle_input(T0 + 40_000, Input::Sweep(scan(&store, "call/")));
+    load_all(&mut n2, &store, T0 + 40_000);
+    let (_, written) = run_noting(&mut n2, &mut store);
     assert_eq!(n2.active_calls(), 12, "the leader took the rest");
+    // Its claims are its chore, fenced by its term.
+    let claims: Vec<_> = written
+        .iter()
+        .filter(|(k, _)| k.starts_with("call/"))
+        .collect();
+    assert_eq!(claims.len(), 12 - adopted, "{written:?}");
+    assert!(claims.iter().all(|(_, f)| *f == Some(4)), "{written:?}");
     assert_eq!(n2.metrics().orphans_adopted, (12 - adopted) as u64);
     assert!(scan(&store, "owns/1/").is_empty());
 }

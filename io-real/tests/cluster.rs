@@ -5,8 +5,8 @@
 //! again, a drained member leaving at once, and `drongo cluster status`; and a call that
 //! outlives its node: set up through node 1, node 1 killed, the caller's BYE sent to node 2
 //! (SIPp `setdest`) is answered 200 and the callee gets its BYE; leader election: one
-//! leader, another with a larger term within a TTL of a `kill -9`, and a stopped leader
-//! that does not act as one after `SIGCONT`.
+//! leader, another with a larger term within a TTL of a `kill -9`, a stopped leader that
+//! does not act as one after `SIGCONT`, and whose term the store refuses from then on.
 #![cfg(feature = "etcd")]
 
 mod common;
@@ -304,4 +304,31 @@ fn leader_election_failover_and_fencing() {
         Some(term3),
         "both agree on the new leader"
     );
+
+    // The store itself fences the chores: its term counter names the leader in office, a
+    // write fenced by the stopped leader's term is refused (its late writes cannot land,
+    // whatever record they touch), the same write under the current term is taken.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        use drongo::store::conformance::{one, put};
+        use drongo::store::{AnyStore, Store, StoreError};
+        use drongo_core::store::LEADER_TERM_KEY;
+        let s = AnyStore::open(&store_url(a))
+            .await
+            .expect("the test's etcd");
+        let now = drongo::runtime::now_ms();
+        let counter = s.get(LEADER_TERM_KEY, now).await.expect("read");
+        assert_eq!(
+            counter.map(|r| r.version),
+            Some(term3),
+            "the counter's term"
+        );
+        let probe = "reg/fence-probe";
+        let late = one(&s, put(probe, b"late", 1, None).fenced(term2)).await;
+        assert_eq!(late, Err(StoreError::Fenced), "the deposed leader's write");
+        assert_eq!(s.get(probe, now).await.expect("read"), None);
+        one(&s, put(probe, b"now", 1, None).fenced(term3))
+            .await
+            .expect("the leader's write");
+    });
 }

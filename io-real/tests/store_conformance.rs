@@ -1,5 +1,5 @@
 //! One conformance suite for every store backend present: each operation's semantics, TTL,
-//! CAS races, prefix scans with many keys, large values and the error kinds. Against the
+//! CAS races, prefix scans with many keys, large values, fenced writes and the error kinds. Against the
 //! 3-member etcd cluster (feature `etcd`, `DRONGO_ETCD_ENDPOINTS` and `DRONGO_ETCD_DIR` set by
 //! `ci/test.sh`) also: kill the leader during a stream of CAS operations and check the
 //! recorded history with the complete checker of `drongo::store::linearizability`.
@@ -66,6 +66,7 @@ mod etcd {
     async fn etcd_backend_and_leader_kill() {
         all(store().await, true).await;
         drongo::store::conformance::two_handles(&store().await, &store().await).await;
+        drongo::store::conformance::fencing(&store().await, &store().await).await;
         namespaces_keep_clusters_apart().await;
         leader_kill_keeps_history_linearizable().await;
     }

@@ -10,6 +10,7 @@
 pub mod ledger;
 pub mod link;
 pub mod store;
+pub mod terms;
 pub mod trace;
 pub mod ua;
 pub mod world;

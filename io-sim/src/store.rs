@@ -11,6 +11,7 @@
 //! leases) in a [`History`], which the world checks for linearizability at the end. Partitions come from madsim
 //! (a clogged link looks like a store that never answers).
 
+pub use crate::terms::{TermLog, Terms};
 use crate::trace::{sim_ms, Trace};
 use drongo::store::linearizability as lin;
 use drongo::store::{Change, MemStore, Store, StoreError};
@@ -76,6 +77,8 @@ struct ServerState {
 #[derive(Clone)]
 pub struct StoreServer {
     pub data: MemStore,
+    /// What the store took of the leaders' office (see [`TermLog`]).
+    pub leaders: Terms,
     state: Arc<Mutex<ServerState>>,
     trace: Trace,
 }
@@ -84,6 +87,7 @@ impl StoreServer {
     pub fn new(seed: u64, trace: Trace) -> Self {
         Self {
             data: MemStore::default(),
+            leaders: Terms::default(),
             state: Arc::new(Mutex::new(ServerState {
                 faults: StoreFaults::default(),
                 rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5709_e5e7),
@@ -164,10 +168,13 @@ impl StoreServer {
                 );
                 if let Op::Apply { writes, now } = op {
                     let (data, trace, ms) = (self.data.clone(), self.trace.clone(), *ms);
+                    let leaders = self.leaders.clone();
                     tokio::task::spawn(async move {
                         madsim::time::sleep(Duration::from_millis(ms)).await;
                         let summary: Vec<String> = writes.iter().map(describe).collect();
+                        let records = Terms::among(&writes);
                         let r = data.apply(writes, now).await;
+                        leaders.note(records, from, &r);
                         trace.log(
                             &who,
                             format_args!(
@@ -203,7 +210,9 @@ impl StoreServer {
             }
             Op::Apply { writes, now } => {
                 let summary: Vec<String> = writes.iter().map(describe).collect();
+                let records = Terms::among(&writes);
                 let r = self.data.apply(writes, now).await;
+                self.leaders.note(records, from, &r);
                 self.trace.log(
                     &who,
                     format_args!("apply [{}] -> [{}]", summary.join(", "), outcomes(&r)),
@@ -233,7 +242,11 @@ fn outcomes(r: &Result<Vec<Result<(), StoreError>>, StoreError>) -> String {
     match r {
         Ok(rs) => rs
             .iter()
-            .map(|x| if x.is_ok() { "ok" } else { "conflict" })
+            .map(|x| match x {
+                Ok(()) => "ok",
+                Err(StoreError::Fenced) => "fenced",
+                Err(_) => "conflict",
+            })
             .collect::<Vec<_>>()
             .join(", "),
         Err(_) => "error".into(),
@@ -246,6 +259,7 @@ fn version(r: Option<StoredRecord>) -> String {
 
 fn describe(w: &StoreWrite) -> String {
     match w {
+        StoreWrite::Fenced { term, write } => format!("{} fenced t{term}", describe(write)),
         StoreWrite::Put {
             key,
             version,
@@ -338,6 +352,14 @@ impl SimStore {
     }
 
     /// A record as this client's node sees it.
+    /// `w` with its key hidden (see [`SimStore::hide`]).
+    fn rekey(&self, w: &mut StoreWrite) {
+        match w {
+            StoreWrite::Put { key, .. } | StoreWrite::Delete { key, .. } => *key = self.hide(key),
+            StoreWrite::Fenced { write, .. } => self.rekey(write),
+        }
+    }
+
     fn show(&self, mut r: StoredRecord) -> StoredRecord {
         if let Some(rest) = self
             .private
@@ -436,8 +458,8 @@ impl Store for SimStore {
             .iter()
             .enumerate()
             .filter(|(_, w)| recorded(w.key()))
-            .map(|(i, w)| {
-                let (key, expect, new) = match w {
+            .filter_map(|(i, w)| {
+                let (key, expect, new) = match w.unfenced() {
                     StoreWrite::Put {
                         key,
                         version,
@@ -445,6 +467,7 @@ impl Store for SimStore {
                         ..
                     } => (key.clone(), *expect, Some(*version)),
                     StoreWrite::Delete { key, expect } => (key.clone(), Some(*expect), None),
+                    StoreWrite::Fenced { .. } => return None,
                 };
                 let kind = lin::Kind::Write {
                     expect,
@@ -457,7 +480,7 @@ impl Store for SimStore {
                     ret: call,
                     kind,
                 };
-                (i, self.history.push(op))
+                Some((i, self.history.push(op)))
             })
             .collect();
         // A put that expires (a call's tombstone) is removed by the store itself: that
@@ -469,7 +492,7 @@ impl Store for SimStore {
                 version,
                 expires_at: Some(at),
                 ..
-            } = w
+            } = w.unfenced()
             {
                 if recorded(key) {
                     let due = call + at.saturating_sub(now);
@@ -489,11 +512,7 @@ impl Store for SimStore {
         let writes = writes
             .into_iter()
             .map(|mut w| {
-                match &mut w {
-                    StoreWrite::Put { key, .. } | StoreWrite::Delete { key, .. } => {
-                        *key = self.hide(key)
-                    }
-                }
+                self.rekey(&mut w);
                 w
             })
             .collect();
@@ -509,6 +528,7 @@ impl Store for SimStore {
                 Ok(rs) => match rs.get(i) {
                     Some(Ok(())) => lin::Outcome::Ok,
                     Some(Err(StoreError::Conflict)) => lin::Outcome::Conflict,
+                    Some(Err(StoreError::Fenced)) => lin::Outcome::Refused,
                     _ => lin::Outcome::Ambiguous,
                 },
                 _ => lin::Outcome::Ambiguous,

@@ -540,3 +540,26 @@ fn slow_start_check_catches_a_balancer_without_it() {
         "a node flooded on its return went unnoticed ({caught} of 20 seeds)"
     );
 }
+
+/// One leader per term can fail: an election that hands a dead leader's term out again
+/// (the world moves the store's term counter back when it kills the leader) is caught in
+/// every seed of `leader-crash`, as two holders of one term.
+#[test]
+fn one_leader_per_term_catches_a_reused_term() {
+    let mutant = WorldSpec {
+        mutant_reused_term: true,
+        ..spec("leader-crash")
+    };
+    for seed in 1..=10 {
+        let o = run(&mutant, seed);
+        assert!(
+            o.violations
+                .iter()
+                .any(|v| v.contains("held by more than one leader")),
+            "seed {seed}: the reused term went unnoticed: {:?}",
+            o.violations
+        );
+    }
+    let sound = run(&spec("leader-crash"), 1);
+    assert!(sound.violations.is_empty(), "{:?}", sound.violations);
+}

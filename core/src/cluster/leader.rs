@@ -4,9 +4,12 @@
 //! The etcd election recipe on our store contract: the record is created only where none
 //! is (compare-and-swap on absence), under an expiry that its holder renews like its member
 //! record, so a dead leader's record runs out and another member takes the office. The term
-//! is the fencing token: a candidate first takes the next number of the `leader-term`
-//! counter (which never expires), so every later leader holds a larger term than every
-//! earlier one, as etcd's create revision of the election key would be.
+//! is the fencing token: a candidate names the `leader-term` counter's next value (the
+//! counter's version; it never expires) in its record, and once the record has landed it
+//! moves the counter there by compare-and-swap. Only the record's holder moves it, so every
+//! later leader holds a larger term than every earlier one, as etcd's create revision of the
+//! election key would be, and the counter always names the leader in office: a chore write
+//! fenced by an earlier term (`StoreWrite::Fenced`) is refused by the store itself.
 
 use serde::{Deserialize, Serialize};
 

@@ -25,7 +25,7 @@ use super::parked::Park;
 use super::Node;
 use crate::config::Strategy;
 use crate::message::{header_param, Method, Request};
-use crate::store::{call_key, leg_key, owns_prefix, Key, StoredRecord, OWNS_PREFIX};
+use crate::store::{call_key, leg_key, owns_prefix, Key, StoreWrite, StoredRecord, OWNS_PREFIX};
 use crate::transaction::{Peer, TxKey};
 use crate::UnixMillis;
 use std::collections::{BTreeMap, BTreeSet};
@@ -61,6 +61,9 @@ pub(super) struct Membership {
     incarnations: BTreeMap<u16, u64>,
     /// Calls of dead members seen unadopted by the last sweep, with their versions.
     pub(super) orphans: BTreeMap<String, u64>,
+    /// Calls the sweep is loading: their claim is the leader's chore, and is written
+    /// fenced by its term.
+    pub(super) swept: BTreeSet<String>,
     /// Each member's SIP address, as members reach it (requests for its calls are
     /// forwarded there).
     pub(super) addresses: BTreeMap<u16, std::net::SocketAddr>,
@@ -415,7 +418,15 @@ impl Node {
         // own looped back to it looked the call up again and again: lb-node-crash-under-load
         // seed 69, 8,480 reads of one record).
         let held = matches!(Key::parse(&r.key), Some(Key::Call(id)) if self.b2bua.holds(id));
-        match self.b2bua.adopt(&mut self.sink, r, now) {
+        let chore = self.cluster.swept.remove(call_id);
+        let from = self.sink.writes.len();
+        let adopted = self.b2bua.adopt(&mut self.sink, r, now);
+        if let Some(term) = self.cluster.leader_term.filter(|_| chore) {
+            let claim: Vec<StoreWrite> = self.sink.writes.drain(from..).collect();
+            let fenced = claim.into_iter().map(|w| w.fenced(term));
+            self.sink.writes.extend(fenced);
+        }
+        match adopted {
             Some(legs) => {
                 // What its restored transactions say at once (a Timer B already past) is
                 // handled now, at the takeover's time.

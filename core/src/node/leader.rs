@@ -12,6 +12,10 @@ impl Node {
     /// leader sweeps up calls nobody adopted ([`Node::handle_sweep`]).
     pub fn handle_leader(&mut self, now: UnixMillis, term: Option<u64>) {
         self.now = now;
+        if term != self.cluster.leader_term {
+            // A sweep's claims belong to the term that swept.
+            self.cluster.swept.clear();
+        }
         if term.is_none() {
             self.cluster.orphans.clear();
         }
@@ -70,8 +74,10 @@ impl Node {
             }
         }
         self.cluster.orphans = seen;
+        self.cluster.swept.retain(|id| loading.contains(id));
         for id in adopt {
             self.sink.metrics.orphans_adopted += 1;
+            self.cluster.swept.insert(id.clone());
             self.load(call_key(&id), &id);
         }
     }

@@ -277,7 +277,14 @@ impl Node {
         let watchdog = self.runs_watchdog();
         let writes = self.registrar.handle_timeout(now, watchdog);
         self.sink.metrics.bindings_expired = self.registrar.expired_removed();
-        self.sink.writes.extend(writes);
+        // In a cluster the watchdog is the leader's chore: its writes carry the term.
+        let term = self.cluster.leader_term.filter(|_| self.is_clustered());
+        self.sink
+            .writes
+            .extend(writes.into_iter().map(|w| match term {
+                Some(t) => w.fenced(t),
+                None => w,
+            }));
         self.flush();
         while let Some(id) = self.b2bua.first_due(now) {
             self.b2bua.fire_timer(&mut self.sink, &id, now);

@@ -47,11 +47,13 @@ pub fn calls_left(store: &BTreeMap<String, StoredRecord>) -> usize {
         .count()
 }
 
-/// Applies one write to an in-memory store as a compare-and-swap that must succeed.
+/// Applies one write to an in-memory store as a compare-and-swap that must succeed (a
+/// fenced one as if its term were current).
 pub fn commit(store: &mut BTreeMap<String, StoredRecord>, w: StoreWrite) {
-    let (key, expect) = match &w {
+    let (key, expect) = match w.unfenced() {
         StoreWrite::Put { key, expect, .. } => (key.clone(), *expect),
         StoreWrite::Delete { key, expect } => (key.clone(), Some(*expect)),
+        StoreWrite::Fenced { .. } => unreachable!("unfenced"),
     };
     assert_eq!(store.get(&key).map(|r| r.version), expect, "CAS on {key}");
     match w.into_record() {
@@ -63,7 +65,19 @@ pub fn commit(store: &mut BTreeMap<String, StoredRecord>, w: StoreWrite) {
 /// Applies writes to an in-memory store, as the runtime would, and returns the transmits
 /// as (destination, parsed message).
 pub fn run(n: &mut Node, store: &mut BTreeMap<String, StoredRecord>) -> Vec<(String, SipMessage)> {
+    run_noting(n, store).0
+}
+
+/// A write's key and the leader's term it is fenced by.
+pub type Written = (String, Option<u64>);
+
+/// [`run`], also giving what it wrote.
+pub fn run_noting(
+    n: &mut Node,
+    store: &mut BTreeMap<String, StoredRecord>,
+) -> (Vec<(String, SipMessage)>, Vec<Written>) {
     let mut out = Vec::new();
+    let mut written = Vec::new();
     while let Some(Batch {
         id,
         writes,
@@ -74,6 +88,7 @@ pub fn run(n: &mut Node, store: &mut BTreeMap<String, StoredRecord>) -> Vec<(Str
     {
         let committed = report;
         for w in writes {
+            written.push((w.key().to_string(), w.fence()));
             commit(store, w);
         }
         if committed {
@@ -84,7 +99,7 @@ pub fn run(n: &mut Node, store: &mut BTreeMap<String, StoredRecord>) -> Vec<(Str
             out.push((t.to.addr.to_string(), msg));
         }
     }
-    out
+    (out, written)
 }
 
 /// The store could not be reached for any of `batch`'s writes.

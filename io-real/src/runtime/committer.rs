@@ -310,7 +310,12 @@ impl<S: Store + Clone> Committer<S> {
                 .filter_map(|(i, (w, r))| r.as_ref().err().map(|e| (i, w, e)))
                 .collect();
             for (w, r) in batch.writes.iter().zip(answers) {
-                match (w, r) {
+                if matches!(r, Err(StoreError::Fenced)) {
+                    if let Some(l) = &self.lease {
+                        l.refused_by_term();
+                    }
+                }
+                match (w.unfenced(), r) {
                     (StoreWrite::Put { key, version, .. }, Err(_)) => {
                         // Reported below, as the next failure.
                         self.unborn
@@ -400,7 +405,7 @@ impl<S: Store + Clone> Committer<S> {
     /// write, and what it would have written is read back for the node.
     async fn fail_unwritten(&mut self, mut b: Batch) {
         for w in &b.writes {
-            if let StoreWrite::Put { key, version, .. } = w {
+            if let StoreWrite::Put { key, version, .. } = w.unfenced() {
                 self.unborn
                     .insert(key.clone(), (*version, self.reported + 1));
             }
@@ -431,9 +436,10 @@ fn built_on(unborn: &HashMap<String, u64>, w: &StoreWrite) -> bool {
 
 /// Whether `w` is a compare-and-swap on `version`.
 fn expects(w: &StoreWrite, version: u64) -> bool {
-    match w {
+    match w.unfenced() {
         StoreWrite::Put { expect, .. } => *expect == Some(version),
         StoreWrite::Delete { expect, .. } => *expect == version,
+        StoreWrite::Fenced { .. } => false,
     }
 }
 
@@ -458,14 +464,15 @@ async fn apply_group<S: Store>(
             .partition(|i| built_on(&unborn, &writes[*i]));
         for i in doomed {
             results[i] = Some(Err(StoreError::Conflict));
-            if let StoreWrite::Put { key, version, .. } = &writes[i] {
+            if let StoreWrite::Put { key, version, .. } = writes[i].unfenced() {
                 unborn.insert(key.clone(), *version);
             }
         }
         let batch = tried.iter().map(|i| writes[*i].clone()).collect();
         let answers = apply_resolved(store, batch, || clock.now(), STORE_PATIENCE).await;
         for (i, answer) in tried.into_iter().zip(answers) {
-            if let (StoreWrite::Put { key, version, .. }, Err(_)) = (&writes[i], &answer) {
+            if let (StoreWrite::Put { key, version, .. }, Err(_)) = (writes[i].unfenced(), &answer)
+            {
                 unborn.insert(key.clone(), *version);
             }
             results[i] = Some(answer);
@@ -481,7 +488,8 @@ async fn apply_group<S: Store>(
 /// The core's name for a store error.
 fn kind(e: &StoreError) -> WriteError {
     match e {
-        StoreError::Conflict => WriteError::Conflict,
+        // A chore of a deposed leader: for the node, someone else decides the record now.
+        StoreError::Conflict | StoreError::Fenced => WriteError::Conflict,
         StoreError::Retryable(_) => WriteError::Unavailable,
         StoreError::Ambiguous(_) => WriteError::Ambiguous,
         StoreError::Fatal(_) => WriteError::Fatal,

@@ -1,15 +1,15 @@
 //! Leader election: the member that holds the `leader` record runs the cluster's chores
 //! (`cluster::Leader` tells the recipe). Every member takes part: each third of the TTL it
-//! reads the record; with none, it takes the next term and creates the record; holding it,
-//! it renews it (compare-and-swap on its version, as the member record); otherwise it
-//! notes who leads.
+//! reads the record; with none, it creates the record with the next term and, once that
+//! landed, moves the term counter to it; holding it, it renews it (compare-and-swap on its
+//! version, as the member record); otherwise it notes who leads.
 //!
 //! A member leads only while its member lease holds and its leader record has more than a
 //! quarter of the TTL left ([`Office::term`]), by the same reasoning as the lease: the
 //! renewal's expiry counts from when it was sent. A leader that cannot renew falls silent
 //! by itself before its record runs out and another member can be elected.
 
-use super::membership::{increment, leased_put, Lease};
+use super::membership::{leased_put, Lease};
 use super::Clock;
 use crate::store::{Store, StoreError};
 use drongo_core::cluster::Leader;
@@ -29,6 +29,8 @@ pub struct Office {
     leader: Mutex<Option<Leader>>,
     /// Elections this member won.
     won: AtomicU64,
+    /// The term this member moved the term counter to last (its own, while it leads).
+    taken: AtomicU64,
 }
 
 impl Office {
@@ -83,12 +85,13 @@ async fn round<S: Store>(
             return Ok(());
         }
         (None, _) => {
-            let term = increment(store, LEADER_TERM_KEY, now).await?;
+            // The next term; the counter moves to it only once this record has landed.
+            let counter = store.get(LEADER_TERM_KEY, now).await?.map(|r| r.version);
             let l = Leader {
                 schema: Leader::SCHEMA,
                 node: id,
                 incarnation,
-                term,
+                term: counter.unwrap_or(0) + 1,
             };
             (l, 1, None)
         }
@@ -109,7 +112,23 @@ async fn round<S: Store>(
         .unwrap_or_else(|| Err(StoreError::Fatal("no answer".into())));
     match answer {
         Ok(()) => {
-            if expect.is_none() {
+            if office.taken.load(Ordering::Acquire) != me.term {
+                // Not the leader until the counter names our term: a try that failed is
+                // made again at the next renewal.
+                if let Err(e) = take_term(store, &me, clock).await {
+                    office.valid_until.store(0, Ordering::Release);
+                    if e == StoreError::Conflict {
+                        // The counter went past our term (an earlier candidate's late
+                        // write): give the record up; a later round campaigns again.
+                        let w = StoreWrite::Delete {
+                            key: LEADER_KEY.to_string(),
+                            expect: version,
+                        };
+                        let _ = store.apply(vec![w], clock.now()).await;
+                    }
+                    return Err(e);
+                }
+                office.taken.store(me.term, Ordering::Release);
                 office.won.fetch_add(1, Ordering::Relaxed);
                 info!(node = id, term = me.term, "elected leader");
             }
@@ -125,6 +144,29 @@ async fn round<S: Store>(
             Err(e)
         }
     }
+}
+
+/// Moves the leaders' term counter to `term` (from the term before it), once this member's
+/// leader record has landed: from then on the store refuses every chore write fenced by an
+/// earlier term ([`StoreWrite::Fenced`]). Only the holder of the record moves the counter,
+/// so candidates racing for the office cannot leave the winner's term behind the counter.
+/// The counter holds the leader's record too: two holders of one term (a record that ran
+/// out while its holder could not reach the store, and the next candidate's) then write
+/// different bytes, and an ambiguous answer is never settled as ours when it was the
+/// other's (store-leader-change-during-takeover seed 555).
+async fn take_term<S: Store>(store: &S, me: &Leader, clock: Clock) -> Result<(), StoreError> {
+    let term = me.term;
+    let w = StoreWrite::Put {
+        key: LEADER_TERM_KEY.to_string(),
+        value: me.encode(),
+        version: term,
+        expect: (term > 1).then_some(term - 1),
+        expires_at: None,
+    };
+    crate::store::apply_resolved(store, vec![w], || clock.now(), 1_000)
+        .await
+        .pop()
+        .unwrap_or_else(|| Err(StoreError::Fatal("no answer".into())))
 }
 
 /// Takes part in elections for as long as the process lives.

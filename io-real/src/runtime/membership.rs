@@ -34,6 +34,8 @@ pub struct Lease {
     incarnation: AtomicU64,
     /// Messages and write groups not sent because the lease did not hold.
     fenced_drops: AtomicU64,
+    /// Chore writes the store refused under a later leader's term.
+    term_refusals: AtomicU64,
     /// Times the lease was lost (and the node joined again).
     losses: AtomicU64,
     /// The live members at the last renewal.
@@ -92,6 +94,11 @@ impl Lease {
     /// Counts something the fence stopped.
     pub fn dropped(&self) {
         self.fenced_drops.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a chore write the store refused: a later leader had taken office.
+    pub fn refused_by_term(&self) {
+        self.term_refusals.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Changes whenever what [`Lease::view`] says does.
@@ -200,6 +207,12 @@ impl Lease {
                 "counter",
                 "Elections this node won.",
                 self.office.won(),
+            ),
+            (
+                "drongo_leader_fenced_writes_total",
+                "counter",
+                "Chore writes of this node the store refused: a later leader held office.",
+                self.term_refusals.load(Ordering::Relaxed),
             ),
             (
                 "drongo_fenced_drops_total",
@@ -448,6 +461,7 @@ pub async fn start<S: Store + Clone>(
         valid_until: AtomicU64::new(0),
         incarnation: AtomicU64::new(0),
         fenced_drops: AtomicU64::new(0),
+        term_refusals: AtomicU64::new(0),
         losses: AtomicU64::new(0),
         members: Mutex::new(Vec::new()),
         generation: AtomicU64::new(0),

@@ -5,7 +5,7 @@
 //! broken promise, as a test does.
 
 use super::{Store, StoreError};
-use drongo_core::store::StoreWrite;
+use drongo_core::store::{StoreWrite, LEADER_TERM_KEY};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -275,6 +275,58 @@ pub async fn two_handles<S: Store>(a: &S, b: &S) {
     assert_eq!((got.version, got.value.as_slice()), (2, &b"y"[..]));
 }
 
+/// Fenced writes (a leader's chores): written while the term counter is at their term,
+/// refused (`Fenced`, nothing written) once another handle moved it, whatever record they
+/// touch; their own compare-and-swap still holds. `a` writes, `b` moves the counter, so
+/// that a backend that remembers what it read (etcd) is caught out by a change it did not
+/// make.
+pub async fn fencing<S: Store>(a: &S, b: &S) {
+    let p = ns("fencing");
+    let (k, other) = (format!("{p}k"), format!("{p}other"));
+    let before = a
+        .get(LEADER_TERM_KEY, NOW)
+        .await
+        .unwrap()
+        .map(|r| r.version);
+    let t1 = before.unwrap_or(0) + 1;
+    // The counter is not at t1 yet.
+    let early = one(a, put(&k, b"early", 1, None).fenced(t1)).await;
+    assert_eq!(early, Err(StoreError::Fenced));
+    assert_eq!(a.get(&k, NOW).await.unwrap(), None);
+    one(b, put(LEADER_TERM_KEY, b"", t1, before)).await.unwrap();
+    one(a, put(&k, b"a", 1, None).fenced(t1)).await.unwrap();
+    let lost = one(a, put(&k, b"x", 9, Some(8)).fenced(t1)).await;
+    assert_eq!(
+        lost,
+        Err(StoreError::Conflict),
+        "the write's own CAS still holds"
+    );
+    // A later leader takes office: t1's writes are refused though their CAS would hold.
+    one(b, put(LEADER_TERM_KEY, b"", t1 + 1, Some(t1)))
+        .await
+        .unwrap();
+    for late in [put(&k, b"late", 2, Some(1)), del(&k, 1)] {
+        assert_eq!(one(a, late.fenced(t1)).await, Err(StoreError::Fenced));
+    }
+    assert_eq!(a.get(&k, NOW).await.unwrap().unwrap().value, b"a");
+    // Beside unfenced writes in one batch, each is answered on its own.
+    let r = a
+        .apply(
+            vec![
+                put(&other, b"1", 1, None),
+                put(&k, b"late", 2, Some(1)).fenced(t1),
+            ],
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r, vec![Ok(()), Err(StoreError::Fenced)]);
+    one(a, put(&k, b"t2", 2, Some(1)).fenced(t1 + 1))
+        .await
+        .unwrap();
+    assert_eq!(a.get(&k, NOW).await.unwrap().unwrap().value, b"t2");
+}
+
 pub async fn all<S: Store + Clone>(s: S, exact_watch: bool) {
     watch(&s, exact_watch).await;
     semantics(&s).await;
@@ -283,4 +335,5 @@ pub async fn all<S: Store + Clone>(s: S, exact_watch: bool) {
     large_values(&s).await;
     cas_race(&s).await;
     two_handles(&s, &s.clone()).await;
+    fencing(&s, &s.clone()).await;
 }

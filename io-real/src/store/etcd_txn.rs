@@ -17,8 +17,8 @@
 //! successive rounds (their order kept), and a round is cut into chunks under both limits.
 
 use super::redb_store::RedbStore;
-use super::{check, StoreError};
-use drongo_core::store::{StoreWrite, StoredRecord};
+use super::{check, check_fence, StoreError};
+use drongo_core::store::{StoreWrite, StoredRecord, LEADER_TERM_KEY};
 use drongo_core::UnixMillis;
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use std::collections::{BTreeMap, HashMap};
@@ -185,9 +185,9 @@ pub(super) async fn apply(
 }
 
 fn value_len(w: &StoreWrite) -> usize {
-    match w {
+    match w.unfenced() {
         StoreWrite::Put { value, .. } => value.len() + 16,
-        StoreWrite::Delete { .. } => 0,
+        StoreWrite::Delete { .. } | StoreWrite::Fenced { .. } => 0,
     }
 }
 
@@ -270,12 +270,35 @@ async fn apply_chunk(
             let guess = known.get(key);
             let guessable = match &guess {
                 Some(seen) => check(seen.record.as_ref(), w, now).is_ok(),
-                None => matches!(w, StoreWrite::Put { expect: None, .. }),
+                None => matches!(w.unfenced(), StoreWrite::Put { expect: None, .. }),
             };
             if guessable {
                 basis.insert(key.to_string(), guess);
             } else {
                 unknown.push(key.to_string());
+            }
+        }
+        // Fenced writes are judged and guarded against the term counter too, on the same
+        // terms: a remembered counter that passes them, else a fresh read.
+        let fenced = pending.iter().any(|(_, w)| w.fence().is_some());
+        if fenced
+            && !basis.contains_key(LEADER_TERM_KEY)
+            && !unknown.iter().any(|k| k == LEADER_TERM_KEY)
+        {
+            match fresh.get(LEADER_TERM_KEY) {
+                Some(seen) => {
+                    basis.insert(LEADER_TERM_KEY.to_string(), Some(seen.clone()));
+                }
+                None => {
+                    let guess = known.get(LEADER_TERM_KEY);
+                    let counter = guess.as_ref().and_then(|s| s.record.as_ref());
+                    let passes = pending.iter().all(|(_, w)| check_fence(counter, w).is_ok());
+                    if passes && guess.is_some() {
+                        basis.insert(LEADER_TERM_KEY.to_string(), guess);
+                    } else {
+                        unknown.push(LEADER_TERM_KEY.to_string());
+                    }
+                }
             }
         }
         if !unknown.is_empty() {
@@ -297,20 +320,27 @@ async fn apply_chunk(
         let mut compares = Vec::new();
         let mut ops = Vec::new();
         let mut batch = Vec::new();
+        let counter = basis.get(LEADER_TERM_KEY).cloned().flatten();
+        let mut fence_guard = None;
         for (i, w) in std::mem::take(&mut pending) {
             let seen = basis.get(w.key()).cloned().flatten();
             let record = seen.as_ref().and_then(|s| s.record.as_ref());
-            if let Err(e) = check(record, &w, now) {
+            let term_record = counter.as_ref().and_then(|s| s.record.as_ref());
+            let verdict = check_fence(term_record, &w).and(check(record, &w, now));
+            if let Err(e) = verdict {
                 // A guess passed by construction: this is a fresh read's verdict.
                 answer(results, i, Err(e));
                 continue;
+            }
+            if w.fence().is_some() {
+                fence_guard = counter.as_ref().map(|s| s.revision);
             }
             let key = full(prefix, w.key());
             compares.push(match seen.as_ref().map_or(0, |s| s.revision) {
                 0 => Compare::create_revision(key.clone(), CompareOp::Equal, 0),
                 rev => Compare::mod_revision(key.clone(), CompareOp::Equal, rev),
             });
-            let op = match &w {
+            let op = match w.unfenced() {
                 StoreWrite::Put {
                     key: k,
                     value,
@@ -338,6 +368,15 @@ async fn apply_chunk(
                     TxnOp::put(key, RedbStore::encode(&r), opts)
                 }
                 StoreWrite::Delete { .. } => TxnOp::delete(key, None),
+                StoreWrite::Fenced { .. } => {
+                    compares.pop();
+                    answer(
+                        results,
+                        i,
+                        Err(StoreError::Fatal("a fence within a fence".into())),
+                    );
+                    continue;
+                }
             };
             ops.push(op);
             batch.push((i, w));
@@ -345,7 +384,18 @@ async fn apply_chunk(
         if batch.is_empty() {
             return;
         }
-        let keys: Vec<String> = batch.iter().map(|(_, w)| w.key().to_string()).collect();
+        let mut keys: Vec<String> = batch.iter().map(|(_, w)| w.key().to_string()).collect();
+        if let Some(revision) = fence_guard {
+            // The counter is where the fenced writes were judged against; the failure
+            // branch reads it back with the written keys.
+            let counter_key = full(prefix, LEADER_TERM_KEY);
+            compares.push(Compare::mod_revision(
+                counter_key,
+                CompareOp::Equal,
+                revision,
+            ));
+            keys.push(LEADER_TERM_KEY.to_string());
+        }
         let reads: Vec<TxnOp> = keys
             .iter()
             .map(|k| TxnOp::get(full(prefix, k), None))

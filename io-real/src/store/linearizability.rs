@@ -34,6 +34,9 @@ pub enum Outcome {
     Ok,
     Conflict,
     Ambiguous,
+    /// Refused before it touched its key (a fenced write under a later leader's term): it
+    /// says nothing of the key, and the check leaves it out.
+    Refused,
 }
 
 /// One operation: its key, when it was called and when its answer came (an ambiguous
@@ -50,7 +53,16 @@ pub struct Op {
 /// operations no order explains.
 pub fn check(history: &[Op], initial: impl Fn(&str) -> Option<u64>) -> Result<(), String> {
     let mut by_key: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
-    for op in history {
+    let refused = |op: &Op| {
+        matches!(
+            op.kind,
+            Kind::Write {
+                outcome: Outcome::Refused,
+                ..
+            }
+        )
+    };
+    for op in history.iter().filter(|op| !refused(op)) {
         by_key.entry(&op.key).or_default().push(op);
     }
     for (key, ops) in by_key {
@@ -73,6 +85,7 @@ fn step(state: Option<u64>, kind: Kind) -> Vec<Option<u64>> {
             // Took effect here. (That it took none is the search leaving it unplaced: a
             // no-op that could go anywhere would only multiply the orders to try.)
             Outcome::Ambiguous => (state == expect).then_some(new).into_iter().collect(),
+            Outcome::Refused => vec![state],
         },
     }
 }

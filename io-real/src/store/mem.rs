@@ -1,8 +1,8 @@
 //! The in-memory backend.
 
 use super::watch::LocalChanges;
-use super::{check, Change, Store, StoreError};
-use drongo_core::store::{StoreWrite, StoredRecord};
+use super::{check, check_fence, Change, Store, StoreError};
+use drongo_core::store::{StoreWrite, StoredRecord, LEADER_TERM_KEY};
 use drongo_core::UnixMillis;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -55,6 +55,7 @@ impl Store for MemStore {
         Ok(writes
             .into_iter()
             .map(|w| {
+                check_fence(map.get(LEADER_TERM_KEY), &w)?;
                 check(map.get(w.key()), &w, now)?;
                 self.changes.publish(&w);
                 let key = w.key().to_string();

@@ -12,6 +12,10 @@
 //! - [`Store::watch`] reports changes under a prefix, as each backend can honestly give
 //!   them: the embedded and in-memory stores from their own writes (they have one writer
 //!   process), etcd from its watch stream, TiKV (which has no watch) by polling scans.
+//! - A [`StoreWrite::Fenced`] write (a leader's chore) also needs the leaders' term counter
+//!   (`leader-term`, whose version is the term) to be at its term, checked in the same
+//!   atomic step as its own compare-and-swap; otherwise it is refused with
+//!   [`StoreError::Fenced`]: a deposed leader's late write never lands.
 //! - Errors are typed: [`StoreError::Conflict`] (the CAS lost), [`StoreError::Retryable`]
 //!   (nothing happened, try again), [`StoreError::Ambiguous`] (it may have happened: re-read
 //!   before acting), [`StoreError::Fatal`].
@@ -58,6 +62,8 @@ pub use tikv::TikvStore;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {
     Conflict,
+    /// A fenced write's term is not the leaders' term any more: nothing was written.
+    Fenced,
     Retryable(String),
     Ambiguous(String),
     Fatal(String),
@@ -67,6 +73,7 @@ impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StoreError::Conflict => write!(f, "conflict"),
+            StoreError::Fenced => write!(f, "fenced: a later leader took office"),
             StoreError::Retryable(e) => write!(f, "retryable: {e}"),
             StoreError::Ambiguous(e) => write!(f, "ambiguous: {e}"),
             StoreError::Fatal(e) => write!(f, "fatal: {e}"),
@@ -122,13 +129,24 @@ fn check(
 ) -> Result<(), StoreError> {
     let live = current.filter(|r| r.is_live(now));
     let version = live.map(|r| r.version);
-    let ok = match w {
+    let ok = match w.unfenced() {
         StoreWrite::Put { expect, .. } => version == *expect,
         StoreWrite::Delete { expect, .. } => version == Some(*expect),
+        StoreWrite::Fenced { .. } => false,
     };
     if ok {
         Ok(())
     } else {
         Err(StoreError::Conflict)
+    }
+}
+
+/// Checks a fenced write's term against the leaders' term counter as the store holds it
+/// (`counter`: the record at `leader-term`, whose version is the current term). A write
+/// that is not fenced passes.
+fn check_fence(counter: Option<&StoredRecord>, w: &StoreWrite) -> Result<(), StoreError> {
+    match w.fence() {
+        Some(term) if counter.map(|r| r.version) != Some(term) => Err(StoreError::Fenced),
+        _ => Ok(()),
     }
 }

@@ -1,7 +1,7 @@
 //! Embedded durable backend (`file:DIR`, the default) on redb.
 
-use super::{check, Change, LocalChanges, Store, StoreError};
-use drongo_core::store::{StoreWrite, StoredRecord};
+use super::{check, check_fence, Change, LocalChanges, Store, StoreError};
+use drongo_core::store::{StoreWrite, StoredRecord, LEADER_TERM_KEY};
 use drongo_core::UnixMillis;
 use std::path::Path;
 use std::sync::Arc;
@@ -103,7 +103,16 @@ impl RedbStore {
                     .get(w.key())
                     .map_err(fatal)?
                     .and_then(|v| Self::decode(w.key(), v.value()));
-                if let Err(e) = check(current.as_ref(), &w, now) {
+                let counter = match w.fence() {
+                    Some(_) => table
+                        .get(LEADER_TERM_KEY)
+                        .map_err(fatal)?
+                        .and_then(|v| Self::decode(LEADER_TERM_KEY, v.value())),
+                    None => None,
+                };
+                let checked =
+                    check_fence(counter.as_ref(), &w).and(check(current.as_ref(), &w, now));
+                if let Err(e) = checked {
                     results.push(Err(e));
                     continue;
                 }

@@ -30,6 +30,7 @@ pub async fn apply_resolved<S: Store>(
                     results[*i],
                     Some(Ok(()))
                         | Some(Err(StoreError::Conflict))
+                        | Some(Err(StoreError::Fenced))
                         | Some(Err(StoreError::Fatal(_)))
                 )
             })
@@ -102,7 +103,7 @@ async fn settle<S: Store>(
         Err(_) => return Err(StoreError::Ambiguous(why)),
     };
     let current = record.as_ref().map(|r| r.version);
-    match w {
+    match w.unfenced() {
         StoreWrite::Put {
             version,
             expect,
@@ -128,6 +129,7 @@ async fn settle<S: Store>(
             Some(v) if v == *expect => Err(StoreError::Retryable(format!("not applied: {why}"))),
             Some(_) => Err(StoreError::Conflict),
         },
+        StoreWrite::Fenced { .. } => Err(StoreError::Conflict),
     }
 }
 

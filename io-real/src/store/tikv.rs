@@ -13,8 +13,8 @@
 //!   record created after the tombstone.
 
 use super::redb_store::RedbStore;
-use super::{apply_by_key, check, Change, KeyWriter, Store, StoreError};
-use drongo_core::store::{StoreWrite, StoredRecord};
+use super::{apply_by_key, check, check_fence, Change, KeyWriter, Store, StoreError};
+use drongo_core::store::{StoreWrite, StoredRecord, LEADER_TERM_KEY};
 use drongo_core::UnixMillis;
 use tikv_client::RawClient;
 
@@ -54,6 +54,18 @@ impl KeyWriter for TikvStore {
             .as_deref()
             .filter(|b| !b.is_empty())
             .and_then(|b| RedbStore::decode(w.key(), b));
+        if w.fence().is_some() {
+            // The raw API has no condition across keys: the term counter is read just
+            // before the compare-and-swap, which narrows a deposed leader's window but
+            // does not close it as etcd's transaction does (TiKV's transactional API
+            // would; not built, since TiKV cannot run here to prove it).
+            let counter_key = format!("{PREFIX}{LEADER_TERM_KEY}");
+            let counter = self.client.get(counter_key).await.map_err(retryable)?;
+            let counter = counter
+                .as_deref()
+                .and_then(|b| RedbStore::decode(LEADER_TERM_KEY, b));
+            check_fence(counter.as_ref(), &w)?;
+        }
         check(current.as_ref(), &w, now)?;
         let new = w
             .into_record()

@@ -111,6 +111,8 @@ pub(super) struct FaultCtx {
     pub(super) rng: ChaCha8Rng,
     /// The mutant of `WorldSpec::mutant_forget_calls`.
     pub(super) forget_calls: bool,
+    /// The mutant of `WorldSpec::mutant_reused_term`.
+    pub(super) reuse_term: bool,
     pub(super) lease_ttl_ms: u64,
 }
 
@@ -285,6 +287,30 @@ impl FaultCtx {
         Some((usize::from(l.node).checked_sub(1)?, l.term))
     }
 
+    /// The mutant of `WorldSpec::mutant_reused_term`: the term counter one back, so that
+    /// the next leader is handed the dead one's term.
+    async fn rewind_term(&self) {
+        let key = drongo_core::store::LEADER_TERM_KEY;
+        let Ok(Some(r)) = self.server.data.get(key, sim_ms()).await else {
+            return;
+        };
+        let back = match r.version {
+            0 | 1 => drongo_core::store::StoreWrite::Delete {
+                key: key.to_string(),
+                expect: r.version,
+            },
+            v => drongo_core::store::StoreWrite::Put {
+                key: key.to_string(),
+                value: Vec::new(),
+                version: v - 1,
+                expect: Some(v),
+                expires_at: None,
+            },
+        };
+        let _ = self.server.data.apply(vec![back], sim_ms()).await;
+        self.trace.log("mutant", "term counter moved back by one");
+    }
+
     /// `Fault::KillLeader`.
     async fn kill_leader(
         &mut self,
@@ -321,6 +347,9 @@ impl FaultCtx {
             if let Some(id) = self.nodes.get(*node) {
                 Handle::current().kill(*id);
             }
+        }
+        if self.reuse_term {
+            self.rewind_term().await;
         }
         // Rendezvous hashing gives every call of the dead an adopter; the leader's sweep
         // (every 30 s) takes what an adopter that died too left behind.

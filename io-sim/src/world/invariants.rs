@@ -327,3 +327,45 @@ fn continuity(trace: &Trace, token: &str, call: &CallLedger, t: u64, answered: b
         );
     }
 }
+
+/// The fencing of the leader's chores rests on this: every term is held by one member
+/// incarnation (the store refuses a chore of any term but the counter's, so two holders of
+/// one term would both get theirs through), and only its holder's chores land under it.
+pub(super) fn one_leader_per_term(trace: &Trace, log: &crate::store::TermLog) {
+    if log.holders.is_empty() && log.chores.is_empty() {
+        return;
+    }
+    for (term, who) in &log.holders {
+        if who.len() > 1 {
+            trace.violation(
+                "check",
+                format_args!(
+                    "term {term} held by more than one leader (node, incarnation): {who:?}"
+                ),
+            );
+        }
+    }
+    for (term, nodes) in &log.chores {
+        let holders: Vec<u16> = log
+            .holders
+            .get(term)
+            .map(|h| h.iter().map(|(n, _)| *n).collect())
+            .unwrap_or_default();
+        if nodes.iter().any(|n| !holders.contains(n)) {
+            trace.violation(
+                "check",
+                format_args!(
+                    "chores of term {term} landed from members {nodes:?}, its holders {holders:?}"
+                ),
+            );
+        }
+    }
+    trace.log(
+        "check",
+        format_args!(
+            "{} leader terms, each held by one member; chores landed under {} of them",
+            log.holders.len(),
+            log.chores.len()
+        ),
+    );
+}

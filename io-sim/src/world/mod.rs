@@ -430,6 +430,7 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
             skew: spec.skew_bound_ms,
             rng: fault_rng,
             forget_calls: spec.mutant_forget_calls,
+            reuse_term: spec.mutant_reused_term,
             lease_ttl_ms: spec.lease_ttl_ms,
         };
         let fault = fault.clone();
@@ -510,6 +511,7 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
         slow_start_ms: spec.slow_start_ms,
     };
     check(&trace, &ledger, &server, checks).await;
+    invariants::one_leader_per_term(&trace, &server.leaders.log());
     // The clients' history of call records must be linearizable, unless the world wrote
     // to the store behind their backs.
     let tampered = spec.mutant_forget_calls
