@@ -213,6 +213,7 @@ impl B2bua {
                 return;
             };
             let mut out = response_to(&areq, code, Some(&resp.reason), &call.a.local_tag);
+            echo_record_route(&areq, &mut out);
             out.headers
                 .push("Contact", s.contact(call.a.peer.transport, id));
             copy_body(&resp.headers, &resp.body, &mut out.headers, &mut out.body);
@@ -334,6 +335,7 @@ impl B2bua {
             return;
         };
         let mut out = response_to(&areq, resp.code, Some(&resp.reason), &call.a.local_tag);
+        echo_record_route(&areq, &mut out);
         out.headers
             .push("Contact", s.contact(call.a.peer.transport, id));
         if let Some(se) = resp.headers.get("Session-Expires") {
@@ -387,6 +389,16 @@ impl B2bua {
 /// Where an INVITE to the callee at `peer` (and its CANCEL) goes: to the first of its
 /// preloaded Routes (the Path the callee registered through), else as
 /// [`super::first_hop`] says.
+/// A response that makes a dialog with the caller (its 1xx with our tag, its 2xx) echoes the
+/// INVITE's Record-Route (RFC 3261 §12.1.1), so that the caller routes its requests in the
+/// dialog through the proxies that asked to stay on the path (a balancer holding the
+/// caller's connection, `lb::flow`).
+fn echo_record_route(areq: &Request, out: &mut Response) {
+    for rr in areq.headers.get_all("Record-Route") {
+        out.headers.push("Record-Route", rr);
+    }
+}
+
 fn invite_hop(s: &Sink, invite: &Request, peer: Peer) -> Peer {
     invite
         .headers
