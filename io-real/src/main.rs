@@ -61,8 +61,8 @@ enum Command {
     },
     /// Run a load balancer in front of a cluster's nodes.
     Lb {
-        /// SIP address to bind (UDP): the one address phones reach the cluster at, which
-        /// the nodes advertise (`drongo run --advertise`).
+        /// SIP address to bind (UDP and TCP): the one address phones reach the cluster at,
+        /// which the nodes advertise (`drongo run --advertise`).
         #[arg(long, default_value = "127.0.0.1:5060")]
         sip: SocketAddr,
         /// Admin HTTP address (/healthz, /metrics, /pool).
@@ -74,8 +74,9 @@ enum Command {
         /// A static member list instead: `ID=HOST:PORT,...`.
         #[arg(long, value_delimiter = ',')]
         nodes: Vec<String>,
-        /// TOML config: `[health]` (interval_ms, timeout_ms, fall, rise, slow_start_ms)
-        /// and `[affinity]` (methods, prefixes).
+        /// TOML config: `[health]` (interval_ms, timeout_ms, fall, rise, slow_start_ms),
+        /// `[affinity]` (methods, prefixes), `[tls]` (listen, cert, key) and `[websocket]`
+        /// (listen, secure_listen, cookie).
         #[arg(long)]
         config: Option<PathBuf>,
     },

@@ -17,15 +17,21 @@
 //! - A response to a node's own request names the node in its Via branch: it goes there
 //!   (or to the adopter).
 //!
+//! Phones on TCP, TLS or WebSocket connections the balancer terminates are reached back on
+//! those connections ([`flow`]), and a WebSocket client's cookie can pin its new requests
+//! to one node.
+//!
 //! One thing it does remember, briefly: which node got each INVITE (by Call-ID, for 64·T1),
 //! so that its CANCEL and the ACK of its failure reach the same node even when slow start
 //! moved the rendezvous choice meanwhile. Losing it (a restart, the other balancer) only
 //! sends those to the rendezvous choice again.
 
+pub mod flow;
 pub mod health;
 pub mod pool;
 mod route;
 
+pub use flow::{flow_token, parse_flow_token, Source};
 pub use health::{Probe, Probes};
 pub use pool::{HealthConfig, Pool, PoolNode, FULL_WEIGHT};
 pub use route::{Affinity, Balancer, LbMetrics, Out};

@@ -1,5 +1,6 @@
 //! Routing one datagram (see the module doc of [`super`]).
 
+use super::flow::{flow_route, parse_flow_token, route_uri, Source};
 use super::health::{Probes, PROBE_BRANCH};
 use super::pool::Pool;
 use crate::cluster::token::{node_of_branch, parse_contact_user};
@@ -105,6 +106,11 @@ impl Balancer {
         }
     }
 
+    /// The largest message it takes (a stream's framer refuses larger ones).
+    pub fn max_message(&self) -> usize {
+        self.limits.max_message_size
+    }
+
     /// Where datagram `bytes` from `from` goes at `now` (`None`: nowhere; dropped and
     /// counted, or a probe's answer taken in).
     pub fn handle_datagram(
@@ -113,10 +119,17 @@ impl Balancer {
         from: SocketAddr,
         now: UnixMillis,
     ) -> Option<Out> {
+        self.handle(bytes, Source::datagram(from), now)
+    }
+
+    /// Where message `bytes` from `src` (a datagram, or a message on a connection the
+    /// balancer holds) goes at `now`. An `Out` whose address is a connection's leaves on it.
+    pub fn handle(&mut self, bytes: &[u8], src: Source, now: UnixMillis) -> Option<Out> {
+        let from = src.addr;
         let msg = parse_datagram(bytes, &self.limits)
             .and_then(|m| validate_as_proxy(&m, &self.limits).map(|()| m));
         match msg {
-            Ok(SipMessage::Request(r)) => self.on_request(r, from, now),
+            Ok(SipMessage::Request(r)) => self.on_request(r, src, now),
             Ok(SipMessage::Response(r)) => self.on_response(r, bytes, now),
             Err(rej) => {
                 *self
@@ -150,7 +163,8 @@ impl Balancer {
         }
     }
 
-    fn on_request(&mut self, mut req: Request, from: SocketAddr, now: UnixMillis) -> Option<Out> {
+    fn on_request(&mut self, mut req: Request, src: Source, now: UnixMillis) -> Option<Out> {
+        let from = src.addr;
         // A member's own request: from a member's address, or (a member the pool does not
         // list yet, such as one just restarted) with its Via naming us, as a member's does
         // (it advertises the balancer); sent to a member as a phone's, it would come back
@@ -168,7 +182,9 @@ impl Balancer {
             Some(Ok(n)) => req.headers.set("Max-Forwards", (n - 1).to_string()),
             _ => {}
         }
-        let Some(node) = self.pick(&req, from.ip(), now) else {
+        // A route through us (a flow's Record-Route in the phone's route set) is done.
+        self.pop_my_route(&mut req);
+        let Some(node) = self.pick(&req, src, now) else {
             if req.method == Method::Ack {
                 return self.drop("ACK with no node");
             }
@@ -188,6 +204,9 @@ impl Balancer {
             "Via",
             format!("SIP/2.0/UDP {};branch={LB_BRANCH}{branch:x}", self.me),
         );
+        if src.flow {
+            self.route_back_through_me(&mut req, src.addr);
+        }
         self.metrics.requests_forwarded += 1;
         Some(Out {
             to: addr,
@@ -210,14 +229,55 @@ impl Balancer {
             Some(Ok(n)) => req.headers.set("Max-Forwards", (n - 1).to_string()),
             _ => {}
         }
-        let Some(to) = crate::dialog::peer_for_uri(&req.uri) else {
-            return self.drop("node request to no address");
+        // Routed through us to a phone's connection (a flow's Path or Record-Route), or on
+        // to the next route, or to the Request-URI.
+        let flow = self
+            .pop_my_route(&mut req)
+            .and_then(|user| parse_flow_token(&user));
+        let to = match flow {
+            Some(addr) => {
+                self.route_back_through_me(&mut req, addr);
+                addr
+            }
+            None => {
+                let next = req.headers.get("Route").map(route_uri);
+                let Some(to) = crate::dialog::peer_for_uri(next.unwrap_or(&req.uri)) else {
+                    return self.drop("node request to no address");
+                };
+                to.addr
+            }
         };
         self.metrics.requests_forwarded += 1;
         Some(Out {
-            to: to.addr,
+            to,
             bytes: req.to_bytes(),
         })
+    }
+
+    /// Removes the top Route if it names this balancer (RFC 3261 §16.4); the user part of
+    /// its URI (a flow token, or empty).
+    fn pop_my_route(&self, req: &mut Request) -> Option<String> {
+        let top = req.headers.get("Route")?;
+        let uri = route_uri(top);
+        let peer = crate::dialog::peer_for_uri(uri)?;
+        if peer.addr != self.me {
+            return None;
+        }
+        let user = uri_user(uri).unwrap_or("").to_string();
+        let i = req.headers.0.iter().position(|h| h.name == "Route")?;
+        req.headers.0.remove(i);
+        Some(user)
+    }
+
+    /// What comes back to the phone on connection `addr` must come through us (see
+    /// [`super::flow`]): a dialog's INVITE records the route, a REGISTER the path.
+    fn route_back_through_me(&self, req: &mut Request, addr: SocketAddr) {
+        let route = flow_route(self.me, addr);
+        match req.method {
+            Method::Invite if !has_to_tag(req) => req.headers.push_front("Record-Route", route),
+            Method::Register => req.headers.push_front("Path", route),
+            _ => {}
+        }
     }
 
     /// Whether a request's top Via `v` names this balancer.
@@ -226,8 +286,9 @@ impl Balancer {
         host.parse::<IpAddr>().ok() == Some(self.me.ip()) && v.port_or_default() == self.me.port()
     }
 
-    /// The node for request `req` from `ip` (see the module doc).
-    fn pick(&mut self, req: &Request, ip: IpAddr, now: UnixMillis) -> Option<u16> {
+    /// The node for request `req` from `src` (see the module doc).
+    fn pick(&mut self, req: &Request, src: Source, now: UnixMillis) -> Option<u16> {
+        let ip = src.addr.ip();
         let call_id = req.headers.get("Call-ID").unwrap_or("");
         if let Some(t) = uri_user(&req.uri).and_then(parse_contact_user) {
             return self.pool.for_dialog(t.node, t.incarnation, t.call);
@@ -257,7 +318,10 @@ impl Balancer {
             // In a dialog, but not one of ours by its URI: the call's rendezvous choice.
             return self.pool.for_unknown(call_id);
         }
-        let node = if self.affinity.by_source(&req.method, ip) {
+        let pinned = src.pin.filter(|n| self.pool.alive(*n));
+        let node = if let Some(n) = pinned {
+            Some(n)
+        } else if self.affinity.by_source(&req.method, ip) {
             self.pool.for_new(&ip.to_string(), now)
         } else {
             self.pool.for_new(call_id, now)

@@ -235,3 +235,140 @@ fn a_members_request_from_an_unlisted_address_goes_to_its_request_uri() {
     };
     assert_eq!(fwd.headers.count("Via"), 1, "nothing added");
 }
+
+/// A phone on a connection the balancer holds (TCP, TLS, WebSocket): its INVITE records a
+/// route through the balancer naming the connection; the node's answer comes back to the
+/// connection's address; the node's BYE to the phone, routed through the balancer by that
+/// route, leaves on the connection with the route removed. A phone's request routed
+/// through the balancer has its route removed too.
+#[test]
+fn a_phone_on_a_connection_is_reached_back_on_it() {
+    let mut b = balancer(Affinity::default());
+    let phone = SocketAddr::from(PHONE);
+    let inv = request("INVITE", "sip:bob@example.com", "f1@x", "z9hG4bKf1", "");
+    let out = b
+        .handle(&inv, Source::connection(phone, None), 1)
+        .expect("forwarded");
+    let SipMessage::Request(fwd) = parse(&out.bytes) else {
+        panic!("a request")
+    };
+    let rr = fwd.headers.get("Record-Route").expect("a Record-Route");
+    assert_eq!(rr, crate::lb::flow::flow_route(addr(5060), phone));
+    let resp = response_to(&fwd, 200, None, "b1");
+    let back = b
+        .handle_datagram(&resp.to_bytes(), out.to, 2)
+        .expect("back");
+    assert_eq!(back.to, phone);
+    // The node's BYE on the dialog: its route set is the Record-Route.
+    let bye = format!(
+        "BYE sip:alice@x.invalid;transport=ws SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKn1\r\n\
+         Route: {rr}\r\nMax-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=b1\r\n\
+         To: <sip:alice@example.com>;tag=a1\r\nCall-ID: f1@x\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let to_phone = b
+        .handle_datagram(bye.as_bytes(), out.to, 3)
+        .expect("relayed");
+    assert_eq!(to_phone.to, phone);
+    let SipMessage::Request(sent) = parse(&to_phone.bytes) else {
+        panic!("a request")
+    };
+    assert_eq!(sent.headers.get("Route"), None);
+    // The phone's own BYE, routed by the Record-Route it got: the route is ours, removed.
+    let own = String::from_utf8(request(
+        "BYE",
+        "sip:x@127.0.0.1:5061",
+        "f1@x",
+        "z9hG4bKf2",
+        "b1",
+    ))
+    .unwrap()
+    .replace("Max-Forwards", &format!("Route: {rr}\r\nMax-Forwards"));
+    let out = b
+        .handle(own.as_bytes(), Source::connection(phone, None), 4)
+        .expect("forwarded");
+    let SipMessage::Request(fwd) = parse(&out.bytes) else {
+        panic!("a request")
+    };
+    assert_eq!(fwd.headers.get("Route"), None);
+    assert_eq!(
+        fwd.headers.get("Record-Route"),
+        None,
+        "in a dialog: none added"
+    );
+    // Over UDP nothing is added.
+    let inv = request("INVITE", "sip:bob@example.com", "u1@x", "z9hG4bKu1", "");
+    let out = b.handle_datagram(&inv, phone, 5).expect("forwarded");
+    let SipMessage::Request(fwd) = parse(&out.bytes) else {
+        panic!("a request")
+    };
+    assert_eq!(fwd.headers.get("Record-Route"), None);
+}
+
+/// A REGISTER on a connection records the path to it; a node's INVITE to the phone,
+/// routed by that path, leaves on the connection and records the route back too (so the
+/// node's ACK and BYE come the same way).
+#[test]
+fn a_registration_on_a_connection_is_called_on_it() {
+    let mut b = balancer(Affinity::default());
+    let phone = SocketAddr::from(PHONE);
+    let reg = request("REGISTER", "sip:example.com", "r1@x", "z9hG4bKr1", "");
+    let out = b
+        .handle(&reg, Source::connection(phone, None), 1)
+        .expect("forwarded");
+    let SipMessage::Request(fwd) = parse(&out.bytes) else {
+        panic!("a request")
+    };
+    let path = fwd.headers.get("Path").expect("a Path").to_string();
+    assert_eq!(fwd.headers.get("Record-Route"), None);
+    let inv = format!(
+        "INVITE sip:alice@x.invalid;transport=ws SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKn2\r\n\
+         Route: {path}\r\nMax-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=b1\r\n\
+         To: <sip:alice@example.com>\r\nCall-ID: n2@x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let to_phone = b
+        .handle_datagram(inv.as_bytes(), out.to, 2)
+        .expect("relayed");
+    assert_eq!(to_phone.to, phone);
+    let SipMessage::Request(sent) = parse(&to_phone.bytes) else {
+        panic!("a request")
+    };
+    assert_eq!(sent.headers.get("Route"), None);
+    assert_eq!(sent.headers.get("Record-Route"), Some(path.as_str()));
+}
+
+/// A WebSocket client's cookie pins its new requests to the node it names while that node
+/// lives; then they go by the Call-ID again.
+#[test]
+fn a_cookie_pins_new_requests_to_its_node_while_it_lives() {
+    let mut b = balancer(Affinity::default());
+    let phone = SocketAddr::from(PHONE);
+    for i in 0..20 {
+        let reg = request(
+            "REGISTER",
+            "sip:example.com",
+            &format!("p{i}@x"),
+            "z9hG4bKp",
+            "",
+        );
+        let out = b
+            .handle(&reg, Source::connection(phone, Some(2)), 1)
+            .expect("forwarded");
+        assert_eq!(node_of(&b, &out), 2);
+    }
+    b.pool.remove(2);
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..20 {
+        let reg = request(
+            "REGISTER",
+            "sip:example.com",
+            &format!("q{i}@x"),
+            "z9hG4bKq",
+            "",
+        );
+        let out = b
+            .handle(&reg, Source::connection(phone, Some(2)), 2)
+            .expect("forwarded");
+        seen.insert(node_of(&b, &out));
+    }
+    assert_eq!(seen, [1, 3].into_iter().collect());
+}

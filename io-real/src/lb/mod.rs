@@ -1,7 +1,16 @@
 //! `drongo lb`: the load balancer's pure core ([`drongo_core::lb`]) on tokio. One UDP socket
-//! faces the phones and the nodes; the members come from the cluster's `node/` records (read
+//! faces the phones and the nodes; phones may also connect over TCP, TLS and WebSocket
+//! (`streams`), terminated here. The members come from the cluster's `node/` records (read
 //! every 200 ms: a node whose lease ended leaves routing within that) or from a static list;
 //! OPTIONS probes check each node; an admin port serves `/healthz`, `/metrics`, `/pool`.
+
+mod flows;
+#[cfg(not(madsim))]
+mod streams;
+
+use flows::Flows;
+#[cfg(not(madsim))]
+pub use streams::{TlsConfig, WsConfig};
 
 use crate::admin::{read_path, respond};
 use crate::runtime::{now_ms, udp_send, udp_socket};
@@ -17,12 +26,17 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
 use tracing::{info, warn};
 
-/// The balancer's TOML config: `[health]` and `[affinity]`.
+/// The balancer's TOML config: `[health]`, `[affinity]`, and the connections phones may
+/// use besides UDP and TCP: `[tls]`, `[websocket]`.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LbConfig {
     pub health: HealthConfig,
     pub affinity: Affinity,
+    #[cfg(not(madsim))]
+    pub tls: TlsConfig,
+    #[cfg(not(madsim))]
+    pub websocket: WsConfig,
 }
 
 /// Where the members come from.
@@ -38,9 +52,9 @@ const MEMBERS_EVERY: Duration = Duration::from_millis(200);
 /// How often probes are due or time out, at the finest.
 const PROBE_TICK: Duration = Duration::from_millis(20);
 
-type Shared = Arc<Mutex<Balancer>>;
+pub(crate) type Shared = Arc<Mutex<Balancer>>;
 
-fn lock(b: &Shared) -> MutexGuard<'_, Balancer> {
+pub(crate) fn lock(b: &Shared) -> MutexGuard<'_, Balancer> {
     b.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -66,23 +80,34 @@ pub async fn run_lb<S: Store + Clone>(
     let socket = Arc::new(udp_socket(sip).await?);
     let admin_listener = TcpListener::bind(admin).await?;
     info!(%sip, %admin, "drongo lb listening (UDP)");
+    let flows = Flows::default();
+    #[cfg(not(madsim))]
+    streams::listen(
+        sip,
+        &cfg.tls,
+        &cfg.websocket,
+        balancer.clone(),
+        socket.clone(),
+        flows.clone(),
+    )
+    .await?;
     if let Members::Store(store) = members {
         // Read the members once before taking traffic.
         read_members(&store, &balancer, started).await;
         tokio::task::spawn(follow_members(store, balancer.clone(), started));
     }
     tokio::task::spawn(probe(socket.clone(), balancer.clone(), sip));
-    tokio::task::spawn(serve_admin(admin_listener, balancer.clone()));
+    tokio::task::spawn(serve_admin(admin_listener, balancer.clone(), flows.clone()));
     // One forwarding task: two would reorder what one sender sent back to back (a 180
     // overtaken by its 200), which a strict peer (SIPp) takes for an error.
-    tokio::task::spawn(forward(socket.clone(), balancer.clone()));
+    tokio::task::spawn(forward(socket.clone(), balancer.clone(), flows));
     shutdown.await;
     info!("drongo lb stopped");
     Ok(())
 }
 
 /// Receives datagrams and sends each where the balancer says.
-async fn forward(socket: Arc<UdpSocket>, balancer: Shared) {
+async fn forward(socket: Arc<UdpSocket>, balancer: Shared, flows: Flows) {
     let mut buf = vec![0u8; 65_536];
     loop {
         let (n, from) = match socket.recv_from(&mut buf).await {
@@ -96,9 +121,7 @@ async fn forward(socket: Arc<UdpSocket>, balancer: Shared) {
         let Some(bytes) = buf.get(..n) else { continue };
         let out = lock(&balancer).handle_datagram(bytes, from, now_ms());
         if let Some(out) = out {
-            if let Err(e) = udp_send(&socket, &out.bytes, out.to).await {
-                warn!(to = %out.to, "udp send: {e}");
-            }
+            flows.deliver(&socket, out).await;
         }
     }
 }
@@ -180,9 +203,10 @@ async fn read_members<S: Store>(store: &S, balancer: &Shared, started: u64) {
     }
 }
 
-async fn serve_admin(listener: TcpListener, balancer: Shared) {
+async fn serve_admin(listener: TcpListener, balancer: Shared, flows: Flows) {
     while let Ok((mut stream, _)) = listener.accept().await {
         let balancer = balancer.clone();
+        let connections = flows.len();
         tokio::task::spawn(async move {
             let Some(path) = read_path(&mut stream).await else {
                 return;
@@ -195,7 +219,7 @@ async fn serve_admin(listener: TcpListener, balancer: Shared) {
                         ("200 OK", "ok\n".to_string())
                     }
                     "/healthz" => ("503 Service Unavailable", "no node\n".to_string()),
-                    "/metrics" => ("200 OK", render_metrics(&b, now)),
+                    "/metrics" => ("200 OK", render_metrics(&b, now, connections)),
                     "/pool" => ("200 OK", pool_json(&b, now)),
                     _ => ("404 Not Found", "not found\n".to_string()),
                 }
@@ -222,8 +246,14 @@ pub fn pool_json(b: &Balancer, now: u64) -> String {
     serde_json::json!({ "nodes": nodes, "metrics": b.metrics }).to_string() + "\n"
 }
 
-fn render_metrics(b: &Balancer, now: u64) -> String {
+fn render_metrics(b: &Balancer, now: u64, connections: usize) -> String {
     let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# HELP drongo_lb_connections Phones' TCP, TLS and WebSocket connections open.
+         # TYPE drongo_lb_connections gauge
+drongo_lb_connections {connections}"
+    );
     let m = &b.metrics;
     for (name, help, v) in [
         (
