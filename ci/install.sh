@@ -9,6 +9,7 @@ command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 command -v baresip >/dev/null 2>&1 || need_apt+=(baresip)
 [ -e /usr/include/google/protobuf/descriptor.proto ] || need_apt+=(libprotobuf-dev)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)   # lb_streams: a self-signed certificate
 if [ "${1:-}" = "--bench" ]; then
   command -v kamailio >/dev/null 2>&1 || need_apt+=(kamailio)
   command -v bc >/dev/null 2>&1 || need_apt+=(bc)
