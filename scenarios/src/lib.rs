@@ -121,7 +121,7 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             name: "lb-node-rejoin-slow-start",
-            about: "a node behind drongo lb is killed under 10 calls/s and back 2-4 s later: the balancer's slow start ramps its share of new calls up (checked: at most two fifths in the ramp's first quarter, its share less four standard deviations after it)",
+            about: "a node behind drongo lb is killed under 10 calls/s and back 2-4 s later: the balancer's slow start ramps its share of new calls up (checked: at most a quarter in the ramp's first quarter, its share less four standard deviations after it)",
             spec: lb_node_rejoin_slow_start,
         },
         Scenario {

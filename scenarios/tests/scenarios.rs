@@ -536,8 +536,23 @@ fn slow_start_check_catches_a_balancer_without_it() {
     };
     let caught = seeds_caught(&broken, 20, "in the first quarter of its slow");
     assert!(
-        caught >= 2,
+        caught >= 10,
         "a node flooded on its return went unnoticed ({caught} of 20 seeds)"
+    );
+}
+
+/// The share after the ramp can fail: a balancer whose slow start never ends (a hundred
+/// times the world's) leaves the node back below its floor.
+#[test]
+fn slow_start_check_catches_a_ramp_that_never_ends() {
+    let broken = WorldSpec {
+        mutant_endless_slow_start: true,
+        ..spec("lb-node-rejoin-slow-start")
+    };
+    let caught = seeds_caught(&broken, 10, "after its slow start");
+    assert!(
+        caught >= 9,
+        "a node kept from its share went unnoticed ({caught} of 10 seeds)"
     );
 }
 

@@ -75,8 +75,14 @@ impl Pool {
     }
 
     /// A member as the store (or the static list) describes it now. A new incarnation, or
-    /// a node seen for the first time after `started` (the balancer's start), begins its
-    /// slow start; the nodes there when the balancer started take their full share.
+    /// a node seen for the first time later than one probe interval after `started` (the
+    /// balancer's start), begins its slow start; the nodes found within that first interval
+    /// (the cluster the balancer fronts, there already or coming up with it) take their
+    /// full share. Before, a node had to be seen at `started` itself, which the first read
+    /// of the members never is: every node of the cluster began a slow start whenever the
+    /// balancer did, and a node back from a crash soon after ramped up against peers still
+    /// ramping themselves (`lb-node-rejoin-slow-start`: the mutant balancer whose ramp
+    /// never ends gave the node back its full third).
     pub fn upsert(
         &mut self,
         id: u16,
@@ -101,7 +107,8 @@ impl Pool {
                 };
             }
             None => {
-                let up_since = if now <= started { fresh } else { now };
+                let first_interval = now <= started.saturating_add(self.cfg.interval_ms);
+                let up_since = if first_interval { fresh } else { now };
                 self.nodes.insert(
                     id,
                     PoolNode {
@@ -262,6 +269,30 @@ mod tests {
         assert!(early < 200, "{early}");
         assert!((700..1400).contains(&mid), "{mid}");
         assert!((1800..2200).contains(&late), "{late}");
+    }
+
+    /// The nodes found in the balancer's first probe interval take their full share at
+    /// once; one found later ramps up.
+    #[test]
+    fn only_nodes_found_after_the_first_interval_slow_start() {
+        let cfg = HealthConfig::default();
+        let started = 50_000;
+        let mut p = Pool::new(cfg, true);
+        p.upsert(1, addr(5061), 1, MemberState::Active, started + 3, started);
+        p.upsert(
+            2,
+            addr(5062),
+            1,
+            MemberState::Active,
+            started + cfg.interval_ms,
+            started,
+        );
+        let later = started + cfg.interval_ms + 1;
+        p.upsert(3, addr(5063), 1, MemberState::Active, later, started);
+        let at = later + 1_000;
+        let w: Vec<u32> = p.nodes().map(|n| p.weight(n, at)).collect();
+        assert_eq!(w[..2], [FULL_WEIGHT, FULL_WEIGHT]);
+        assert!(w[2] < FULL_WEIGHT / 5, "{w:?}");
     }
 
     #[test]

@@ -175,11 +175,11 @@ fn reinvites_complete(trace: &Trace, l: &crate::ledger::Inner) {
 /// A node back after a kill gets new calls only as the balancers' slow start ramps its
 /// weight up: of the calls first tried in the first quarter of the ramp (from a second
 /// after its restart: the balancers learn of it from its member record), it sets up at
-/// most two fifths. Its full share is a third; the ramp gave it 14.5 % there on average
-/// over 60 seeds (at most 28 %), so with some 40 calls two fifths is over four standard
-/// deviations above the ramp's mean: a run never fails by chance, and a balancer without
-/// slow start (a third on average) exceeds it in about one run in four, which a sweep of
-/// hundreds of seeds cannot miss. Of the calls tried in the 5 s after the ramp it sets up
+/// most a quarter. Its full share is a third; the ramp gave it 6.1 % there on average over
+/// 60 seeds (at most 14.6 %), so with some 40 calls a quarter is about five standard
+/// deviations above the ramp's mean: a run does not fail by chance, and a balancer without
+/// slow start (a third on average) exceeds it in most runs. Of the calls tried in the 5 s
+/// after the ramp it sets up
 /// at least [`ramped_floor`] (its share is back). Too few calls in either window prove
 /// nothing and fail as vacuous. (A call is set up by the node its B-leg's Call-ID names.)
 fn rejoined_nodes_ramp_up(trace: &Trace, l: &crate::ledger::Inner, ramp: u64) {
@@ -217,7 +217,7 @@ fn rejoined_nodes_ramp_up(trace: &Trace, l: &crate::ledger::Inner, ramp: u64) {
                     "vacuous: too few calls around drongo{node}'s return: {early:?} {late:?}"
                 ),
             );
-        } else if early.0 * 5 > early.1 * 2 {
+        } else if early.0 * 4 > early.1 {
             trace.violation(
                 "check",
                 format_args!(

@@ -323,6 +323,9 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
     if spec.mutant_no_slow_start {
         lb_cfg.health.slow_start_ms = 0;
     }
+    if spec.mutant_endless_slow_start {
+        lb_cfg.health.slow_start_ms *= 100;
+    }
     for k in 0..spec.balancers {
         let (trace, history) = (trace.clone(), history.clone());
         let me = lb_addr(k);

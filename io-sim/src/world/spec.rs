@@ -84,6 +84,9 @@ pub struct WorldSpec {
     /// A mutant balancer without slow start: a node that comes back gets its full share of
     /// new calls at once.
     pub mutant_no_slow_start: bool,
+    /// A mutant balancer whose slow start lasts a hundred times longer than the world
+    /// says: a node that comes back never gets its share again.
+    pub mutant_endless_slow_start: bool,
     /// A mutant election that hands a dead leader's term out again: when the world kills
     /// the leader it moves the store's term counter back by one.
     pub mutant_reused_term: bool,
@@ -124,6 +127,7 @@ impl Default for WorldSpec {
             mutant_local_transactions: false,
             slow_start_ms: None,
             mutant_no_slow_start: false,
+            mutant_endless_slow_start: false,
             mutant_reused_term: false,
             busy_nodes: false,
         }
