@@ -31,16 +31,23 @@ pub enum StoreWrite {
 
 impl StoreWrite {
     /// Whether this write stores state that a message may reveal (durable before
-    /// visible): every put but a tombstone's. A tombstone (an expiring call or A-leg
-    /// record, `b2bua::tombstone`) is best effort: the BYEs of its call leave whether or
-    /// not it was written.
+    /// visible): every put but a tombstone's and an owner index entry's. A tombstone (an
+    /// expiring call or A-leg record, `b2bua::tombstone`) is best effort: the BYEs of its
+    /// call leave whether or not it was written. No message reveals the owner index (it
+    /// only lets adopters find a dead member's calls without a scan; one it misses, the
+    /// leader's sweep finds): its put failing must not withdraw what a takeover sends,
+    /// nor end the call. A claim's entry can already exist, left by an earlier claim of
+    /// the same member that lost its call's compare-and-swap (cluster-chaos seed 476: the
+    /// next claim won the call but its index put conflicted, and the member ended the call
+    /// it had just won, then sent its 2xx twice).
     pub fn is_state_put(&self) -> bool {
         match self.unfenced() {
             StoreWrite::Put {
                 key, expires_at, ..
             } => {
                 let call = key.starts_with(CALL_PREFIX) || key.starts_with(LEG_PREFIX);
-                !(call && expires_at.is_some())
+                let tombstone = call && expires_at.is_some();
+                !tombstone && !key.starts_with(OWNS_PREFIX)
             }
             StoreWrite::Delete { .. } | StoreWrite::Fenced { .. } => false,
         }

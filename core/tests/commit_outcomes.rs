@@ -367,3 +367,62 @@ fn a_read_back_older_than_a_later_write_is_ignored() {
         "the binding was wiped: {r:?}"
     );
 }
+
+/// A claim's owner index entry may exist already: an earlier claim of the same member
+/// lost its call's compare-and-swap but wrote the entry (a batch is not one transaction).
+/// The next claim's put of the entry then conflicts while its claim of the call wins: the
+/// member keeps the call and ends nothing (cluster-chaos seed 476 ended the call it had
+/// just won, and sent its 2xx twice). No message reveals the owner index.
+#[test]
+fn a_claim_whose_owner_index_entry_exists_keeps_the_call() {
+    let all = [(1, 1), (2, 1)];
+    let mut n1 = Node::new(Config::default(), "127.0.0.1:5060".parse().unwrap(), 1, 101);
+    n1.handle_members(T0, 1, &all, &[]);
+    let mut store = Store::new();
+    register_bob(&mut n1, &mut store);
+    send(&mut n1, T0 + 10, A, INVITE);
+    let out = run(&mut n1, &mut store);
+    let SipMessage::Request(b_inv) = out[0].1.clone() else {
+        panic!("{:?}", lines(&out))
+    };
+    send(&mut n1, T0 + 20, B, &reply(&b_inv, "200 OK"));
+    let out = run(&mut n1, &mut store);
+    let ok = out
+        .iter()
+        .find_map(|(_, m)| match m {
+            SipMessage::Response(r) if r.code == 200 => Some(r.clone()),
+            _ => None,
+        })
+        .expect("the 200");
+    send(&mut n1, T0 + 30, A, &ack_from_a(&ok));
+    run(&mut n1, &mut store);
+
+    let mut n2 = Node::new(Config::default(), "127.0.0.1:5070".parse().unwrap(), 2, 102);
+    n2.handle_members(T0, 1, &all, &[]);
+    n2.handle_members(T0 + 5_000, 1, &[(2, 1)], &[]);
+    scan_all(&mut n2, &store, T0 + 5_000);
+    load_all(&mut n2, &store, T0 + 5_000);
+    let claim = n2.poll_batch().expect("the claim");
+    let i = claim
+        .writes
+        .iter()
+        .position(|w| w.key().starts_with("owns/2/"))
+        .expect("its owner index entry");
+    for (j, w) in claim.writes.iter().enumerate() {
+        if j != i {
+            commit(&mut store, w.clone());
+        }
+    }
+    let errors = vec![(i, WriteError::Conflict)];
+    n2.handle_input(
+        T0 + 5_000,
+        Input::CommitFailed {
+            id: claim.id,
+            errors,
+        },
+    );
+    assert_eq!(n2.active_calls(), 1, "the call won is kept");
+    n2.handle_timeout(T0 + 6_000);
+    let l = lines(&run(&mut n2, &mut store));
+    assert!(!l.iter().any(|l| l.contains("BYE")), "{l:?}");
+}
