@@ -380,22 +380,7 @@ fn a_claim_whose_owner_index_entry_exists_keeps_the_call() {
     n1.handle_members(T0, 1, &all, &[]);
     let mut store = Store::new();
     register_bob(&mut n1, &mut store);
-    send(&mut n1, T0 + 10, A, INVITE);
-    let out = run(&mut n1, &mut store);
-    let SipMessage::Request(b_inv) = out[0].1.clone() else {
-        panic!("{:?}", lines(&out))
-    };
-    send(&mut n1, T0 + 20, B, &reply(&b_inv, "200 OK"));
-    let out = run(&mut n1, &mut store);
-    let ok = out
-        .iter()
-        .find_map(|(_, m)| match m {
-            SipMessage::Response(r) if r.code == 200 => Some(r.clone()),
-            _ => None,
-        })
-        .expect("the 200");
-    send(&mut n1, T0 + 30, A, &ack_from_a(&ok));
-    run(&mut n1, &mut store);
+    numbered_call(&mut n1, &mut store, 0);
 
     let mut n2 = Node::new(Config::default(), "127.0.0.1:5070".parse().unwrap(), 2, 102);
     n2.handle_members(T0, 1, &all, &[]);

@@ -255,28 +255,7 @@ fn calls_on_node_1(n: usize, cfg: Config) -> Store {
     let mut store = Store::new();
     register_bob(&mut n1, &mut store);
     for i in 0..n {
-        let invite = INVITE
-            .replace("callA", &format!("call{i}"))
-            .replace("z9hG4bKa1", &format!("z9hG4bKinv{i}"));
-        send(&mut n1, T0 + 10, A, &invite);
-        let out = run(&mut n1, &mut store);
-        let SipMessage::Request(b_inv) = out[0].1.clone() else {
-            panic!("{:?}", lines(&out))
-        };
-        send(&mut n1, T0 + 20, B, &reply(&b_inv, "200 OK"));
-        let out = run(&mut n1, &mut store);
-        let ok = out
-            .iter()
-            .find_map(|(_, m)| match m {
-                SipMessage::Response(r) if r.code == 200 => Some(r.clone()),
-                _ => None,
-            })
-            .unwrap();
-        let ack = ack_from_a(&ok)
-            .replace("callA", &format!("call{i}"))
-            .replace("z9hG4bKa2", &format!("z9hG4bKack{i}"));
-        send(&mut n1, T0 + 30, A, &ack);
-        run(&mut n1, &mut store);
+        numbered_call(&mut n1, &mut store, i);
     }
     assert_eq!(n1.active_calls(), n);
     store

@@ -19,7 +19,7 @@
 
 mod common;
 
-use common::{scenario, Drongo};
+use common::{finished, scenario, Drongo};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -182,19 +182,6 @@ fn errors(dir: &Path, port: u16) -> String {
     lines.join("\n")
 }
 
-fn wait(mut c: Child, limit: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Ok(Some(s)) = c.try_wait() {
-            return s.success();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = c.kill();
-    let _ = c.wait();
-    false
-}
-
 fn node(sip: u16, id: u16, url: &str) -> Drongo {
     node_at(sip, id, url, LB1, UAS, "")
 }
@@ -202,22 +189,7 @@ fn node(sip: u16, id: u16, url: &str) -> Drongo {
 /// A node behind balancer `lb` whose calls to bob go to `uas`; `cluster` adds to its
 /// `[cluster]` table.
 fn node_at(sip: u16, id: u16, url: &str, lb: u16, uas: u16, cluster: &str) -> Drongo {
-    let config = format!(
-        "[cluster]\nlease_ttl_ms = {TTL_MS}\n{cluster}\n[[routes]]\nuser = \"bob\"\ntarget = \"sip:bob@127.0.0.1:{uas}\"\n"
-    );
-    let advertise = format!("127.0.0.1:{lb}");
-    Drongo::start_with(
-        sip,
-        &config,
-        &[
-            "--store",
-            url,
-            "--node-id",
-            &id.to_string(),
-            "--advertise",
-            &advertise,
-        ],
-    )
+    common::member_behind(sip, id, url, lb, uas, TTL_MS, cluster)
 }
 
 /// The callee: one SIPp UAS for the whole test (late retransmissions of a step's calls
@@ -288,7 +260,7 @@ fn calls_through_two_balancers_survive_a_node_and_its_return() {
     let callee = Callee { child, stat };
     let took = |c: Child, port: u16, limit: u64| {
         let start = Instant::now();
-        let ok = wait(c, Duration::from_secs(limit));
+        let ok = finished(c, Duration::from_secs(limit));
         (
             ok,
             start.elapsed(),
@@ -443,7 +415,7 @@ fn calls_through_two_balancers_survive_a_node_and_its_return() {
     let before = lb1.routed();
     let (reg, _) = sipp(&dir, "register", 5725, LB1, 30, 30, &[]);
     assert!(
-        wait(reg, Duration::from_secs(20)),
+        finished(reg, Duration::from_secs(20)),
         "REGISTERs failed\n{}",
         errors(&dir, 5725)
     );
@@ -510,8 +482,8 @@ fn node_2_dies_midway(
     let attempted = nodes[1].metric("drongo_calls_attempted_total");
     let answered = nodes[1].metric("drongo_calls_answered_total");
     nodes[1].kill9();
-    let done = wait(caller, Duration::from_secs(60));
-    let callee_done = wait(callee, Duration::from_secs(10));
+    let done = finished(caller, Duration::from_secs(60));
+    let callee_done = finished(callee, Duration::from_secs(10));
     let takeovers = [&nodes[0], &nodes[2]]
         .iter()
         .map(|n| n.metric("drongo_takeovers_total"))

@@ -14,7 +14,7 @@
 mod common;
 mod phone;
 
-use common::{scenario, Drongo};
+use common::{finished, scenario, Drongo};
 use phone::Phone;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -123,22 +123,7 @@ fn start_lb(url: &str, dir: &Path) -> Lb {
 }
 
 fn node(sip: u16, id: u16, url: &str) -> Drongo {
-    let config = format!(
-        "[cluster]\nlease_ttl_ms = 1000\n[[routes]]\nuser = \"bob\"\ntarget = \"sip:bob@127.0.0.1:{UAS}\"\n"
-    );
-    let advertise = format!("127.0.0.1:{LB}");
-    Drongo::start_with(
-        sip,
-        &config,
-        &[
-            "--store",
-            url,
-            "--node-id",
-            &id.to_string(),
-            "--advertise",
-            &advertise,
-        ],
-    )
+    common::member_behind(sip, id, url, LB, UAS, 1_000, "")
 }
 
 /// SIPp: scenario `name` from `port` to the balancer, `-m calls`, extra arguments; whether
@@ -157,19 +142,6 @@ fn sipp(dir: &Path, name: &str, port: u16, calls: u64, extra: &[&str]) -> Child 
         .stderr(Stdio::null())
         .spawn()
         .expect("sipp (ci/install.sh installs sip-tester)")
-}
-
-fn finished(mut c: Child, limit: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Ok(Some(s)) = c.try_wait() {
-            return s.success();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = c.kill();
-    let _ = c.wait();
-    false
 }
 
 fn errors(dir: &Path, port: u16) -> String {

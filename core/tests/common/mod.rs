@@ -405,3 +405,32 @@ pub fn load_all(n: &mut Node, store: &Store, now: u64) -> Vec<String> {
     }
     keys
 }
+
+/// Call `i` on `n` (bob registered), up and acknowledged: the caller's INVITE (Call-ID
+/// `call{i}`) at T0 + 10, bob's 200 at T0 + 20, the caller's ACK at T0 + 30, each applied
+/// to `store`. The 200 the caller got.
+pub fn numbered_call(n: &mut Node, store: &mut Store, i: usize) -> drongo_core::message::Response {
+    let invite = INVITE
+        .replace("callA", &format!("call{i}"))
+        .replace("z9hG4bKa1", &format!("z9hG4bKinv{i}"));
+    send(n, T0 + 10, A, &invite);
+    let out = run(n, store);
+    let SipMessage::Request(b_inv) = out[0].1.clone() else {
+        panic!("{:?}", lines(&out))
+    };
+    send(n, T0 + 20, B, &reply(&b_inv, "200 OK"));
+    let out = run(n, store);
+    let ok = out
+        .iter()
+        .find_map(|(_, m)| match m {
+            SipMessage::Response(r) if r.code == 200 => Some(r.clone()),
+            _ => None,
+        })
+        .expect("the caller's 200");
+    let ack = ack_from_a(&ok)
+        .replace("callA", &format!("call{i}"))
+        .replace("z9hG4bKa2", &format!("z9hG4bKack{i}"));
+    send(n, T0 + 30, A, &ack);
+    run(n, store);
+    ok
+}

@@ -229,3 +229,42 @@ pub fn etcd_url(name: &str) -> String {
     );
     format!("etcd://{eps}/test-{name}-{}", std::process::id())
 }
+
+/// Waits up to `limit` for process `c`: whether it exited with success (killed if it had
+/// not ended by then).
+pub fn finished(mut c: Child, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(s)) = c.try_wait() {
+            return s.success();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+    false
+}
+
+/// Cluster member `id` on store `url` behind a balancer at 127.0.0.1:`lb` (which it
+/// advertises), its calls to bob going to 127.0.0.1:`uas`, with a lease of `ttl_ms`;
+/// `cluster` adds to its `[cluster]` table.
+pub fn member_behind(
+    sip: u16,
+    id: u16,
+    url: &str,
+    lb: u16,
+    uas: u16,
+    ttl_ms: u64,
+    cluster: &str,
+) -> Drongo {
+    let config = format!(
+        "[cluster]\nlease_ttl_ms = {ttl_ms}\n{cluster}\n[[routes]]\nuser = \"bob\"\ntarget = \"sip:bob@127.0.0.1:{uas}\"\n"
+    );
+    let advertise = format!("127.0.0.1:{lb}");
+    let id = id.to_string();
+    Drongo::start_with(
+        sip,
+        &config,
+        &["--store", url, "--node-id", &id, "--advertise", &advertise],
+    )
+}
