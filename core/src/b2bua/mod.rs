@@ -40,6 +40,14 @@ impl B2bua {
         self.calls.len()
     }
 
+    pub(crate) fn calls(&self) -> impl Iterator<Item = &Call> {
+        self.calls.iter()
+    }
+
+    pub(crate) fn has_orphans(&self) -> bool {
+        self.calls.has_orphans()
+    }
+
     /// Nothing a draining node must stay for: no 2xx waits for its ACK, no ending call
     /// for the answers to its BYEs. (Confirmed calls are in the store.)
     pub(crate) fn is_idle(&self) -> bool {

@@ -167,6 +167,42 @@ impl Node {
         !self.sink.tx.any_awaiting_final_response() && self.b2bua.is_idle()
     }
 
+    /// What keeps a draining node from being idle, one line each (logged while a drain
+    /// lasts, so that a drain that waits long says why): transactions awaiting their final
+    /// response, calls not settled, 2xx awaiting ACK, requests waiting for a read or
+    /// held for a live owner.
+    pub fn drain_holds(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .sink
+            .tx
+            .iter()
+            .filter(|(_, t)| t.awaits_final_response())
+            .map(|(k, _)| format!("{:?} {} transaction {}", k.role, k.method, k.branch))
+            .collect();
+        lines.extend(
+            self.b2bua
+                .calls()
+                .filter(|c| {
+                    c.state != crate::b2bua::CallState::Confirmed || c.pending_2xx.is_some()
+                })
+                .map(|c| {
+                    format!(
+                        "call {} {:?}, 2xx awaiting ACK: {}",
+                        c.id,
+                        c.state,
+                        c.pending_2xx.is_some()
+                    )
+                }),
+        );
+        lines.extend(self.cluster.held.iter().map(|(id, (owner, until, _))| {
+            format!("request in {id} held for member {owner} until {until}")
+        }));
+        if self.b2bua.has_orphans() {
+            lines.push("2xx of ended calls awaiting ACK".into());
+        }
+        lines
+    }
+
     pub fn poll_batch(&mut self) -> Option<Batch> {
         self.batches.pop_front()
     }

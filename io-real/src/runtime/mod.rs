@@ -229,6 +229,7 @@ pub async fn run<S: Store + Clone>(
 
     tokio::pin!(shutdown);
     let mut draining_since: Option<UnixMillis> = None;
+    let mut next_drain_report = 5_000;
     loop {
         // The cluster's members, when they changed (the core serves and takes over calls
         // by them); the reads the node asks for (calls it does not hold).
@@ -257,6 +258,16 @@ pub async fn run<S: Store + Clone>(
         if let Some(since) = draining_since {
             if (node.is_idle() && !node.has_batch()) || now.saturating_sub(since) > DRAIN_LIMIT {
                 break;
+            }
+            // Every 5 s of a drain, what it waits for.
+            if now.saturating_sub(since) >= next_drain_report {
+                next_drain_report += 5_000;
+                let holds = node.drain_holds();
+                warn!(
+                    batches = node.has_batch(),
+                    "still draining: {}",
+                    holds.join("; ")
+                );
             }
         }
         let wait = node
