@@ -77,6 +77,13 @@ pub struct AddressOfRecord {
     pub bindings: Vec<Binding>,
 }
 
+impl AddressOfRecord {
+    /// A stored `reg/` record's value, or `None` if it is not one.
+    pub fn decode(value: &[u8]) -> Option<Self> {
+        serde_json::from_slice(value).ok()
+    }
+}
+
 /// What a REGISTER came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RegisterOutcome {

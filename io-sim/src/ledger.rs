@@ -103,6 +103,14 @@ pub struct Counts {
     /// and how many of them were answered 2xx afterwards.
     pub reinvites_at_kills: u64,
     pub reinvites_ok_after_kill: u64,
+    /// REGISTERs of one address-of-record in flight from two of its devices at once (each
+    /// through its own node): the races a lost update would come from.
+    pub register_races: u64,
+    /// Listings (200s to REGISTER) checked against another device's view (§10.3 model).
+    pub listings_checked: u64,
+    /// Bindings past their expiry in a record that still held others (the store does
+    /// not expire those by itself: the leader's watchdog must remove them).
+    pub watchdog_due: u64,
 }
 
 impl Counts {
@@ -115,7 +123,7 @@ impl Counts {
     }
 
     /// Every count, in declaration order (how a sweep's worker process reports them).
-    pub fn to_array(&self) -> [u64; 20] {
+    pub fn to_array(&self) -> [u64; 23] {
         [
             self.calls_attempted,
             self.calls_answered,
@@ -137,11 +145,14 @@ impl Counts {
             self.answered_after_kill,
             self.reinvites_at_kills,
             self.reinvites_ok_after_kill,
+            self.register_races,
+            self.listings_checked,
+            self.watchdog_due,
         ]
     }
 
-    pub fn from_array(a: [u64; 20]) -> Self {
-        let [calls_attempted, calls_answered, ended_by_caller, ended_by_callee, ended_by_drongo, registrations, deregistrations, reinvites, infos, byes, faults_planned, faults_struck, triggers_met, calls_up_at_kills, failovers, switches, ringing_at_kills, answered_after_kill, reinvites_at_kills, reinvites_ok_after_kill] =
+    pub fn from_array(a: [u64; 23]) -> Self {
+        let [calls_attempted, calls_answered, ended_by_caller, ended_by_callee, ended_by_drongo, registrations, deregistrations, reinvites, infos, byes, faults_planned, faults_struck, triggers_met, calls_up_at_kills, failovers, switches, ringing_at_kills, answered_after_kill, reinvites_at_kills, reinvites_ok_after_kill, register_races, listings_checked, watchdog_due] =
             a;
         Self {
             calls_attempted,
@@ -164,6 +175,9 @@ impl Counts {
             answered_after_kill,
             reinvites_at_kills,
             reinvites_ok_after_kill,
+            register_races,
+            listings_checked,
+            watchdog_due,
         }
     }
 }
@@ -176,7 +190,8 @@ impl std::fmt::Display for Counts {
              registrations {}, de-registrations {}; re-INVITEs {}, INFOs {}, BYEs {}; \
              faults {} planned, {} struck, {} on their trigger; calls up at kills {}; \
              failovers {}, balancer switches {}; ringing at kills {}, of them answered {}; \
-             re-INVITEs at kills {}, of them answered 2xx {}",
+             re-INVITEs at kills {}, of them answered 2xx {}; register races {}, listings \
+             checked {}, bindings due to the watchdog {}",
             self.calls_attempted,
             self.calls_answered,
             self.ended_by_caller,
@@ -197,8 +212,25 @@ impl std::fmt::Display for Counts {
             self.answered_after_kill,
             self.reinvites_at_kills,
             self.reinvites_ok_after_kill,
+            self.register_races,
+            self.listings_checked,
+            self.watchdog_due,
         )
     }
+}
+
+/// What one device of an address-of-record shared by several knows of its binding, for
+/// the others' checks of what a 200 lists (see `ua::twins`).
+#[derive(Debug, Default, Clone)]
+pub struct RegView {
+    pub user: String,
+    /// (answer received, expiry it implies) of each 200 that listed the binding since it
+    /// was last removed.
+    pub grants: Vec<(u64, u64)>,
+    /// Latest time the binding could expire.
+    pub could_live_until: u64,
+    /// A REGISTER adding or refreshing it is in flight.
+    pub pending: bool,
 }
 
 /// What one user agent knows about its registration.
@@ -225,6 +257,8 @@ pub struct Inner {
     /// Each user's registrations answered 200 and not removed since: (answered at,
     /// granted until). A call to the user must find them, through any node.
     pub bound: BTreeMap<String, Vec<(u64, u64)>>,
+    /// The devices of shared addresses-of-record, by Contact URI.
+    pub views: BTreeMap<String, RegView>,
     /// Nodes that must be silent: (address, from, until) in simulated ms; `None`: not yet
     /// healed. A node cut off from the store past its lease sends nothing (the fence).
     pub silent: Vec<(std::net::IpAddr, u64, Option<u64>)>,

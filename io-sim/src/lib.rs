@@ -9,6 +9,7 @@
 
 pub mod ledger;
 pub mod link;
+mod mutants;
 pub mod store;
 pub mod terms;
 pub mod trace;
@@ -16,4 +17,5 @@ pub mod ua;
 pub mod world;
 
 pub use ledger::Counts;
+pub use mutants::RegMutants;
 pub use world::{run, run_with, Fault, Outcome, Trigger, WorldSpec};

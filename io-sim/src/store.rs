@@ -284,6 +284,8 @@ pub struct SimStore {
     /// The mutant of `WorldSpec::mutant_private_bindings`: this client's `reg/` keys live
     /// under this prefix instead, out of the other members' sight.
     private: Option<String>,
+    /// The registrar's mutants (`crate::mutants`).
+    reg_mutants: crate::mutants::RegMutants,
 }
 
 /// Operations on `call/` keys as the clients saw them, in true simulated time.
@@ -333,12 +335,19 @@ impl SimStore {
             next_id: Arc::new(AtomicU64::new(1)),
             history,
             private: None,
+            reg_mutants: Default::default(),
         })
     }
 
     /// See [`SimStore::private`].
     pub fn with_private_bindings(mut self, prefix: Option<String>) -> Self {
         self.private = prefix;
+        self
+    }
+
+    /// See [`crate::mutants`].
+    pub fn with_reg_mutants(mut self, m: crate::mutants::RegMutants) -> Self {
+        self.reg_mutants = m;
         self
     }
 
@@ -446,6 +455,21 @@ impl Store for SimStore {
     }
 
     async fn apply(
+        &self,
+        writes: Vec<StoreWrite>,
+        now: UnixMillis,
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        if !self.reg_mutants.any() {
+            return self.apply_writes(writes, now).await;
+        }
+        let (kept, dropped) = crate::mutants::bend(self, self.reg_mutants, writes, now).await;
+        let answers = self.apply_writes(kept, now).await?;
+        Ok(crate::mutants::splice(answers, &dropped))
+    }
+}
+
+impl SimStore {
+    async fn apply_writes(
         &self,
         writes: Vec<StoreWrite>,
         now: UnixMillis,

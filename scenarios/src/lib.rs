@@ -6,6 +6,8 @@
 //! Only built under `RUSTFLAGS="--cfg madsim"`.
 #![cfg(madsim)]
 
+mod registrar;
+
 use drongo_io_sim::link::LinkFaults;
 use drongo_io_sim::{Fault, Trigger, WorldSpec};
 
@@ -173,6 +175,21 @@ pub fn all() -> Vec<Scenario> {
             name: "lb-partition-node",
             about: "a cluster of three behind drongo lb: a node with calls up is cut off from the balancer (not the store) for 10-20 s: probes take it out of new calls (checked), its calls' requests reach it again after the heal",
             spec: lb_partition_node,
+        },
+        Scenario {
+            name: "registrar-concurrent-refresh",
+            about: "a cluster of three: pairs of devices share an address-of-record and refresh it through two members at once; what each 200 lists is checked against the other device's grants (§10.3, no lost update), and the leader's watchdog clears lapsed bindings",
+            spec: registrar::registrar_concurrent_refresh,
+        },
+        Scenario {
+            name: "registrar-node-crash",
+            about: "registrar-concurrent-refresh with a member killed 25 s in for 5-15 s: the bindings taken through it are found through the others until they expire",
+            spec: registrar::registrar_node_crash,
+        },
+        Scenario {
+            name: "registrar-leader-crash",
+            about: "registrar-concurrent-refresh with the leader killed as lapsed bindings expire: the next leader's watchdog removes them, each within two lease TTLs and 1.5 s of its expiry",
+            spec: registrar::registrar_leader_crash,
         },
         Scenario {
             name: "cluster-chaos",

@@ -19,6 +19,7 @@ mod failover;
 mod protocol;
 mod registration;
 mod reinvite;
+mod twins;
 mod workload;
 
 use crate::ledger::{Ledger, Leg};
@@ -89,6 +90,9 @@ pub struct UaConfig {
     /// For `WorldSpec::mutant_keep_bindings`: a de-REGISTER asks for an hour instead (as if
     /// the registrar kept the binding).
     pub mutant_keep_bindings: bool,
+    /// One of several devices of its address-of-record (`twins`): never calls nor is
+    /// called, and checks what a 200 lists against the other devices' views.
+    pub twin: bool,
 }
 
 /// What the workload tells a user agent to do.
@@ -336,14 +340,22 @@ impl Ua {
         };
         ua.reg.call_id = ua.ids.call_id();
         let start = now_ms();
-        let first = ua.between(0, 1_000);
+        // The devices of one address-of-record register together (see `twins`).
+        let first = if ua.cfg.twin {
+            500
+        } else {
+            ua.between(0, 1_000)
+        };
         ua.at(start + first, Action::Register);
         let probe = ua.between(5_000, 15_000);
         ua.at(start + probe, Action::Probe);
         // Some user agents de-register once (and register again): drawn from a generator of
         // their own, so that the other draws stay as they were.
         let mut d = ChaCha8Rng::seed_from_u64(ua.cfg.seed ^ 0xde5e_9157);
-        if d.next_u64() % 100 < 30 {
+        // (A device of a shared address-of-record that lets its binding lapse leaves it to
+        // expire beside the other's: the watchdog's to remove.)
+        let lapsing_twin = ua.cfg.twin && ua.cfg.lapse_at_ms.is_some();
+        if d.next_u64() % 100 < 30 && !lapsing_twin {
             ua.at(start + 20_000 + d.next_u64() % 40_000, Action::Deregister);
         }
         let mut commands_open = true;
@@ -390,6 +402,7 @@ impl Ua {
 
     /// Sends what the transaction layer queued, and handles what it has to say.
     fn flush(&mut self) {
+        self.publish_view();
         loop {
             let mut busy = false;
             while let Some(t) = self.tx.poll_transmit() {

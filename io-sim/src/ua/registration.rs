@@ -28,6 +28,9 @@ impl Ua {
         if !self.reg.pending.is_empty() || self.reg.deregistering {
             return self.at(now + 1_000, Action::Deregister);
         }
+        // A device of a shared address-of-record removes only its own binding (`*` would
+        // remove the other device's too).
+        let star = star && !self.cfg.twin;
         let mut r = self.register_request();
         // The mutant registrar keeps the binding for an hour instead.
         let e = if self.cfg.mutant_keep_bindings {
@@ -90,6 +93,7 @@ impl Ua {
             );
             // Processed at the latest when its last retransmission arrives (64·T1).
             let latest = now + self.timers_cfg.t1 * 64 + u64::from(e) * 1000;
+            self.note_race();
             self.reg.pending.insert(self.reg.cseq, latest);
             Purpose::Register {
                 requested: e,
@@ -140,7 +144,14 @@ impl Ua {
             .entry(self.who.clone())
             .or_default()
             .refreshed += 1;
-        let refresh = secs * 1000 / 2 + self.between(0, 2_000);
+        self.check_listing(resp, sent_at, now);
+        // Devices of one address-of-record refresh on one schedule (their REGISTERs race).
+        let jitter = if self.cfg.twin {
+            0
+        } else {
+            self.between(0, 2_000)
+        };
+        let refresh = secs * 1000 / 2 + jitter;
         self.at(now + refresh, Action::Register);
     }
 
@@ -181,6 +192,7 @@ impl Ua {
             .entry(self.who.clone())
             .or_default()
             .lookups += 1;
+        self.check_listing(resp, sent_at, now);
         if must && !listed {
             let until = self.reg.grants.iter().map(|g| g.1).max().unwrap_or(0);
             self.violation(format_args!(

@@ -1,6 +1,7 @@
 //! A whole simulated run: a store server, Drongo nodes running the production runtime,
 //! user agents, a workload and a fault plan, then the invariants.
 
+mod bindings;
 mod faults;
 mod invariants;
 mod spec;
@@ -87,7 +88,7 @@ pub fn run_with(spec: &WorldSpec, seed: u64, keep_trace: bool) -> Outcome {
     let wall = Instant::now();
     let rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
     let two_balancers = spec.balancers > 1;
-    let spec = spec.clone();
+    let world_spec = spec.clone();
     let (trace, ledger, sim_ms) = rt.block_on(async move {
         let trace = if keep_trace {
             Trace::default()
@@ -95,12 +96,15 @@ pub fn run_with(spec: &WorldSpec, seed: u64, keep_trace: bool) -> Outcome {
             Trace::quiet()
         };
         let ledger = Ledger::default();
-        world(&spec, seed, trace.clone(), ledger.clone()).await;
+        world(&world_spec, seed, trace.clone(), ledger.clone()).await;
         (trace, ledger, sim_ms())
     });
     let counts = counts(&ledger);
     let mut violations = trace.violations();
     violations.extend(vacuity(&counts));
+    if spec.twins > 0 {
+        violations.extend(registrar_vacuity(spec, &counts));
+    }
     if two_balancers && counts.calls_answered > 0 && counts.switches == 0 {
         violations.push("vacuous: no phone went through the other balancer mid-call".into());
     }
@@ -183,6 +187,23 @@ fn vacuity(c: &Counts) -> Vec<String> {
     v
 }
 
+/// Shared addresses-of-record must have been put to the test: REGISTERs that raced,
+/// listings checked against the other device, and (with lapsing devices) expired bindings
+/// for the watchdog.
+fn registrar_vacuity(spec: &WorldSpec, c: &Counts) -> Vec<String> {
+    let mut v = Vec::new();
+    if c.register_races == 0 {
+        v.push("vacuous: no two REGISTERs of one address-of-record raced".into());
+    }
+    if c.listings_checked == 0 {
+        v.push("vacuous: no listing was checked against another device".into());
+    }
+    if spec.lapse > 0.0 && c.watchdog_due == 0 {
+        v.push("vacuous: no binding expired beside another for the watchdog".into());
+    }
+    v
+}
+
 fn draw(rng: &mut ChaCha8Rng, (lo, hi): (u64, u64)) -> u64 {
     lo + rng.next_u64() % (hi.saturating_sub(lo) + 1)
 }
@@ -259,6 +280,10 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
         let private = spec
             .mutant_private_bindings
             .then(|| format!("reg{}/", i + 1));
+        let reg_mutants = crate::mutants::RegMutants {
+            blind: spec.mutant_blind_bindings,
+            idle_watchdog: spec.mutant_idle_watchdog,
+        };
         let name = format!("drongo{}", i + 1);
         let who = name.clone();
         let node = handle
@@ -294,7 +319,9 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
                         format_args!("starts (incarnation {incarnation}, clock {offset:+} ms)"),
                     );
                     let store = match SimStore::connect(store_addr(), history).await {
-                        Ok(s) => s.with_private_bindings(private),
+                        Ok(s) => s
+                            .with_private_bindings(private)
+                            .with_reg_mutants(reg_mutants),
                         Err(e) => return trace.violation(&who, format_args!("no store: {e}")),
                     };
                     match run_node(rc, store, async move { stop.notified().await }).await {
@@ -363,12 +390,38 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
     // User agents.
     let mut uas = Vec::new();
     let mut homes = Vec::new();
-    for i in 0..spec.uas {
-        let home = i % spec.nodes.max(1);
-        let lapse = (rng.next_u64() % 1000) < (spec.lapse * 1000.0) as u64;
+    // After the callers and callees, the devices of shared addresses-of-record (`twins`):
+    // device `a` of pair p through node p, `b` through the next, on one refresh schedule.
+    let mut pair_expires = 0;
+    for i in 0..spec.uas + 2 * spec.twins {
+        let twin = (i >= spec.uas).then(|| ((i - spec.uas) / 2, (i - spec.uas) % 2));
+        let home = match twin {
+            Some((p, side)) => (p + side) % spec.nodes.max(1),
+            None => i % spec.nodes.max(1),
+        };
+        let (name, user) = match twin {
+            Some((p, side)) => (
+                format!("tw{}{}", p + 1, ["a", "b"][side]),
+                format!("t{}", p + 1),
+            ),
+            None => (format!("ua{}", i + 1), format!("u{}", i + 1)),
+        };
+        // Of the pairs, the first `lapse` share has device `a` let its binding lapse: the
+        // record keeps `b`'s, so the lapsed one is the watchdog's to remove.
+        let drawn_lapse = (rng.next_u64() % 1000) < (spec.lapse * 1000.0) as u64;
+        let lapse = match twin {
+            Some((p, side)) => side == 0 && (p as f64) < spec.lapse * spec.twins as f64,
+            None => drawn_lapse,
+        };
+        // (Drawn in the order they always were: the seed, then the expiry.)
+        let ua_seed = rng.next_u64();
+        let drawn = 30 + (rng.next_u64() % 91) as u32;
+        if twin.is_none_or(|(_, side)| side == 0) {
+            pair_expires = drawn;
+        }
         let cfg = UaConfig {
-            name: format!("ua{}", i + 1),
-            user: format!("u{}", i + 1),
+            name,
+            user,
             addr: SocketAddr::new(ua_ip(i), 5060),
             home: if spec.balancers > 0 {
                 lb_addr(i % spec.balancers)
@@ -387,9 +440,9 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
             failover_ms: (spec.cluster && spec.balancers == 0).then_some(FAILOVER_MS),
             switch_proxies: spec.balancers > 1,
             node_id: 100 + i as u16,
-            seed: rng.next_u64(),
+            seed: ua_seed,
             link: spec.link,
-            reg_expires: 30 + (rng.next_u64() % 91) as u32,
+            reg_expires: pair_expires,
             lapse_at_ms: lapse.then_some(spec.workload_ms / 2),
             skew_bound_ms: 2 * spec.skew_bound_ms,
             vanish: spec.vanish,
@@ -403,6 +456,7 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
             patience_ms: spec.patience_ms,
             reinvite_answer_ms: spec.reinvite_answer_ms,
             mutant_keep_bindings: spec.mutant_keep_bindings,
+            twin: twin.is_some(),
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let node = handle
@@ -440,6 +494,17 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
         fault_tasks.push(tokio::task::spawn(async move {
             ctx.inflict(n, fault).await;
         }));
+    }
+
+    // Shared addresses-of-record: the watchdog must keep the store free of expired bindings.
+    if spec.twins > 0 {
+        let allowance = 2 * spec.lease_ttl_ms + 1_500 + 2 * spec.skew_bound_ms;
+        tokio::task::spawn(bindings::watch(
+            server.clone(),
+            trace.clone(),
+            ledger.clone(),
+            allowance,
+        ));
     }
 
     // The workload.

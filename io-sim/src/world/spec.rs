@@ -9,6 +9,10 @@ use crate::link::LinkFaults;
 pub struct WorldSpec {
     pub nodes: usize,
     pub uas: usize,
+    /// Pairs of devices sharing an address-of-record, each registering through its own
+    /// node on one schedule (their REGISTERs race), checked against §10.3 as the devices
+    /// saw it; they neither call nor are called.
+    pub twins: usize,
     /// Calls started over `workload_ms`.
     pub calls: usize,
     pub workload_ms: u64,
@@ -90,6 +94,11 @@ pub struct WorldSpec {
     /// A mutant election that hands a dead leader's term out again: when the world kills
     /// the leader it moves the store's term counter back by one.
     pub mutant_reused_term: bool,
+    /// A mutant registrar without compare-and-swap: each write of an address-of-record
+    /// replaces what the store holds (see `mutants::RegMutants::blind`).
+    pub mutant_blind_bindings: bool,
+    /// A mutant leader whose watchdog's removals never reach the store.
+    pub mutant_idle_watchdog: bool,
 }
 
 impl Default for WorldSpec {
@@ -97,6 +106,7 @@ impl Default for WorldSpec {
         Self {
             nodes: 1,
             uas: 8,
+            twins: 0,
             calls: 40,
             workload_ms: 60_000,
             link: LinkFaults::default(),
@@ -129,6 +139,8 @@ impl Default for WorldSpec {
             mutant_no_slow_start: false,
             mutant_endless_slow_start: false,
             mutant_reused_term: false,
+            mutant_blind_bindings: false,
+            mutant_idle_watchdog: false,
             busy_nodes: false,
         }
     }
