@@ -179,7 +179,12 @@ impl Ledger {
                 Some(Key::Reg(_)) => Some(w.key().to_string()),
                 // Membership is the runtime's, never in a batch.
                 Some(
-                    Key::Node(_) | Key::Incarnation(_) | Key::Leg(_) | Key::Owns(_) | Key::Leader,
+                    Key::Node(_)
+                    | Key::Incarnation(_)
+                    | Key::Leg(_)
+                    | Key::Owns(_)
+                    | Key::Leader
+                    | Key::Copy(..),
                 )
                 | None => None,
             }))

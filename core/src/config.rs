@@ -86,6 +86,13 @@ pub struct ClusterConfig {
     /// on to whoever runs the call by then. Without it the answers to a dead member's
     /// requests are lost with it (`transactions = "distributed"` needs it).
     pub outbound: Option<std::net::SocketAddr>,
+    /// This cluster's region. Each region has its own store; its registrations are copied
+    /// into the other regions' stores (`rreg/{region}/{aor}`, read-only there) by its
+    /// leader, and theirs into ours.
+    pub region: Option<String>,
+    /// The other regions: name → store URL (`etcd://HOST:PORT,...`), whom this region's
+    /// leader copies its registrations to.
+    pub regions: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for ClusterConfig {
@@ -95,6 +102,8 @@ impl Default for ClusterConfig {
             strategy: Strategy::Lazy,
             transactions: Transactions::Local,
             outbound: None,
+            region: None,
+            regions: Default::default(),
         }
     }
 }

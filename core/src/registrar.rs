@@ -121,6 +121,9 @@ pub struct Registrar {
     /// meanwhile (the read-back, taken before that write landed, would then undo it: see
     /// [`Registrar::take_read_back`]).
     read_backs: BTreeMap<String, VecDeque<bool>>,
+    /// Other regions' bindings (read-only copies their replicators keep in our store), by
+    /// AOR and region: found by lookups, never changed by a REGISTER here.
+    remote: BTreeMap<String, BTreeMap<String, Vec<Binding>>>,
 }
 
 /// The user part of a SIP URI, or `None`.
@@ -139,12 +142,21 @@ fn parse_q(q: Option<&str>) -> Option<u16> {
 
 impl Registrar {
     /// Live bindings of `aor`, best first (highest q, then most recently refreshed).
+    /// The live bindings of `aor`, best first: this region's and the other regions' copies.
     pub fn lookup(&self, aor: &str, now: UnixMillis) -> Vec<&Binding> {
+        let remote = self
+            .remote
+            .get(aor)
+            .into_iter()
+            .flat_map(|r| r.values().flatten());
         let mut b: Vec<&Binding> = self
             .aors
             .get(aor)
-            .map(|a| a.bindings.iter().filter(|b| b.expires_at > now).collect())
-            .unwrap_or_default();
+            .into_iter()
+            .flat_map(|a| a.bindings.iter())
+            .chain(remote)
+            .filter(|b| b.expires_at > now)
+            .collect();
         b.sort_by(|x, y| y.q.cmp(&x.q).then(y.expires_at.cmp(&x.expires_at)));
         b
     }
@@ -241,8 +253,20 @@ impl Registrar {
         };
 
         if contacts.is_empty() {
+            // A query lists the other regions' bindings too (a REGISTER that changes
+            // anything lists what it wrote: this region's).
+            let remote = self
+                .remote
+                .get(aor)
+                .into_iter()
+                .flat_map(|r| r.values().flatten());
+            let all: Vec<Binding> = bindings
+                .iter()
+                .chain(remote.filter(|b| b.expires_at > now))
+                .cloned()
+                .collect();
             return RegisterOutcome::Ok {
-                contacts: listing(&bindings),
+                contacts: listing(&all),
                 write: None,
             };
         }
@@ -431,6 +455,23 @@ impl Registrar {
             }
             None if !pending => self.forget(aor),
             None => {}
+        }
+    }
+
+    /// Region `region`'s copy of `aor`'s record changed (`None`: it is gone).
+    pub fn observe_copy(&mut self, region: &str, aor: &str, record: Option<&StoredRecord>) {
+        let rec = record.and_then(|r| AddressOfRecord::decode(&r.value));
+        let copies = self.remote.entry(aor.to_string()).or_default();
+        match rec {
+            Some(rec) => {
+                copies.insert(region.to_string(), rec.bindings);
+            }
+            None => {
+                copies.remove(region);
+            }
+        }
+        if copies.is_empty() {
+            self.remote.remove(aor);
         }
     }
 

@@ -150,6 +150,9 @@ pub enum Key<'a> {
     Owns(&'a str),
     /// `leader` and `leader-term`: the cluster's leader and its term counter.
     Leader,
+    /// `rreg/{region}/{aor}`: a read-only copy of another region's `reg/{aor}`, written by
+    /// that region's replicator (region, aor).
+    Copy(&'a str, &'a str),
 }
 
 /// Prefix of every call record.
@@ -164,6 +167,8 @@ pub const INCARNATION_PREFIX: &str = "incarnation/";
 pub const LEG_PREFIX: &str = "leg/";
 /// Prefix of the owner index.
 pub const OWNS_PREFIX: &str = "owns/";
+/// Prefix of the copies of other regions' registration records.
+pub const COPY_PREFIX: &str = "rreg/";
 /// The leader record (`cluster::Leader`), under its holder's lease.
 pub const LEADER_KEY: &str = "leader";
 /// The leaders' term counter: one more for every candidate, never expiring.
@@ -184,6 +189,9 @@ impl<'a> Key<'a> {
             Some(Key::Leg(id))
         } else if key == LEADER_KEY || key == LEADER_TERM_KEY {
             Some(Key::Leader)
+        } else if let Some(rest) = key.strip_prefix(COPY_PREFIX) {
+            let (region, aor) = rest.split_once('/')?;
+            Some(Key::Copy(region, aor))
         } else {
             key.strip_prefix(OWNS_PREFIX).map(Key::Owns)
         }
@@ -218,6 +226,16 @@ pub fn owns_prefix(node: u16) -> String {
 /// Key of the owner index entry of call `call` owned by member `node`.
 pub fn owns_key(node: u16, call: &str) -> String {
     format!("{OWNS_PREFIX}{node}/{call}")
+}
+
+/// Prefix of the copies region `region`'s replicator writes.
+pub fn copy_prefix(region: &str) -> String {
+    format!("{COPY_PREFIX}{region}/")
+}
+
+/// Key of region `region`'s copy of `aor`'s bindings.
+pub fn copy_key(region: &str, aor: &str) -> String {
+    format!("{COPY_PREFIX}{region}/{aor}")
 }
 
 /// Key of the bindings of an address-of-record.

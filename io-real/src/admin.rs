@@ -16,6 +16,37 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 /// Prometheus text for a node's gauges and counters.
+/// The copies of this region's registrations in the other regions' stores.
+pub fn render_replication(r: &crate::runtime::replicate::Replication) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut s = String::new();
+    for (name, help, v) in [
+        (
+            "drongo_region_copies_written_total",
+            "Copies of registrations written to other regions.",
+            r.copied.load(Relaxed),
+        ),
+        (
+            "drongo_region_copies_removed_total",
+            "Copies removed from other regions.",
+            r.removed.load(Relaxed),
+        ),
+        (
+            "drongo_region_syncs_total",
+            "Full syncs of the copies in other regions.",
+            r.syncs.load(Relaxed),
+        ),
+        (
+            "drongo_region_sync_failures_total",
+            "Copying interrupted (another region out of reach).",
+            r.failures.load(Relaxed),
+        ),
+    ] {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    }
+    s
+}
+
 pub fn render_metrics(node: &Node) -> String {
     let m = node.metrics();
     let mut s = String::new();

@@ -5,7 +5,7 @@
 //! `drongo cluster status --store URL`
 
 use clap::{Parser, Subcommand};
-use drongo::runtime::{run, RunConfig};
+use drongo::runtime::{run_with_regions, RunConfig};
 use drongo::store::AnyStore;
 use drongo_core::config::Config;
 use std::net::SocketAddr;
@@ -333,7 +333,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match rt.block_on(run(rc, store, drain_signal())) {
+    // The other regions' stores, opened when first reached (a region serves on its own).
+    let regions: Vec<(String, drongo::store::LazyStore)> = rc
+        .core
+        .cluster
+        .regions
+        .iter()
+        .map(|(name, url)| (name.clone(), drongo::store::LazyStore::new(url)))
+        .collect();
+    match rt.block_on(run_with_regions(rc, store, regions, drain_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");

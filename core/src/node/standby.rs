@@ -55,8 +55,13 @@ impl Node {
     /// AOR's record goes to the registrar (`bindings`).
     pub fn handle_watched(&mut self, now: UnixMillis, key: &str, record: Option<StoredRecord>) {
         self.now = now;
-        if let Some(Key::Reg(aor)) = Key::parse(key) {
-            return self.binding_watched(aor, record);
+        match Key::parse(key) {
+            Some(Key::Reg(aor)) => return self.binding_watched(aor, record),
+            Some(Key::Copy(region, aor)) => {
+                let record = record.filter(|r| r.is_live(now));
+                return self.registrar.observe_copy(region, aor, record.as_ref());
+            }
+            _ => {}
         }
         if self.sink.cfg.cluster.strategy != Strategy::HotStandby {
             return;

@@ -199,7 +199,10 @@ impl Node {
                     });
                 }
             }
-            Some(Key::Node(_) | Key::Incarnation(_) | Key::Owns(_) | Key::Leader) | None => {}
+            Some(
+                Key::Node(_) | Key::Incarnation(_) | Key::Owns(_) | Key::Leader | Key::Copy(..),
+            )
+            | None => {}
         }
         self.flush();
     }
@@ -237,6 +240,9 @@ impl Node {
         for r in records {
             match Key::parse(&r.key) {
                 Some(Key::Reg(_)) if r.is_live(now) => self.registrar.restore(r),
+                Some(Key::Copy(region, aor)) if r.is_live(now) => {
+                    self.registrar.observe_copy(region, aor, Some(r))
+                }
                 Some(Key::Call(_))
                     if self.is_clustered()
                         && r.is_live(now)

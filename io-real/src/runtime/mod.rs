@@ -12,6 +12,7 @@ mod committer;
 mod committer_tests;
 pub mod election;
 pub mod membership;
+pub mod replicate;
 mod transport;
 
 use crate::admin;
@@ -76,6 +77,17 @@ pub async fn run<S: Store + Clone>(
     store: S,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    run_with_regions(rc, store, Vec::<(String, S)>::new(), shutdown).await
+}
+
+/// [`run`], with the stores of the other regions (`[cluster] regions`), whom this region's
+/// leader copies its registrations to (`replicate`).
+pub async fn run_with_regions<S: Store + Clone, P: Store + Clone>(
+    rc: RunConfig,
+    store: S,
+    regions: Vec<(String, P)>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     // A cluster member joins before it binds anything: a second process with a live
     // member's id refuses to start.
     let lease = if rc.cluster {
@@ -138,6 +150,23 @@ pub async fn run<S: Store + Clone>(
         let prefix = drongo_core::store::REG_PREFIX;
         tokio::task::spawn(follow(store.clone(), prefix, results_tx.clone()));
     }
+    // Regions: the other regions' copies of their registrations, for every member to find
+    // them; and, on the leader, the copies of ours in their stores.
+    let replication = match (&lease, &rc.core.cluster.region) {
+        (Some(lease), Some(region)) => {
+            let prefix = drongo_core::store::COPY_PREFIX;
+            tokio::task::spawn(follow(store.clone(), prefix, results_tx.clone()));
+            let (store, region) = (store.clone(), region.clone());
+            Some(replicate::start(
+                store,
+                region,
+                regions,
+                lease.clone(),
+                rc.clock,
+            ))
+        }
+        _ => None,
+    };
     // The sweep: every call record, now and then, for the node to delete what no call of
     // its holds (`Node::handle_sweep`). A failed scan waits for the next round.
     {
@@ -300,7 +329,11 @@ pub async fn run<S: Store + Clone>(
                 }
             }
             Some(reply) = metrics_rx.recv() => {
-                let _ = reply.send(admin::render_metrics(&node));
+                let mut text = admin::render_metrics(&node);
+                if let Some(r) = &replication {
+                    text.push_str(&admin::render_replication(r));
+                }
+                let _ = reply.send(text);
             }
             _ = lease_changed(&lease) => {}
             packet = packet_rx.recv() => {

@@ -32,6 +32,7 @@ pub mod conformance;
 mod etcd;
 #[cfg(feature = "etcd")]
 mod etcd_txn;
+mod lazy;
 pub mod linearizability;
 mod mem;
 // The embedded store does blocking file I/O, which a simulation cannot run; the simulated
@@ -46,6 +47,7 @@ mod watch;
 pub use any::AnyStore;
 #[cfg(feature = "tikv")]
 pub(crate) use by_key::{apply_by_key, KeyWriter};
+pub use lazy::LazyStore;
 pub use mem::MemStore;
 pub use settle::apply_resolved;
 pub use watch::poll_watch;

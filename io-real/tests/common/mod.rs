@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod party;
+pub mod proxy;
+pub mod reg;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
