@@ -111,6 +111,10 @@ pub struct Counts {
     /// Bindings past their expiry in a record that still held others (the store does
     /// not expire those by itself: the leader's watchdog must remove them).
     pub watchdog_due: u64,
+    /// Lookups answered by the other region than the binding's (`WorldSpec::regions`)
+    /// that had to list it, and that had to not list it (removed or expired, replicated).
+    pub remote_lookups: u64,
+    pub remote_absences: u64,
 }
 
 impl Counts {
@@ -123,7 +127,7 @@ impl Counts {
     }
 
     /// Every count, in declaration order (how a sweep's worker process reports them).
-    pub fn to_array(&self) -> [u64; 23] {
+    pub fn to_array(&self) -> [u64; 25] {
         [
             self.calls_attempted,
             self.calls_answered,
@@ -148,11 +152,13 @@ impl Counts {
             self.register_races,
             self.listings_checked,
             self.watchdog_due,
+            self.remote_lookups,
+            self.remote_absences,
         ]
     }
 
-    pub fn from_array(a: [u64; 23]) -> Self {
-        let [calls_attempted, calls_answered, ended_by_caller, ended_by_callee, ended_by_drongo, registrations, deregistrations, reinvites, infos, byes, faults_planned, faults_struck, triggers_met, calls_up_at_kills, failovers, switches, ringing_at_kills, answered_after_kill, reinvites_at_kills, reinvites_ok_after_kill, register_races, listings_checked, watchdog_due] =
+    pub fn from_array(a: [u64; 25]) -> Self {
+        let [calls_attempted, calls_answered, ended_by_caller, ended_by_callee, ended_by_drongo, registrations, deregistrations, reinvites, infos, byes, faults_planned, faults_struck, triggers_met, calls_up_at_kills, failovers, switches, ringing_at_kills, answered_after_kill, reinvites_at_kills, reinvites_ok_after_kill, register_races, listings_checked, watchdog_due, remote_lookups, remote_absences] =
             a;
         Self {
             calls_attempted,
@@ -178,6 +184,8 @@ impl Counts {
             register_races,
             listings_checked,
             watchdog_due,
+            remote_lookups,
+            remote_absences,
         }
     }
 }
@@ -191,7 +199,8 @@ impl std::fmt::Display for Counts {
              faults {} planned, {} struck, {} on their trigger; calls up at kills {}; \
              failovers {}, balancer switches {}; ringing at kills {}, of them answered {}; \
              re-INVITEs at kills {}, of them answered 2xx {}; register races {}, listings \
-             checked {}, bindings due to the watchdog {}",
+             checked {}, bindings due to the watchdog {}; lookups across regions that had to \
+             list {} / not list {}",
             self.calls_attempted,
             self.calls_answered,
             self.ended_by_caller,
@@ -215,6 +224,8 @@ impl std::fmt::Display for Counts {
             self.register_races,
             self.listings_checked,
             self.watchdog_due,
+            self.remote_lookups,
+            self.remote_absences,
         )
     }
 }
@@ -257,6 +268,9 @@ pub struct Inner {
     /// Each user's registrations answered 200 and not removed since: (answered at,
     /// granted until). A call to the user must find them, through any node.
     pub bound: BTreeMap<String, Vec<(u64, u64)>>,
+    /// When the regions were cut apart (`Fault::CutRegions`): (from, until) on the user
+    /// agents' clock; `None`: not yet healed.
+    pub region_cuts: Vec<(u64, Option<u64>)>,
     /// The devices of shared addresses-of-record, by Contact URI.
     pub views: BTreeMap<String, RegView>,
     /// Nodes that must be silent: (address, from, until) in simulated ms; `None`: not yet
@@ -285,6 +299,19 @@ pub struct Ledger(Arc<Mutex<Inner>>);
 impl Ledger {
     pub fn lock(&self) -> MutexGuard<'_, Inner> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Since when the regions have been linked without a break, at `at` (`None`: cut).
+    pub fn linked_since(&self, at: u64) -> Option<u64> {
+        let l = self.lock();
+        let mut since = 0;
+        for (_, until) in l.region_cuts.iter().filter(|(from, _)| *from <= at) {
+            match until {
+                Some(u) if *u <= at => since = since.max(*u),
+                _ => return None,
+            }
+        }
+        Some(since)
     }
 
     pub fn call(&self, token: &str, f: impl FnOnce(&mut CallLedger)) {

@@ -3,7 +3,7 @@
 
 use crate::store::SimStore;
 use drongo::store::Store;
-use drongo_core::store::{StoreWrite, REG_PREFIX};
+use drongo_core::store::{StoreWrite, COPY_PREFIX, REG_PREFIX};
 use drongo_core::UnixMillis;
 
 /// How a member's `reg/` writes are bent.
@@ -16,11 +16,14 @@ pub struct RegMutants {
     /// `WorldSpec::mutant_idle_watchdog`: the leader's fenced `reg/` writes (the
     /// watchdog's removals of expired bindings) are answered done and never made.
     pub idle_watchdog: bool,
+    /// `WorldSpec::mutant_kept_copies`: on a client to another region's store, deletes of
+    /// copies are answered done and never made (removals never reach the other region).
+    pub kept_copies: bool,
 }
 
 impl RegMutants {
     pub fn any(&self) -> bool {
-        self.blind || self.idle_watchdog
+        self.blind || self.idle_watchdog || self.kept_copies
     }
 }
 
@@ -39,6 +42,12 @@ pub(crate) async fn bend(
     let mut kept = Vec::with_capacity(writes.len());
     let mut dropped = Vec::new();
     for (i, mut w) in writes.into_iter().enumerate() {
+        let copy_delete =
+            matches!(&w, StoreWrite::Delete { key, .. } if key.starts_with(COPY_PREFIX));
+        if m.kept_copies && copy_delete {
+            dropped.push(i);
+            continue;
+        }
         if m.idle_watchdog && is_reg(&w) && w.fence().is_some() {
             dropped.push(i);
             continue;

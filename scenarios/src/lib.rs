@@ -6,6 +6,7 @@
 //! Only built under `RUSTFLAGS="--cfg madsim"`.
 #![cfg(madsim)]
 
+mod cluster;
 mod registrar;
 
 use drongo_io_sim::link::LinkFaults;
@@ -104,77 +105,77 @@ pub fn all() -> Vec<Scenario> {
         Scenario {
             name: "owner-crash-in-call",
             about: "a cluster of three: a node is killed while its calls are up, restarted 0.5-15 s later; survivors adopt its calls",
-            spec: owner_crash_in_call,
+            spec: cluster::owner_crash_in_call,
         },
         Scenario {
             name: "owner-crash-while-ringing",
             about: "a cluster of three: a node is killed while a call it set up rings (transactions local): the adopter settles it, the caller gets a final response, never silence",
-            spec: owner_crash_while_ringing,
+            spec: cluster::owner_crash_while_ringing,
         },
         Scenario {
             name: "owner-crash-during-reinvite",
             about: "a cluster of three: a node is killed while a re-INVITE of one of its calls is in progress",
-            spec: owner_crash_during_reinvite,
+            spec: cluster::owner_crash_during_reinvite,
         },
         Scenario {
             name: "lb-node-crash-during-reinvite",
             about: "a node is killed behind drongo lb while a re-INVITE of one of its calls is in progress (transactions distributed): the adopter restores the relay, and its sender hears the other party's answer",
-            spec: lb_node_crash_during_reinvite,
+            spec: cluster::lb_node_crash_during_reinvite,
         },
         Scenario {
             name: "lb-node-rejoin-slow-start",
             about: "a node behind drongo lb is killed under 10 calls/s and back 2-4 s later: the balancer's slow start ramps its share of new calls up (checked: at most a quarter in the ramp's first quarter, its share less four standard deviations after it)",
-            spec: lb_node_rejoin_slow_start,
+            spec: cluster::lb_node_rejoin_slow_start,
         },
         Scenario {
             name: "hot-standby-takeover",
             about: "owner-crash-in-call with strategy hot-standby: each call's standby follows its record (a polling watch) and takes it over from its copy",
-            spec: hot_standby_takeover,
+            spec: cluster::hot_standby_takeover,
         },
         Scenario {
             name: "store-leader-change-during-takeover",
             about: "owner-crash-in-call while the store changes leader as the survivors take over: write answers lost, then a short outage",
-            spec: store_leader_change_during_takeover,
+            spec: cluster::store_leader_change_during_takeover,
         },
         Scenario {
             name: "paused-owner",
             about: "a cluster of three: a node is cut off from the store and its peers (not its phones) past its lease: it must go silent",
-            spec: paused_owner,
+            spec: cluster::paused_owner,
         },
         Scenario {
             name: "node-join",
             about: "a fourth member joins a running cluster of three; then a member dies with calls up and the newcomer shares its calls",
-            spec: node_join,
+            spec: cluster::node_join,
         },
         Scenario {
             name: "rolling-restart",
             about: "a cluster of three: each node in turn is stopped gracefully (drain, leave) with calls up, and started again",
-            spec: rolling_restart,
+            spec: cluster::rolling_restart,
         },
         Scenario {
             name: "leader-crash",
             about: "a cluster of three: the leader is killed with calls up, a second member 1-3 s later; the last one leads and adopts every call, those the second left unadopted by the leader's sweep",
-            spec: leader_crash,
+            spec: cluster::leader_crash,
         },
         Scenario {
             name: "lb-node-crash-under-load",
             about: "owner-crash-in-call behind drongo lb: the phones know one address; the balancer routes a dead node's dialogs to their adopters by the node token, and a node back within its lease gets its calls' requests forwarded by the adopter",
-            spec: lb_node_crash_under_load,
+            spec: cluster::lb_node_crash_under_load,
         },
         Scenario {
             name: "lb-node-crash-while-ringing",
             about: "a node is killed behind drongo lb while a call it set up rings (transactions distributed): the adopter restores the INVITE transactions, and a call its callee answers completes",
-            spec: lb_node_crash_while_ringing,
+            spec: cluster::lb_node_crash_while_ringing,
         },
         Scenario {
             name: "lb-two-balancers",
             about: "lb-node-crash-under-load behind two balancers: each phone's home is one, and each new request in a dialog goes through the other one than the last",
-            spec: lb_two_balancers,
+            spec: cluster::lb_two_balancers,
         },
         Scenario {
             name: "lb-partition-node",
             about: "a cluster of three behind drongo lb: a node with calls up is cut off from the balancer (not the store) for 10-20 s: probes take it out of new calls (checked), its calls' requests reach it again after the heal",
-            spec: lb_partition_node,
+            spec: cluster::lb_partition_node,
         },
         Scenario {
             name: "registrar-concurrent-refresh",
@@ -192,9 +193,19 @@ pub fn all() -> Vec<Scenario> {
             spec: registrar::registrar_leader_crash,
         },
         Scenario {
+            name: "region-partition",
+            about: "two regions of two members, each on its own store: the link between them is cut for 10-20 s; each serves its phones, and lookups in the other region find every binding within the replication bound, before the cut and after the heal",
+            spec: registrar::region_partition,
+        },
+        Scenario {
+            name: "region-heal",
+            about: "two regions cut apart for 20-30 s while half the phones stop refreshing and some de-register: after the heal no removed or expired binding comes back in the other region",
+            spec: registrar::region_heal,
+        },
+        Scenario {
             name: "cluster-chaos",
             about: "a cluster of three on a lossy network: kills, an isolated node and a store outage in one run",
-            spec: cluster_chaos,
+            spec: cluster::cluster_chaos,
         },
     ]
 }
@@ -433,268 +444,5 @@ fn clock_skew() -> WorldSpec {
             },
         ],
         ..WorldSpec::default()
-    }
-}
-
-/// Three nodes in a cluster, each home of four user agents.
-fn cluster(faults: Vec<Fault>) -> WorldSpec {
-    WorldSpec {
-        nodes: 3,
-        uas: 12,
-        calls: 90,
-        workload_ms: 60_000,
-        cluster: true,
-        faults,
-        ..WorldSpec::default()
-    }
-}
-
-/// The cluster with node 0 killed on `when`, down 0.5-15 s.
-fn owner_killed(when: Trigger) -> WorldSpec {
-    cluster(vec![Fault::KillNode {
-        node: 0,
-        when,
-        down_ms: (500, 15_000),
-    }])
-}
-
-fn owner_crash_in_call() -> WorldSpec {
-    owner_killed(Trigger::InCallOn {
-        node: 0,
-        after_ms: 10_000,
-    })
-}
-
-/// Callees ring 1-8 s, so that some answer after their call's node died.
-fn owner_crash_while_ringing() -> WorldSpec {
-    WorldSpec {
-        ring_ms: (1_000, 8_000),
-        ..owner_killed(Trigger::RingingOn {
-            node: 0,
-            after_ms: 10_000,
-        })
-    }
-}
-
-/// Callees ring 2-10 s and callers wait 20-30 s, so that calls ringing when their node
-/// dies are answered after its adopter restored them (detection takes about a lease TTL).
-fn lb_node_crash_while_ringing() -> WorldSpec {
-    WorldSpec {
-        balancers: 1,
-        transactions: drongo_core::config::Transactions::Distributed,
-        ring_ms: (2_000, 10_000),
-        patience_ms: (20_000, 30_000),
-        ..owner_crash_while_ringing()
-    }
-}
-
-fn owner_crash_during_reinvite() -> WorldSpec {
-    owner_killed(Trigger::ReinviteOn {
-        node: 0,
-        after_ms: 10_000,
-    })
-}
-
-/// A node is killed behind the balancer while a re-INVITE it relayed waits for the other
-/// party's answer (parties take 1-6 s to answer one), with distributed transactions: the
-/// relay is stored with its transactions, so its adopter carries it on. Calls ringing at
-/// the kill are checked too: callers wait as in lb-node-crash-while-ringing.
-fn lb_node_crash_during_reinvite() -> WorldSpec {
-    WorldSpec {
-        balancers: 1,
-        transactions: drongo_core::config::Transactions::Distributed,
-        patience_ms: (20_000, 30_000),
-        reinvite_answer_ms: (1_000, 6_000),
-        ..owner_killed(Trigger::ReinviteHeldOn {
-            node: 0,
-            after_ms: 10_000,
-        })
-    }
-}
-
-/// A node killed at 3 s under ten new calls a second through the balancer, back 2-4 s
-/// later under a new incarnation: the balancer's slow start (20 s, so that its first
-/// quarter sees some 45 new calls) ramps its share up.
-fn lb_node_rejoin_slow_start() -> WorldSpec {
-    WorldSpec {
-        balancers: 1,
-        uas: 20,
-        calls: 320,
-        workload_ms: 32_000,
-        slow_start_ms: Some(20_000),
-        busy_nodes: true,
-        ..cluster(vec![Fault::KillNode {
-            node: 0,
-            when: Trigger::At(3_000),
-            down_ms: (2_000, 4_000),
-        }])
-    }
-}
-
-/// owner-crash-in-call behind the balancer (the node down 0.5-15 s). A node back within its lease
-/// claims its calls again, but the balancer, seeing a new incarnation, sends their requests
-/// to the adopter the cluster would have picked: that member forwards them to the live
-/// owner (seeds 53, 193 and 300 found this before forwarding was built).
-fn lb_node_crash_under_load() -> WorldSpec {
-    WorldSpec {
-        balancers: 1,
-        ..owner_crash_in_call()
-    }
-}
-
-/// A node the balancer cannot reach but the store still counts alive keeps its calls: the
-/// balancer's probes take it out of new calls (checked: no call tried once they must have
-/// noticed is set up by it), and its dialogs' requests, lost meanwhile, are answered by it
-/// once the link heals (their retransmissions, 32 s, outlast the cut).
-fn lb_partition_node() -> WorldSpec {
-    WorldSpec {
-        balancers: 1,
-        ..cluster(vec![Fault::PartitionNodeLb {
-            node: 0,
-            when: Trigger::InCallOn {
-                node: 0,
-                after_ms: 10_000,
-            },
-            for_ms: (10_000, 20_000),
-        }])
-    }
-}
-
-/// Balancers keep nothing per call: a dialog set up through one goes on through the other.
-fn lb_two_balancers() -> WorldSpec {
-    WorldSpec {
-        balancers: 2,
-        ..owner_crash_in_call()
-    }
-}
-
-fn hot_standby_takeover() -> WorldSpec {
-    WorldSpec {
-        strategy: drongo_core::config::Strategy::HotStandby,
-        ..owner_crash_in_call()
-    }
-}
-
-/// An etcd leader change as the client sees it: writes in flight come back ambiguous (half
-/// of them happened), then the cluster answers nothing until the new leader is elected;
-/// timed to meet the takeover (the dead owner's lease of 2 s runs out, the survivors see it
-/// within a third of that and load its calls).
-fn store_leader_change_during_takeover() -> WorldSpec {
-    let mut spec = owner_crash_in_call();
-    spec.faults.extend([
-        Fault::StoreAmbiguous {
-            when: Trigger::AfterKill { after_ms: 1_800 },
-            for_ms: (500, 1_500),
-            rate: 0.5,
-        },
-        Fault::StoreUnavailable {
-            when: Trigger::AfterKill { after_ms: 2_300 },
-            for_ms: (200, 800),
-        },
-    ]);
-    spec
-}
-
-fn paused_owner() -> WorldSpec {
-    cluster(vec![Fault::IsolateNode {
-        node: 0,
-        when: Trigger::InCallOn {
-            node: 0,
-            after_ms: 10_000,
-        },
-        for_ms: (3_000, 15_000),
-    }])
-}
-
-fn node_join() -> WorldSpec {
-    WorldSpec {
-        nodes: 4,
-        uas: 16,
-        faults: vec![
-            // The fourth member is down from the start and joins 15-25 s in (its phones
-            // register then).
-            Fault::KillNode {
-                node: 3,
-                when: Trigger::At(0),
-                down_ms: (15_000, 25_000),
-            },
-            Fault::KillNode {
-                node: 0,
-                when: Trigger::InCallOn {
-                    node: 0,
-                    after_ms: 35_000,
-                },
-                down_ms: (500, 15_000),
-            },
-        ],
-        ..cluster(Vec::new())
-    }
-}
-
-fn rolling_restart() -> WorldSpec {
-    cluster(
-        (0..3)
-            .map(|node| Fault::RestartNode {
-                node,
-                when: Trigger::InCallOn {
-                    node,
-                    after_ms: 10_000 + node as u64 * 15_000,
-                },
-                down_ms: (1_000, 5_000),
-            })
-            .collect(),
-    )
-}
-
-fn leader_crash() -> WorldSpec {
-    WorldSpec {
-        // Parties that go silent leave calls whose only way to end is their owner's timers
-        // (session expiry): a call nobody adopted would never end.
-        vanish: 0.3,
-        ..cluster(vec![Fault::KillLeader {
-            when: Trigger::InCall { after_ms: 10_000 },
-            down_ms: (60_000, 70_000),
-            second_after_ms: Some(1_000),
-        }])
-    }
-}
-
-fn cluster_chaos() -> WorldSpec {
-    WorldSpec {
-        link: LinkFaults {
-            loss: 0.03,
-            duplicate: 0.02,
-            jitter_ms: 50,
-        },
-        ..cluster(vec![
-            Fault::KillNode {
-                node: 1,
-                when: Trigger::InCallOn {
-                    node: 1,
-                    after_ms: 10_000,
-                },
-                down_ms: (500, 10_000),
-            },
-            Fault::IsolateNode {
-                node: 0,
-                when: Trigger::InCallOn {
-                    node: 0,
-                    after_ms: 30_000,
-                },
-                for_ms: (2_000, 10_000),
-            },
-            Fault::StoreUnavailable {
-                when: Trigger::At(45_000),
-                for_ms: (300, 1_500),
-            },
-            Fault::KillNode {
-                node: 2,
-                when: Trigger::InCallOn {
-                    node: 2,
-                    after_ms: 50_000,
-                },
-                down_ms: (500, 10_000),
-            },
-        ])
     }
 }

@@ -47,3 +47,41 @@ pub(crate) fn registrar_leader_crash() -> WorldSpec {
         second_after_ms: None,
     }])
 }
+
+/// Two regions of two members each, each on its own store; phones register, call and are
+/// called in their region and look bindings up in both.
+fn two_regions(faults: Vec<Fault>) -> WorldSpec {
+    WorldSpec {
+        nodes: 4,
+        uas: 12,
+        calls: 60,
+        workload_ms: 60_000,
+        cluster: true,
+        regions: true,
+        faults,
+        ..WorldSpec::default()
+    }
+}
+
+/// The link between the regions is cut 20 s in for 10-20 s: each region serves its own
+/// phones meanwhile, and the other region finds every binding again within the
+/// replication bound after the heal.
+pub(crate) fn region_partition() -> WorldSpec {
+    two_regions(vec![Fault::CutRegions {
+        when: Trigger::At(20_000),
+        for_ms: (10_000, 20_000),
+    }])
+}
+
+/// The regions are cut apart 25-50 s in while half the phones stop refreshing (30 s) and
+/// some de-register: after the heal no removed or expired binding comes back in the other
+/// region.
+pub(crate) fn region_heal() -> WorldSpec {
+    WorldSpec {
+        lapse: 0.5,
+        ..two_regions(vec![Fault::CutRegions {
+            when: Trigger::At(25_000),
+            for_ms: (20_000, 30_000),
+        }])
+    }
+}

@@ -47,6 +47,8 @@ fn registrar_scenarios_pass_unbroken() {
         "registrar-concurrent-refresh",
         "registrar-node-crash",
         "registrar-leader-crash",
+        "region-partition",
+        "region-heal",
     ] {
         for seed in 1..=10 {
             let o = run(&spec(name), seed);
@@ -57,4 +59,28 @@ fn registrar_scenarios_pass_unbroken() {
             );
         }
     }
+}
+
+#[test]
+fn lookup_checks_catch_a_region_that_copies_nothing() {
+    let broken = WorldSpec {
+        mutant_no_replication: true,
+        ..spec("region-partition")
+    };
+    let caught = seeds_caught(&broken, 10, "registration not copied");
+    assert!(caught >= 9, "{caught} of 10 seeds caught it");
+}
+
+#[test]
+fn lookup_checks_catch_removals_that_never_reach_the_other_region() {
+    let broken = WorldSpec {
+        mutant_kept_copies: true,
+        ..spec("region-heal")
+    };
+    let caught = seeds_caught(
+        &broken,
+        10,
+        "removed or expired binding listed by the other region",
+    );
+    assert!(caught >= 5, "{caught} of 10 seeds caught it");
 }

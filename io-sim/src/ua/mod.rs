@@ -54,6 +54,8 @@ pub struct UaConfig {
     /// as a phone fails over between the addresses of a DNS SRV record (RFC 3263 §4.3).
     pub proxies: Vec<SocketAddr>,
     pub failover_ms: Option<u64>,
+    /// With two regions: the other region's members (lookups go there too; nothing else).
+    pub remote: Vec<SocketAddr>,
     /// Each new request in a dialog goes through the next of `proxies` (interchangeable
     /// balancers: nothing of the call is kept in them).
     pub switch_proxies: bool,
@@ -133,6 +135,8 @@ enum Purpose {
     },
     Probe {
         sent_at: UnixMillis,
+        /// Sent to the other region (`UaConfig::remote`).
+        remote: bool,
     },
     Deregister,
     Invite(String),
@@ -231,6 +235,9 @@ struct Registration {
     pending: BTreeMap<u32, UnixMillis>,
     /// A de-REGISTER is in flight.
     deregistering: bool,
+    /// The latest expiry any REGISTER of ours could have set (never lowered: another
+    /// region's copy may keep it while the regions are cut apart).
+    latest_until: UnixMillis,
 }
 
 pub struct Ua {
@@ -461,6 +468,14 @@ impl Ua {
         let Some(id) = in_dialog else {
             // In a cluster a lookup asks any member: each must find every registration.
             let to = match purpose {
+                Purpose::Probe { remote: true, .. } => {
+                    let i = self.between(0, self.cfg.remote.len() as u64 - 1) as usize;
+                    let addr = self.cfg.remote.get(i).copied().unwrap_or(self.cfg.home);
+                    Peer {
+                        transport: Transport::Udp,
+                        addr,
+                    }
+                }
                 Purpose::Probe { .. } if self.cfg.failover_ms.is_some() => {
                     let i = self.between(0, self.cfg.proxies.len() as u64 - 1) as usize;
                     let addr = self.cfg.proxies.get(i).copied().unwrap_or(self.cfg.home);

@@ -232,8 +232,8 @@ impl Ua {
                 self.on_register_answer(&resp, requested, sent_at, now)
             }
             Some(Purpose::Deregister) if code >= 200 => self.on_deregister_answer(&resp, now),
-            Some(Purpose::Probe { sent_at }) if code >= 200 => {
-                self.on_probe_answer(&resp, sent_at, now)
+            Some(Purpose::Probe { sent_at, remote }) if code >= 200 => {
+                self.on_probe_answer(&resp, sent_at, remote, now)
             }
             Some(Purpose::Invite(id)) => self.on_invite_response(&id, &resp, now),
             Some(Purpose::Reinvite(id)) if code >= 200 => {

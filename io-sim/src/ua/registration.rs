@@ -84,7 +84,12 @@ impl Ua {
         }
         let mut r = self.register_request();
         let purpose = if query {
-            Purpose::Probe { sent_at: now }
+            // With two regions, every other lookup asks the other region.
+            let remote = !self.cfg.remote.is_empty() && self.between(0, 1) == 1;
+            Purpose::Probe {
+                sent_at: now,
+                remote,
+            }
         } else {
             let e = self.cfg.reg_expires;
             r.headers.push(
@@ -93,6 +98,7 @@ impl Ua {
             );
             // Processed at the latest when its last retransmission arrives (64·T1).
             let latest = now + self.timers_cfg.t1 * 64 + u64::from(e) * 1000;
+            self.reg.latest_until = self.reg.latest_until.max(latest);
             self.note_race();
             self.reg.pending.insert(self.reg.cseq, latest);
             Purpose::Register {
@@ -168,10 +174,14 @@ impl Ua {
         &mut self,
         resp: &Response,
         sent_at: UnixMillis,
+        remote: bool,
         now: UnixMillis,
     ) {
         if resp.code != 200 {
             return;
+        }
+        if remote {
+            return self.on_remote_probe_answer(resp, sent_at, now);
         }
         let listed = self.our_binding(resp).is_some();
         let bound = 1_500 + self.cfg.skew_bound_ms + self.tolerance();
@@ -202,6 +212,46 @@ impl Ua {
         if must_not && listed {
             self.violation(format_args!(
                 "registration outlived its expiry: could live until {}, listed at {sent_at}",
+                self.reg.could_live_until
+            ));
+        }
+    }
+
+    /// A lookup answered by the other region, whose copy of our binding follows ours within
+    /// `REPLICATION_BOUND_MS` while the regions are linked (and after a heal). It must list
+    /// a grant the other region has had time to copy and that has not expired; it must not
+    /// list one it has had time to see removed, nor any past the latest expiry we ever
+    /// asked for (a copy kept while the regions are cut apart lives no longer).
+    fn on_remote_probe_answer(&mut self, resp: &Response, sent_at: UnixMillis, now: UnixMillis) {
+        let listed = self.our_binding(resp).is_some();
+        let bound = 1_500 + self.cfg.skew_bound_ms + self.tolerance();
+        let r = crate::world::REPLICATION_BOUND_MS;
+        let linked = self.ledger.linked_since(sent_at);
+        let must = linked.is_some_and(|up| {
+            self.reg
+                .grants
+                .iter()
+                .any(|(answered, until)| (*answered).max(up) + r < sent_at && *until > now + bound)
+        });
+        let settled = self.reg.pending.is_empty() && !self.reg.deregistering;
+        let gone = linked.is_some_and(|up| {
+            self.reg.could_live_until.max(up) + r + bound < sent_at
+                && self.reg.could_live_until + bound < sent_at
+        });
+        let must_not = settled && (gone || self.reg.latest_until + bound < sent_at);
+        {
+            let mut l = self.ledger.lock();
+            l.counts.remote_lookups += u64::from(must);
+            l.counts.remote_absences += u64::from(must_not);
+        }
+        if must && !listed {
+            self.violation(format_args!(
+                "registration not copied: the other region does not list it at {now}"
+            ));
+        }
+        if must_not && listed {
+            self.violation(format_args!(
+                "a removed or expired binding listed by the other region at {now} (could live until {})",
                 self.reg.could_live_until
             ));
         }

@@ -79,6 +79,9 @@ pub enum Fault {
         when: Trigger,
         for_ms: (u64, u64),
     },
+    /// Cut the regions apart (every node from the other region's store: the replication
+    /// link), then heal them.
+    CutRegions { when: Trigger, for_ms: (u64, u64) },
     /// Cut a node off from every user agent (but not from the store), then heal it.
     PartitionNodeUas {
         node: usize,
@@ -106,6 +109,8 @@ pub(super) struct FaultCtx {
     pub(super) uas: Vec<NodeId>,
     pub(super) lbs: Vec<NodeId>,
     pub(super) store: NodeId,
+    /// With two regions, each region's store.
+    pub(super) region_stores: Vec<NodeId>,
     pub(super) book: Arc<Mutex<NodeBook>>,
     pub(super) skew: u64,
     pub(super) rng: ChaCha8Rng,
@@ -118,7 +123,7 @@ pub(super) struct FaultCtx {
 
 impl FaultCtx {
     /// Waits for `when`; counts the fault as struck, and whether its trigger was met.
-    async fn wait(&self, when: Trigger) {
+    pub(super) async fn wait(&self, when: Trigger) {
         let met = self.wait_for(when).await;
         let mut l = self.ledger.lock();
         l.counts.faults_struck += 1;
@@ -518,6 +523,7 @@ impl FaultCtx {
                 self.partition(&who, node, when, for_ms, &store, "the store")
                     .await;
             }
+            Fault::CutRegions { when, for_ms } => self.cut_regions(&who, when, for_ms).await,
             Fault::WipeStore { when } => {
                 self.wait(when).await;
                 self.erase(&who, "").await;

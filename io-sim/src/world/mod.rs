@@ -4,9 +4,12 @@
 mod bindings;
 mod faults;
 mod invariants;
+mod phones;
+mod regions;
 mod spec;
 
 pub use faults::{Fault, Trigger};
+pub use regions::REPLICATION_BOUND_MS;
 pub use spec::WorldSpec;
 
 use faults::FaultCtx;
@@ -16,7 +19,7 @@ use crate::ledger::{Counts, Ledger};
 use crate::store::{History, SimStore, StoreServer, STORE_PORT};
 use crate::trace::{sim_ms, Trace};
 use crate::ua::{Command, Ua, UaConfig};
-use drongo::runtime::{now_ms, run as run_node, Clock, RunConfig};
+use drongo::runtime::{now_ms, run_with_regions, Clock, RunConfig};
 use drongo::store::linearizability as lin;
 use drongo::store::Store;
 use drongo_core::config::Config;
@@ -104,6 +107,11 @@ pub fn run_with(spec: &WorldSpec, seed: u64, keep_trace: bool) -> Outcome {
     violations.extend(vacuity(&counts));
     if spec.twins > 0 {
         violations.extend(registrar_vacuity(spec, &counts));
+    }
+    // (Lookups that had to find a binding gone are counted too; a run may have none, and
+    // the heal's scenario test shows the check failing on a replicator that keeps copies.)
+    if spec.regions && counts.remote_lookups == 0 {
+        violations.push("vacuous: no lookup across regions had to list a binding".into());
     }
     if two_balancers && counts.calls_answered > 0 && counts.switches == 0 {
         violations.push("vacuous: no phone went through the other balancer mid-call".into());
@@ -234,6 +242,11 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
             .build()
     };
 
+    // With two regions, region b's store.
+    let second = spec
+        .regions
+        .then(|| regions::second_store(&handle, spec, seed, &trace));
+
     // Drongo nodes, whose store clients record what they did to call records.
     let history = History::default();
     let book = Arc::new(Mutex::new(NodeBook {
@@ -269,7 +282,12 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
     }
     let mut nodes: Vec<NodeId> = Vec::new();
     for i in 0..spec.nodes {
-        let (book, trace, core) = (book.clone(), trace.clone(), core.clone());
+        let (book, trace, mut core) = (book.clone(), trace.clone(), core.clone());
+        let region = regions::region_of(spec, i);
+        if spec.regions {
+            core.cluster.region = Some(regions::NAMES[region].to_string());
+        }
+        let node_spec = spec.clone();
         let history = history.clone();
         let (cluster, unfenced) = (spec.cluster, spec.mutant_unfenced);
         let advertise = if spec.balancers > 0 {
@@ -283,6 +301,7 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
         let reg_mutants = crate::mutants::RegMutants {
             blind: spec.mutant_blind_bindings,
             idle_watchdog: spec.mutant_idle_watchdog,
+            kept_copies: false,
         };
         let name = format!("drongo{}", i + 1);
         let who = name.clone();
@@ -313,18 +332,22 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
                 };
                 let (trace, who, history) = (trace.clone(), who.clone(), history.clone());
                 let (book, private) = (book.clone(), private.clone());
+                let spec = node_spec.clone();
                 async move {
                     trace.log(
                         &who,
                         format_args!("starts (incarnation {incarnation}, clock {offset:+} ms)"),
                     );
-                    let store = match SimStore::connect(store_addr(), history).await {
+                    let home = regions::store_addr_of(region);
+                    let store = match SimStore::connect(home, history).await {
                         Ok(s) => s
                             .with_private_bindings(private)
                             .with_reg_mutants(reg_mutants),
                         Err(e) => return trace.violation(&who, format_args!("no store: {e}")),
                     };
-                    match run_node(rc, store, async move { stop.notified().await }).await {
+                    let peers = regions::peers(&spec, region).await;
+                    let stop = async move { stop.notified().await };
+                    match run_with_regions(rc, store, peers, stop).await {
                         Ok(()) => {
                             trace.log(&who, "drained and stopped");
                             let mut b = book.lock().unwrap_or_else(|p| p.into_inner());
@@ -390,74 +413,7 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
     // User agents.
     let mut uas = Vec::new();
     let mut homes = Vec::new();
-    // After the callers and callees, the devices of shared addresses-of-record (`twins`):
-    // device `a` of pair p through node p, `b` through the next, on one refresh schedule.
-    let mut pair_expires = 0;
-    for i in 0..spec.uas + 2 * spec.twins {
-        let twin = (i >= spec.uas).then(|| ((i - spec.uas) / 2, (i - spec.uas) % 2));
-        let home = match twin {
-            Some((p, side)) => (p + side) % spec.nodes.max(1),
-            None => i % spec.nodes.max(1),
-        };
-        let (name, user) = match twin {
-            Some((p, side)) => (
-                format!("tw{}{}", p + 1, ["a", "b"][side]),
-                format!("t{}", p + 1),
-            ),
-            None => (format!("ua{}", i + 1), format!("u{}", i + 1)),
-        };
-        // Of the pairs, the first `lapse` share has device `a` let its binding lapse: the
-        // record keeps `b`'s, so the lapsed one is the watchdog's to remove.
-        let drawn_lapse = (rng.next_u64() % 1000) < (spec.lapse * 1000.0) as u64;
-        let lapse = match twin {
-            Some((p, side)) => side == 0 && (p as f64) < spec.lapse * spec.twins as f64,
-            None => drawn_lapse,
-        };
-        // (Drawn in the order they always were: the seed, then the expiry.)
-        let ua_seed = rng.next_u64();
-        let drawn = 30 + (rng.next_u64() % 91) as u32;
-        if twin.is_none_or(|(_, side)| side == 0) {
-            pair_expires = drawn;
-        }
-        let cfg = UaConfig {
-            name,
-            user,
-            addr: SocketAddr::new(ua_ip(i), 5060),
-            home: if spec.balancers > 0 {
-                lb_addr(i % spec.balancers)
-            } else {
-                SocketAddr::new(node_ip(home), 5060)
-            },
-            proxies: if spec.balancers > 0 {
-                (0..spec.balancers)
-                    .map(|k| lb_addr((i + k) % spec.balancers))
-                    .collect()
-            } else {
-                (0..spec.nodes)
-                    .map(|k| SocketAddr::new(node_ip((home + k) % spec.nodes), 5060))
-                    .collect()
-            },
-            failover_ms: (spec.cluster && spec.balancers == 0).then_some(FAILOVER_MS),
-            switch_proxies: spec.balancers > 1,
-            node_id: 100 + i as u16,
-            seed: ua_seed,
-            link: spec.link,
-            reg_expires: pair_expires,
-            lapse_at_ms: lapse.then_some(spec.workload_ms / 2),
-            skew_bound_ms: 2 * spec.skew_bound_ms,
-            vanish: spec.vanish,
-            strict_schedule: !spec.store_misbehaves(),
-            commit_slack_ms: 2 * spec.store_latency_ms.1,
-            upper_bounds: !spec.store_misbehaves()
-                && spec.link.is_clean()
-                && spec.faults.is_empty(),
-            swallow_cancel: spec.mutant_ignore_cancel,
-            ring_ms: spec.ring_ms,
-            patience_ms: spec.patience_ms,
-            reinvite_answer_ms: spec.reinvite_answer_ms,
-            mutant_keep_bindings: spec.mutant_keep_bindings,
-            twin: twin.is_some(),
-        };
+    for (i, (cfg, home)) in phones::configs(spec, &mut rng).into_iter().enumerate() {
         let (tx, rx) = mpsc::unbounded_channel();
         let node = handle
             .create_node()
@@ -483,6 +439,10 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
             uas: uas.iter().map(|u| u.0).collect(),
             lbs: lbs.clone(),
             store: store_node.id(),
+            region_stores: second
+                .as_ref()
+                .map(|(_, b)| vec![store_node.id(), *b])
+                .unwrap_or_default(),
             book: book.clone(),
             skew: spec.skew_bound_ms,
             rng: fault_rng,
@@ -519,7 +479,11 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
         let caller = (rng.next_u64() % spec.uas as u64) as usize;
         let peers: Vec<usize> = (0..spec.uas)
             // In a cluster any user: every member finds every registration.
+            // (With regions, one in the caller's region: phones talk to their region.)
             .filter(|j| *j != caller && (spec.cluster || homes[*j] == homes[caller]))
+            .filter(|j| {
+                regions::region_of(spec, homes[*j]) == regions::region_of(spec, homes[caller])
+            })
             .collect();
         if peers.is_empty() {
             continue;
@@ -580,6 +544,10 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
     };
     check(&trace, &ledger, &server, checks).await;
     invariants::one_leader_per_term(&trace, &server.leaders.log());
+    if let Some((b, _)) = &second {
+        invariants::no_dialog_state_left(&trace, b).await;
+        invariants::one_leader_per_term(&trace, &b.leaders.log());
+    }
     // The clients' history of call records must be linearizable, unless the world wrote
     // to the store behind their backs.
     let tampered = spec.mutant_forget_calls

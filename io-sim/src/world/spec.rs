@@ -29,6 +29,10 @@ pub struct WorldSpec {
     /// member's calls adopted); user agents fail over between nodes in a dialog.
     pub cluster: bool,
     pub lease_ttl_ms: u64,
+    /// Two regions (`world::regions`): the first half of the nodes on one store, the second
+    /// half on another, registrations copied between them; each phone registers, calls and
+    /// is called in its own region, and looks bindings up in both.
+    pub regions: bool,
     /// The user agents reach the cluster through this many `drongo lb` instances (0: none;
     /// their members from the store; the nodes advertise the first); they do not fail
     /// over themselves. With two, each phone's home is one of them and each new request
@@ -99,6 +103,10 @@ pub struct WorldSpec {
     pub mutant_blind_bindings: bool,
     /// A mutant leader whose watchdog's removals never reach the store.
     pub mutant_idle_watchdog: bool,
+    /// A mutant replicator whose removals of copies never reach the other region.
+    pub mutant_kept_copies: bool,
+    /// A mutant region that copies nothing to the other (no replicator).
+    pub mutant_no_replication: bool,
 }
 
 impl Default for WorldSpec {
@@ -117,6 +125,7 @@ impl Default for WorldSpec {
             session_expires_secs: 60,
             cluster: false,
             lease_ttl_ms: 2_000,
+            regions: false,
             balancers: 0,
             strategy: drongo_core::config::Strategy::Lazy,
             transactions: drongo_core::config::Transactions::Local,
@@ -141,6 +150,8 @@ impl Default for WorldSpec {
             mutant_reused_term: false,
             mutant_blind_bindings: false,
             mutant_idle_watchdog: false,
+            mutant_kept_copies: false,
+            mutant_no_replication: false,
             busy_nodes: false,
         }
     }

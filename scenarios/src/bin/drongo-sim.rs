@@ -114,7 +114,7 @@ mod runner {
                 .filter(|f| !f.is_empty())
                 .map(|f| f.parse().ok())
                 .collect::<Option<Vec<u64>>>()?;
-            let mut a = [0u64; 23];
+            let mut a = [0u64; 25];
             for x in &mut a {
                 *x = w.next()?.parse().ok()?;
             }
