@@ -36,6 +36,9 @@ pub struct Metrics {
     /// Expired bindings whose removal this node wrote (alone, or as the cluster's leader:
     /// the registration watchdog).
     pub bindings_expired: u64,
+    /// Bindings whose flow (a connection, no Path) lived on a member that is gone, whose
+    /// removal this node wrote as the cluster's leader.
+    pub flow_bindings_removed: u64,
     /// Calls of another (dead) member this node took over, and in-dialog requests for
     /// calls it did not hold that it loaded from the store.
     pub takeovers: u64,

@@ -43,6 +43,12 @@ pub struct Binding {
     /// The REGISTER's Path header values, in order (RFC 3327).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub path: Vec<String>,
+    /// The cluster member whose connection (TCP, TLS, WebSocket) the REGISTER came over,
+    /// with no Path: the phone is reached through that flow alone (RFC 5626), so when
+    /// that member is gone nobody can reach it, and the leader's watchdog removes the
+    /// binding (the phone registers again over a new connection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<u16>,
 }
 
 /// A binding as a 200 to a REGISTER lists it.
@@ -124,6 +130,10 @@ pub struct Registrar {
     /// Other regions' bindings (read-only copies their replicators keep in our store), by
     /// AOR and region: found by lookups, never changed by a REGISTER here.
     remote: BTreeMap<String, BTreeMap<String, Vec<Binding>>>,
+    /// This cluster member's id, noted in the bindings whose flow it holds (`Binding::flow`).
+    member: Option<u16>,
+    /// Bindings removed because the member holding their flow was gone.
+    flows_removed: u64,
 }
 
 /// The user part of a SIP URI, or `None`.
@@ -234,6 +244,9 @@ impl Registrar {
             .map_or(0, |c| c.seq);
         let header_expires = h.get("Expires").and_then(|e| e.parse::<u64>().ok());
         let path: Vec<String> = h.get_all("Path").map(str::to_string).collect();
+        let flow = self
+            .member
+            .filter(|_| source.transport.is_reliable() && path.is_empty());
         let contacts: Vec<&str> = h.get_all("Contact").collect();
         let mut bindings: Vec<Binding> = self
             .aors
@@ -347,6 +360,7 @@ impl Registrar {
                     instance,
                     reg_id,
                     path: path.clone(),
+                    flow,
                 };
             } else if expires > 0 {
                 if bindings.len() >= cfg.max_bindings {
@@ -362,6 +376,7 @@ impl Registrar {
                     instance,
                     reg_id,
                     path: path.clone(),
+                    flow,
                 });
             }
         }
@@ -393,6 +408,44 @@ impl Registrar {
             let before = bindings.len();
             bindings.retain(|b| b.expires_at > now);
             self.expired_removed += (before - bindings.len()) as u64;
+            writes.push(self.commit(&aor, bindings, now));
+        }
+        writes
+    }
+
+    /// This node is cluster member `id`: bindings registered over its connections name it.
+    pub fn set_member(&mut self, id: u16) {
+        self.member = Some(id);
+    }
+
+    /// Bindings removed because the member holding their flow was gone.
+    pub fn flows_removed(&self) -> u64 {
+        self.flows_removed
+    }
+
+    /// The leader's watchdog: removes every binding whose flow lived on a member not in
+    /// `live`; returns the writes that persist it.
+    pub fn remove_dead_flows(
+        &mut self,
+        live: &dyn Fn(u16) -> bool,
+        now: UnixMillis,
+    ) -> Vec<StoreWrite> {
+        let dead: Vec<String> = self
+            .aors
+            .iter()
+            .filter(|(_, a)| a.bindings.iter().any(|b| b.flow.is_some_and(|m| !live(m))))
+            .map(|(aor, _)| aor.clone())
+            .collect();
+        let mut writes = Vec::new();
+        for aor in dead {
+            let mut bindings = self
+                .aors
+                .get(&aor)
+                .map(|a| a.bindings.clone())
+                .unwrap_or_default();
+            let before = bindings.len();
+            bindings.retain(|b| b.flow.is_none_or(live));
+            self.flows_removed += (before - bindings.len()) as u64;
             writes.push(self.commit(&aor, bindings, now));
         }
         writes

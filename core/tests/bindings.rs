@@ -210,3 +210,54 @@ fn only_the_leader_removes_expired_bindings() {
         "{rec}"
     );
 }
+
+/// A phone registered over a connection to member 1 (no Path) is reached through that
+/// flow alone: when member 1 leaves, the leader removes its binding (a chore, fenced), and
+/// leaves a phone registered over UDP alone. A member the leader never saw is left alone.
+#[test]
+fn the_leader_removes_bindings_whose_connection_died_with_its_member() {
+    use drongo_core::transaction::{Peer, Transport};
+    let mut store = Store::new();
+    let mut n1 = member(1, 5060);
+    let mut n2 = member(2, 5070);
+    // Bob over TCP to member 1; carol over UDP to member 1.
+    let tcp = REGISTER_BOB.replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    let from = Peer {
+        transport: Transport::Tcp,
+        addr: "127.0.0.1:5062".parse().unwrap(),
+    };
+    let bytes = tcp.replace('\n', "\r\n").into_bytes();
+    n1.handle_input(T0, Input::Datagram { from, bytes });
+    run(&mut n1, &mut store);
+    let carol = REGISTER_BOB
+        .replace("bob@", "carol@")
+        .replace("reg1", "regc")
+        .replace("z9hG4bKr1", "z9hG4bKrc");
+    send(&mut n1, T0 + 1, B, &carol);
+    run(&mut n1, &mut store);
+    assert!(String::from_utf8_lossy(&store["reg/bob"].value).contains("\"flow\":1"));
+    watched(&mut n2, &store, "reg/bob", T0 + 5);
+    watched(&mut n2, &store, "reg/carol", T0 + 5);
+    n2.handle_input(T0 + 10, Input::Leader { term: Some(3) });
+    assert!(
+        n2.poll_batch().is_none(),
+        "member 1 lives: nothing to remove"
+    );
+    // A member the leader never saw: left alone.
+    let addr = "127.0.0.1:5080".parse().unwrap();
+    let mut n3 = Node::new(Config::default(), addr, 3, 103);
+    n3.handle_members(T0, 1, &[(3, 1)], &[]);
+    watched(&mut n3, &store, "reg/bob", T0 + 5);
+    n3.handle_input(T0 + 10, Input::Leader { term: Some(4) });
+    assert!(
+        n3.poll_batch().is_none(),
+        "a member never seen is not taken for dead"
+    );
+    // Member 1 leaves: bob's binding goes, carol's stays.
+    n2.handle_members(T0 + 20, 1, &[(2, 1)], &[]);
+    let (_, written) = run_noting(&mut n2, &mut store);
+    assert_eq!(written, [("reg/bob".to_string(), Some(3))]);
+    assert!(!store.contains_key("reg/bob"));
+    assert!(store.contains_key("reg/carol"));
+    assert_eq!(n2.metrics().flow_bindings_removed, 1);
+}

@@ -44,6 +44,7 @@ fn copy(region: &str, uri: &str, until: u64) -> StoredRecord {
             instance: None,
             reg_id: None,
             path: Vec::new(),
+            flow: None,
         }],
     };
     StoredRecord {

@@ -135,6 +135,11 @@ pub fn render_metrics(node: &Node) -> String {
             m.bindings_expired,
         ),
         (
+            "drongo_flow_bindings_removed_total",
+            "Bindings whose connection lived on a member that is gone, removed as leader.",
+            m.flow_bindings_removed,
+        ),
+        (
             "drongo_takeovers_total",
             "Calls of a member that is gone, taken over by this node.",
             m.takeovers,

@@ -2,8 +2,9 @@
 //! `ci/etcd.sh`: a phone registered through one member is called through the others at
 //! once, a REGISTER query through any member lists what the store holds, two phones of one
 //! user registering through two members at once both stay bound (compare-and-swap, no lost
-//! update), and expired bindings are removed by the leader, and by the next leader within
-//! a watchdog period after the first is killed.
+//! update), expired bindings are removed by the leader, and by the next leader within a
+//! watchdog period after the first is killed, and a binding registered over a connection
+//! to a member that is killed is removed by the leader (nobody else can reach its phone).
 #![cfg(feature = "etcd")]
 
 mod common;
@@ -214,4 +215,67 @@ fn the_leader_removes_expired_bindings_and_so_does_the_next() {
         .map(|i| nodes[*i].metric("drongo_bindings_expired_total"))
         .sum();
     assert_eq!(others, 0, "only the leader writes");
+}
+
+/// Sends bob's REGISTER over `conn` (TCP, kept open: the phone's flow) for a contact on
+/// `port`; returns the response.
+fn register_tcp(conn: &mut std::net::TcpStream, port: u16) -> String {
+    use std::io::{Read, Write};
+    let text = format!(
+        "REGISTER sip:127.0.0.1 SIP/2.0\nVia: SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bKflow1\n\
+         Max-Forwards: 70\nFrom: <sip:bob@127.0.0.1>;tag=f\nTo: <sip:bob@127.0.0.1>\n\
+         Call-ID: flow-1\nCSeq: 1 REGISTER\nContact: <sip:bob@127.0.0.1:{port};transport=tcp>;expires=600\n\
+         Content-Length: 0\n\n"
+    );
+    conn.write_all(&common::party::sip(&text)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = conn.read(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf[..n]).to_string()
+}
+
+/// A phone registered over TCP to one member (no Path) is reached through that connection
+/// alone: when that member is killed, the leader removes the binding (the phone must
+/// register again), and keeps one registered over UDP through the same member.
+#[test]
+fn bindings_whose_connection_died_with_its_member_are_removed() {
+    let mut nodes = cluster("reg-flow", 5630, base(6));
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", nodes[0].sip)).unwrap();
+    let tcp_port = conn.local_addr().unwrap().port();
+    let ok = register_tcp(&mut conn, tcp_port);
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    let udp_phone = udp();
+    let ok = register(&udp_phone, nodes[0].sip, "flow-udp", 1, 600);
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    let q = udp();
+    let mut cseq = 0;
+    let mut listed = |node: u16| {
+        cseq += 1;
+        contacts(&register(&q, node, "flow-q", cseq, u32::MAX))
+    };
+    assert_eq!(listed(nodes[1].sip).len(), 2);
+    nodes[0].kill9();
+    let killed = Instant::now();
+    loop {
+        let now_listed = listed(nodes[1].sip);
+        if now_listed.len() == 1 {
+            assert!(!now_listed[0].contains("transport=tcp"), "{now_listed:?}");
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "the TCP binding outlived its member: {now_listed:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let removed: u64 = nodes[1..]
+        .iter()
+        .map(|n| n.metric("drongo_flow_bindings_removed_total"))
+        .sum();
+    assert_eq!(removed, 1);
+    println!(
+        "binding over TCP to the killed member removed {:?} after kill -9 (lease TTL {TTL_MS} ms)",
+        killed.elapsed()
+    );
+    drop(conn);
 }

@@ -114,6 +114,24 @@ impl Node {
         self.registrar.observe(aor, record.as_ref(), pending);
     }
 
+    /// The leader's watchdog for flows: bindings registered over a connection to a member
+    /// this node saw live and that has left since are removed (nobody else can reach
+    /// their phones; they register again over a new connection). A member never seen is
+    /// left alone: it may have just joined, its record not yet in our list.
+    pub(super) fn remove_dead_flows(&mut self, now: UnixMillis) {
+        let (Some(term), Some(live)) = (self.cluster.leader_term, &self.cluster.members) else {
+            return;
+        };
+        let seen = &self.cluster.incarnations;
+        let alive = |m: u16| live.contains_key(&m) || !seen.contains_key(&m);
+        let writes = self.registrar.remove_dead_flows(&alive, now);
+        self.sink.metrics.flow_bindings_removed = self.registrar.flows_removed();
+        self.sink
+            .writes
+            .extend(writes.into_iter().map(|w| w.fenced(term)));
+        self.flush();
+    }
+
     /// Whether this node writes the removal of expired bindings: alone, or as the leader.
     pub(super) fn runs_watchdog(&self) -> bool {
         !self.is_clustered() || self.cluster.leader_term.is_some()

@@ -58,7 +58,7 @@ pub(super) struct Membership {
     /// When each member was last in a member list (the failover histogram's start), and
     /// the newest incarnation of each seen in one.
     last_seen: BTreeMap<u16, UnixMillis>,
-    incarnations: BTreeMap<u16, u64>,
+    pub(super) incarnations: BTreeMap<u16, u64>,
     /// Calls of dead members seen unadopted by the last sweep, with their versions.
     pub(super) orphans: BTreeMap<String, u64>,
     /// Calls the sweep is loading: their claim is the leader's chore, and is written
@@ -131,6 +131,7 @@ impl Node {
             self.cluster.tried.remove(call_id);
         }
         self.cluster.members = Some(now_live);
+        self.registrar.set_member(self.sink.node_id);
         for (call_id, key) in left {
             // From the standby's copy too (the failover test's standby read the store when
             // a request had come while the owner was still listed, and was held).
@@ -159,6 +160,7 @@ impl Node {
                 self.load(call_key(&id), &id);
             }
         }
+        self.remove_dead_flows(now);
         for id in std::mem::take(&mut self.cluster.suspended) {
             if !self.b2bua.holds(&id) && !self.cluster.loading.values().any(|c| c.contains(&id)) {
                 self.load(call_key(&id), &id);

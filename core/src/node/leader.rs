@@ -24,6 +24,8 @@ impl Node {
             self.registrar.reindex_all();
         }
         self.cluster.leader_term = term;
+        // Flows on members that left before this term are this leader's to clear too.
+        self.remove_dead_flows(now);
     }
 
     /// The leader's chore, on the periodic sweep's view of every call record: a call whose

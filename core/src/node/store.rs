@@ -224,6 +224,8 @@ impl Node {
             }
         }
         self.sweep_orphans(records, &loading);
+        // (Again now and then: a removal whose write lost its compare-and-swap.)
+        self.remove_dead_flows(now);
         self.flush();
     }
 
