@@ -9,6 +9,8 @@
 # *and* on the callee's (for REGISTERs: of the 200s the UAs got), and it passes twice in a
 # row. Every process it starts is stopped by its pid.
 #
+# Lookups are measured as calls to a registered callee (each INVITE looks its callee up).
+#
 #   ci/bench-cluster.sh [--smoke]
 #   CPS_RATES="300 600 ..."  REG_RATES="1000 2000 ..."  SECS=10 (seconds of load per step)
 #   STRATEGY=lazy|hot-standby|none ([cluster] strategy of the nodes; default lazy)
@@ -68,10 +70,14 @@ uac=io-real/tests/sipp/uac.xml
 reg=ci/sipp/register_bench.xml
 sipp_common=(-i 127.0.0.1 -nostdin -buff_size 4194304 -default_behaviors all,-abortunexp)
 
-# step "PORT..." RATE call|reg -> failed percentage (for calls the worse of the callers'
-# sum and the callee), the rate spread evenly over the ports.
+# step "PORT..." RATE call|lookup|reg -> failed percentage (for calls the worse of the
+# callers' sum and the callee), the rate spread evenly over the ports. `lookup` calls user
+# "callee", the UAS's registered binding: each call's INVITE looks its callee up (Drongo:
+# the registrar's copy every member keeps; Kamailio: usrloc), where `call` goes to a
+# static route.
 step() {
-  local ports=($1) rate=$2 kind=$3 n m each out callers=0 callee ok i=0 uac_pids=()
+  local ports=($1) rate=$2 kind=$3 n m each out callers=0 callee ok i=0 uac_pids=() user=service
+  [ "$kind" = lookup ] && user=callee
   n=${#ports[@]}
   each=$(( rate * SECS / n ))
   m=$(( each * n ))
@@ -96,7 +102,7 @@ step() {
   sleep 0.3
   for p in "${ports[@]}"; do
     i=$((i + 1))
-    timeout $((SECS + 8)) sipp -sf "$uac" "127.0.0.1:$p" -p $((5090 + i)) -s service \
+    timeout $((SECS + 8)) sipp -sf "$uac" "127.0.0.1:$p" -p $((5090 + i)) -s "$user" \
       -r $(( rate / n )) -m "$each" -d 1000 -l $(( rate * 4 / n + 100 )) "${sipp_common[@]}" \
       > "$out.uac$i" 2>&1 &
     uac_pids+=($!)
@@ -117,9 +123,18 @@ k_cps=$(best step call "$CPS_RATES" 5070 kamailio)
 d_cps=$(best step call "$CPS_RATES" "$nodes" cluster)
 k_reg=$(best step reg "$REG_RATES" 5070 kamailio)
 d_reg=$(best step reg "$REG_RATES" "$nodes" cluster)
+# The callee registered (once each: 3600 s) for the lookup steps.
+for target in 5070 5061; do
+  timeout 10 sipp -sf ci/sipp/register_callee.xml "127.0.0.1:$target" -p 5189 -m 1 \
+    "${sipp_common[@]}" > "$work/register-callee-$target" 2>&1
+  [ "$(successes "$work/register-callee-$target")" = 1 ] || { echo "callee not registered at $target" >&2; exit 1; }
+done
+k_look=$(best step lookup "$CPS_RATES" 5070 kamailio)
+d_look=$(best step lookup "$CPS_RATES" "$nodes" cluster)
 echo
 echo "calls/s (1 s calls, <0.1% failed): kamailio (one node, in memory) $k_cps, drongo cluster of 3 on etcd (strategy ${STRATEGY:-lazy}) $d_cps, ratio $(ratio "$d_cps" "$k_cps")"
 echo "REGISTER/s (<0.1% failed):         kamailio (one node, in memory) $k_reg, drongo cluster of 3 on etcd $d_reg, ratio $(ratio "$d_reg" "$k_reg")"
+echo "lookups/s (calls to a registered callee, each INVITE's lookup): kamailio $k_look, drongo cluster of 3 $d_look, ratio $(ratio "$d_look" "$k_look")"
 for n in 1 2 3; do
   echo "node $n: $(curl -s "127.0.0.1:906$n/metrics" | grep -E '^drongo_(calls_answered|registrations|lookups_read_through)' | tr '\n' ' ' || true)"
 done

@@ -3,7 +3,7 @@
 # then fmt, clippy, every test, the simulation (its tests and a bounded sweep of every
 # scenario), and a bounded fuzz run of each target.
 #   DRONGO_FUZZ_SECONDS  seconds per fuzz target (default 60; 0 skips fuzzing)
-#   DRONGO_SIM_SEEDS     seeds per scenario in the simulation sweep (default 800; 0 skips it)
+#   DRONGO_SIM_SEEDS     seeds per scenario in the simulation sweep (default 600; 0 skips it)
 #   DRONGO_SIM_JOBS      worker processes of the sweep (default: one per core)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,7 +29,7 @@ cargo test --workspace --features drongo/etcd,drongo/tikv 2>&1 | tee "$test_log"
 echo "== simulation tests (trace snapshots, determinism, seeds that found bugs, sim store)"
 RUSTFLAGS="--cfg madsim" cargo test --release -p drongo-scenarios --target-dir target-sim 2>&1 \
   | tee -a "$test_log"
-sim_seeds=${DRONGO_SIM_SEEDS:-800}
+sim_seeds=${DRONGO_SIM_SEEDS:-600}
 if [ "$sim_seeds" -gt 0 ]; then
   echo "== simulation sweep: every scenario, seeds 1..$sim_seeds, and a determinism run each"
   bash ci/sim.sh all "$sim_seeds"

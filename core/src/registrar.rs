@@ -400,17 +400,31 @@ impl Registrar {
                 self.expiries.set(&aor, None);
                 continue;
             }
-            let mut bindings = self
-                .aors
-                .get(&aor)
-                .map(|a| a.bindings.clone())
-                .unwrap_or_default();
-            let before = bindings.len();
-            bindings.retain(|b| b.expires_at > now);
-            self.expired_removed += (before - bindings.len()) as u64;
-            writes.push(self.commit(&aor, bindings, now));
+            let (removed, write) = self.prune(&aor, |b| b.expires_at > now, now);
+            self.expired_removed += removed;
+            writes.push(write);
         }
         writes
+    }
+
+    /// Keeps the bindings of `aor` that `keep` says to: how many went, and the write.
+    fn prune(
+        &mut self,
+        aor: &str,
+        keep: impl Fn(&Binding) -> bool,
+        now: UnixMillis,
+    ) -> (u64, StoreWrite) {
+        let mut bindings = self
+            .aors
+            .get(aor)
+            .map(|a| a.bindings.clone())
+            .unwrap_or_default();
+        let before = bindings.len();
+        bindings.retain(keep);
+        (
+            (before - bindings.len()) as u64,
+            self.commit(aor, bindings, now),
+        )
     }
 
     /// This node is cluster member `id`: bindings registered over its connections name it.
@@ -438,15 +452,9 @@ impl Registrar {
             .collect();
         let mut writes = Vec::new();
         for aor in dead {
-            let mut bindings = self
-                .aors
-                .get(&aor)
-                .map(|a| a.bindings.clone())
-                .unwrap_or_default();
-            let before = bindings.len();
-            bindings.retain(|b| b.flow.is_none_or(live));
-            self.flows_removed += (before - bindings.len()) as u64;
-            writes.push(self.commit(&aor, bindings, now));
+            let (removed, write) = self.prune(&aor, |b| b.flow.is_none_or(live), now);
+            self.flows_removed += removed;
+            writes.push(write);
         }
         writes
     }

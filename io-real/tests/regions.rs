@@ -11,14 +11,12 @@
 
 mod common;
 
-use common::party::{callee, place_call, Heard};
+use common::party::calls_reach;
 use common::proxy::Relay;
 use common::reg::{contacts, register_user, udp};
 use common::Drongo;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const TTL_MS: u64 = 1_000;
@@ -175,25 +173,8 @@ fn registrations_cross_regions_and_converge_after_a_partition() {
     until(Duration::from_secs(10), "bob not copied to B", || {
         lists(b.sip, "bob", bob_port, &mut cseq)
     });
-    let (stop, heard) = (Arc::new(AtomicBool::new(false)), Heard::default());
-    let t = callee(
-        bob,
-        stop.clone(),
-        Arc::new(AtomicU64::new(0)),
-        heard.clone(),
-    );
-    let caller = udp();
-    caller
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    place_call(
-        &caller,
-        b.sip,
-        &format!("region-call-{}", std::process::id()),
-        || b.log(),
-    );
-    stop.store(true, Ordering::Relaxed);
-    t.join().unwrap();
+    let invites = calls_reach(bob, &[b.sip], "region-call", || b.log());
+    assert_eq!(invites, 1, "the call placed in B reached bob");
 
     // u1 re-registers for 3 s, and B gets that copy; then the link is cut. Meanwhile, in
     // A: u0 de-registers, carol registers; in B: dave registers. Each region serves its

@@ -9,12 +9,10 @@
 
 mod common;
 
-use common::party::{callee, place_call, Heard};
+use common::party::calls_reach;
 use common::reg::{contacts, register_user, udp};
 use common::Drongo;
 use std::net::UdpSocket;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const TTL_MS: u64 = 1_000;
@@ -58,34 +56,14 @@ fn a_phone_registered_through_one_member_is_called_through_the_others() {
     let ok = register(&phone, nodes[0].sip, "reg-call", 1, 600);
     assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
     // At once (no pause for the watch): through node 2, then node 3.
-    let stop = Arc::new(AtomicBool::new(false));
-    let heard = Heard::default();
-    let t = callee(
-        phone.try_clone().unwrap(),
-        stop.clone(),
-        Arc::new(AtomicU64::new(0)),
-        heard.clone(),
-    );
-    let caller = udp();
-    caller
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    for (i, n) in nodes.iter().enumerate().skip(1) {
-        let call_id = format!("reg-call-{}-{i}", std::process::id());
-        place_call(&caller, n.sip, &call_id, || n.log());
-    }
-    let invites = heard
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(_, _, l)| l.starts_with("INVITE"))
-        .count();
+    let ports = [nodes[1].sip, nodes[2].sip];
+    let invites = calls_reach(phone.try_clone().unwrap(), &ports, "reg-call", || {
+        nodes[1].log() + &nodes[2].log()
+    });
     assert!(invites >= 2, "the phone got {invites} INVITEs");
     let read = nodes[1].metric("drongo_lookups_read_through_total")
         + nodes[2].metric("drongo_lookups_read_through_total");
     println!("INVITE lookups that read the store: {read} of 2");
-    stop.store(true, Ordering::Relaxed);
-    t.join().unwrap();
 
     // A query through node 3 lists the binding; after a de-registration through node 1,
     // a query through node 2 lists nothing, and a call through node 3 finds nobody.

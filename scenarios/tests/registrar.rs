@@ -4,19 +4,10 @@
 //! never land leaves expired bindings in the store (the store check sees it).
 #![cfg(madsim)]
 
+mod common;
+
+use common::{seeds_caught, spec};
 use drongo_io_sim::{run, WorldSpec};
-use drongo_scenarios::find;
-
-fn spec(name: &str) -> WorldSpec {
-    (find(name).expect("scenario exists").spec)()
-}
-
-/// How many of seeds 1..=`seeds` of `spec` report a violation that contains `what`.
-fn seeds_caught(spec: &WorldSpec, seeds: u64, what: &str) -> usize {
-    (1..=seeds)
-        .filter(|seed| run(spec, *seed).violations.iter().any(|v| v.contains(what)))
-        .count()
-}
 
 #[test]
 fn listing_check_catches_a_registrar_without_compare_and_swap() {

@@ -2,19 +2,11 @@
 //! the seeds that found bugs, and a check that the invariants do catch a broken run.
 #![cfg(madsim)]
 
+mod common;
+
+use common::{seeds_caught, spec};
 use drongo_io_sim::{run, Fault, Trigger, WorldSpec};
-use drongo_scenarios::{all, find};
-
-/// How many of seeds 1..=`seeds` of `spec` report a violation that contains `what`.
-fn seeds_caught(spec: &WorldSpec, seeds: u64, what: &str) -> usize {
-    (1..=seeds)
-        .filter(|seed| run(spec, *seed).violations.iter().any(|v| v.contains(what)))
-        .count()
-}
-
-fn spec(name: &str) -> WorldSpec {
-    (find(name).expect("scenario exists").spec)()
-}
+use drongo_scenarios::all;
 
 /// Traces of short scenarios at a fixed seed: a change in Drongo's behaviour (or in the
 /// simulation) shows up in review as a snapshot change.
@@ -473,26 +465,19 @@ fn continuity_catches_the_calls_strategy_none_loses() {
 /// may pass without a message for the member to send).
 #[test]
 fn silence_check_catches_a_member_that_speaks_past_its_lease() {
-    let spec = WorldSpec {
+    let broken = WorldSpec {
         mutant_unfenced: true,
         ..spec("paused-owner")
     };
     // 21 of seeds 1..30 since calls are stored from their first INVITE (the member then
     // has less to send on its own once cut off); 7 of 10 before.
-    let caught = seeds_caught(&spec, 20, "(fence)");
+    let caught = seeds_caught(&broken, 20, "(fence)");
     assert!(
         caught >= 12,
         "the unfenced member was caught in {caught} of 20 seeds"
     );
     // And the fenced member of the same runs is silent.
-    let quiet = (1..=10).all(|seed| {
-        run(
-            &find("paused-owner").map(|s| (s.spec)()).unwrap_or_default(),
-            seed,
-        )
-        .violations
-        .is_empty()
-    });
+    let quiet = (1..=10).all(|seed| run(&spec("paused-owner"), seed).violations.is_empty());
     assert!(quiet, "paused-owner fails without the mutant");
 }
 

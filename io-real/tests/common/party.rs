@@ -145,3 +145,30 @@ pub fn place_call(sock: &UdpSocket, port: u16, call_id: &str, log: impl Fn() -> 
     sock.send_to(&sip(&ack), ("127.0.0.1", port)).unwrap();
     Placed { target, to, ack }
 }
+
+/// Calls bob through each Drongo at 127.0.0.1:`ports` (each call confirmed), with `phone`
+/// answering as bob meanwhile; how many INVITEs the phone got. `tag` names the calls.
+pub fn calls_reach(phone: UdpSocket, ports: &[u16], tag: &str, log: impl Fn() -> String) -> usize {
+    let (stop, heard) = (Arc::new(AtomicBool::new(false)), Heard::default());
+    let t = callee(
+        phone,
+        stop.clone(),
+        Arc::new(AtomicU64::new(0)),
+        heard.clone(),
+    );
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    caller
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    for (i, port) in ports.iter().enumerate() {
+        let call_id = format!("{tag}-{}-{i}", std::process::id());
+        place_call(&caller, *port, &call_id, &log);
+    }
+    stop.store(true, Ordering::Relaxed);
+    t.join().unwrap();
+    let heard = heard.lock().unwrap();
+    heard
+        .iter()
+        .filter(|(_, _, l)| l.starts_with("INVITE"))
+        .count()
+}
