@@ -7,8 +7,11 @@
 //! One follower per other region, on the leader only. It opens its watch on `reg/` first,
 //! then makes the copies match this region's records (a full sync: puts what differs,
 //! deletes copies whose record is gone, so a removal or an expiry made while the regions
-//! were cut off is not undone after the heal), then copies each change as it comes, and
-//! syncs again every few seconds (a change missed while a watch was opened again). A copy
+//! were cut off is not undone after the heal), then copies each change as it comes. The
+//! watch opened before the sync misses nothing after it; a broken watch, a failed write or
+//! a lost compare-and-swap starts the follower again from the sync (so a full sync costs
+//! only at a start, a handover or a failure, not every few seconds: a region may hold
+//! hundreds of thousands of bindings). A copy
 //! carries its record's version and expiry (the other store expires it as ours does), and
 //! every write of a copy is a compare-and-swap on the version last seen there: two leaders
 //! overlapping at a handover cannot put an older copy over a newer one.
@@ -23,8 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
 
-/// How often a follower syncs in full while it runs.
-const RESYNC_MS: u64 = 5_000;
+/// How often a follower looks whether this member still leads, between changes.
+const LEADS_EVERY: Duration = Duration::from_millis(500);
 
 /// What the followers did, for `/metrics`.
 #[derive(Debug, Default)]
@@ -104,15 +107,14 @@ impl<S: Store, P: Store> Follower<S, P> {
         let mut changes = self.local.watch(REG_PREFIX).await?;
         self.sync().await?;
         info!(region = %self.name, copies = self.copies.len(), "registrations copied; following");
-        let mut resync = tokio::time::interval(Duration::from_millis(RESYNC_MS));
-        resync.tick().await;
+        let mut check = tokio::time::interval(LEADS_EVERY);
         loop {
             tokio::select! {
                 change = changes.recv() => match change {
                     Some(c) => self.copy(c).await?,
                     None => return Err(StoreError::Retryable("watch ended".into())),
                 },
-                _ = resync.tick() => self.sync().await?,
+                _ = check.tick() => {}
             }
             if !self.leads() {
                 return Ok(());
