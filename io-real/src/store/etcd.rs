@@ -91,8 +91,16 @@ impl Store for EtcdStore {
         let (tx, rx) = tokio::sync::mpsc::channel(4096);
         let ours = self.prefix.clone();
         tokio::task::spawn(async move {
-            let _watcher = watcher; // dropping it would cancel the watch
-            while let Ok(Some(resp)) = stream.message().await {
+            let _watcher = watcher; // dropping it cancels the watch
+            loop {
+                // Ends as soon as the receiver is dropped, not at the next change.
+                let resp = tokio::select! {
+                    _ = tx.closed() => return,
+                    r = stream.message() => match r {
+                        Ok(Some(resp)) => resp,
+                        _ => return,
+                    },
+                };
                 for ev in resp.events() {
                     let Some(kv) = ev.kv() else { continue };
                     let Some(key) = std::str::from_utf8(kv.key())
