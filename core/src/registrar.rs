@@ -151,14 +151,10 @@ fn parse_q(q: Option<&str>) -> Option<u16> {
 }
 
 impl Registrar {
-    /// Live bindings of `aor`, best first (highest q, then most recently refreshed).
-    /// The live bindings of `aor`, best first: this region's and the other regions' copies.
+    /// The live bindings of `aor`, this region's and the other regions' copies, best first
+    /// (highest q, then most recently refreshed).
     pub fn lookup(&self, aor: &str, now: UnixMillis) -> Vec<&Binding> {
-        let remote = self
-            .remote
-            .get(aor)
-            .into_iter()
-            .flat_map(|r| r.values().flatten());
+        let remote = self.remote_bindings(aor);
         let mut b: Vec<&Binding> = self
             .aors
             .get(aor)
@@ -268,11 +264,7 @@ impl Registrar {
         if contacts.is_empty() {
             // A query lists the other regions' bindings too (a REGISTER that changes
             // anything lists what it wrote: this region's).
-            let remote = self
-                .remote
-                .get(aor)
-                .into_iter()
-                .flat_map(|r| r.values().flatten());
+            let remote = self.remote_bindings(aor);
             let all: Vec<Binding> = bindings
                 .iter()
                 .chain(remote.filter(|b| b.expires_at > now))
@@ -519,6 +511,14 @@ impl Registrar {
         }
     }
 
+    /// The other regions' bindings of `aor` (expired ones included).
+    fn remote_bindings(&self, aor: &str) -> impl Iterator<Item = &Binding> {
+        self.remote
+            .get(aor)
+            .into_iter()
+            .flat_map(|r| r.values().flatten())
+    }
+
     /// Region `region`'s copy of `aor`'s record changed (`None`: it is gone).
     pub fn observe_copy(&mut self, region: &str, aor: &str, record: Option<&StoredRecord>) {
         let rec = record.and_then(|r| AddressOfRecord::decode(&r.value));
@@ -546,7 +546,7 @@ impl Registrar {
         let Some(Key::Reg(aor)) = Key::parse(&record.key) else {
             return;
         };
-        let Ok(mut rec) = serde_json::from_slice::<AddressOfRecord>(&record.value) else {
+        let Some(mut rec) = AddressOfRecord::decode(&record.value) else {
             return;
         };
         rec.version = record.version;

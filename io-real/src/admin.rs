@@ -15,38 +15,46 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
-/// Prometheus text for a node's gauges and counters.
+/// Prometheus text for counters: (name, help, value) each.
+fn counters(s: &mut String, counters: &[(&str, &str, u64)]) {
+    for (name, help, v) in counters {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    }
+}
+
 /// The copies of this region's registrations in the other regions' stores.
 pub fn render_replication(r: &crate::runtime::replicate::Replication) -> String {
     use std::sync::atomic::Ordering::Relaxed;
     let mut s = String::new();
-    for (name, help, v) in [
-        (
-            "drongo_region_copies_written_total",
-            "Copies of registrations written to other regions.",
-            r.copied.load(Relaxed),
-        ),
-        (
-            "drongo_region_copies_removed_total",
-            "Copies removed from other regions.",
-            r.removed.load(Relaxed),
-        ),
-        (
-            "drongo_region_syncs_total",
-            "Full syncs of the copies in other regions.",
-            r.syncs.load(Relaxed),
-        ),
-        (
-            "drongo_region_sync_failures_total",
-            "Copying interrupted (another region out of reach).",
-            r.failures.load(Relaxed),
-        ),
-    ] {
-        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-    }
+    counters(
+        &mut s,
+        &[
+            (
+                "drongo_region_copies_written_total",
+                "Copies of registrations written to other regions.",
+                r.copied.load(Relaxed),
+            ),
+            (
+                "drongo_region_copies_removed_total",
+                "Copies removed from other regions.",
+                r.removed.load(Relaxed),
+            ),
+            (
+                "drongo_region_syncs_total",
+                "Full syncs of the copies in other regions.",
+                r.syncs.load(Relaxed),
+            ),
+            (
+                "drongo_region_sync_failures_total",
+                "Copying interrupted (another region out of reach).",
+                r.failures.load(Relaxed),
+            ),
+        ],
+    );
     s
 }
 
+/// Prometheus text for a node's gauges and counters.
 pub fn render_metrics(node: &Node) -> String {
     let m = node.metrics();
     let mut s = String::new();
@@ -73,7 +81,9 @@ pub fn render_metrics(node: &Node) -> String {
         "Live SIP transactions.",
         node.transactions(),
     );
-    for (name, help, v) in [
+    counters(
+        &mut s,
+        &[
         (
             "drongo_calls_attempted_total",
             "INVITEs routed to a callee.",
@@ -164,9 +174,8 @@ pub fn render_metrics(node: &Node) -> String {
             "Calls of dead members nobody adopted, taken by this node as the leader.",
             m.orphans_adopted,
         ),
-    ] {
-        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-    }
+        ],
+    );
     let h = &m.failover_ms;
     if h.count() > 0 {
         let name = "drongo_failover_duration_ms";

@@ -72,9 +72,9 @@ pub(crate) async fn bend(
 
 /// The answers to `writes` with `Ok` put back in the places `dropped`.
 pub(crate) fn splice<T>(answers: Vec<Result<(), T>>, dropped: &[usize]) -> Vec<Result<(), T>> {
-    let mut out = Vec::with_capacity(answers.len() + dropped.len());
+    let total = answers.len() + dropped.len();
+    let mut out = Vec::with_capacity(total);
     let mut answers = answers.into_iter();
-    let total = out.capacity();
     for i in 0..total {
         if dropped.contains(&i) {
             out.push(Ok(()));

@@ -168,6 +168,11 @@ pub enum CallTimer {
 }
 
 impl Call {
+    /// Nothing of it a draining node must stay for: confirmed, no 2xx awaiting its ACK.
+    pub fn is_settled(&self) -> bool {
+        self.state == CallState::Confirmed && self.pending_2xx.is_none()
+    }
+
     pub fn dialog(&self, side: Side) -> &Dialog {
         match side {
             Side::A => &self.a,

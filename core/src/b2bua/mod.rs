@@ -51,11 +51,7 @@ impl B2bua {
     /// Nothing a draining node must stay for: no 2xx waits for its ACK, no ending call
     /// for the answers to its BYEs. (Confirmed calls are in the store.)
     pub(crate) fn is_idle(&self) -> bool {
-        !self.calls.has_orphans()
-            && self
-                .calls
-                .iter()
-                .all(|c| c.state == CallState::Confirmed && c.pending_2xx.is_none())
+        !self.calls.has_orphans() && self.calls.iter().all(|c| c.is_settled())
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<UnixMillis> {

@@ -179,21 +179,14 @@ impl Node {
             .filter(|(_, t)| t.awaits_final_response())
             .map(|(k, _)| format!("{:?} {} transaction {}", k.role, k.method, k.branch))
             .collect();
-        lines.extend(
-            self.b2bua
-                .calls()
-                .filter(|c| {
-                    c.state != crate::b2bua::CallState::Confirmed || c.pending_2xx.is_some()
-                })
-                .map(|c| {
-                    format!(
-                        "call {} {:?}, 2xx awaiting ACK: {}",
-                        c.id,
-                        c.state,
-                        c.pending_2xx.is_some()
-                    )
-                }),
-        );
+        lines.extend(self.b2bua.calls().filter(|c| !c.is_settled()).map(|c| {
+            format!(
+                "call {} {:?}, 2xx awaiting ACK: {}",
+                c.id,
+                c.state,
+                c.pending_2xx.is_some()
+            )
+        }));
         lines.extend(self.cluster.held.iter().map(|(id, (owner, until, _))| {
             format!("request in {id} held for member {owner} until {until}")
         }));

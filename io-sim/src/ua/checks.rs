@@ -35,20 +35,27 @@ impl Ua {
     /// registration answered 200 before the INVITE left that was still good well after
     /// the answer came (every node must find every registration).
     pub(super) fn check_callee_unreachable(&self, token: &str, code: u16, now: u64) {
-        let bound = 1_500 + self.cfg.skew_bound_ms + self.tolerance();
+        let bound = self.lookup_bound();
         let l = self.ledger.lock();
         let Some(c) = l.calls.get(token) else {
             return;
         };
-        let registered = l.bound.get(&c.callee_user).is_some_and(|g| {
-            g.iter()
-                .any(|(answered, until)| *answered < c.invited_at && *until > now + bound)
-        });
+        let registered = l
+            .bound
+            .get(&c.callee_user)
+            .is_some_and(|g| must_find(g, c.invited_at, now + bound));
         if registered {
             let what = format!("call {token} to {} answered {code}", c.callee_user);
             drop(l);
             self.violation(format_args!("registration not found: {what}"));
         }
+    }
+
+    /// How long after its answer a binding's state may still be seen otherwise by a lookup
+    /// (the lookup overtaken on the network, clocks apart): the slack of every check that a
+    /// lookup finds a binding, or does not.
+    pub(super) fn lookup_bound(&self) -> u64 {
+        1_500 + self.cfg.skew_bound_ms + self.tolerance()
     }
 
     pub(super) fn tolerance(&self) -> u64 {
@@ -215,4 +222,13 @@ impl Ua {
             ));
         }
     }
+}
+
+/// Whether one of `grants` (answered at, live until) was answered before `asked` (so
+/// processed before a lookup sent then) and lives past `until`: a binding the lookup must
+/// find.
+pub(super) fn must_find(grants: &[(u64, u64)], asked: u64, until: u64) -> bool {
+    grants
+        .iter()
+        .any(|(answered, u)| *answered < asked && *u > until)
 }

@@ -184,16 +184,12 @@ impl Ua {
             return self.on_remote_probe_answer(resp, sent_at, now);
         }
         let listed = self.our_binding(resp).is_some();
-        let bound = 1_500 + self.cfg.skew_bound_ms + self.tolerance();
+        let bound = self.lookup_bound();
         // Found until it expires: a grant answered before the lookup was sent (so processed
         // before it), whose expiry is after the latest time the lookup could have been
         // processed (plus the bound), must be listed. (A grant answered later may have been
         // processed after the lookup, which overtook it on a lossy network.)
-        let must = self
-            .reg
-            .grants
-            .iter()
-            .any(|(answered, until)| *answered < sent_at && *until > now + bound);
+        let must = super::checks::must_find(&self.reg.grants, sent_at, now + bound);
         // None lives on after its expiry: nothing we asked for could still be alive.
         let must_not = self.reg.could_live_until + bound < sent_at && self.reg.pending.is_empty();
         self.ledger
@@ -224,7 +220,7 @@ impl Ua {
     /// asked for (a copy kept while the regions are cut apart lives no longer).
     fn on_remote_probe_answer(&mut self, resp: &Response, sent_at: UnixMillis, now: UnixMillis) {
         let listed = self.our_binding(resp).is_some();
-        let bound = 1_500 + self.cfg.skew_bound_ms + self.tolerance();
+        let bound = self.lookup_bound();
         let r = crate::world::REPLICATION_BOUND_MS;
         let linked = self.ledger.linked_since(sent_at);
         let must = linked.is_some_and(|up| {

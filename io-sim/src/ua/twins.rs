@@ -65,13 +65,10 @@ impl Ua {
             .filter(|(c, v)| **c != ours && v.user == self.cfg.user)
             .map(|(c, v)| (c.clone(), v.clone()))
             .collect();
-        let bound = 1_500 + self.cfg.skew_bound_ms + self.tolerance();
+        let bound = self.lookup_bound();
         for (contact, view) in others {
             let is_listed = listed.contains(&contact.to_ascii_lowercase());
-            let must = view
-                .grants
-                .iter()
-                .any(|(answered, until)| *answered < sent_at && *until > now + bound);
+            let must = super::checks::must_find(&view.grants, sent_at, now + bound);
             let must_not = view.could_live_until + bound < sent_at && !view.pending;
             if must && !is_listed {
                 let until = view.grants.iter().map(|g| g.1).max().unwrap_or(0);
