@@ -25,6 +25,10 @@ pub struct Leg {
     pub bye_sent_at: Option<u64>,
     /// When a BYE from Drongo first reached this party.
     pub got_bye_at: Option<u64>,
+    /// A callee's 2xx to the INVITE was acknowledged.
+    pub acked: bool,
+    /// The party's link loses datagrams (an ACK may be lost for good: see `continuity`).
+    pub lossy: bool,
 }
 
 /// An in-dialog request on a confirmed call that got no 2xx (481, 408 or silence). At
@@ -336,6 +340,18 @@ impl Ledger {
             .filter(|(_, c)| c.callees.iter().any(|l| l.call_id.starts_with(&prefix)))
             .map(|(t, _)| t.clone())
             .collect()
+    }
+
+    /// Whether a call whose callee's INVITE came from node `node` was answered by its
+    /// callee and its caller has not had a final answer yet.
+    pub fn answering_on(&self, node: u16) -> bool {
+        let prefix = format!("{node:x}.");
+        self.lock().calls.values().any(|c| {
+            !c.final_seen
+                && c.callees
+                    .iter()
+                    .any(|l| l.answered && l.call_id.starts_with(&prefix))
+        })
     }
 
     /// The calls with a re-INVITE in progress whose callee's INVITE came from node `node`

@@ -33,6 +33,15 @@ pub(crate) fn owner_crash_in_call() -> WorldSpec {
     })
 }
 
+/// The node dies as a callee's 2xx reaches it: between the call's store write and the
+/// messages that write lets go (the caller's 2xx, the callee's ACK), or before either.
+pub(crate) fn owner_crash_while_answering() -> WorldSpec {
+    owner_killed(Trigger::AnsweringOn {
+        node: 0,
+        after_ms: 10_000,
+    })
+}
+
 /// Callees ring 1-8 s, so that some answer after their call's node died.
 pub(crate) fn owner_crash_while_ringing() -> WorldSpec {
     WorldSpec {

@@ -108,6 +108,11 @@ pub fn all() -> Vec<Scenario> {
             spec: cluster::owner_crash_in_call,
         },
         Scenario {
+            name: "owner-crash-while-answering",
+            about: "a cluster of three: a node is killed as a callee's 2xx reaches it, between the call's write and the messages it lets go: the adopter ACKs the callee (its 2xx copies go to the dead node) and the call goes on",
+            spec: cluster::owner_crash_while_answering,
+        },
+        Scenario {
             name: "owner-crash-while-ringing",
             about: "a cluster of three: a node is killed while a call it set up rings (transactions local): the adopter settles it, the caller gets a final response, never silence",
             spec: cluster::owner_crash_while_ringing,

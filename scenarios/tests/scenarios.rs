@@ -138,6 +138,11 @@ fn seeds_that_found_bugs() {
         // adopter, and the batch's failure ended the other calls (their claims had landed).
         ("owner-crash-in-call", 131),
         ("node-join", 127),
+        // A member died between the write that confirmed a call and the ACK for the
+        // callee's 2xx: the callee's copies went to the dead member and the adopter never
+        // ACKed it (also the balancer rig's one-call flake in io-real/tests/lb.rs).
+        ("owner-crash-while-answering", 3),
+        ("leader-crash", 43),
         // A re-INVITE's 2xx was still owed when its call ended on the adopter; the old
         // owner, reading the tombstone, answered the re-INVITE's retransmission 481.
         ("store-leader-change-during-takeover", 616),
@@ -565,4 +570,22 @@ fn one_leader_per_term_catches_a_reused_term() {
     }
     let sound = run(&spec("leader-crash"), 1);
     assert!(sound.violations.is_empty(), "{:?}", sound.violations);
+}
+
+/// The callee's ACK is checked: in a cluster without an outbound balancer a callee's 2xx
+/// copies go to the node that sent its INVITE, so when that node dies between the write
+/// that confirmed the call and the ACK, only an ACK of the adopter's own ends them. With
+/// callees that never get an adopter's ACK (as before adopters sent one) the check fails;
+/// over 100 seeds the kill falls into that window in a few (6 before the fix).
+#[test]
+fn ack_check_catches_adopters_that_never_ack_the_callee() {
+    let broken = WorldSpec {
+        mutant_no_adopter_ack: true,
+        ..spec("owner-crash-while-answering")
+    };
+    let caught = seeds_caught(&broken, 100, "never got the ACK");
+    assert!(
+        caught >= 3,
+        "the unacknowledged callees went unnoticed ({caught} of 100 seeds)"
+    );
 }

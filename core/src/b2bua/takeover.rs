@@ -4,7 +4,7 @@
 //! only one wins, and the loser drops it without a word (`contest`, `read_back`); the old
 //! owner, if it still runs, loses its next write the same way.
 
-use super::call::Call;
+use super::call::{Call, CallState, Side};
 use super::B2bua;
 use crate::message::Method;
 use crate::sink::Sink;
@@ -105,6 +105,31 @@ impl B2bua {
         if !self.load(s, call, r.version, now) {
             self.persist(s, &id);
         }
+        if was.0 != s.node_id && s.cfg.cluster.outbound.is_none() {
+            self.ack_answer_again(s, &id);
+        }
         Some(legs)
+    }
+
+    /// The ACK for the callee's 2xx to the INVITE, sent again while that 2xx is in its
+    /// window: it left the old owner in the batch after the write that confirmed the call,
+    /// maybe not at all (the node died in between), and the callee's copies go where its
+    /// INVITE came from, the dead node (only through an outbound balancer do they reach
+    /// an adopter, which then ACKs each). One more ACK than the callee needs at worst: a
+    /// UAC acknowledges every copy of a 2xx (§13.2.2.4), so a UAS takes ACKs again.
+    fn ack_answer_again(&mut self, s: &mut Sink, id: &str) {
+        let Some(call) = self.calls.get(id) else {
+            return;
+        };
+        let answering = call.state == CallState::Confirmed
+            && call.awaiting_ack.is_none()
+            && call
+                .pending_2xx
+                .as_ref()
+                .is_some_and(|p| p.side == Side::A && call.answered_at == Some(p.first_sent_at));
+        if answering {
+            let b_cseq = call.b.local_cseq;
+            self.ack_b(s, id, b_cseq);
+        }
     }
 }

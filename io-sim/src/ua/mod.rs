@@ -84,6 +84,9 @@ pub struct UaConfig {
     pub upper_bounds: bool,
     /// For `WorldSpec::mutant_ignore_cancel`: CANCELs are dropped before they leave.
     pub swallow_cancel: bool,
+    /// For `WorldSpec::mutant_no_adopter_ack`: an ACK from another node than the one the
+    /// INVITE came from is dropped on arrival.
+    pub lose_adopter_acks: bool,
     /// How long it rings as a callee, and waits as a caller before it cancels (ms).
     pub ring_ms: (u64, u64),
     pub patience_ms: (u64, u64),
@@ -263,6 +266,8 @@ pub struct Ua {
     limits: Limits,
     /// Requests in a dialog sent to more than one node (cluster only).
     resent: failover::Resent,
+    /// Where each INVITE that opened a dialog came from (`UaConfig::lose_adopter_acks`).
+    invited_from: BTreeMap<String, SocketAddr>,
 }
 
 fn contact_uri(cfg: &UaConfig) -> String {
@@ -343,6 +348,7 @@ impl Ua {
             reg: Registration::default(),
             limits: Limits::default(),
             resent: Default::default(),
+            invited_from: BTreeMap::new(),
             cfg,
         };
         ua.reg.call_id = ua.ids.call_id();

@@ -27,6 +27,9 @@ impl Ua {
                 return;
             }
         };
+        if self.cfg.lose_adopter_acks && self.is_adopters_ack(&msg, a.from) {
+            return self.trace.log(&self.who, "mutant drops an adopter's ACK");
+        }
         match &msg {
             SipMessage::Response(r) => self.check_response(r, a.duplicate, a.from),
             SipMessage::Request(r) => self.check_request(r, a.duplicate),
@@ -326,6 +329,23 @@ impl Ua {
         }
     }
 
+    /// Whether `msg` is an ACK from another node than the one its INVITE came from (see
+    /// `UaConfig::lose_adopter_acks`).
+    fn is_adopters_ack(&mut self, msg: &SipMessage, from: SocketAddr) -> bool {
+        let SipMessage::Request(r) = msg else {
+            return false;
+        };
+        let call_id = r.headers.get("Call-ID").unwrap_or("").to_string();
+        match r.method {
+            Method::Invite => {
+                self.invited_from.entry(call_id).or_insert(from);
+                false
+            }
+            Method::Ack => self.invited_from.get(&call_id).is_some_and(|f| *f != from),
+            _ => false,
+        }
+    }
+
     pub(super) fn on_ack(&mut self, ack: &Request) {
         let h = &ack.headers;
         let Some(id) = h.get("Call-ID") else { return };
@@ -341,6 +361,8 @@ impl Ua {
         c.pending_2xx = None;
         if c.state == State::Early {
             c.state = State::Confirmed;
+            let (token, caller, leg) = (c.token.clone(), c.caller, c.leg);
+            self.ledger_leg(&token, caller, leg, |l| l.acked = true);
             let id = id.to_string();
             self.plan_confirmed(&id, now);
         }

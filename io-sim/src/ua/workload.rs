@@ -239,6 +239,10 @@ impl Ua {
                     c.state = State::Confirmed;
                     self.trace
                         .log(&self.who, format_args!("no ACK for 2xx in {id}; BYE"));
+                    // Drongo owed the ACK (its own for the callee's 2xx to the INVITE, the
+                    // caller's relayed for a re-INVITE's): the call is lost unless it was
+                    // ending anyway (see `continuity`).
+                    self.suspect(&id, false, "2xx got no ACK in 64·T1");
                     self.hang_up(&id);
                     return;
                 }
@@ -381,9 +385,11 @@ impl Ua {
             give_up_at: now + 64 * t1,
         });
         let (token, leg) = (c.token.clone(), c.leg);
+        let lossy = cfg.link.loss > 0.0;
         self.ledger.call(&token, |l| {
             if let Some(leg) = l.callees.get_mut(leg) {
                 leg.answered = true;
+                leg.lossy = lossy;
             }
             l.callee_answered_at.get_or_insert(sim_ms());
         });

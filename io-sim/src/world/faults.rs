@@ -12,6 +12,9 @@ pub enum Trigger {
     Ringing { after_ms: u64 },
     /// As soon as a call set up by `node` (its callee's Call-ID names it) rings.
     RingingOn { node: usize, after_ms: u64 },
+    /// As soon as the callee of a call set up by `node` has sent its 2xx, which has not
+    /// reached the caller yet: the node is between its store write and its messages.
+    AnsweringOn { node: usize, after_ms: u64 },
     /// As soon as some call is confirmed, after this time.
     InCall { after_ms: u64 },
     /// As soon as a call whose caller's home is `node` is confirmed, after this time.
@@ -138,6 +141,9 @@ impl FaultCtx {
                 after_ms,
                 Box::new(move |l| !l.ringing_on(node_id(node)).is_empty()),
             ),
+            Trigger::AnsweringOn { node, after_ms } => {
+                (after_ms, Box::new(move |l| l.answering_on(node_id(node))))
+            }
             Trigger::InCall { after_ms } => (after_ms, Box::new(|l| l.confirmed_calls() > 0)),
             Trigger::InCallOn { node, after_ms } => {
                 (after_ms, Box::new(move |l| l.confirmed_calls_on(node) > 0))

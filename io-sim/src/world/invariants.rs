@@ -310,6 +310,22 @@ fn continuity(trace: &Trace, token: &str, call: &CallLedger, t: u64, answered: b
     if !call.caller.answered {
         return;
     }
+    // The callee's 2xx is ACKed by whichever node runs the call: its copies go to the node
+    // that sent the INVITE, so an adopter of a node that died before its ACK left must
+    // send one of its own. Unacknowledged, the callee ends the call after 64·T1.
+    let unacked = call
+        .callees
+        .iter()
+        .filter(|l| bridged && l.answered && !l.acked && !l.lossy && !l.vanished);
+    for leg in unacked {
+        trace.violation(
+            "check",
+            format_args!(
+                "{token}: the caller got the 2xx, callee {} never got the ACK of its own",
+                leg.ua
+            ),
+        );
+    }
     for s in call.suspects.iter().filter(|s| s.caller || bridged) {
         let (own, peers): (Option<&Leg>, Vec<&Leg>) = if s.caller {
             (

@@ -80,6 +80,7 @@ pub(super) fn configs(spec: &WorldSpec, rng: &mut ChaCha8Rng) -> Vec<(UaConfig, 
                 && spec.link.is_clean()
                 && spec.faults.is_empty(),
             swallow_cancel: spec.mutant_ignore_cancel,
+            lose_adopter_acks: spec.mutant_no_adopter_ack,
             ring_ms: spec.ring_ms,
             patience_ms: spec.patience_ms,
             reinvite_answer_ms: spec.reinvite_answer_ms,

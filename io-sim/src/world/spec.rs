@@ -107,6 +107,9 @@ pub struct WorldSpec {
     pub mutant_kept_copies: bool,
     /// A mutant region that copies nothing to the other (no replicator).
     pub mutant_no_replication: bool,
+    /// A mutant cluster whose adopters never ACK a callee's 2xx (the callees drop every ACK
+    /// but from the node their INVITE came from), as before adopters sent their own.
+    pub mutant_no_adopter_ack: bool,
 }
 
 impl Default for WorldSpec {
@@ -135,6 +138,7 @@ impl Default for WorldSpec {
             faults: Vec::new(),
             settle_ms: None,
             mutant_forget_calls: false,
+            mutant_no_adopter_ack: false,
             mutant_refuse_all: false,
             mutant_ignore_cancel: false,
             mutant_keep_bindings: false,
