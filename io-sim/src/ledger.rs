@@ -25,8 +25,10 @@ pub struct Leg {
     pub bye_sent_at: Option<u64>,
     /// When a BYE from Drongo first reached this party.
     pub got_bye_at: Option<u64>,
-    /// A callee's 2xx to the INVITE was acknowledged.
+    /// A callee's 2xx to the INVITE was acknowledged (before or after a BYE).
     pub acked: bool,
+    /// Copies of a callee's 2xx to the INVITE it sent while no ACK came.
+    pub unacked_copies: u32,
     /// The party's link loses datagrams (an ACK may be lost for good: see `continuity`).
     pub lossy: bool,
 }

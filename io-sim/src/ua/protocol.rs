@@ -354,6 +354,15 @@ impl Ua {
         let Some(c) = self.calls.get_mut(id) else {
             return;
         };
+        let invite_cseq = c.server_invite.as_ref().map(|(_, r)| cseq_of_request(r));
+        if !c.caller && invite_cseq == Some(cseq) {
+            // The ACK of the 2xx to the INVITE, also when a BYE came first.
+            let (token, leg) = (c.token.clone(), c.leg);
+            self.ledger_leg(&token, false, leg, |l| l.acked = true);
+        }
+        let Some(c) = self.calls.get_mut(id) else {
+            return;
+        };
         let Some(p) = &c.pending_2xx else { return };
         if p.cseq != cseq {
             return;
@@ -361,8 +370,6 @@ impl Ua {
         c.pending_2xx = None;
         if c.state == State::Early {
             c.state = State::Confirmed;
-            let (token, caller, leg) = (c.token.clone(), c.caller, c.leg);
-            self.ledger_leg(&token, caller, leg, |l| l.acked = true);
             let id = id.to_string();
             self.plan_confirmed(&id, now);
         }
@@ -584,4 +591,12 @@ impl Ua {
         };
         self.at(now + after, action);
     }
+}
+
+/// The CSeq number of `r` (0 when it has none).
+fn cseq_of_request(r: &Request) -> u32 {
+    r.headers
+        .get("CSeq")
+        .and_then(CSeq::parse)
+        .map_or(0, |c| c.seq)
 }

@@ -249,6 +249,10 @@ impl Ua {
                 let (key, resp) = (p.key.clone(), p.response.clone());
                 p.interval = (p.interval * 2).min(self.timers_cfg.t2);
                 let next = now + p.interval;
+                if !c.caller && c.state == State::Early {
+                    let (token, leg) = (c.token.clone(), c.leg);
+                    self.ledger_leg(&token, false, leg, |l| l.unacked_copies += 1);
+                }
                 let _ = self.tx.send_response(&key, resp, now);
                 self.at(next, Action::Resend2xx(id));
             }
