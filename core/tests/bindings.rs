@@ -59,6 +59,33 @@ fn a_call_through_another_member_reaches_a_phone_that_registered_a_moment_ago() 
     assert!(n2.poll_load().is_none());
 }
 
+/// A CANCEL for an INVITE parked while its callee's bindings are read: the INVITE gets 487
+/// at once and makes no call when the read answers (cluster-chaos seed 83 rang the callee
+/// for a caller that had given up, and never answered its INVITE).
+#[test]
+fn an_invite_cancelled_while_its_lookup_reads_makes_no_call() {
+    let mut store = Store::new();
+    let mut n1 = member(1, 5060);
+    let mut n2 = member(2, 5070);
+    register_bob(&mut n1, &mut store);
+    send(&mut n2, T0 + 10, A, INVITE);
+    assert!(lines(&run(&mut n2, &mut store)).is_empty());
+    send(&mut n2, T0 + 12, A, &of_invite("CANCEL"));
+    assert_eq!(
+        lines(&run(&mut n2, &mut store)),
+        [
+            "127.0.0.1:5061 200 OK",
+            "127.0.0.1:5061 487 Request Terminated"
+        ]
+    );
+    assert_eq!(load_all(&mut n2, &store, T0 + 15), ["reg/bob"]);
+    assert!(
+        lines(&run(&mut n2, &mut store)).is_empty(),
+        "no INVITE to bob"
+    );
+    assert_eq!(n2.active_calls(), 0);
+}
+
 #[test]
 fn a_lookup_that_reads_nothing_is_answered_as_a_miss() {
     let mut store = Store::new();

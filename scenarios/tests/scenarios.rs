@@ -143,6 +143,10 @@ fn seeds_that_found_bugs() {
         // ACKed it (also the balancer rig's one-call flake in io-real/tests/lb.rs).
         ("owner-crash-while-answering", 3),
         ("leader-crash", 43),
+        // A CANCEL for an INVITE parked while its callee's bindings were read got 200, and
+        // the INVITE made its call when the read answered: the callee rang for a caller
+        // that had given up, whose INVITE never got a final response.
+        ("cluster-chaos", 83),
         // A re-INVITE's 2xx was still owed when its call ended on the adopter; the old
         // owner, reading the tombstone, answered the re-INVITE's retransmission 481.
         ("store-leader-change-during-takeover", 616),

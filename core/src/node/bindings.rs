@@ -97,6 +97,24 @@ impl Node {
         self.lookups.fresh.remove(aor);
     }
 
+    /// A CANCEL came for an INVITE still parked for its callee's bindings (no call made
+    /// yet, its CANCEL answered 200): the INVITE ends here, 487 (§9.2), and makes no call
+    /// when the read answers (cluster-chaos seed 83: it did, and rang the callee for a
+    /// caller that had given up).
+    pub(super) fn cancel_parked_invite(&mut self, invite: &TxKey, now: UnixMillis) {
+        let mut cancelled = None;
+        self.lookups.waiting.retain_named(|_, (key, req, _)| {
+            let hit = key == invite && cancelled.is_none();
+            if hit {
+                cancelled = Some((key.clone(), req.clone()));
+            }
+            !hit
+        });
+        if let Some((key, req)) = cancelled {
+            self.sink.reply(&key, &req, 487, None, &[], now);
+        }
+    }
+
     /// Drops the parked INVITEs (the node joined again: their transactions are given up,
     /// and a retransmission starts afresh). Parked REGISTER queries stay.
     pub(super) fn drop_parked_lookups(&mut self) {

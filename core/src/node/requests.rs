@@ -78,7 +78,13 @@ impl Node {
             Method::Cancel if clustered && s.tx.invite_for_cancel(&key).is_none() => {
                 self.await_call(key, req, from, now)
             }
-            Method::Cancel => self.b2bua.on_cancel(s, &key, &req, now),
+            Method::Cancel => {
+                let invite = s.tx.invite_for_cancel(&key);
+                self.b2bua.on_cancel(s, &key, &req, now);
+                if let Some(invite) = invite {
+                    self.cancel_parked_invite(&invite, now);
+                }
+            }
             Method::Options => {
                 let h = [
                     ("Allow", ALLOW.to_string()),
