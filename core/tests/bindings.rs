@@ -34,15 +34,21 @@ fn watched(n: &mut Node, store: &Store, key: &str, now: u64) {
     );
 }
 
-#[test]
-fn a_call_through_another_member_reaches_a_phone_that_registered_a_moment_ago() {
+/// Bob registered through member 1; an INVITE to him through member 2, whose watch has
+/// not brought the record yet: it waits for a read. The store and member 2.
+fn invite_waiting_for_its_lookup() -> (Store, Node) {
     let mut store = Store::new();
     let mut n1 = member(1, 5060);
     let mut n2 = member(2, 5070);
     register_bob(&mut n1, &mut store);
-    // Node 2's watch has not brought the record yet: the INVITE waits for a read.
     send(&mut n2, T0 + 10, A, INVITE);
     assert!(lines(&run(&mut n2, &mut store)).is_empty());
+    (store, n2)
+}
+
+#[test]
+fn a_call_through_another_member_reaches_a_phone_that_registered_a_moment_ago() {
+    let (mut store, mut n2) = invite_waiting_for_its_lookup();
     assert_eq!(load_all(&mut n2, &store, T0 + 15), ["reg/bob"]);
     let out = lines(&run(&mut n2, &mut store));
     assert_sent(&out, "127.0.0.1:5062 INVITE sip:bob@127.0.0.1:5062");
@@ -64,12 +70,7 @@ fn a_call_through_another_member_reaches_a_phone_that_registered_a_moment_ago() 
 /// for a caller that had given up, and never answered its INVITE).
 #[test]
 fn an_invite_cancelled_while_its_lookup_reads_makes_no_call() {
-    let mut store = Store::new();
-    let mut n1 = member(1, 5060);
-    let mut n2 = member(2, 5070);
-    register_bob(&mut n1, &mut store);
-    send(&mut n2, T0 + 10, A, INVITE);
-    assert!(lines(&run(&mut n2, &mut store)).is_empty());
+    let (mut store, mut n2) = invite_waiting_for_its_lookup();
     send(&mut n2, T0 + 12, A, &of_invite("CANCEL"));
     assert_eq!(
         lines(&run(&mut n2, &mut store)),
