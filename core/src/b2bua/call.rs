@@ -168,6 +168,12 @@ pub enum CallTimer {
 }
 
 impl Call {
+    /// Whether `p` is the 2xx made when the callee answered the initial INVITE (not a
+    /// relayed re-INVITE's).
+    pub fn answers_invite(&self, p: &Pending2xx) -> bool {
+        p.side == Side::A && self.answered_at == Some(p.first_sent_at)
+    }
+
     /// Nothing of it a draining node must stay for: confirmed, no 2xx awaiting its ACK.
     pub fn is_settled(&self) -> bool {
         self.state == CallState::Confirmed && self.pending_2xx.is_none()

@@ -1,7 +1,7 @@
 //! Calls and the store: loading stored calls after a restart, a call whose write failed,
 //! and what the store really holds once read back.
 
-use super::call::{Call, CallState, Side};
+use super::call::{Call, CallState};
 use super::calls::Purpose;
 use super::B2bua;
 use crate::config::Transactions;
@@ -210,8 +210,7 @@ impl B2bua {
             // lost with the batch, or waited for this 2xx's): it gets its ACK, then the
             // BYE. A caller that never heard its answer gets no BYE.
             if let Some(p) = call.pending_2xx.take_if(|_| unanswered) {
-                // The 2xx made when the callee answered the initial INVITE.
-                let initial = p.side == Side::A && call.answered_at == Some(p.first_sent_at);
+                let initial = call.answers_invite(&p);
                 match (initial, call.awaiting_ack.take()) {
                     // A relayed re-INVITE's 2xx: the leg that answered gets our ACK.
                     (_, Some((_, _, sent_cseq))) => self.ack_other(s, id, p.side, sent_cseq),

@@ -4,7 +4,7 @@
 //! only one wins, and the loser drops it without a word (`contest`, `read_back`); the old
 //! owner, if it still runs, loses its next write the same way.
 
-use super::call::{Call, CallState, Side};
+use super::call::{Call, CallState};
 use super::B2bua;
 use crate::message::Method;
 use crate::sink::Sink;
@@ -126,7 +126,7 @@ impl B2bua {
             && call
                 .pending_2xx
                 .as_ref()
-                .is_some_and(|p| p.side == Side::A && call.answered_at == Some(p.first_sent_at));
+                .is_some_and(|p| call.answers_invite(p));
         if answering {
             let b_cseq = call.b.local_cseq;
             self.ack_b(s, id, b_cseq);

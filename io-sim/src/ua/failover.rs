@@ -36,7 +36,8 @@ pub(super) struct Resent {
     groups: BTreeMap<(String, u32), Group>,
 }
 
-fn cseq_of(r: &Request) -> u32 {
+/// The CSeq number of `r` (0 when it has none).
+pub(super) fn cseq_of(r: &Request) -> u32 {
     r.headers
         .get("CSeq")
         .and_then(CSeq::parse)

@@ -354,7 +354,10 @@ impl Ua {
         let Some(c) = self.calls.get_mut(id) else {
             return;
         };
-        let invite_cseq = c.server_invite.as_ref().map(|(_, r)| cseq_of_request(r));
+        let invite_cseq = c
+            .server_invite
+            .as_ref()
+            .map(|(_, r)| super::failover::cseq_of(r));
         if !c.caller && invite_cseq == Some(cseq) {
             // The ACK of the 2xx to the INVITE, also when a BYE came first.
             let (token, leg) = (c.token.clone(), c.leg);
@@ -591,12 +594,4 @@ impl Ua {
         };
         self.at(now + after, action);
     }
-}
-
-/// The CSeq number of `r` (0 when it has none).
-fn cseq_of_request(r: &Request) -> u32 {
-    r.headers
-        .get("CSeq")
-        .and_then(CSeq::parse)
-        .map_or(0, |c| c.seq)
 }
