@@ -24,7 +24,7 @@ mod workload;
 
 use crate::ledger::{Ledger, Leg};
 use crate::link::{first_line, Arrival, Link, LinkFaults};
-use crate::trace::{fnv64, sim_ms, Trace};
+use crate::trace::{fingerprint, sim_ms, Trace};
 use drongo::runtime::now_ms;
 use drongo_core::dialog::uri_of;
 use drongo_core::ids::IdGen;
@@ -550,28 +550,35 @@ pub fn summary(bytes: &[u8]) -> Summary<'_> {
 
 impl std::fmt::Display for Summary<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let text = String::from_utf8_lossy(self.0);
-        let mut lines = text.lines();
-        let first = lines.next().unwrap_or("");
-        let (mut call_id, mut cseq) = ("", "");
+        // Read as bytes: every message of a run passes through here, and building a
+        // lossy copy of each was a tenth of the trace's cost.
+        let text = |b: &[u8]| String::from_utf8_lossy(b.trim_ascii()).into_owned();
+        let mut lines = self.0.split(|b| *b == b'\n');
+        let first = lines.next().unwrap_or_default();
+        let (mut call_id, mut cseq): (&[u8], &[u8]) = (b"", b"");
         for l in lines {
+            let l = l.strip_suffix(b"\r").unwrap_or(l);
             if l.is_empty() {
                 break;
             }
-            let Some((n, v)) = l.split_once(':') else {
+            let Some(colon) = l.iter().position(|b| *b == b':') else {
                 continue;
             };
-            let n = n.trim();
-            if call_id.is_empty() && n.eq_ignore_ascii_case("Call-ID") {
-                call_id = v.trim();
-            } else if cseq.is_empty() && n.eq_ignore_ascii_case("CSeq") {
-                cseq = v.trim();
+            let (n, v) = l.split_at(colon);
+            let (n, v) = (n.trim_ascii(), v.get(1..).unwrap_or_default());
+            if call_id.is_empty() && n.eq_ignore_ascii_case(b"Call-ID") {
+                call_id = v;
+            } else if cseq.is_empty() && n.eq_ignore_ascii_case(b"CSeq") {
+                cseq = v;
             }
         }
         write!(
             f,
-            "{first} | {call_id} | {cseq} | #{:08x}",
-            fnv64(self.0) as u32
+            "{} | {} | {} | #{:08x}",
+            text(first),
+            text(call_id),
+            text(cseq),
+            fingerprint(self.0) as u32
         )
     }
 }
