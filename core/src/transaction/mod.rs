@@ -171,7 +171,17 @@ impl TransactionLayer {
         key: &TxKey,
         f: impl FnOnce(&mut Transaction, &mut Out) -> R,
     ) -> Option<R> {
-        let tx = self.transactions.get_mut(key)?;
+        let id = self.transactions.id(key)?;
+        self.step_id(id, f)
+    }
+
+    /// [`TransactionLayer::step`] of transaction `id`.
+    fn step_id<R>(
+        &mut self,
+        id: u64,
+        f: impl FnOnce(&mut Transaction, &mut Out) -> R,
+    ) -> Option<R> {
+        let (key, tx) = self.transactions.entry_mut(id)?;
         let call_id = tx.request().headers.get("Call-ID").map(str::to_string);
         let mut out = Out {
             key,
@@ -180,38 +190,35 @@ impl TransactionLayer {
             events: &mut self.events,
         };
         let r = f(tx, &mut out);
-        self.reschedule(key);
+        self.settle(id);
         Some(r)
     }
 
-    fn reschedule(&mut self, key: &TxKey) {
-        let Some(tx) = self.transactions.get(key) else {
-            return;
-        };
-        if tx.is_terminated() {
-            self.transactions.remove(key);
-            self.events
-                .push_back(TxEvent::Terminated { key: key.clone() });
-            return;
+    /// Sets transaction `id`'s deadline after a step, or removes it if it terminated.
+    fn settle(&mut self, id: u64) {
+        let cfg = &self.config;
+        if let Some(key) = self
+            .transactions
+            .settle(id, |tx| tx.deadline(cfg).map(|(at, _)| at))
+        {
+            self.events.push_back(TxEvent::Terminated { key });
         }
-        let at = tx.deadline(&self.config).map(|(at, _)| at);
-        self.transactions.schedule(key, at);
     }
 
     fn insert(&mut self, key: TxKey, tx: Transaction) {
-        self.transactions.insert(key.clone(), tx);
-        self.reschedule(&key);
+        let id = self.transactions.insert(key, tx);
+        self.settle(id);
     }
 
     /// Fires every timer due at `now`, in (deadline, creation) order; a transaction's own
     /// timers fire in deadline order, ties in the order of [`Timer`].
     pub fn handle_timeout(&mut self, now: UnixMillis) {
-        while let Some((at, key)) = self.transactions.first_timer() {
+        while let Some((at, id)) = self.transactions.first_timer() {
             if at > now {
                 break;
             }
             let cfg = self.config;
-            let fired = self.step(&key, |tx, out| {
+            let fired = self.step_id(id, |tx, out| {
                 if let Some((due, timer)) = tx.deadline(&cfg) {
                     if due <= now {
                         tx.on_timer(timer, now, out);
@@ -220,7 +227,7 @@ impl TransactionLayer {
             });
             if fired.is_none() {
                 // Stale index entry; cannot happen, but never loop on it.
-                self.transactions.schedule(&key, None);
+                self.transactions.unschedule(id);
             }
         }
     }
