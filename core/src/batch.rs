@@ -2,10 +2,11 @@
 //! only leave once those writes are durable (durable before visible); and the node's
 //! ledger of the batches the store has not answered yet.
 
+use crate::map::HashMap;
 use crate::store::{Key, StoreWrite};
 use crate::transaction::{Origin, Transmit, TxKey};
 use crate::UnixMillis;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// Names a batch, so that the store's answer can refer to it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -5,8 +5,9 @@
 //! Ties are broken by the key's order, never by a hash, so the order in which due timers
 //! fire is the same in every run (quinn-proto keeps its timers in one table the same way).
 
+use crate::map::HashMap;
 use crate::UnixMillis;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::hash::Hash;
 
 #[derive(Debug, Clone)]
@@ -20,7 +21,7 @@ impl<K> Default for DeadlineIndex<K> {
     fn default() -> Self {
         Self {
             by_time: BTreeSet::new(),
-            at: HashMap::new(),
+            at: HashMap::default(),
         }
     }
 }

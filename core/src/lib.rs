@@ -14,6 +14,7 @@ pub mod deadline;
 pub mod dialog;
 pub mod ids;
 pub mod lb;
+mod map;
 pub mod message;
 pub mod metrics;
 pub mod node;

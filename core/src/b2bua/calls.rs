@@ -5,10 +5,11 @@
 
 use super::call::{Call, Pending2xx, Side};
 use crate::deadline::DeadlineIndex;
+use crate::map::HashMap;
 use crate::message::Response;
 use crate::transaction::{Peer, TimerConfig, TxKey};
 use crate::UnixMillis;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// What a client transaction of ours is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

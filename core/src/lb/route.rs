@@ -4,13 +4,14 @@ use super::flow::{flow_route, parse_flow_token, route_uri, Source};
 use super::health::{Probes, PROBE_BRANCH};
 use super::pool::Pool;
 use crate::cluster::token::{node_of_branch, parse_contact_user};
+use crate::map::HashMap;
 use crate::message::{
     error_response_from_raw, parse_datagram, response_to, validate_as_proxy, Action, Limits,
     Method, Request, Response, SipMessage, Via,
 };
 use crate::UnixMillis;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
 /// The branch prefix of the balancer's own Via on what it forwards.
@@ -100,7 +101,7 @@ impl Balancer {
             probes: Probes::default(),
             affinity,
             limits,
-            invites: HashMap::new(),
+            invites: HashMap::default(),
             expiry: VecDeque::new(),
             metrics: LbMetrics::default(),
         }

@@ -8,8 +8,9 @@
 
 use super::{Transaction, TxKey};
 use crate::deadline::DeadlineIndex;
+use crate::map::HashMap;
 use crate::UnixMillis;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 #[derive(Debug)]
 struct Entry {
