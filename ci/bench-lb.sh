@@ -5,8 +5,9 @@
 # up until each fails. A step passes when under 0.1 % of its calls failed on the caller's
 # side and on the callees' (their OPTIONS answers subtracted), twice in a row. Then, at
 # half of each one's best rate: the round-trip time of an OPTIONS through it against a
-# callee's directly (ci/lb_latency.py: median and 90th percentile, microseconds; the
-# difference is what the proxy adds). Then a callee killed under load: how the dead one's
+# callee's directly and through a relay that does nothing (ci/lb_latency.py: median and
+# 90th percentile, microseconds; the differences are what the proxy adds and what any hop
+# costs on this machine). Then a callee killed under load: how the dead one's
 # share of new calls spreads over the survivors. Every process it starts is stopped by
 # its pid.
 #
@@ -93,28 +94,35 @@ d_cps=$(best step call "$CPS_RATES" 5060 drongo-lb)
 echo
 echo "calls/s through the balancer (1 s calls, <0.1% failed): kamailio dispatcher $k_cps, drongo lb $d_cps, ratio $(ratio "$d_cps" "$k_cps")"
 
-# Latency at half load: a background load of half each one's best rate, and 500 OPTIONS.
-latency() { # PORT RATE -> "median p90" through PORT under RATE calls/s
+# Latency at half load: a background load of half each one's best rate through it, and
+# 500 OPTIONS through it, to a callee directly and through ci/null_relay.c (a relay that
+# does nothing: what any user-space hop costs on this machine), taking turns probe by probe.
+cc -O2 -o "$work/null_relay" ci/null_relay.c
+"$work/null_relay" 5079 5081 &
+pids+=($!)
+latency() { # PORT RATE -> "median p90" of the proxy on PORT, the callee, the null relay
   local port=$1 rate=$2 secs=12 out
   callees_up $((secs + 4)) "lat-$port"
   timeout $((secs + 6)) sipp -sf "$uac" "127.0.0.1:$port" -p 5091 -s service -r "$rate" \
     -m $((rate * secs)) -d 1000 "${sipp_common[@]}" > "$work/lat-$port.uac" 2>&1 &
   local load=$!
   sleep 2
-  out=$(python3 ci/lb_latency.py "127.0.0.1:$port" 500 2>/dev/null | tail -1)
-  case "$out" in [0-9]*" "[0-9]*) ;; *) out="- -" ;; esac
+  out=$(python3 ci/lb_latency.py 500 "127.0.0.1:$port" 127.0.0.1:5081 127.0.0.1:5079 \
+    2>/dev/null | tail -1)
+  case "$out" in [0-9]*" "[0-9]*" "[0-9]*" "[0-9]*" "[0-9]*" "[0-9]*) ;; *) out="- - - - - -" ;; esac
   wait "$load" 2>/dev/null || true
   callees_down
   echo "$out"
 }
 half_k=$(( k_cps / 2 )); half_d=$(( d_cps / 2 ))
-read -r k_med k_p90 <<<"$(latency 5070 "$half_k")"
-read -r d_med d_p90 <<<"$(latency 5060 "$half_d")"
-read -r c_med c_p90 <<<"$(latency 5081 "$half_d")"
-echo "OPTIONS round trip under half load, median/p90 us: callee directly $c_med/$c_p90, kamailio dispatcher $k_med/$k_p90 (at $half_k calls/s), drongo lb $d_med/$d_p90 (at $half_d calls/s)"
-if [ "$c_med" != "-" ] && [ "$d_med" != "-" ] && [ "$k_med" != "-" ]; then
+read -r k_med k_p90 kc_med kc_p90 kn_med kn_p90 <<<"$(latency 5070 "$half_k")"
+read -r d_med d_p90 dc_med dc_p90 dn_med dn_p90 <<<"$(latency 5060 "$half_d")"
+echo "OPTIONS round trip under half load, median/p90 us (probes taking turns):"
+echo "  kamailio dispatcher at $half_k calls/s: through it $k_med/$k_p90, callee directly $kc_med/$kc_p90, null relay $kn_med/$kn_p90"
+echo "  drongo lb at $half_d calls/s: through it $d_med/$d_p90, callee directly $dc_med/$dc_p90, null relay $dn_med/$dn_p90"
+if [ "$k_med" != "-" ] && [ "$d_med" != "-" ]; then
   # shellcheck disable=SC2004
-  echo "added by the proxy (median): kamailio dispatcher $(( k_med - c_med )) us, drongo lb $(( d_med - c_med )) us"
+  echo "added by the proxy (median): kamailio dispatcher $(( k_med - kc_med )) us, drongo lb $(( d_med - dc_med )) us; a relay that does nothing adds $(( kn_med - kc_med )) us and $(( dn_med - dc_med )) us under the same loads"
 fi
 
 # A callee killed under load (200 calls/s, 12 s; the callee on 5082 killed after 4 s): the

@@ -1,43 +1,55 @@
 #!/usr/bin/env python3
-"""Round-trip time of an OPTIONS through TARGET, one at a time: prints the median and the
-90th percentile in microseconds. ci/bench-lb.sh runs it against the balancer, Kamailio's
-dispatcher and a callee directly (the difference is what the proxy adds).
+"""Round-trip time of an OPTIONS through each TARGET: prints, per target in the order
+given, "median p90" in microseconds, all on one line. The targets take turns probe by
+probe, so that each sees the same machine: on a shared VM the speed drifts from second to
+second, and one target probed after another was once 99 then 148 us for the same relay.
+ci/bench-lb.sh runs it against a callee directly, a relay that does nothing
+(ci/null_relay.c) and a balancer; the differences are what a hop costs here and what the
+balancer adds.
 
-    lb_latency.py HOST:PORT COUNT
+    lb_latency.py COUNT HOST:PORT...
 """
 import socket
 import statistics
 import sys
 import time
 
-host, port = sys.argv[1].rsplit(":", 1)
-count = int(sys.argv[2])
-sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-sock.bind(("127.0.0.1", 0))
-sock.settimeout(0.5)
-me = "127.0.0.1:%d" % sock.getsockname()[1]
-rtts = []
+count = int(sys.argv[1])
+targets = [t.rsplit(":", 1) for t in sys.argv[2:]]
+socks = []
+for _ in targets:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(0.5)
+    socks.append(s)
+rtts = [[] for _ in targets]
 for i in range(count):
-    msg = (
-        "OPTIONS sip:probe@%s:%s SIP/2.0\r\n"
-        "Via: SIP/2.0/UDP %s;branch=z9hG4bKlat%d\r\n"
-        "Max-Forwards: 70\r\nFrom: <sip:lat@127.0.0.1>;tag=l%d\r\n"
-        "To: <sip:probe@%s>\r\nCall-ID: lat-%d-%f\r\nCSeq: 1 OPTIONS\r\n"
-        "Content-Length: 0\r\n\r\n" % (host, port, me, i, i, host, i, time.time())
-    ).encode()
-    start = time.perf_counter_ns()
-    sock.sendto(msg, (host, int(port)))
-    try:
-        while True:
-            data = sock.recv(65535)
-            if data.startswith(b"SIP/2.0 200") and (b"branch=z9hG4bKlat%d" % i) in data:
-                rtts.append((time.perf_counter_ns() - start) / 1000)
-                break
-    except socket.timeout:
-        pass
-    time.sleep(0.002)
-if len(rtts) < count // 2:
-    print("answered %d of %d" % (len(rtts), count))
-    sys.exit(1)
-rtts.sort()
-print("%d %d" % (statistics.median(rtts), rtts[int(len(rtts) * 0.9)]))
+    for k, (host, port) in enumerate(targets):
+        sock = socks[k]
+        me = "127.0.0.1:%d" % sock.getsockname()[1]
+        msg = (
+            "OPTIONS sip:probe@%s:%s SIP/2.0\r\n"
+            "Via: SIP/2.0/UDP %s;branch=z9hG4bKlat%d\r\n"
+            "Max-Forwards: 70\r\nFrom: <sip:lat@127.0.0.1>;tag=l%d\r\n"
+            "To: <sip:probe@%s>\r\nCall-ID: lat-%d-%d-%f\r\nCSeq: 1 OPTIONS\r\n"
+            "Content-Length: 0\r\n\r\n" % (host, port, me, i, i, host, k, i, time.time())
+        ).encode()
+        start = time.perf_counter_ns()
+        sock.sendto(msg, (host, int(port)))
+        try:
+            while True:
+                data = sock.recv(65535)
+                if data.startswith(b"SIP/2.0 200") and (b"branch=z9hG4bKlat%d" % i) in data:
+                    rtts[k].append((time.perf_counter_ns() - start) / 1000)
+                    break
+        except socket.timeout:
+            pass
+        time.sleep(0.001)
+out = []
+for (host, port), r in zip(targets, rtts):
+    if len(r) < count // 2:
+        print("%s:%s answered %d of %d" % (host, port, len(r), count))
+        sys.exit(1)
+    r.sort()
+    out.append("%d %d" % (statistics.median(r), r[int(len(r) * 0.9)]))
+print(" ".join(out))
