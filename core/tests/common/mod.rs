@@ -2,6 +2,8 @@
 //! as the runtime would, and the SIP messages of a caller (A) and a callee (B).
 #![allow(dead_code)]
 
+pub mod cluster;
+
 pub use drongo_core::config::Config;
 pub use drongo_core::message::{parse_datagram, Limits, SipMessage};
 pub use drongo_core::node::{Batch, Input, Node, WriteError};
