@@ -19,6 +19,7 @@
 
 mod common;
 
+use common::lb::Lb;
 use common::{finished, scenario, Drongo};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -30,82 +31,13 @@ const LB1: u16 = 5700;
 const LB2: u16 = 5702;
 const UAS: u16 = 5720;
 
-/// A `drongo lb` process (admin on sip + 1000).
-struct Lb {
-    child: Child,
-    admin: u16,
-}
-
-impl Lb {
-    fn start(sip: u16, url: &str, dir: &Path) -> Lb {
-        let cfg = dir.join(format!("lb-{sip}.toml"));
-        std::fs::write(
-            &cfg,
-            format!(
-                "[health]\ninterval_ms = 500\ntimeout_ms = 400\nslow_start_ms = {SLOW_START_MS}\n\
-                 [affinity]\nmethods = [\"REGISTER\"]\n"
-            ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.join(format!("lb-{sip}.log"))).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_drongo"))
-            .args(["lb", "--sip", &format!("127.0.0.1:{sip}")])
-            .args(["--admin", &format!("127.0.0.1:{}", sip + 1000)])
-            .args(["--store", url, "--config"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("drongo binary");
-        let lb = Lb {
-            child,
-            admin: sip + 1000,
-        };
-        let start = Instant::now();
-        while lb.pool()["nodes"].as_array().map_or(0, Vec::len) < 3 {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "lb did not see 3 nodes"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        lb
-    }
-
-    fn get(&self, path: &str) -> String {
-        use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.admin)) else {
-            return String::new();
-        };
-        let _ = write!(s, "GET {path} HTTP/1.0\r\n\r\n");
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out.split("\r\n\r\n").nth(1).unwrap_or("").to_string()
-    }
-
-    fn pool(&self) -> serde_json::Value {
-        serde_json::from_str(&self.get("/pool")).unwrap_or_default()
-    }
-
-    /// Requests routed to each node so far (ids 1 to 3).
-    fn routed(&self) -> [u64; 3] {
-        let pool = self.pool();
-        let mut out = [0; 3];
-        for n in pool["nodes"].as_array().into_iter().flatten() {
-            let id = n["id"].as_u64().unwrap_or(0) as usize;
-            if let Some(slot) = out.get_mut(id.wrapping_sub(1)) {
-                *slot = n["routed"].as_u64().unwrap_or(0);
-            }
-        }
-        out
-    }
-}
-
-impl Drop for Lb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A balancer of the rig: members from the store, quick probes, REGISTERs by source.
+fn start_lb(sip: u16, url: &str, dir: &Path) -> Lb {
+    let cfg = format!(
+        "[health]\ninterval_ms = 500\ntimeout_ms = 400\nslow_start_ms = {SLOW_START_MS}\n\
+         [affinity]\nmethods = [\"REGISTER\"]\n"
+    );
+    Lb::start(sip, url, dir, &cfg, 3)
 }
 
 /// Column `name` of the last line of SIPp's `-trace_stat` file.
@@ -254,8 +186,8 @@ fn calls_through_two_balancers_survive_a_node_and_its_return() {
         node(5712, 2, &url),
         node(5714, 3, &url),
     ];
-    let lb1 = Lb::start(LB1, &url, &dir);
-    let lb2 = Lb::start(LB2, &url, &dir);
+    let lb1 = start_lb(LB1, &url, &dir);
+    let lb2 = start_lb(LB2, &url, &dir);
     let (child, stat) = sipp(&dir, "uas", UAS, 0, 1_000_000, 0, &[]);
     let callee = Callee { child, stat };
     let took = |c: Child, port: u16, limit: u64| {
@@ -407,12 +339,12 @@ fn calls_through_two_balancers_survive_a_node_and_its_return() {
         errors(&dir, 5724)
     );
     assert!(
-        lb2.routed().iter().sum::<u64>() >= 1,
+        lb2.routed::<3>().iter().sum::<u64>() >= 1,
         "balancer 2 carried the BYE"
     );
 
     // 5. Source affinity: REGISTERs of one source (varied Call-IDs) go to one node.
-    let before = lb1.routed();
+    let before = lb1.routed::<3>();
     let (reg, _) = sipp(&dir, "register", 5725, LB1, 30, 30, &[]);
     assert!(
         finished(reg, Duration::from_secs(20)),
@@ -420,7 +352,7 @@ fn calls_through_two_balancers_survive_a_node_and_its_return() {
         errors(&dir, 5725)
     );
     let d: Vec<u64> = lb1
-        .routed()
+        .routed::<3>()
         .iter()
         .zip(before)
         .map(|(a, b)| a - b)
@@ -466,7 +398,7 @@ fn node_2_dies_midway(
     let cluster = format!("transactions = \"distributed\"\noutbound = \"127.0.0.1:{lb}\"\n");
     let mut nodes =
         [1, 2, 3].map(|i| node_at(nodes[i - 1], i as u16, &url, lb, callee_port, &cluster));
-    let _lb = Lb::start(lb, &url, &dir);
+    let _lb = start_lb(lb, &url, &dir);
     let (callee, callee_stat) = sipp(&dir, uas, callee_port, 0, MIDWAY_CALLS, 0, &[]);
     let cid = format!("{name}-%u@%s");
     let (caller, caller_stat) = sipp(

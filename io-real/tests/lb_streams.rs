@@ -14,11 +14,12 @@
 mod common;
 mod phone;
 
-use common::{finished, scenario, Drongo};
+use common::lb::Lb;
+use common::{finished, scenario, Drongo, Reaped};
 use phone::Phone;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const LB: u16 = 5800;
 const TLS: u16 = 5801;
@@ -26,39 +27,6 @@ const WS: u16 = 5802;
 const WSS: u16 = 5803;
 const NODES: [u16; 2] = [5804, 5806];
 const UAS: u16 = 5810;
-
-struct Lb(Child);
-
-impl Drop for Lb {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn lb_get(path: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", LB + 1000)) else {
-        return String::new();
-    };
-    let _ = write!(s, "GET {path} HTTP/1.0\r\n\r\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.split("\r\n\r\n").nth(1).unwrap_or("").to_string()
-}
-
-/// Requests the balancer routed to each node.
-fn routed() -> [u64; 2] {
-    let pool: serde_json::Value = serde_json::from_str(&lb_get("/pool")).unwrap_or_default();
-    let mut out = [0; 2];
-    for n in pool["nodes"].as_array().into_iter().flatten() {
-        let id = n["id"].as_u64().unwrap_or(0) as usize;
-        if let Some(slot) = out.get_mut(id.wrapping_sub(1)) {
-            *slot = n["routed"].as_u64().unwrap_or(0);
-        }
-    }
-    out
-}
 
 fn start_lb(url: &str, dir: &Path) -> Lb {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
@@ -84,42 +52,14 @@ fn start_lb(url: &str, dir: &Path) -> Lb {
         .status()
         .expect("openssl");
     assert!(made.success(), "openssl could not make a certificate");
-    let cfg = dir.join("lb.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[health]\ninterval_ms = 500\ntimeout_ms = 400\n\
-             [tls]\nlisten = \"127.0.0.1:{TLS}\"\ncert = \"{}\"\nkey = \"{}\"\n\
-             [websocket]\nlisten = \"127.0.0.1:{WS}\"\nsecure_listen = \"127.0.0.1:{WSS}\"\n",
-            cert.display(),
-            key.display()
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.join("lb.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_drongo"))
-        .args(["lb", "--sip", &format!("127.0.0.1:{LB}")])
-        .args(["--admin", &format!("127.0.0.1:{}", LB + 1000)])
-        .args(["--store", url, "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("drongo binary");
-    let lb = Lb(child);
-    let start = Instant::now();
-    loop {
-        let pool: serde_json::Value = serde_json::from_str(&lb_get("/pool")).unwrap_or_default();
-        if pool["nodes"].as_array().map_or(0, Vec::len) == 2 {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "lb did not see 2 nodes"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    lb
+    let cfg = format!(
+        "[health]\ninterval_ms = 500\ntimeout_ms = 400\n\
+         [tls]\nlisten = \"127.0.0.1:{TLS}\"\ncert = \"{}\"\nkey = \"{}\"\n\
+         [websocket]\nlisten = \"127.0.0.1:{WS}\"\nsecure_listen = \"127.0.0.1:{WSS}\"\n",
+        cert.display(),
+        key.display()
+    );
+    Lb::start(LB, url, dir, &cfg, 2)
 }
 
 fn node(sip: u16, id: u16, url: &str) -> Drongo {
@@ -160,7 +100,7 @@ fn phones_on_tcp_tls_and_websockets_register_call_and_are_called() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let nodes = [node(NODES[0], 1, &url), node(NODES[1], 2, &url)];
-    let _lb = start_lb(&url, &dir);
+    let lb = start_lb(&url, &dir);
     let callee = Command::new("sipp")
         .args(["-sf", &scenario("uas")])
         .args(["-i", "127.0.0.1", "-p", &UAS.to_string(), "-nostdin"])
@@ -168,11 +108,11 @@ fn phones_on_tcp_tls_and_websockets_register_call_and_are_called() {
         .stderr(Stdio::null())
         .spawn()
         .expect("sipp");
-    let _callee = Lb(callee);
+    let _callee = Reaped(callee);
     let logs = || {
         format!(
             "lb:\n{}\nnode 1:\n{}\nnode 2:\n{}",
-            std::fs::read_to_string(dir.join("lb.log")).unwrap_or_default(),
+            std::fs::read_to_string(dir.join(format!("lb-{LB}.log"))).unwrap_or_default(),
             nodes[0].log(),
             nodes[1].log()
         )
@@ -194,7 +134,7 @@ fn phones_on_tcp_tls_and_websockets_register_call_and_are_called() {
     );
     println!(
         "20 SIPp calls over TCP through the balancer: routed {:?}",
-        routed()
+        lb.routed::<2>()
     );
 
     // 2. A phone on each kind of connection registers, calls bob, and is called.
@@ -235,7 +175,7 @@ fn phones_on_tcp_tls_and_websockets_register_call_and_are_called() {
         .split_once('=')
         .and_then(|(_, v)| v.parse().ok())
         .expect("the cookie names a node");
-    let before = routed();
+    let before = lb.routed::<2>();
     for i in 0..10 {
         assert_eq!(
             rt.block_on(first.register("carol", &format!("c1-{i}"))),
@@ -255,7 +195,7 @@ fn phones_on_tcp_tls_and_websockets_register_call_and_are_called() {
             200
         );
     }
-    let after = routed();
+    let after = lb.routed::<2>();
     let to: Vec<u64> = (0..2).map(|i| after[i] - before[i]).collect();
     println!("cookie {cookie}: 20 REGISTERs over two connections routed {to:?}");
     assert_eq!(to[node - 1], 20, "{to:?}");

@@ -131,70 +131,53 @@ impl Counts {
         }
         *self = Self::from_array(a);
     }
-
-    /// Every count, in declaration order (how a sweep's worker process reports them).
-    pub fn to_array(&self) -> [u64; 25] {
-        [
-            self.calls_attempted,
-            self.calls_answered,
-            self.ended_by_caller,
-            self.ended_by_callee,
-            self.ended_by_drongo,
-            self.registrations,
-            self.deregistrations,
-            self.reinvites,
-            self.infos,
-            self.byes,
-            self.faults_planned,
-            self.faults_struck,
-            self.triggers_met,
-            self.calls_up_at_kills,
-            self.failovers,
-            self.switches,
-            self.ringing_at_kills,
-            self.answered_after_kill,
-            self.reinvites_at_kills,
-            self.reinvites_ok_after_kill,
-            self.register_races,
-            self.listings_checked,
-            self.watchdog_due,
-            self.remote_lookups,
-            self.remote_absences,
-        ]
-    }
-
-    pub fn from_array(a: [u64; 25]) -> Self {
-        let [calls_attempted, calls_answered, ended_by_caller, ended_by_callee, ended_by_drongo, registrations, deregistrations, reinvites, infos, byes, faults_planned, faults_struck, triggers_met, calls_up_at_kills, failovers, switches, ringing_at_kills, answered_after_kill, reinvites_at_kills, reinvites_ok_after_kill, register_races, listings_checked, watchdog_due, remote_lookups, remote_absences] =
-            a;
-        Self {
-            calls_attempted,
-            calls_answered,
-            ended_by_caller,
-            ended_by_callee,
-            ended_by_drongo,
-            registrations,
-            deregistrations,
-            reinvites,
-            infos,
-            byes,
-            faults_planned,
-            faults_struck,
-            triggers_met,
-            calls_up_at_kills,
-            failovers,
-            switches,
-            ringing_at_kills,
-            answered_after_kill,
-            reinvites_at_kills,
-            reinvites_ok_after_kill,
-            register_races,
-            listings_checked,
-            watchdog_due,
-            remote_lookups,
-            remote_absences,
-        }
-    }
 }
+
+/// [`Counts::to_array`] and [`Counts::from_array`] from one list of the fields.
+macro_rules! counts_as_array {
+    ($($field:ident),* $(,)?) => {
+        impl Counts {
+            /// Every count, in declaration order (how a sweep's worker process reports
+            /// them).
+            pub fn to_array(&self) -> [u64; 25] {
+                [$(self.$field),*]
+            }
+
+            pub fn from_array(a: [u64; 25]) -> Self {
+                let [$($field),*] = a;
+                Self { $($field),* }
+            }
+        }
+    };
+}
+
+counts_as_array!(
+    calls_attempted,
+    calls_answered,
+    ended_by_caller,
+    ended_by_callee,
+    ended_by_drongo,
+    registrations,
+    deregistrations,
+    reinvites,
+    infos,
+    byes,
+    faults_planned,
+    faults_struck,
+    triggers_met,
+    calls_up_at_kills,
+    failovers,
+    switches,
+    ringing_at_kills,
+    answered_after_kill,
+    reinvites_at_kills,
+    reinvites_ok_after_kill,
+    register_races,
+    listings_checked,
+    watchdog_due,
+    remote_lookups,
+    remote_absences,
+);
 
 impl std::fmt::Display for Counts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

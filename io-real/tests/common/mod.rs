@@ -1,6 +1,7 @@
 //! The `drongo` binary as a child process, for the tests that run real processes.
 #![allow(dead_code)]
 
+pub mod lb;
 pub mod party;
 pub mod proxy;
 pub mod reg;
@@ -10,6 +11,15 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The whole answer to `GET path` on admin port `port`, whatever its status.
+pub fn admin_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
 
 pub struct Drongo {
     pub child: Child,
@@ -76,11 +86,7 @@ impl Drongo {
 
     /// The whole answer to `GET path`, whatever its status.
     pub fn http_raw(&self, path: &str) -> Option<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.admin)).ok()?;
-        write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        Some(out)
+        admin_get(self.admin, path)
     }
 
     pub fn signal(&self, sig: &str) {
@@ -126,6 +132,16 @@ impl Drop for Drongo {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A child process killed and reaped when the test is done with it (or fails).
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
