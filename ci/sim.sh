@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The deterministic simulation (io-sim + scenarios on madsim). Builds the runner with
 # RUSTFLAGS="--cfg madsim" in its own target directory (target-sim), so that simulation
-# and ordinary builds do not rebuild each other.
+# and ordinary builds do not rebuild each other, with the `sim` profile (release, whole
+# program optimised: see Cargo.toml).
 #   ci/sim.sh list
 #   ci/sim.sh run NAME --seed N [--trace FILE]   exit 0 when every invariant holds
 #   ci/sim.sh sweep NAME --seeds A..B [--jobs N] [-v]
@@ -14,9 +15,9 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-RUSTFLAGS="--cfg madsim" cargo build --quiet --release -p drongo-scenarios --bin drongo-sim \
+RUSTFLAGS="--cfg madsim" cargo build --quiet --profile sim -p drongo-scenarios --bin drongo-sim \
   --target-dir target-sim
-bin=target-sim/release/drongo-sim
+bin=target-sim/sim/drongo-sim
 if [ "${1:-}" != "all" ]; then
   exec "$bin" "$@"
 fi
