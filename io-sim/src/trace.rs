@@ -116,10 +116,9 @@ impl Trace {
     }
 }
 
-/// FNV-1a, 64 bits: stable across Rust versions and platforms, unlike `DefaultHasher`.
 /// A message's fingerprint in the trace: eight bytes a step (FNV's byte a step over every
-/// message of a run was the largest part of the trace's cost). Not for anything but telling
-/// two messages apart.
+/// message of a run was the largest part of the trace's cost), stable across Rust versions
+/// and platforms, unlike `DefaultHasher`. Not for anything but telling two messages apart.
 pub fn fingerprint(bytes: &[u8]) -> u64 {
     const K: u64 = 0x517c_c1b7_2722_0a95;
     let mut h = bytes.len() as u64;
