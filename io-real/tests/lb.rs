@@ -20,7 +20,7 @@
 mod common;
 
 use common::lb::Lb;
-use common::{finished, scenario, Drongo};
+use common::{finished, scenario, Drongo, Reaped};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -127,7 +127,7 @@ fn node_at(sip: u16, id: u16, url: &str, lb: u16, uas: u16, cluster: &str) -> Dr
 /// The callee: one SIPp UAS for the whole test (late retransmissions of a step's calls
 /// reach it as "dead calls", not as failures of the next step), and its counts.
 struct Callee {
-    child: Child,
+    _child: Reaped,
     stat: PathBuf,
 }
 
@@ -148,13 +148,6 @@ impl Callee {
                 return (ok, failed);
             }
         }
-    }
-}
-
-impl Drop for Callee {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -189,7 +182,10 @@ fn calls_through_two_balancers_survive_a_node_and_its_return() {
     let lb1 = start_lb(LB1, &url, &dir);
     let lb2 = start_lb(LB2, &url, &dir);
     let (child, stat) = sipp(&dir, "uas", UAS, 0, 1_000_000, 0, &[]);
-    let callee = Callee { child, stat };
+    let callee = Callee {
+        _child: Reaped(child),
+        stat,
+    };
     let took = |c: Child, port: u16, limit: u64| {
         let start = Instant::now();
         let ok = finished(c, Duration::from_secs(limit));

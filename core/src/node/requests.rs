@@ -73,18 +73,17 @@ impl Node {
         match req.method {
             Method::Invite => self.on_invite(key, req, from, now),
             Method::Register => self.on_register(key, req, from, now),
-            // The INVITE it cancels may be another member's (a balancer that lost the
-            // INVITE's node sends it anywhere): found through its call, as in a dialog.
-            Method::Cancel if clustered && s.tx.invite_for_cancel(&key).is_none() => {
-                self.await_call(key, req, from, now)
-            }
-            Method::Cancel => {
-                let invite = s.tx.invite_for_cancel(&key);
-                self.b2bua.on_cancel(s, &key, &req, now);
-                if let Some(invite) = invite {
-                    self.cancel_parked_invite(&invite, now);
+            Method::Cancel => match s.tx.invite_for_cancel(&key) {
+                // The INVITE it cancels may be another member's (a balancer that lost the
+                // INVITE's node sends it anywhere): found through its call, as in a dialog.
+                None if clustered => self.await_call(key, req, from, now),
+                invite => {
+                    self.b2bua.on_cancel(s, &key, &req, now);
+                    if let Some(invite) = invite {
+                        self.cancel_parked_invite(&invite, now);
+                    }
                 }
-            }
+            },
             Method::Options => {
                 let h = [
                     ("Allow", ALLOW.to_string()),

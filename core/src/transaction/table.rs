@@ -63,8 +63,7 @@ impl Table {
     ) -> Option<TxKey> {
         let entry = self.entries.get(&id)?;
         if entry.tx.is_terminated() {
-            self.timers.remove(&id);
-            let e = self.entries.remove(&id)?;
+            let e = self.take(id)?;
             self.ids.remove(&e.key);
             return Some(e.key);
         }
@@ -78,8 +77,7 @@ impl Table {
         let id = self.next_id;
         self.next_id += 1;
         if let Some(old) = self.ids.insert(key.clone(), id) {
-            self.timers.remove(&old);
-            self.entries.remove(&old);
+            self.take(old);
         }
         self.entries.insert(id, Entry { key, tx });
         id
@@ -87,8 +85,14 @@ impl Table {
 
     pub(crate) fn remove(&mut self, key: &TxKey) -> Option<Transaction> {
         let id = self.ids.remove(key)?;
+        self.take(id).map(|e| e.tx)
+    }
+
+    /// Takes transaction `id` out with its deadline (its key stays for the caller to
+    /// drop or reuse).
+    fn take(&mut self, id: u64) -> Option<Entry> {
         self.timers.remove(&id);
-        self.entries.remove(&id).map(|e| e.tx)
+        self.entries.remove(&id)
     }
 
     /// Clears the deadline of transaction `id`.

@@ -540,6 +540,11 @@ impl Ua {
     }
 }
 
+/// A piece of a message as text, trimmed (borrowed when it is UTF-8, as it nearly always is).
+fn text(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(b.trim_ascii())
+}
+
 /// A trace line for a message: start line, Call-ID, CSeq and a hash of the exact bytes.
 /// Written straight into the trace (no text of its own is built).
 pub struct Summary<'a>(pub &'a [u8]);
@@ -552,7 +557,6 @@ impl std::fmt::Display for Summary<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Read as bytes: every message of a run passes through here, and building a
         // lossy copy of each was a tenth of the trace's cost.
-        let text = |b: &[u8]| String::from_utf8_lossy(b.trim_ascii()).into_owned();
         let mut lines = self.0.split(|b| *b == b'\n');
         let first = lines.next().unwrap_or_default();
         let (mut call_id, mut cseq): (&[u8], &[u8]) = (b"", b"");

@@ -569,7 +569,7 @@ async fn world(spec: &WorldSpec, seed: u64, trace: Trace, ledger: Ledger) {
     // otherwise outlive the run (a sweep grew by megabytes a seed).
     let every = nodes.iter().chain(&lbs).chain(uas.iter().map(|u| &u.0));
     let stores = std::iter::once(store_node.id()).chain(second.as_ref().map(|(_, b)| *b));
-    for id in every.copied().chain(stores).collect::<Vec<_>>() {
+    for id in every.copied().chain(stores) {
         handle.kill(id);
     }
     madsim::time::sleep(Duration::from_millis(1)).await;
