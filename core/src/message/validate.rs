@@ -2,11 +2,14 @@
 //! method, sane numbers, URIs, extensions. Every rejection names the rule that failed and the
 //! action a server takes: answer with a status code, or drop silently (responses, and
 //! requests we cannot answer because they carry no Via).
+//!
+//! One walk over the headers gathers what the rules look at; the rules are then applied in
+//! a fixed order, so that a message breaking several always gets the same answer.
 
-use super::headers::{check_uri, CSeq, NameAddr, UriKind, Via};
+use super::headers::{check_uri, header_param, CSeq, NameAddr, UriKind, Via};
 use super::lex::parse_decimal;
 use super::rules::{Action, Limits, Rejection, Rule};
-use super::{Method, SipMessage};
+use super::{Headers, Method, SipMessage};
 use std::fmt;
 
 impl fmt::Display for Rejection {
@@ -29,59 +32,138 @@ pub fn validate_as_proxy(msg: &SipMessage, limits: &Limits) -> Result<(), Reject
     check(msg, limits, true)
 }
 
+/// A header the rules look at: how many there are and the first one's value.
+#[derive(Default, Clone, Copy)]
+struct Field<'a> {
+    count: usize,
+    first: Option<&'a str>,
+}
+
+impl<'a> Field<'a> {
+    fn see(&mut self, value: &'a str) {
+        self.count += 1;
+        self.first.get_or_insert(value);
+    }
+}
+
+/// What one walk over the headers found.
+#[derive(Default)]
+struct Found<'a> {
+    via: Field<'a>,
+    vias_valid: bool,
+    call_id: Field<'a>,
+    from: Field<'a>,
+    to: Field<'a>,
+    cseq: Field<'a>,
+    expires: Option<&'a str>,
+    max_forwards: Field<'a>,
+    /// Whether every Contact is well-formed (a `*` counts as one).
+    contacts_valid: bool,
+    contact_star: bool,
+    content_type: bool,
+    require: bool,
+}
+
+impl<'a> Found<'a> {
+    fn walk(headers: &'a Headers) -> Self {
+        let mut f = Found {
+            vias_valid: true,
+            contacts_valid: true,
+            ..Found::default()
+        };
+        for h in headers.iter() {
+            let v = h.value.as_str();
+            // Known names are stored in their canonical spelling (`lex::canonical_name`); the
+            // case-insensitive test is for headers built by hand.
+            let is = |n: &str| h.name.len() == n.len() && h.name.eq_ignore_ascii_case(n);
+            match h.name.len() {
+                3 if is("Via") => {
+                    f.via.see(v);
+                    f.vias_valid &= Via::is_valid(v);
+                }
+                7 if is("Call-ID") => f.call_id.see(v),
+                4 if is("From") => f.from.see(v),
+                2 if is("To") => f.to.see(v),
+                4 if is("CSeq") => f.cseq.see(v),
+                7 if is("Expires") => {
+                    f.expires.get_or_insert(v);
+                }
+                12 if is("Max-Forwards") => f.max_forwards.see(v),
+                7 if is("Contact") => {
+                    if v == "*" {
+                        f.contact_star = true;
+                    } else {
+                        f.contacts_valid &= contact_is_valid(v);
+                    }
+                }
+                12 if is("Content-Type") => f.content_type = true,
+                7 if is("Require") => f.require = true,
+                _ => {}
+            }
+        }
+        f
+    }
+}
+
+/// A Contact value other than `*`: a name-addr whose first `expires` parameter, if any, is
+/// a number.
+fn contact_is_valid(c: &str) -> bool {
+    let mut expires: Option<Option<&str>> = None;
+    NameAddr::check(c, |name, value| {
+        if expires.is_none() && name.eq_ignore_ascii_case("expires") {
+            expires = Some(value);
+        }
+    }) && expires.is_none_or(|e| parse_decimal(e.unwrap_or(""), u32::MAX as u64).is_some())
+}
+
 fn check(msg: &SipMessage, limits: &Limits, proxy: bool) -> Result<(), Rejection> {
     let is_response = matches!(msg, SipMessage::Response(_));
     let h = msg.headers();
     let fail = |rule| Err(Rejection::new(rule, is_response));
+    let f = Found::walk(h);
 
     // Without a Via there is nowhere to send an answer.
-    if h.count("Via") == 0 {
+    let Some(top_via) = f.via.first else {
         return Err(Rejection::drop(Rule::MissingHeader("Via")));
-    }
-    if !h.get_all("Via").all(Via::is_valid) {
+    };
+    if !f.vias_valid {
         return fail(Rule::BadHeaderValue("Via"));
     }
-    for name in ["Call-ID", "From", "To", "CSeq"] {
-        match h.count(name) {
+    for (name, field) in [
+        ("Call-ID", f.call_id),
+        ("From", f.from),
+        ("To", f.to),
+        ("CSeq", f.cseq),
+    ] {
+        match field.count {
             0 => return fail(Rule::MissingHeader(name)),
             1 => {}
             _ => return fail(Rule::DuplicateHeader(name)),
         }
     }
-    let call_id = h.get("Call-ID").unwrap_or("");
+    let call_id = f.call_id.first.unwrap_or("");
     if call_id.is_empty() || call_id.contains([' ', '\t']) {
         return fail(Rule::BadHeaderValue("Call-ID"));
     }
-    let Some(cseq) = h.get("CSeq").and_then(CSeq::parse) else {
+    let Some(cseq) = f.cseq.first.and_then(CSeq::parse) else {
         return fail(Rule::BadHeaderValue("CSeq"));
     };
     let name_addr = |v: &str| NameAddr::check(v, |_, _| {});
-    if !h.get("From").is_some_and(name_addr) {
+    if !f.from.first.is_some_and(name_addr) {
         return fail(Rule::BadHeaderValue("From"));
     }
-    if !h.get("To").is_some_and(name_addr) {
+    if !f.to.first.is_some_and(name_addr) {
         return fail(Rule::BadHeaderValue("To"));
     }
-    if let Some(e) = h.get("Expires") {
-        if parse_decimal(e, u32::MAX as u64).is_none() {
-            return fail(Rule::BadHeaderValue("Expires"));
-        }
+    if f.expires
+        .is_some_and(|e| parse_decimal(e, u32::MAX as u64).is_none())
+    {
+        return fail(Rule::BadHeaderValue("Expires"));
     }
-    for c in h.get_all("Contact") {
-        // The first `expires` parameter, if any, must be a number.
-        let mut expires: Option<Option<&str>> = None;
-        let ok = NameAddr::check(c, |name, value| {
-            if expires.is_none() && name.eq_ignore_ascii_case("expires") {
-                expires = Some(value);
-            }
-        }) && expires
-            .is_none_or(|e| parse_decimal(e.unwrap_or(""), u32::MAX as u64).is_some())
-            || c == "*";
-        if !ok {
-            return fail(Rule::BadHeaderValue("Contact"));
-        }
+    if !f.contacts_valid {
+        return fail(Rule::BadHeaderValue("Contact"));
     }
-    if !msg.body().is_empty() && h.count("Content-Type") == 0 {
+    if !msg.body().is_empty() && !f.content_type {
         return fail(Rule::MissingContentType);
     }
 
@@ -89,11 +171,11 @@ fn check(msg: &SipMessage, limits: &Limits, proxy: bool) -> Result<(), Rejection
         SipMessage::Response(_) => {
             // ... unless it answers a request a member forwarded as a proxy (its Via on
             // top: `node::forward`).
-            let forwarded = h
-                .get("Via")
-                .and_then(super::Via::parse)
-                .is_some_and(|v| v.is_forwarding());
-            if h.count("Via") > 1 && !proxy && !forwarded {
+            let forwarded = || {
+                header_param(top_via, "branch")
+                    .is_some_and(|b| b.starts_with(crate::ids::FORWARD_BRANCH))
+            };
+            if f.via.count > 1 && !proxy && !forwarded() {
                 return Err(Rejection::drop(Rule::ExtraViaInResponse));
             }
             return Ok(());
@@ -105,10 +187,11 @@ fn check(msg: &SipMessage, limits: &Limits, proxy: bool) -> Result<(), Rejection
     }
     // A request without Max-Forwards is accepted (RFC 4475 §3.4.1: RFC 2543 elements do not
     // send it); the node takes it as 70.
-    if h.count("Max-Forwards") > 1 {
+    if f.max_forwards.count > 1 {
         return fail(Rule::DuplicateHeader("Max-Forwards"));
     }
-    if h.get("Max-Forwards")
+    if f.max_forwards
+        .first
         .is_some_and(|v| parse_decimal(v, 255).is_none())
     {
         return fail(Rule::BadHeaderValue("Max-Forwards"));
@@ -118,10 +201,10 @@ fn check(msg: &SipMessage, limits: &Limits, proxy: bool) -> Result<(), Rejection
         Some(UriKind::Other) => return fail(Rule::UnsupportedUriScheme),
         Some(UriKind::Sip | UriKind::Tel) => {}
     }
-    if h.get_all("Contact").any(|c| c == "*") && req.method != Method::Register {
+    if f.contact_star && req.method != Method::Register {
         return fail(Rule::BadHeaderValue("Contact"));
     }
-    if !proxy && !matches!(req.method, Method::Ack | Method::Cancel) {
+    if f.require && !proxy && !matches!(req.method, Method::Ack | Method::Cancel) {
         let unsupported: Vec<String> = h
             .tokens("Require")
             .filter(|t| {
