@@ -170,8 +170,12 @@ impl Balancer {
         // list yet, such as one just restarted) with its Via naming us, as a member's does
         // (it advertises the balancer); sent to a member as a phone's, it would come back
         // to the member that sent it.
-        let via = req.headers.get("Via").and_then(Via::parse);
-        if self.pool.is_node_addr(from) || via.as_ref().is_some_and(|v| self.names_me(v)) {
+        let top = req.headers.get("Via").unwrap_or("");
+        let via = Via::parse(top);
+        let names_me = via.as_ref().is_some_and(|v| self.names_me(v));
+        // What the new branch is derived from (the client's branch and sent-by).
+        let hash_of = via.map(|v| format!("{}|{}", v.branch().unwrap_or(top), v.sent_by()));
+        if self.pool.is_node_addr(from) || names_me {
             return self.relay_for_node(req);
         }
         let mf = req
@@ -194,12 +198,10 @@ impl Balancer {
         };
         let addr = self.pool.node(node)?.addr;
         self.pool.count_routed(node);
-        let top = req.headers.first_mut("Via")?;
-        let hash_of = match via {
-            Some(v) => format!("{}|{}", v.branch().unwrap_or(top), v.sent_by()),
-            None => return self.drop("request with an unparsable Via"),
+        let Some(hash_of) = hash_of else {
+            return self.drop("request with an unparsable Via");
         };
-        stamp_source(top, from);
+        stamp_source(req.headers.first_mut("Via")?, from);
         let branch = crate::cluster::hrw::key_hash(hash_of.as_bytes());
         req.headers.push_front(
             "Via",

@@ -3,6 +3,7 @@
 
 use super::lex::{find_plain, is_token_char, lex, parse_decimal, quotes_closed, ByteClass, Part};
 use super::Method;
+use std::borrow::Cow;
 
 /// A header or URI parameter: `name` or `name=value` (quotes kept on quoted values).
 pub type Param = (String, Option<String>);
@@ -98,11 +99,6 @@ fn is_valid_host(host: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
-/// Splits `host[:port]`, validating both.
-fn parse_host_port(s: &str) -> Option<(String, Option<u16>)> {
-    split_host_port(s).map(|(h, p)| (h.to_ascii_lowercase(), p))
-}
-
 /// Splits `host[:port]`, validating both, without copying.
 fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
     let (host, port) = if s.starts_with('[') {
@@ -129,25 +125,38 @@ fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
     Some((host, port))
 }
 
-/// One Via header field value (§20.42): `SIP/2.0/UDP host:port;branch=...`.
+/// One Via header field value (§20.42): `SIP/2.0/UDP host:port;branch=...`, borrowed from
+/// the header it was read from (a message's Vias are read on every step: nothing is copied).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Via {
-    /// Upper-cased transport token (UDP, TCP, TLS, SCTP, WS, WSS, ...).
-    pub transport: String,
-    pub host: String,
+pub struct Via<'a> {
+    /// The transport token as written (UDP, TCP, TLS, SCTP, WS, WSS, ...; compare it
+    /// case-insensitively).
+    pub transport: &'a str,
+    /// The sent-by host as written (host names compare case-insensitively).
+    pub host: Cow<'a, str>,
     pub port: Option<u16>,
-    pub params: Vec<Param>,
+    /// The parameters, checked well-formed: `;branch=z9hG4bK1;rport` (read with `param`).
+    params: &'a str,
 }
 
-impl Via {
-    pub fn parse(value: &str) -> Option<Via> {
+impl<'a> Via<'a> {
+    pub fn parse(value: &'a str) -> Option<Via<'a>> {
         let (transport, sent_by, params) = Via::parts(value)?;
-        let (host, port) = parse_host_port(&sent_by)?;
-        Some(Via {
-            transport: transport.to_ascii_uppercase(),
+        let (host, port) = match sent_by {
+            Cow::Borrowed(s) => {
+                let (h, p) = split_host_port(s)?;
+                (Cow::Borrowed(h), p)
+            }
+            Cow::Owned(s) => {
+                let (h, p) = split_host_port(&s)?;
+                (Cow::Owned(h.to_string()), p)
+            }
+        };
+        walk_params(params, |_, _| {}).then_some(Via {
+            transport,
             host,
             port,
-            params: parse_params(params)?,
+            params,
         })
     }
 
@@ -159,7 +168,7 @@ impl Via {
     }
 
     /// The transport, sent-by (LWS around its colon removed) and parameters of a Via.
-    fn parts(value: &str) -> Option<(&str, std::borrow::Cow<'_, str>, &str)> {
+    fn parts(value: &'a str) -> Option<(&'a str, Cow<'a, str>, &'a str)> {
         let value = value.trim();
         // sent-protocol = protocol-name SLASH protocol-version SLASH transport, LWS allowed.
         let mut rest = value;
@@ -167,7 +176,8 @@ impl Via {
         for (i, slot) in fields.iter_mut().enumerate() {
             rest = rest.trim_start_matches([' ', '\t']);
             let end = rest
-                .find(|c: char| !(c.is_ascii() && is_token_char(c as u8)))
+                .bytes()
+                .position(|b| !is_token_char(b))
                 .unwrap_or(rest.len());
             let (field, tail) = rest.split_at(end);
             if field.is_empty() {
@@ -195,9 +205,9 @@ impl Via {
                 .split(':')
                 .map(|p| p.trim_matches([' ', '\t']))
                 .collect();
-            std::borrow::Cow::Owned(parts.join(":"))
+            Cow::Owned(parts.join(":"))
         } else {
-            std::borrow::Cow::Borrowed(sent_by)
+            Cow::Borrowed(sent_by)
         };
         if sent_by.contains([' ', '\t']) {
             return None;
@@ -205,11 +215,18 @@ impl Via {
         Some((transport, sent_by, &rest[params_at..]))
     }
 
-    pub fn param(&self, name: &str) -> Option<&str> {
-        find_param(&self.params, name)
+    /// The value of parameter `name` (case-insensitive; `""` for a flag such as `rport`).
+    pub fn param(&self, name: &str) -> Option<&'a str> {
+        let mut found = None;
+        walk_params(self.params, |n, v| {
+            if found.is_none() && n.eq_ignore_ascii_case(name) {
+                found = Some(v.unwrap_or(""));
+            }
+        });
+        found
     }
 
-    pub fn branch(&self) -> Option<&str> {
+    pub fn branch(&self) -> Option<&'a str> {
         self.param("branch").filter(|b| !b.is_empty())
     }
 
@@ -220,19 +237,22 @@ impl Via {
             .is_some_and(|b| b.starts_with(crate::ids::FORWARD_BRANCH))
     }
 
-    /// `host:port` with the transport's default port filled in, for transaction matching.
+    /// `host:port` with the host lower-cased and the transport's default port filled in, for
+    /// transaction matching.
     pub fn sent_by(&self) -> String {
-        format!("{}:{}", self.host, self.port_or_default())
+        format!(
+            "{}:{}",
+            self.host.to_ascii_lowercase(),
+            self.port_or_default()
+        )
     }
 
     /// The sent-by port, or the transport's default.
     pub fn port_or_default(&self) -> u16 {
-        let default = if matches!(self.transport.as_str(), "TLS" | "WSS") {
-            5061
-        } else {
-            5060
-        };
-        self.port.unwrap_or(default)
+        let secure = ["TLS", "WSS"]
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(self.transport));
+        self.port.unwrap_or(if secure { 5061 } else { 5060 })
     }
 }
 
@@ -480,7 +500,8 @@ mod tests {
     fn via_forms() {
         let v =
             Via::parse("SIP / 2.0 / udp host.Example.com:5062 ;branch=z9hG4bK776;rport").unwrap();
-        assert_eq!(v.transport, "UDP");
+        assert_eq!(v.transport, "udp");
+        assert_eq!(v.host, "host.Example.com");
         assert_eq!(v.sent_by(), "host.example.com:5062");
         assert_eq!(v.branch(), Some("z9hG4bK776"));
         assert_eq!(v.param("rport"), Some(""));

@@ -53,7 +53,7 @@ pub struct TxKey {
 /// it, so that copies of one request forwarded by different members are one transaction
 /// at the owner, not two with one CSeq (two final responses for one request: the second
 /// member's copy got 500 Out Of Order, the first's its real answer).
-fn keyed_via(req: &Request) -> Option<Via> {
+fn keyed_via(req: &Request) -> Option<Via<'_>> {
     let top = Via::parse(req.headers.get("Via")?)?;
     if !top.is_forwarding() {
         return Some(top);
