@@ -135,11 +135,19 @@ pub(crate) fn lex(s: &str) -> impl Iterator<Item = (usize, char, Part)> + '_ {
 
 /// Whether every quoted string in `s` is closed.
 pub(crate) fn quotes_closed(s: &str) -> bool {
+    if memchr::memchr(b'"', s.as_bytes()).is_none() {
+        return true;
+    }
     lex(s).filter(|(_, _, p)| *p == Part::Quote).count() % 2 == 0
 }
 
 /// The index of the first `c` in `s` outside quoted strings.
 pub(crate) fn find_plain(s: &str, c: char) -> Option<usize> {
+    // Without a quote every character is plain (a backslash escapes only inside quotes):
+    // the common case, found without walking characters.
+    if c.is_ascii() && memchr::memchr(b'"', s.as_bytes()).is_none() {
+        return memchr::memchr(c as u8, s.as_bytes());
+    }
     lex(s)
         .find(|&(_, ch, p)| p == Part::Plain && ch == c)
         .map(|(i, _, _)| i)
@@ -224,5 +232,20 @@ mod tests {
             [r#""a, \"b" <sip:x@y;p=1,2>;q=1"#, "<sip:z>"]
         );
         assert!(split_list("a,,b").is_none());
+    }
+
+    #[test]
+    fn plain_characters_with_and_without_quotes() {
+        assert_eq!(find_plain(";a=1;b", ';'), Some(0));
+        assert_eq!(find_plain("a=1;b", ';'), Some(3));
+        assert_eq!(find_plain("a=\"x;y\";b", ';'), Some(7));
+        assert_eq!(find_plain("a=\"x;y", ';'), None);
+        assert_eq!(
+            find_plain("a\\;b", ';'),
+            Some(2),
+            "a backslash outside quotes"
+        );
+        assert!(quotes_closed("a=1;b") && quotes_closed("a=\"x\\\"y\""));
+        assert!(!quotes_closed("a=\"x"));
     }
 }
