@@ -8,6 +8,9 @@ use std::borrow::Cow;
 /// A header or URI parameter: `name` or `name=value` (quotes kept on quoted values).
 pub type Param = (String, Option<String>);
 
+/// An unquoted parameter value: a token, or a host (`[` `]` `:` of an IPv6 reference).
+const PARAM_VALUE: ByteClass = ByteClass::alphanumeric_and(b"-.!%*_+`'~[]:");
+
 /// Walks `;a=1;b;c="x;y"` (the leading `;` optional), checking each parameter and handing
 /// its name and value (quotes kept) to `each`; `false` when one is malformed.
 fn walk_params<'a>(s: &'a str, mut each: impl FnMut(&'a str, Option<&'a str>)) -> bool {
@@ -39,7 +42,7 @@ fn walk_params<'a>(s: &'a str, mut each: impl FnMut(&'a str, Option<&'a str>)) -
             let ok = if v.starts_with('"') {
                 v.len() >= 2 && v.ends_with('"')
             } else {
-                !v.is_empty() && v.bytes().all(|b| is_token_char(b) || b"[]:".contains(&b))
+                !v.is_empty() && v.bytes().all(|b| PARAM_VALUE.has(b))
             };
             if !ok {
                 return false;
