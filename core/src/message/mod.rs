@@ -289,21 +289,58 @@ impl SipMessage {
     }
 }
 
-fn write_wire(start: &str, headers: &Headers, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(start.len() + 64 * headers.len() + body.len() + 32);
-    out.extend_from_slice(start.as_bytes());
+/// A number in decimal, written without a temporary string.
+struct Decimal {
+    digits: [u8; 20],
+    from: usize,
+}
+
+impl Decimal {
+    fn new(mut n: usize) -> Self {
+        let mut digits = [0u8; 20];
+        let mut from = digits.len();
+        loop {
+            from -= 1;
+            digits[from] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        Decimal { digits, from }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.digits[self.from..]
+    }
+}
+
+/// The wire form after a start line made of `start` (its CRLF added here).
+fn write_wire(start: &[&[u8]], headers: &Headers, body: &[u8]) -> Vec<u8> {
+    let size = start.iter().map(|p| p.len()).sum::<usize>()
+        + headers
+            .iter()
+            .map(|h| h.name.len() + h.value.len() + 4)
+            .sum::<usize>()
+        + body.len()
+        + 48;
+    let mut out = Vec::with_capacity(size);
+    for part in start {
+        out.extend_from_slice(part);
+    }
     out.extend_from_slice(b"\r\n");
     let mut wrote_length = false;
     for h in headers.iter() {
+        let is_length = h.name.eq_ignore_ascii_case("Content-Length");
+        if is_length && wrote_length {
+            continue;
+        }
         out.extend_from_slice(h.name.as_bytes());
         out.extend_from_slice(b": ");
-        if h.name.eq_ignore_ascii_case("Content-Length") {
+        if is_length {
             // The length on the wire is always the body's; a stale value is never sent.
-            if wrote_length {
-                continue;
-            }
             wrote_length = true;
-            out.extend_from_slice(body.len().to_string().as_bytes());
+            out.extend_from_slice(Decimal::new(body.len()).as_bytes());
         } else {
             out.extend_from_slice(h.value.as_bytes());
         }
@@ -311,7 +348,7 @@ fn write_wire(start: &str, headers: &Headers, body: &[u8]) -> Vec<u8> {
     }
     if !wrote_length {
         out.extend_from_slice(b"Content-Length: ");
-        out.extend_from_slice(body.len().to_string().as_bytes());
+        out.extend_from_slice(Decimal::new(body.len()).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -321,21 +358,21 @@ fn write_wire(start: &str, headers: &Headers, body: &[u8]) -> Vec<u8> {
 
 impl Request {
     pub fn to_bytes(&self) -> Vec<u8> {
-        write_wire(
-            &format!("{} {} SIP/2.0", self.method, self.uri),
-            &self.headers,
-            &self.body,
-        )
+        let start: [&[u8]; 4] = [
+            self.method.as_str().as_bytes(),
+            b" ",
+            self.uri.as_bytes(),
+            b" SIP/2.0",
+        ];
+        write_wire(&start, &self.headers, &self.body)
     }
 }
 
 impl Response {
     pub fn to_bytes(&self) -> Vec<u8> {
-        write_wire(
-            &format!("SIP/2.0 {} {}", self.code, self.reason),
-            &self.headers,
-            &self.body,
-        )
+        let code = Decimal::new(usize::from(self.code));
+        let start: [&[u8]; 4] = [b"SIP/2.0 ", code.as_bytes(), b" ", self.reason.as_bytes()];
+        write_wire(&start, &self.headers, &self.body)
     }
 }
 
@@ -404,5 +441,27 @@ fn generic_reason(code: u16) -> &'static str {
         4 => "Client Error",
         5 => "Server Error",
         _ => "Global Failure",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_and_start_lines() {
+        for n in [0usize, 7, 10, 12_345, usize::MAX] {
+            assert_eq!(Decimal::new(n).as_bytes(), n.to_string().as_bytes());
+        }
+        let resp = Response {
+            code: 42,
+            reason: "Odd".into(),
+            headers: Headers::default(),
+            body: b"xy".to_vec(),
+        };
+        assert_eq!(
+            resp.to_bytes(),
+            b"SIP/2.0 42 Odd\r\nContent-Length: 2\r\n\r\nxy".to_vec()
+        );
     }
 }
