@@ -369,14 +369,15 @@ impl Balancer {
         let Some(top) = resp.headers.get("Via").and_then(Via::parse) else {
             return self.drop("response without a Via");
         };
-        let branch = top.branch().unwrap_or("").to_string();
+        let branch = top.branch().unwrap_or("");
         if branch.starts_with(PROBE_BRANCH) {
+            let branch = branch.to_string();
             self.probes
                 .handle_answer(&mut self.pool, &branch, resp.code, now);
             return None;
         }
         if branch.starts_with(LB_BRANCH) {
-            if top.sent_by() != self.me.to_string() {
+            if !self.names_me(&top) {
                 return self.drop("response with another balancer's Via");
             }
             // Ours: remove our Via, send to the client's source (§18.2.2, RFC 3581).
@@ -397,7 +398,7 @@ impl Balancer {
             });
         }
         // A response to a node's request: to that node, or its call's adopter.
-        let Some(node) = node_of_branch(&branch) else {
+        let Some(node) = node_of_branch(branch) else {
             return self.drop("response to no one of ours");
         };
         let call_id = resp.headers.get("Call-ID").unwrap_or("");
@@ -420,17 +421,17 @@ fn uri_user(uri: &str) -> Option<&str> {
 
 /// Records where a request came from on its top Via (`received`, and `rport` always).
 fn stamp_source(top: &mut String, from: SocketAddr) {
-    let mut parts: Vec<String> = top
-        .split(';')
-        .filter(|p| {
-            let name = p.split('=').next().unwrap_or("").trim();
-            !(name.eq_ignore_ascii_case("rport") || name.eq_ignore_ascii_case("received"))
-        })
-        .map(str::to_string)
-        .collect();
-    parts.push(format!("received={}", from.ip()));
-    parts.push(format!("rport={}", from.port()));
-    *top = parts.join(";");
+    use std::fmt::Write;
+    let mut stamped = String::with_capacity(top.len() + 40);
+    for p in top.split(';') {
+        let name = p.split('=').next().unwrap_or("").trim();
+        if !(name.eq_ignore_ascii_case("rport") || name.eq_ignore_ascii_case("received")) {
+            stamped.push_str(p);
+            stamped.push(';');
+        }
+    }
+    let _ = write!(stamped, "received={};rport={}", from.ip(), from.port());
+    *top = stamped;
 }
 
 #[cfg(test)]
