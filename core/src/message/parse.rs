@@ -39,14 +39,14 @@ pub(crate) fn skip_leading_crlf(bytes: &[u8]) -> &[u8] {
 /// first LF followed by CRLF or by LF; `bytes` does not start with one (see
 /// [`skip_leading_crlf`]).
 pub(crate) fn find_head_end(bytes: &[u8]) -> Option<(usize, usize)> {
-    let crlf = memchr::memmem::find(bytes, b"\n\r\n");
-    let lf = memchr::memmem::find(bytes, b"\n\n");
-    match (crlf, lf) {
-        (Some(c), Some(l)) if l < c => Some((l + 1, l + 2)),
-        (Some(c), _) => Some((c + 1, c + 3)),
-        (None, Some(l)) => Some((l + 1, l + 2)),
-        (None, None) => None,
-    }
+    // Line ends are few (one a header): looking at what follows each is cheaper than
+    // setting up two substring searches.
+    memchr::memchr_iter(b'\n', bytes).find_map(|i| match bytes.get(i + 1..i + 3) {
+        Some([b'\n', _]) => Some((i + 1, i + 2)),
+        Some([b'\r', b'\n']) => Some((i + 1, i + 3)),
+        None if bytes.get(i + 1) == Some(&b'\n') => Some((i + 1, i + 2)),
+        _ => None,
+    })
 }
 
 /// Parses one message received as a datagram (or one frame cut from a stream).
@@ -342,6 +342,27 @@ mod tests {
         assert_eq!(e.action, Action::Reply(400));
         let e = parse("SIP/2.0 200 OK\r\nContent-Length: 10\r\n\r\nabc").unwrap_err();
         assert_eq!(e.action, Action::Drop);
+    }
+
+    #[test]
+    fn the_head_ends_at_the_first_blank_line_of_either_kind() {
+        for (bytes, end) in [
+            (&b"A\r\n\r\nbody"[..], Some((3, 5))),
+            (b"A\n\nbody", Some((2, 3))),
+            (b"A\n\n", Some((2, 3))),
+            (b"A\r\nB\n\r\n", Some((5, 7))),
+            (b"A\nB\n\nC\r\n\r\n", Some((4, 5))),
+            (b"A\r\nB\r\n", None),
+            (b"A\n\r", None),
+            (b"", None),
+        ] {
+            assert_eq!(
+                find_head_end(bytes),
+                end,
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
     }
 
     #[test]
