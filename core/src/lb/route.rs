@@ -172,12 +172,11 @@ impl Balancer {
         // to the member that sent it.
         let top = req.headers.get("Via").unwrap_or("");
         let via = Via::parse(top);
-        let names_me = via.as_ref().is_some_and(|v| self.names_me(v));
-        // What the new branch is derived from (the client's branch and sent-by).
-        let hash_of = via.map(|v| format!("{}|{}", v.branch().unwrap_or(top), v.sent_by()));
-        if self.pool.is_node_addr(from) || names_me {
+        if self.pool.is_node_addr(from) || via.as_ref().is_some_and(|v| self.names_me(v)) {
             return self.relay_for_node(req);
         }
+        // What the new branch is derived from (the client's branch and sent-by).
+        let hash_of = via.map(|v| format!("{}|{}", v.branch().unwrap_or(top), v.sent_by()));
         let mf = req
             .headers
             .get("Max-Forwards")
