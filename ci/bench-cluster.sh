@@ -27,7 +27,7 @@ SECS=${SECS:-10}
 if [ "${1:-}" = "--smoke" ]; then
   CPS_RATES=150; REG_RATES=300; SECS=3
 fi
-cargo build --release -p drongo --features etcd >/dev/null 2>&1 || cargo build --release -p drongo --features etcd
+cargo build --profile production -p drongo --features etcd >/dev/null 2>&1 || cargo build --profile production -p drongo --features etcd
 work=$(mktemp -d /tmp/drongo-bench-cluster.XXXXXX)
 pids=()
 cleanup() {
@@ -49,7 +49,7 @@ target = "sip:127.0.0.1:5080"
 CONF
 nodes="5061 5062 5063"
 for n in 1 2 3; do
-  target/release/drongo run --sip "127.0.0.1:506$n" --admin "127.0.0.1:906$n" \
+  target/production/drongo run --sip "127.0.0.1:506$n" --admin "127.0.0.1:906$n" \
     --data "$work/data$n" --store "$store" --node-id "$n" --config "$work/drongo.toml" \
     2>"$work/drongo$n.log" &
   pids+=($!)

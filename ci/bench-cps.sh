@@ -22,7 +22,7 @@ SECS=${SECS:-10}
 if [ "${1:-}" = "--smoke" ]; then
   CPS_RATES=200; REG_RATES=500; SECS=3
 fi
-cargo build --release -p drongo >/dev/null 2>&1 || cargo build --release -p drongo
+cargo build --profile production -p drongo >/dev/null 2>&1 || cargo build --profile production -p drongo
 work=$(mktemp -d /tmp/drongo-bench.XXXXXX)
 pids=()
 cleanup() {
@@ -37,7 +37,7 @@ cat > "$work/drongo.toml" <<EOF
 user = "service"
 target = "sip:127.0.0.1:5080"
 EOF
-target/release/drongo run --sip 127.0.0.1:5060 --admin 127.0.0.1:9060 \
+target/production/drongo run --sip 127.0.0.1:5060 --admin 127.0.0.1:9060 \
   --data "$work/data" --config "$work/drongo.toml" 2>"$work/drongo.log" &
 pids+=($!)
 # As many Kamailio workers as there are cores (Drongo gets a full multi-threaded runtime).
