@@ -6,7 +6,7 @@
 //! One walk over the headers gathers what the rules look at; the rules are then applied in
 //! a fixed order, so that a message breaking several always gets the same answer.
 
-use super::headers::{check_uri, header_param, CSeq, NameAddr, UriKind, Via};
+use super::headers::{check_uri, CSeq, NameAddr, UriKind, Via};
 use super::lex::parse_decimal;
 use super::rules::{Action, Limits, Rejection, Rule};
 use super::{Headers, Method, SipMessage};
@@ -171,10 +171,7 @@ fn check(msg: &SipMessage, limits: &Limits, proxy: bool) -> Result<(), Rejection
         SipMessage::Response(_) => {
             // ... unless it answers a request a member forwarded as a proxy (its Via on
             // top: `node::forward`).
-            let forwarded = || {
-                header_param(top_via, "branch")
-                    .is_some_and(|b| b.starts_with(crate::ids::FORWARD_BRANCH))
-            };
+            let forwarded = || Via::parse(top_via).is_some_and(|v| v.is_forwarding());
             if f.via.count > 1 && !proxy && !forwarded() {
                 return Err(Rejection::drop(Rule::ExtraViaInResponse));
             }
